@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+GO      ?= go
+PKGS    ?= ./...
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: run build test test-short bench check fmt vet lint tidy clean
+
+## run: start the service on the embedded defaults (SQLite in ./data, sandbox channels, log sink)
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/notificationservice serve
+
+## build: build bin/notificationservice
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
+
+## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ
+test:
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+## test-short: the fast subset (skips the long fault and soak tests)
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+## bench: the benchmarks in docs/benchmarks.md (needs PostgreSQL and RabbitMQ)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(PKGS)
+
+## check: what a reviewer runs: formatting, vet, tests
+check: fmt vet test
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+tidy:
+	$(GO) mod tidy
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,153 @@
+// Command notificationservice runs the notification service and its admin tasks.
+//
+//	notificationservice [-config FILE] [serve]        run the service (the default)
+//	notificationservice migrate up|down|status        manage the schema
+//	notificationservice token [flags]                 mint a JWT for local use
+//	notificationservice version                       print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/notificationservice/notificationservice/internal/app"
+	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "notificationservice:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("notificationservice", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "config/config.yaml", "configuration file (missing file: built-in defaults)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cmd, rest := "serve", fs.Args()
+	if len(rest) > 0 {
+		cmd, rest = rest[0], rest[1:]
+	}
+	if cmd == "version" {
+		fmt.Fprintln(stdout, version)
+		return nil
+	}
+	cfg, err := config.Load(*cfgPath, os.Environ())
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "serve":
+		return serve(cfg, stderr)
+	case "migrate":
+		return migrate(cfg, rest, stdout)
+	case "token":
+		return token(cfg, rest, stdout, stderr)
+	default:
+		return fmt.Errorf("unknown command %q (want serve, migrate, token or version)", cmd)
+	}
+}
+
+func serve(cfg config.Config, logOut io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := app.NewLogger(cfg.Log, logOut)
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	log.Info("notificationservice starting", "version", version, "postgres", cfg.Database.Postgres(), "outboxSink", cfg.Outbox.Sink)
+	return a.Run(ctx)
+}
+
+func migrate(cfg config.Config, args []string, out io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("usage: migrate up|down|status")
+	}
+	ctx := context.Background()
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer store.Close(db)
+	switch args[0] {
+	case "up":
+		return store.Migrate(ctx, db, app.NewLogger(cfg.Log, out))
+	case "down":
+		v, err := store.MigrateDown(ctx, db)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "rolled back version %d\n", v)
+		return nil
+	case "status":
+		st, err := store.Status(ctx, db)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			state := "pending"
+			if s.Applied {
+				state = "applied"
+			}
+			fmt.Fprintf(out, "%05d  %-8s %s\n", s.Version, state, s.File)
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown migrate command %q (want up, down or status)", args[0])
+	}
+}
+
+func token(cfg config.Config, args []string, out, errOut io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	user := fs.String("user", "1", "user id (the sub claim)")
+	roles := fs.String("roles", auth.RoleSuperAdmin, "comma-separated roles: "+strings.Join(auth.KnownRoles, ", "))
+	channel := fs.String("channel", "CSR", "channel claim")
+	collections := fs.String("collections", "", "comma-separated collection ids a non-super-admin may touch")
+	ttl := fs.Duration("ttl", cfg.Auth.TokenTTL, "lifetime")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	p := auth.Principal{UserID: *user, Channel: *channel}
+	for _, r := range strings.Split(*roles, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			p.Roles = append(p.Roles, r)
+		}
+	}
+	for _, c := range strings.Split(*collections, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		id, err := strconv.ParseInt(c, 10, 64)
+		if err != nil {
+			return fmt.Errorf("token: -collections: %q is not an id", c)
+		}
+		p.Collections = append(p.Collections, id)
+	}
+	t, err := auth.Mint(cfg.Auth, p, *ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, t)
+	return nil
+}

@@ -1,0 +1,147 @@
+// Package app wires the service together: the one place that knows every
+// component. main calls New and then Run.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/httpapi"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/store"
+)
+
+// Component is a long-running part of the service (relay, consumer, workers).
+// Run blocks until ctx is cancelled or it fails; a failure stops the service.
+type Component interface {
+	Run(ctx context.Context) error
+}
+
+// App is the wired service.
+type App struct {
+	Config config.Config
+	Log    *slog.Logger
+	DB     *gorm.DB
+	HTTP   *httpapi.Server
+	Outbox *outbox.Writer
+
+	components []namedComponent
+	closers    []func()
+}
+
+type namedComponent struct {
+	name string
+	c    Component
+}
+
+// New opens the database, applies migrations and builds every component.
+// ctx bounds start-up and owns background refreshers (the JWKS cache).
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	a := &App{Config: cfg, Log: log}
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	a.DB = db
+	a.closers = append(a.closers, func() { _ = store.Close(db) })
+	if err := store.Migrate(ctx, db, log); err != nil {
+		a.Close()
+		return nil, err
+	}
+
+	verifier, err := auth.NewVerifier(ctx, cfg.Auth)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+
+	a.Outbox = outbox.NewWriter(time.Now, nil)
+
+	deps := httpapi.Deps{
+		Log:      log,
+		HTTP:     cfg.HTTP,
+		Verifier: verifier,
+		Ready: []httpapi.ReadyCheck{
+			{Name: "database", Critical: true, Check: func(ctx context.Context) error { return store.Ready(ctx, db) }},
+		},
+	}
+	a.HTTP = httpapi.New(deps)
+	return a, nil
+}
+
+func (a *App) add(name string, c Component) {
+	a.components = append(a.components, namedComponent{name: name, c: c})
+}
+
+// Run serves HTTP and runs every component until ctx is cancelled (SIGTERM),
+// then shuts down: the HTTP server drains within the configured deadline and
+// the components stop through their contexts.
+func (a *App) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.Config.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("app: listen %s: %w", a.Config.HTTP.Addr, err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened (tests use port 0).
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.HTTP,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       a.Config.HTTP.ReadTimeout,
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		a.Log.Info("http listening", "addr", ln.Addr().String())
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("app: http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), a.Config.HTTP.ShutdownTimeout)
+		defer cancel()
+		a.Log.Info("shutting down", "deadline", a.Config.HTTP.ShutdownTimeout)
+		return srv.Shutdown(sctx)
+	})
+	for _, nc := range a.components {
+		g.Go(func() error {
+			err := nc.c.Run(gctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("app: %s: %w", nc.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// Close releases what New opened.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// NewLogger builds the JSON (or text) slog logger the config asks for.
+func NewLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

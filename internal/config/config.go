@@ -1,0 +1,451 @@
+// Package config loads the service configuration: one struct with defaults,
+// overlaid by config/config.yaml and then by NOTIFY_* environment variables.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// EnvPrefix starts every environment variable the service reads.
+const EnvPrefix = "NOTIFY_"
+
+// Config is the whole service configuration. Every field has a default (see
+// Default), a YAML key (the koanf tag path) and an environment variable.
+type Config struct {
+	HTTP     HTTP     `koanf:"http"`
+	Database Database `koanf:"database"`
+	Auth     Auth     `koanf:"auth"`
+	Log      Log      `koanf:"log"`
+	Outbox   Outbox   `koanf:"outbox"`
+	AMQP     AMQP     `koanf:"amqp"`
+	Dispatch Dispatch `koanf:"dispatch"`
+	Channels Channels `koanf:"channels"`
+}
+
+// HTTP configures the REST server.
+type HTTP struct {
+	Addr            string        `koanf:"addr"`
+	MaxBodyBytes    int64         `koanf:"maxBodyBytes"`
+	ShutdownTimeout time.Duration `koanf:"shutdownTimeout"`
+	ReadTimeout     time.Duration `koanf:"readTimeout"`
+}
+
+// Database selects and tunes the database. An empty URL means SQLite.
+type Database struct {
+	URL          string `koanf:"url"`
+	SQLitePath   string `koanf:"sqlitePath"`
+	MaxOpenConns int    `koanf:"maxOpenConns"`
+}
+
+// Postgres reports whether the configured database is PostgreSQL.
+func (d Database) Postgres() bool {
+	return strings.HasPrefix(d.URL, "postgres://") || strings.HasPrefix(d.URL, "postgresql://")
+}
+
+// Auth configures JWT verification and minting.
+type Auth struct {
+	HMACSecret string        `koanf:"hmacSecret"`
+	Issuer     string        `koanf:"issuer"`
+	JWKSURL    string        `koanf:"jwksURL"`
+	TokenTTL   time.Duration `koanf:"tokenTTL"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// Outbox configures the envelope relay and its sink.
+type Outbox struct {
+	Sink         string        `koanf:"sink"`
+	Source       string        `koanf:"source"`
+	EventBusName string        `koanf:"eventBusName"`
+	Region       string        `koanf:"region"`
+	Endpoint     string        `koanf:"endpoint"`
+	Account      string        `koanf:"account"`
+	PollInterval time.Duration `koanf:"pollInterval"`
+	BatchSize    int           `koanf:"batchSize"`
+	MaxAttempts  int           `koanf:"maxAttempts"`
+	BackoffBase  time.Duration `koanf:"backoffBase"`
+	BackoffMax   time.Duration `koanf:"backoffMax"`
+	Retention    time.Duration `koanf:"retention"`
+}
+
+// AMQP configures the RabbitMQ connection and the NotificationQueue topology.
+type AMQP struct {
+	Enabled            bool          `koanf:"enabled"`
+	URL                string        `koanf:"url"`
+	Exchange           string        `koanf:"exchange"`
+	Queue              string        `koanf:"queue"`
+	RoutingKey         string        `koanf:"routingKey"`
+	DeadLetterExchange string        `koanf:"deadLetterExchange"`
+	DeadLetterQueue    string        `koanf:"deadLetterQueue"`
+	DeliveryLimit      int           `koanf:"deliveryLimit"`
+	Prefetch           int           `koanf:"prefetch"`
+	Consumers          int           `koanf:"consumers"`
+	MaxMessageBytes    int           `koanf:"maxMessageBytes"`
+	BatchSize          int           `koanf:"batchSize"`
+	BatchWait          time.Duration `koanf:"batchWait"`
+	ReconnectMin       time.Duration `koanf:"reconnectMin"`
+	ReconnectMax       time.Duration `koanf:"reconnectMax"`
+}
+
+// Dispatch configures the delivery workers and their retry policy.
+type Dispatch struct {
+	Workers       int           `koanf:"workers"`
+	ClaimBatch    int           `koanf:"claimBatch"`
+	PollInterval  time.Duration `koanf:"pollInterval"`
+	MaxAttempts   int           `koanf:"maxAttempts"`
+	BackoffBase   time.Duration `koanf:"backoffBase"`
+	BackoffMax    time.Duration `koanf:"backoffMax"`
+	SendTimeout   time.Duration `koanf:"sendTimeout"`
+	StaleSending  time.Duration `koanf:"staleSending"`
+	RecordSandbox bool          `koanf:"recordSandbox"`
+}
+
+// Channels configures the providers. A provider without credentials falls
+// back to the sandbox channel.
+type Channels struct {
+	SendGrid SendGrid `koanf:"sendgrid"`
+	Twilio   Twilio   `koanf:"twilio"`
+	FCM      FCM      `koanf:"fcm"`
+}
+
+// SendGrid configures email delivery.
+type SendGrid struct {
+	APIKey             string        `koanf:"apiKey"`
+	BaseURL            string        `koanf:"baseURL"`
+	FromEmail          string        `koanf:"fromEmail"`
+	FromName           string        `koanf:"fromName"`
+	RatePerSecond      float64       `koanf:"ratePerSecond"`
+	Timeout            time.Duration `koanf:"timeout"`
+	WebhookPublicKey   string        `koanf:"webhookPublicKey"`
+	WebhookMaxSkew     time.Duration `koanf:"webhookMaxSkew"`
+}
+
+// Twilio configures SMS delivery.
+type Twilio struct {
+	AccountSID          string        `koanf:"accountSID"`
+	AuthToken           string        `koanf:"authToken"`
+	BaseURL             string        `koanf:"baseURL"`
+	From                string        `koanf:"from"`
+	MessagingServiceSID string        `koanf:"messagingServiceSID"`
+	StatusCallbackURL   string        `koanf:"statusCallbackURL"`
+	RatePerSecond       float64       `koanf:"ratePerSecond"`
+	Timeout             time.Duration `koanf:"timeout"`
+}
+
+// FCM configures push delivery through Firebase Cloud Messaging HTTP v1.
+type FCM struct {
+	CredentialsFile string        `koanf:"credentialsFile"`
+	ProjectID       string        `koanf:"projectID"`
+	BaseURL         string        `koanf:"baseURL"`
+	RatePerSecond   float64       `koanf:"ratePerSecond"`
+	Timeout         time.Duration `koanf:"timeout"`
+}
+
+// Default returns the embedded configuration: SQLite, sandbox channels, the
+// log sink, and a queue consumer that connects to a local RabbitMQ if present.
+func Default() Config {
+	return Config{
+		HTTP: HTTP{
+			Addr:            "127.0.0.1:8080",
+			MaxBodyBytes:    1 << 20,
+			ShutdownTimeout: 15 * time.Second,
+			ReadTimeout:     30 * time.Second,
+		},
+		Database: Database{
+			SQLitePath:   "./data/notificationservice.db",
+			MaxOpenConns: 20,
+		},
+		Auth: Auth{
+			HMACSecret: "dev-only-secret-change-me-0123456789",
+			Issuer:     "notificationservice",
+			TokenTTL:   12 * time.Hour,
+		},
+		Log: Log{Level: "info", Format: "json"},
+		Outbox: Outbox{
+			Sink:         "log",
+			Source:       "notificationservice",
+			EventBusName: "default",
+			Region:       "us-east-1",
+			Account:      "000000000000",
+			PollInterval: time.Second,
+			BatchSize:    10,
+			MaxAttempts:  20,
+			BackoffBase:  200 * time.Millisecond,
+			BackoffMax:   time.Minute,
+			Retention:    7 * 24 * time.Hour,
+		},
+		AMQP: AMQP{
+			Enabled:            true,
+			URL:                "amqp://guest:guest@127.0.0.1:5672/",
+			Exchange:           "notifications",
+			Queue:              "NotificationQueue",
+			RoutingKey:         "NotificationQueue",
+			DeadLetterExchange: "notifications.dlx",
+			DeadLetterQueue:    "NotificationQueue.dlq",
+			DeliveryLimit:      5,
+			Prefetch:           256,
+			Consumers:          2,
+			MaxMessageBytes:    1 << 20,
+			BatchSize:          128,
+			BatchWait:          5 * time.Millisecond,
+			ReconnectMin:       500 * time.Millisecond,
+			ReconnectMax:       30 * time.Second,
+		},
+		Dispatch: Dispatch{
+			Workers:       8,
+			ClaimBatch:    64,
+			PollInterval:  500 * time.Millisecond,
+			MaxAttempts:   8,
+			BackoffBase:   time.Second,
+			BackoffMax:    10 * time.Minute,
+			SendTimeout:   30 * time.Second,
+			StaleSending:  5 * time.Minute,
+			RecordSandbox: true,
+		},
+		Channels: Channels{
+			SendGrid: SendGrid{
+				BaseURL:        "https://api.sendgrid.com",
+				RatePerSecond:  100,
+				Timeout:        10 * time.Second,
+				WebhookMaxSkew: 10 * time.Minute,
+			},
+			Twilio: Twilio{
+				BaseURL:       "https://api.twilio.com",
+				RatePerSecond: 1,
+				Timeout:       10 * time.Second,
+			},
+			FCM: FCM{
+				BaseURL:       "https://fcm.googleapis.com",
+				RatePerSecond: 500,
+				Timeout:       10 * time.Second,
+			},
+		},
+	}
+}
+
+// Load builds the configuration from the defaults, the YAML file at path (if
+// path is empty or the file does not exist, the defaults stand) and the
+// environment given as KEY=VALUE pairs (os.Environ() in main).
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	k := koanf.New(".")
+	if path != "" {
+		if _, err := os.Stat(path); err == nil {
+			if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+				return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+	}
+	envValues, err := fromEnv(environ)
+	if err != nil {
+		return Config{}, err
+	}
+	for key, v := range envValues {
+		if err := k.Set(key, v); err != nil {
+			return Config{}, fmt.Errorf("config: %s: %w", key, err)
+		}
+	}
+	err = k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{
+		Tag: "koanf",
+		DecoderConfig: &mapstructure.DecoderConfig{
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				mapstructure.StringToTimeDurationHookFunc(),
+				mapstructure.StringToSliceHookFunc(","),
+			),
+			WeaklyTypedInput: true,
+			ErrorUnused:      true,
+			Result:           &cfg,
+			TagName:          "koanf",
+		},
+	})
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// fromEnv maps NOTIFY_* variables onto config keys. Underscores and case are
+// ignored when matching, so NOTIFY_DATABASE_URL sets database.url and
+// NOTIFY_HTTP_MAX_BODY_BYTES sets http.maxBodyBytes. An unknown NOTIFY_*
+// variable is an error: a typo must not silently fall back to a default.
+func fromEnv(environ []string) (map[string]string, error) {
+	byNorm := map[string]string{}
+	for _, key := range Keys() {
+		byNorm[normalize(key)] = key
+	}
+	out := map[string]string{}
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		key, known := byNorm[normalize(strings.TrimPrefix(name, EnvPrefix))]
+		if !known {
+			return nil, fmt.Errorf("config: unknown environment variable %s (see docs/configuration.md)", name)
+		}
+		out[key] = value
+	}
+	return out, nil
+}
+
+func normalize(s string) string {
+	return strings.ToLower(strings.NewReplacer("_", "", ".", "").Replace(s))
+}
+
+// EnvName is the canonical environment variable for a config key, such as
+// NOTIFY_DATABASE_URL for database.url.
+func EnvName(key string) string {
+	var b strings.Builder
+	b.WriteString(EnvPrefix)
+	prevLower := false
+	for _, r := range key {
+		switch {
+		case r == '.':
+			b.WriteByte('_')
+			prevLower = false
+			continue
+		case r >= 'A' && r <= 'Z':
+			if prevLower {
+				b.WriteByte('_')
+			}
+			prevLower = false
+		default:
+			prevLower = true
+		}
+		b.WriteString(strings.ToUpper(string(r)))
+	}
+	return b.String()
+}
+
+// Keys lists every configuration key (dotted koanf paths), sorted.
+func Keys() []string {
+	var keys []string
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := f.Tag.Get("koanf")
+			if tag == "" {
+				continue
+			}
+			key := tag
+			if prefix != "" {
+				key = prefix + "." + tag
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(key, f.Type)
+				continue
+			}
+			keys = append(keys, key)
+		}
+	}
+	walk("", reflect.TypeOf(Config{}))
+	sort.Strings(keys)
+	return keys
+}
+
+// Validate reports the first invalid setting, naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, msg string) { errs = append(errs, fmt.Errorf("config: %s (%s): %s", key, EnvName(key), msg)) }
+
+	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
+		bad("http.addr", "must be host:port")
+	}
+	if c.HTTP.MaxBodyBytes <= 0 {
+		bad("http.maxBodyBytes", "must be positive")
+	}
+	if c.HTTP.ShutdownTimeout <= 0 {
+		bad("http.shutdownTimeout", "must be positive")
+	}
+	if c.Database.URL != "" && !c.Database.Postgres() {
+		bad("database.url", "must be empty (SQLite) or a postgres:// URL")
+	}
+	if c.Database.URL == "" && c.Database.SQLitePath == "" {
+		bad("database.sqlitePath", "must be set when database.url is empty")
+	}
+	if c.Database.MaxOpenConns <= 0 {
+		bad("database.maxOpenConns", "must be positive")
+	}
+	if c.Auth.JWKSURL == "" && len(c.Auth.HMACSecret) < 32 {
+		bad("auth.hmacSecret", "must be at least 32 bytes when auth.jwksURL is empty")
+	}
+	if c.Auth.JWKSURL != "" {
+		if u, err := url.Parse(c.Auth.JWKSURL); err != nil || u.Host == "" {
+			bad("auth.jwksURL", "must be an absolute URL")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error")
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "must be json or text")
+	}
+	switch c.Outbox.Sink {
+	case "log", "eventbridge":
+	default:
+		bad("outbox.sink", "must be log or eventbridge")
+	}
+	if c.Outbox.Source == "" {
+		bad("outbox.source", "must be set")
+	}
+	if c.Outbox.BatchSize < 1 || c.Outbox.BatchSize > 10 {
+		bad("outbox.batchSize", "must be 1..10 (the PutEvents limit)")
+	}
+	if c.Outbox.PollInterval <= 0 {
+		bad("outbox.pollInterval", "must be positive")
+	}
+	if c.AMQP.Enabled {
+		if u, err := url.Parse(c.AMQP.URL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
+			bad("amqp.url", "must be an amqp:// or amqps:// URL")
+		}
+		if c.AMQP.Queue == "" {
+			bad("amqp.queue", "must be set")
+		}
+		if c.AMQP.Prefetch < 1 {
+			bad("amqp.prefetch", "must be at least 1")
+		}
+		if c.AMQP.Consumers < 1 {
+			bad("amqp.consumers", "must be at least 1")
+		}
+		if c.AMQP.DeliveryLimit < 1 {
+			bad("amqp.deliveryLimit", "must be at least 1")
+		}
+		if c.AMQP.MaxMessageBytes < 1 {
+			bad("amqp.maxMessageBytes", "must be positive")
+		}
+	}
+	if c.Dispatch.Workers < 1 {
+		bad("dispatch.workers", "must be at least 1")
+	}
+	if c.Dispatch.MaxAttempts < 1 {
+		bad("dispatch.maxAttempts", "must be at least 1")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,6 @@
+package httpapi
+
+// NotificationService is what the notifications routes need. Placeholder until its issue lands.
+type NotificationService interface{}
+
+func (r *router) notifications() {}

@@ -1,0 +1,260 @@
+// Package httpapi is the REST edge: the Gin router, authentication and
+// permission checks, request decoding, and the one mapping from errors to
+// HTTP responses. Domain packages never import it.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/notificationservice/notificationservice/api"
+	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/config"
+)
+
+// OnBehalfHeader lets a super admin act for another user; the user id is
+// recorded as actOnBehalfOfUser on every envelope the request causes.
+const OnBehalfHeader = "X-Act-On-Behalf-Of-User"
+
+// RequestIDHeader carries the request id in and out.
+const RequestIDHeader = "X-Request-ID"
+
+// ReadyCheck is one dependency /readyz reports on. A Critical check that
+// fails makes the service unready (503); a non-critical one only degrades it.
+type ReadyCheck struct {
+	Name     string
+	Critical bool
+	Check    func(ctx context.Context) error
+}
+
+// Deps is everything the API serves. A nil service leaves its routes out.
+type Deps struct {
+	Log      *slog.Logger
+	HTTP     config.HTTP
+	Verifier *auth.Verifier
+	Ready    []ReadyCheck
+
+	Collections   CollectionService
+	Actions       ActionService
+	Notifications NotificationService
+	Outbox        OutboxService
+}
+
+// Server holds the dependencies the handlers use.
+type Server struct {
+	Deps
+	engine *gin.Engine
+}
+
+// New builds the HTTP handler.
+func New(d Deps) *Server {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	s := &Server{Deps: d, engine: e}
+	e.Use(s.requestID, s.accessLog, s.recover, s.limitBody)
+	e.NoRoute(func(c *gin.Context) {
+		writeError(c, s.Log, apperr.New(apperr.NotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	e.NoMethod(func(c *gin.Context) {
+		c.Status(http.StatusMethodNotAllowed)
+		writeError(c, s.Log, apperr.New(apperr.InvalidArgument, "method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+	})
+
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", s.readyz)
+	e.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", api.OpenAPI) })
+
+	r := &router{s: s, g: e.Group("/v1")}
+	if d.Collections != nil {
+		r.collections()
+	}
+	if d.Actions != nil {
+		r.actions()
+	}
+	if d.Notifications != nil {
+		r.notifications()
+	}
+	if d.Outbox != nil {
+		r.outbox()
+	}
+	return s
+}
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.ServeHTTP(w, r) }
+
+// Routes lists the registered routes, for the OpenAPI contract test.
+func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
+
+// access is what a route demands of the caller.
+type access int
+
+const (
+	authenticated    access = iota // any valid token
+	superAdminOnly                 // ROLE_SUPER_ADMIN
+	readCollection                 // may read the :collectionId in the path
+	manageCollection               // may change the :collectionId in the path
+	sendCollection                 // may send through the :collectionId in the path
+	public                         // no token; the handler authenticates the request itself
+)
+
+// handlerFunc is a route handler. It writes its own success response and
+// returns errors for writeError.
+type handlerFunc func(c *gin.Context, p auth.Principal) error
+
+type router struct {
+	s *Server
+	g *gin.RouterGroup
+}
+
+// handle registers a route. code is the route's response-code prefix.
+func (r *router) handle(method, path, code string, acc access, fn handlerFunc) {
+	r.g.Handle(method, path, func(c *gin.Context) {
+		c.Set(ctxCodeKey, code)
+		var p auth.Principal
+		if acc != public {
+			var err error
+			if p, err = r.s.authorize(c, acc); err != nil {
+				writeError(c, r.s.Log, err)
+				return
+			}
+		}
+		if err := fn(c, p); err != nil {
+			writeError(c, r.s.Log, err)
+		}
+	})
+}
+
+// authorize authenticates the request and checks acc. 401 without a valid
+// token; 403 with a valid token that lacks the right.
+func (s *Server) authorize(c *gin.Context, acc access) (auth.Principal, error) {
+	p, err := s.Verifier.Verify(auth.BearerToken(c.GetHeader("Authorization")))
+	if err != nil {
+		c.Header("WWW-Authenticate", `Bearer realm="notificationservice"`)
+		if errors.Is(err, auth.ErrMissingToken) {
+			return p, apperr.New(apperr.Unauthenticated, "a bearer token is required")
+		}
+		return p, apperr.New(apperr.Unauthenticated, "the bearer token is invalid or expired")
+	}
+	if raw := c.GetHeader(OnBehalfHeader); raw != "" {
+		if !p.SuperAdmin() {
+			return p, apperr.New(apperr.PermissionDenied, "only a super admin may act on behalf of another user")
+		}
+		id, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || id <= 0 {
+			return p, apperr.Invalid("header "+OnBehalfHeader+" is invalid",
+				apperr.Detail{Field: OnBehalfHeader, Reason: "must be a positive integer user id"})
+		}
+		p.OnBehalfOf = id
+	}
+	c.Set("notify.userId", p.UserID)
+	switch acc {
+	case authenticated:
+		return p, nil
+	case superAdminOnly:
+		if !p.SuperAdmin() {
+			return p, apperr.New(apperr.PermissionDenied, "this operation needs %s", auth.RoleSuperAdmin)
+		}
+		return p, nil
+	}
+	cid, err := pathID(c, "collectionId")
+	if err != nil {
+		return p, err
+	}
+	var ok bool
+	switch acc {
+	case readCollection:
+		ok = p.CanRead(cid)
+	case manageCollection:
+		ok = p.CanManage(cid)
+	case sendCollection:
+		ok = p.CanSend(cid)
+	}
+	if !ok {
+		return p, apperr.New(apperr.PermissionDenied, "the caller may not do this in collection %d", cid)
+	}
+	return p, nil
+}
+
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	status, code := "ready", http.StatusOK
+	for _, rc := range s.Ready {
+		if err := rc.Check(ctx); err != nil {
+			checks[rc.Name] = err.Error()
+			if rc.Critical {
+				status, code = "unavailable", http.StatusServiceUnavailable
+			} else if code == http.StatusOK {
+				status = "degraded"
+			}
+			continue
+		}
+		checks[rc.Name] = "ok"
+	}
+	c.JSON(code, gin.H{"status": status, "checks": checks})
+}
+
+func (s *Server) requestID(c *gin.Context) {
+	id := c.GetHeader(RequestIDHeader)
+	if id == "" || len(id) > 128 {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		id = hex.EncodeToString(b)
+	}
+	c.Set("notify.requestId", id)
+	c.Header(RequestIDHeader, id)
+	c.Next()
+}
+
+func requestID(c *gin.Context) string { return c.GetString("notify.requestId") }
+
+func (s *Server) accessLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	s.Log.LogAttrs(c.Request.Context(), slog.LevelInfo, "http request",
+		slog.String("requestId", requestID(c)),
+		slog.String("method", c.Request.Method),
+		slog.String("route", route),
+		slog.Int("status", c.Writer.Status()),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("userId", c.GetString("notify.userId")),
+	)
+}
+
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			writeError(c, s.Log, &apperr.Error{Kind: apperr.Internal, Message: "panic", Err: fmt.Errorf("panic: %v", v)})
+		}
+	}()
+	c.Next()
+}
+
+// limitBody caps every request body; decodeJSON turns the overflow into
+// INVALID_ARGUMENT.
+func (s *Server) limitBody(c *gin.Context) {
+	if c.Request.Body != nil {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.HTTP.MaxBodyBytes)
+	}
+	c.Next()
+}

@@ -1,0 +1,149 @@
+// Package outbox records an EventBridge envelope for every mutation in the
+// mutation's own transaction, and relays pending envelopes to a sink.
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/auth"
+)
+
+// DetailTypePrefix starts every detail-type; the rest is <entity>/<op>.
+const DetailTypePrefix = "notificationservice/"
+
+// Detail types, as the event catalogue names them.
+const (
+	ActionCreate      = DetailTypePrefix + "action/create"
+	ActionUpdate      = DetailTypePrefix + "action/update"
+	ActionDelete      = DetailTypePrefix + "action/delete"
+	EventCreate       = DetailTypePrefix + "event/create"
+	EventUpdate       = DetailTypePrefix + "event/update"
+	EventDelete       = DetailTypePrefix + "event/delete"
+	CollectionCreate  = DetailTypePrefix + "collection/create"
+	CollectionUpdate  = DetailTypePrefix + "collection/update"
+	CollectionDelete  = DetailTypePrefix + "collection/delete"
+	NotificationsSend = DetailTypePrefix + "notifications/send"
+)
+
+// Change is one mutation to publish.
+type Change struct {
+	DetailType   string
+	EntityID     string // detail.id: the entity id, or the notification name for a send
+	CollectionID int64
+	Payload      any // {"action": {...}}, or a delete payload
+	Actor        auth.Principal
+}
+
+// Detail is the envelope's detail object, field for field as the event
+// catalogue shows it, plus EnvelopeID: a stable unique id per envelope so a
+// consumer can drop the duplicates that at-least-once delivery allows.
+type Detail struct {
+	ID                string          `json:"id"`
+	Timestamp         int64           `json:"timestamp"`
+	Payload           json.RawMessage `json:"payload"`
+	CollectionID      string          `json:"collectionId"`
+	EventType         string          `json:"eventType"`
+	UserID            string          `json:"userId"`
+	ActOnBehalfOfUser int64           `json:"actOnBehalfOfUser"`
+	Roles             []string        `json:"roles"`
+	Channel           string          `json:"channel"`
+	EnvelopeID        string          `json:"envelopeId"`
+}
+
+// Row is one outbox table row.
+type Row struct {
+	ID            int64  `gorm:"primaryKey"`
+	EnvelopeID    string `gorm:"column:envelope_id"`
+	DetailType    string `gorm:"column:detail_type"`
+	CollectionID  int64  `gorm:"column:collection_id"`
+	Detail        string `gorm:"column:detail"`
+	CreatedAt     int64  `gorm:"column:created_at;autoCreateTime:false"`
+	PublishedAt   *int64 `gorm:"column:published_at"`
+	ParkedAt      *int64 `gorm:"column:parked_at"`
+	Attempts      int    `gorm:"column:attempts"`
+	NextAttemptAt int64  `gorm:"column:next_attempt_at"`
+	LastError     string `gorm:"column:last_error"`
+}
+
+// TableName is the outbox table.
+func (Row) TableName() string { return "outbox" }
+
+// Writer builds envelopes and inserts them into the outbox.
+type Writer struct {
+	now    func() time.Time
+	notify func()
+}
+
+// NewWriter returns a Writer. notify, when not nil, is called after an
+// envelope is written so a relay can wake; it must not block.
+func NewWriter(now func() time.Time, notify func()) *Writer {
+	if now == nil {
+		now = time.Now
+	}
+	return &Writer{now: now, notify: notify}
+}
+
+// BuildDetail builds the envelope detail for c.
+func BuildDetail(c Change, envelopeID string, now time.Time) (Detail, error) {
+	payload, err := json.Marshal(c.Payload)
+	if err != nil {
+		return Detail{}, fmt.Errorf("outbox: marshal payload: %w", err)
+	}
+	roles := c.Actor.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	return Detail{
+		ID:                c.EntityID,
+		Timestamp:         now.UnixMilli(),
+		Payload:           payload,
+		CollectionID:      strconv.FormatInt(c.CollectionID, 10),
+		EventType:         c.DetailType,
+		UserID:            c.Actor.UserID,
+		ActOnBehalfOfUser: c.Actor.OnBehalfOf,
+		Roles:             roles,
+		Channel:           c.Actor.Channel,
+		EnvelopeID:        envelopeID,
+	}, nil
+}
+
+// Record inserts the envelope for c using tx, which must be the transaction
+// that makes the change: the change and its envelope commit or roll back together.
+func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
+	now := w.now()
+	id := uuid.NewString()
+	d, err := BuildDetail(c, id, now)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("outbox: marshal detail: %w", err)
+	}
+	row := Row{
+		EnvelopeID:   id,
+		DetailType:   c.DetailType,
+		CollectionID: c.CollectionID,
+		Detail:       string(body),
+		CreatedAt:    now.UnixMilli(),
+	}
+	if err := tx.WithContext(ctx).Create(&row).Error; err != nil {
+		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}
+
+// Committed tells a waiting relay that new envelopes may be pending. Call it
+// after the transaction that recorded them commits.
+func (w *Writer) Committed() {
+	if w.notify != nil {
+		w.notify()
+	}
+}

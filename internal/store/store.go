@@ -1,0 +1,183 @@
+// Package store opens the database (SQLite by default, PostgreSQL by URL) and
+// applies the embedded migrations.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ncruces/go-sqlite3/gormlite"
+	"github.com/pressly/goose/v3"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	// The embedded SQLite build: no cgo, no system library.
+	_ "github.com/ncruces/go-sqlite3/embed"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/migrations"
+)
+
+// Open connects to the configured database. It does not migrate.
+func Open(ctx context.Context, cfg config.Database) (*gorm.DB, error) {
+	gcfg := &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true, // every write path opens its own transaction
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+		TranslateError:         true,
+	}
+	var (
+		db  *gorm.DB
+		err error
+	)
+	if cfg.Postgres() {
+		db, err = gorm.Open(postgres.New(postgres.Config{DSN: cfg.URL}), gcfg)
+	} else {
+		if dir := filepath.Dir(cfg.SQLitePath); dir != "" {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("store: create %s: %w", dir, err)
+			}
+		}
+		db, err = gorm.Open(gormlite.Open(SQLiteDSN(cfg.SQLitePath)), gcfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	sqlDB.SetMaxOpenConns(cfg.MaxOpenConns)
+	sqlDB.SetMaxIdleConns(cfg.MaxOpenConns)
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(pingCtx); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("store: ping: %w", err)
+	}
+	return db, nil
+}
+
+// SQLiteDSN is the DSN the service uses for a SQLite file: WAL so readers do
+// not block the writer, a busy timeout instead of immediate SQLITE_BUSY,
+// foreign keys on, and BEGIN IMMEDIATE so a read-then-write transaction never
+// fails on lock upgrade.
+func SQLiteDSN(path string) string {
+	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=foreign_keys(1)&_pragma=synchronous(normal)&_txlock=immediate"
+}
+
+// IsPostgres reports whether db talks to PostgreSQL. Queries that need row
+// claiming (FOR UPDATE SKIP LOCKED) use it to choose their SQL.
+func IsPostgres(db *gorm.DB) bool { return db.Dialector.Name() == "postgres" }
+
+func provider(db *gorm.DB) (*goose.Provider, error) {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	dialect, dir := goose.DialectSQLite3, "sqlite"
+	if IsPostgres(db) {
+		dialect, dir = goose.DialectPostgres, "postgres"
+	}
+	sub, err := fs.Sub(migrations.FS, dir)
+	if err != nil {
+		return nil, err
+	}
+	return goose.NewProvider(dialect, sqlDB, sub)
+}
+
+// Migrate applies every pending migration.
+func Migrate(ctx context.Context, db *gorm.DB, log *slog.Logger) error {
+	p, err := provider(db)
+	if err != nil {
+		return fmt.Errorf("store: migrations: %w", err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate up: %w", err)
+	}
+	for _, r := range results {
+		log.InfoContext(ctx, "migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+	}
+	return nil
+}
+
+// MigrateDown rolls back the latest applied migration.
+func MigrateDown(ctx context.Context, db *gorm.DB) (int64, error) {
+	p, err := provider(db)
+	if err != nil {
+		return 0, fmt.Errorf("store: migrations: %w", err)
+	}
+	r, err := p.Down(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("store: migrate down: %w", err)
+	}
+	return r.Source.Version, nil
+}
+
+// MigrationStatus is one migration and whether it is applied.
+type MigrationStatus struct {
+	Version int64
+	File    string
+	Applied bool
+}
+
+// Status lists every known migration and whether it is applied.
+func Status(ctx context.Context, db *gorm.DB) ([]MigrationStatus, error) {
+	p, err := provider(db)
+	if err != nil {
+		return nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: migration status: %w", err)
+	}
+	out := make([]MigrationStatus, 0, len(st))
+	for _, s := range st {
+		out = append(out, MigrationStatus{Version: s.Source.Version, File: s.Source.Path, Applied: s.State == goose.StateApplied})
+	}
+	return out, nil
+}
+
+// ErrPendingMigrations means the schema is behind the binary.
+var ErrPendingMigrations = errors.New("store: migrations pending")
+
+// Ready checks that the database answers and every migration is applied.
+func Ready(ctx context.Context, db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	p, err := provider(db)
+	if err != nil {
+		return err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migration check: %w", err)
+	}
+	if pending {
+		return ErrPendingMigrations
+	}
+	return nil
+}
+
+// Close closes the underlying pool.
+func Close(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}

@@ -1,0 +1,114 @@
+// Package testdb gives tests a migrated database of their own: a fresh
+// PostgreSQL schema or a fresh SQLite file, dropped when the test ends.
+//
+// PostgreSQL comes from NOTIFY_TEST_DATABASE_URL (default: the local server on
+// 127.0.0.1:5432, database test). When it is unreachable the test is skipped,
+// except under CI=true, where it fails: CI must never pass by skipping.
+package testdb
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/store"
+)
+
+// DefaultPostgresURL is the local server every developer machine and CI has.
+const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// PostgresURL is the server tests use.
+func PostgresURL() string {
+	if u := os.Getenv("NOTIFY_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultPostgresURL
+}
+
+// Unavailable skips the test, or fails it under CI=true, because a service it
+// needs is missing.
+func Unavailable(t testing.TB, what string, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required under CI=true: %v", what, err)
+	}
+	t.Skipf("%s unavailable: %v", what, err)
+}
+
+func randomName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// Postgres returns a migrated database in a schema of its own. It also returns
+// the URL that reaches that schema, for tests that start a whole service.
+func Postgres(t testing.TB) (*gorm.DB, string) {
+	t.Helper()
+	ctx := context.Background()
+	base := PostgresURL()
+	admin, err := store.Open(ctx, config.Database{URL: base, MaxOpenConns: 2})
+	if err != nil {
+		Unavailable(t, "PostgreSQL", err)
+	}
+	schema := randomName("t_")
+	require.NoError(t, admin.Exec("CREATE SCHEMA "+schema).Error)
+	t.Cleanup(func() {
+		_ = admin.Exec("DROP SCHEMA " + schema + " CASCADE").Error
+		_ = store.Close(admin)
+	})
+
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	db, err := store.Open(ctx, config.Database{URL: u.String(), MaxOpenConns: 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close(db) })
+	require.NoError(t, store.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	return db, u.String()
+}
+
+// SQLite returns a migrated database in a temporary file, and the file's path.
+func SQLite(t testing.TB) (*gorm.DB, string) {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "test.db")
+	db, err := store.Open(ctx, config.Database{SQLitePath: path, MaxOpenConns: 4})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close(db) })
+	require.NoError(t, store.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	return db, path
+}
+
+// Dialects runs fn once against SQLite and once against PostgreSQL, as
+// subtests, so one suite covers both databases the service supports.
+func Dialects(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
+	t.Helper()
+	for _, name := range []string{"sqlite", "postgres"} {
+		t.Run(name, func(t *testing.T) {
+			var db *gorm.DB
+			if name == "sqlite" {
+				db, _ = SQLite(t)
+			} else {
+				db, _ = Postgres(t)
+			}
+			fn(t, db)
+		})
+	}
+}
+
+// Name returns a random identifier with prefix, for per-test queue names and
+// the like.
+func Name(prefix string) string { return randomName(prefix) }
