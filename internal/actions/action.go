@@ -1,0 +1,152 @@
+// Package actions owns actions, the channel configuration each carries, and
+// the rule that picks the actions an event fires.
+package actions
+
+import (
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Config names: which channel an action sends on.
+const (
+	ConfigEmail = "SendEmailConfig"
+	ConfigSMS   = "SendSmsConfig"
+	ConfigPush  = "SendPushConfig"
+)
+
+// Statuses shared by collections, events and actions.
+const (
+	StatusActive   = "ACTIVE"
+	StatusInactive = "INACTIVE"
+)
+
+// Channel names, as deliveries record them.
+const (
+	ChannelEmail = "email"
+	ChannelSMS   = "sms"
+	ChannelPush  = "push"
+)
+
+// ChannelOf maps a configName to its channel ("" when unknown).
+func ChannelOf(configName string) string {
+	switch configName {
+	case ConfigEmail:
+		return ChannelEmail
+	case ConfigSMS:
+		return ChannelSMS
+	case ConfigPush:
+		return ChannelPush
+	}
+	return ""
+}
+
+// Action is one thing an event fires: a send on one channel. The JSON names
+// are the event catalogue's.
+type Action struct {
+	ID           int64  `json:"id" gorm:"primaryKey"`
+	CollectionID int64  `json:"collectionId"`
+	EventID      int64  `json:"eventId"`
+	Name         string `json:"name"`
+	Description  string `json:"description"`
+	Status       string `json:"status"`
+	ConfigName   string `json:"configName"`
+	// Template is a SendGrid dynamic template id (d-…) for email actions that
+	// render at SendGrid, or empty when Config carries inline content.
+	Template    string `json:"template"`
+	Config      Config `json:"config"`
+	Version     int64  `json:"-"`
+	CreatedBy   string `json:"-"`
+	UpdatedBy   string `json:"-"`
+	CreatedTime int64  `json:"createdTime"`
+	UpdatedTime int64  `json:"updatedTime"`
+}
+
+// TableName is the actions table.
+func (Action) TableName() string { return "actions" }
+
+// Channel is the channel the action sends on.
+func (a Action) Channel() string { return ChannelOf(a.ConfigName) }
+
+// Content is what a channel renders: email uses Subject/HTML/Text, SMS uses
+// Body, push uses Title/Body/Data. Every string may hold {{MACRO}} placeholders.
+type Content struct {
+	Subject string            `json:"subject,omitempty"`
+	HTML    string            `json:"html,omitempty"`
+	Text    string            `json:"text,omitempty"`
+	Title   string            `json:"title,omitempty"`
+	Body    string            `json:"body,omitempty"`
+	Data    map[string]string `json:"data,omitempty"`
+}
+
+// Missing-macro policies.
+const (
+	MissingFail  = "fail"  // fail the delivery, naming the macro (the default)
+	MissingBlank = "blank" // substitute an empty string
+	MissingKeep  = "keep"  // leave the {{MACRO}} placeholder as it is
+)
+
+// Condition limits an action to recipients whose macro Macro equals Equals.
+type Condition struct {
+	Macro  string `json:"macro"`
+	Equals string `json:"equals"`
+}
+
+// Matches reports whether a recipient with macros passes the condition.
+func (c *Condition) Matches(macros map[string]string) bool {
+	if c == nil {
+		return true
+	}
+	return macros[c.Macro] == c.Equals
+}
+
+// Config is an action's channel settings: the default content, its locale
+// variants, the sender, and the policies that shape rendering.
+type Config struct {
+	Content
+	// Locales holds per-locale overrides keyed by locale (fr_CA, fr, en_US);
+	// a recipient's locale falls back fr_CA → fr → the default Content.
+	Locales map[string]Content `json:"locales,omitempty"`
+
+	FromEmail           string `json:"fromEmail,omitempty"`           // email sender (else the collection/service default)
+	FromName            string `json:"fromName,omitempty"`            // email sender name
+	From                string `json:"from,omitempty"`                // SMS sender number (E.164)
+	MessagingServiceSID string `json:"messagingServiceSid,omitempty"` // Twilio Messaging Service, instead of From
+
+	MissingMacro string     `json:"missingMacro,omitempty"` // fail | blank | keep
+	Condition    *Condition `json:"condition,omitempty"`
+}
+
+// Value stores Config as JSON text.
+func (c Config) Value() (driver.Value, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// Scan reads Config from JSON text.
+func (c *Config) Scan(src any) error {
+	var b []byte
+	switch v := src.(type) {
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	case nil:
+		*c = Config{}
+		return nil
+	default:
+		return fmt.Errorf("actions: cannot scan %T into Config", src)
+	}
+	if len(b) == 0 {
+		*c = Config{}
+		return nil
+	}
+	return json.Unmarshal(b, c)
+}
+
+// ErrNotFound is returned when an action does not exist in the collection.
+var ErrNotFound = errors.New("actions: not found")
