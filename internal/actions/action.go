@@ -150,3 +150,51 @@ func (c *Config) Scan(src any) error {
 
 // ErrNotFound is returned when an action does not exist in the collection.
 var ErrNotFound = errors.New("actions: not found")
+
+// ContentFor returns the content for a recipient's locale: the variant for the
+// exact locale (fr_CA), else for its language (fr), else the default; fields a
+// variant leaves empty fall back to the default's.
+func (c Config) ContentFor(locale string) Content {
+	for _, key := range localeChain(locale) {
+		if v, ok := c.Locales[key]; ok {
+			return v.over(c.Content)
+		}
+	}
+	return c.Content
+}
+
+func localeChain(locale string) []string {
+	if locale == "" {
+		return nil
+	}
+	chain := []string{locale}
+	for i, r := range locale {
+		if r == '_' || r == '-' {
+			chain = append(chain, locale[:i])
+			break
+		}
+	}
+	return chain
+}
+
+// over fills v's empty fields from base.
+func (v Content) over(base Content) Content {
+	pick := func(a, b string) string {
+		if a != "" {
+			return a
+		}
+		return b
+	}
+	out := Content{
+		Subject: pick(v.Subject, base.Subject),
+		HTML:    pick(v.HTML, base.HTML),
+		Text:    pick(v.Text, base.Text),
+		Title:   pick(v.Title, base.Title),
+		Body:    pick(v.Body, base.Body),
+		Data:    v.Data,
+	}
+	if out.Data == nil {
+		out.Data = base.Data
+	}
+	return out
+}
