@@ -42,15 +42,15 @@ func ChannelOf(configName string) string {
 	return ""
 }
 
-// Action is one thing an event fires: a send on one channel. The JSON names
-// are the event catalogue's.
+// Action is one thing an event fires: a send on one channel. The JSON names,
+// and their order, are the event catalogue's; config follows template.
 type Action struct {
 	ID           int64  `json:"id" gorm:"primaryKey"`
 	CollectionID int64  `json:"collectionId"`
-	EventID      int64  `json:"eventId"`
 	Name         string `json:"name"`
-	Description  string `json:"description"`
 	Status       string `json:"status"`
+	Description  string `json:"description"`
+	EventID      int64  `json:"eventId"`
 	ConfigName   string `json:"configName"`
 	// Template is a SendGrid dynamic template id (d-…) for email actions that
 	// render at SendGrid, or empty when Config carries inline content.
@@ -59,8 +59,8 @@ type Action struct {
 	Version     int64  `json:"-"`
 	CreatedBy   string `json:"-"`
 	UpdatedBy   string `json:"-"`
-	CreatedTime int64  `json:"createdTime"`
 	UpdatedTime int64  `json:"updatedTime"`
+	CreatedTime int64  `json:"createdTime"`
 }
 
 // TableName is the actions table.

@@ -1,0 +1,173 @@
+package actions
+
+import (
+	"fmt"
+	"net/mail"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/notificationservice/notificationservice/internal/apperr"
+)
+
+// Limits on free-text fields, in characters.
+const (
+	MaxNameLen        = 128
+	MaxDescriptionLen = 1024
+	MaxTemplateLen    = 128
+	MaxFromNameLen    = 256
+	maxEmailLen       = 254 // RFC 5321 path limit
+)
+
+var (
+	// sendGridTemplate is the form of a SendGrid dynamic template id.
+	sendGridTemplate = regexp.MustCompile(`^d-[0-9a-f]{32}$`)
+	// e164 is an international phone number: +, country code, at most 15 digits.
+	e164 = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
+	// messagingService is a Twilio Messaging Service SID.
+	messagingService = regexp.MustCompile(`^MG[0-9a-f]{32}$`)
+	// localeKey is a language (fr) or a language and region (fr_CA): the keys
+	// ContentFor's fallback chain tries.
+	localeKey = regexp.MustCompile(`^[a-z]{2,3}(_[A-Z]{2})?$`)
+	// macroName is the placeholder name package macros substitutes.
+	macroName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
+)
+
+// validate checks a whole action (a create, or an update after the patch is
+// merged) and records every problem; it needs no database. Whether EventID
+// names an event of the collection is the service's check.
+func validate(a Action, f *apperr.Fields) {
+	checkName(f, a.Name)
+	f.MaxLen("description", a.Description, MaxDescriptionLen)
+	f.OneOf("status", a.Status, StatusActive, StatusInactive)
+	if a.EventID <= 0 {
+		f.Add("eventId", "is required")
+	}
+	if !f.Required("configName", a.ConfigName) {
+		return
+	}
+	switch a.ConfigName {
+	case ConfigEmail, ConfigSMS, ConfigPush:
+	default:
+		f.OneOf("configName", a.ConfigName, ConfigEmail, ConfigSMS, ConfigPush)
+		return // the channel rules below depend on a known configName
+	}
+	checkTemplate(f, a.ConfigName, a.Template)
+	checkConfig(f, a.ConfigName, a.Template, a.Config)
+}
+
+// checkName requires a name that is not blank, fits the limit, and has no
+// surrounding whitespace that nobody could see in a listing.
+func checkName(f *apperr.Fields, name string) {
+	if strings.TrimSpace(name) == "" {
+		f.Add("name", "is required")
+		return
+	}
+	if strings.TrimSpace(name) != name {
+		f.Add("name", "must not start or end with whitespace")
+	}
+	f.MaxLen("name", name, MaxNameLen)
+}
+
+func checkTemplate(f *apperr.Fields, configName, tmpl string) {
+	if tmpl == "" {
+		return
+	}
+	if configName != ConfigEmail {
+		f.Add("template", fmt.Sprintf("must be empty for %s: its content goes in config", configName))
+		return
+	}
+	if strings.HasPrefix(strings.ToLower(tmpl), "d-") && !sendGridTemplate.MatchString(tmpl) {
+		f.Add("template", "a SendGrid dynamic template id must be d- followed by 32 lowercase hex characters")
+		return
+	}
+	f.MaxLen("template", tmpl, MaxTemplateLen)
+}
+
+func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
+	switch configName {
+	case ConfigEmail:
+		if tmpl == "" {
+			// Without a SendGrid template the action renders its own email.
+			if c.Subject == "" {
+				f.Add("config.subject", "is required when template is empty")
+			}
+			if c.HTML == "" && c.Text == "" {
+				f.Add("config.html", "config.html or config.text is required when template is empty")
+			}
+		}
+	case ConfigSMS:
+		if c.Body == "" {
+			f.Add("config.body", "is required for "+ConfigSMS)
+		}
+	case ConfigPush:
+		if c.Title == "" && c.Body == "" {
+			f.Add("config.title", "config.title or config.body is required for "+ConfigPush)
+		}
+	}
+	if c.MissingMacro != "" {
+		f.OneOf("config.missingMacro", c.MissingMacro, MissingFail, MissingBlank, MissingKeep)
+	}
+	if c.From != "" && !e164.MatchString(c.From) {
+		f.Add("config.from", "must be an E.164 phone number such as +14155550100")
+	}
+	if c.MessagingServiceSID != "" && !messagingService.MatchString(c.MessagingServiceSID) {
+		f.Add("config.messagingServiceSid", "must be a Twilio Messaging Service SID: MG followed by 32 lowercase hex characters")
+	}
+	if c.FromEmail != "" && !validEmail(c.FromEmail) {
+		f.Add("config.fromEmail", "must be an email address such as noreply@example.com")
+	}
+	f.MaxLen("config.fromName", c.FromName, MaxFromNameLen)
+	keys := make([]string, 0, len(c.Locales))
+	for k := range c.Locales {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // stable details for a stable response
+	for _, k := range keys {
+		if !localeKey.MatchString(k) {
+			f.Add("config.locales."+k, "must be a language such as fr or a locale such as fr_CA")
+		}
+	}
+	if c.Condition != nil {
+		switch {
+		case c.Condition.Macro == "":
+			f.Add("config.condition.macro", "is required")
+		case !macroName.MatchString(c.Condition.Macro):
+			f.Add("config.condition.macro", "must be a macro name such as FNAME")
+		}
+	}
+}
+
+// validEmail accepts a bare address (no display name: that is fromName).
+func validEmail(s string) bool {
+	if len(s) > maxEmailLen {
+		return false
+	}
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Name == "" && a.Address == s
+}
+
+func (fl Filter) validate() error {
+	var f apperr.Fields
+	if fl.EventID < 0 {
+		f.Add("eventId", "must be a positive integer")
+	}
+	if fl.Status != "" {
+		f.OneOf("status", fl.Status, StatusActive, StatusInactive)
+	}
+	if fl.ConfigName != "" {
+		f.OneOf("configName", fl.ConfigName, ConfigEmail, ConfigSMS, ConfigPush)
+	}
+	return f.Err()
+}
+
+func (p Page) validate() error {
+	var f apperr.Fields
+	if p.Limit < 1 {
+		f.Add("limit", "must be at least 1")
+	}
+	if p.After < 0 {
+		f.Add("cursor", "must not be negative")
+	}
+	return f.Err()
+}
