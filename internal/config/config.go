@@ -69,20 +69,27 @@ type Log struct {
 	Format string `koanf:"format"`
 }
 
-// Outbox configures the envelope relay and its sink.
+// Outbox configures the envelope relay and its sink (docs/outbox.md).
 type Outbox struct {
-	Sink         string        `koanf:"sink"`
-	Source       string        `koanf:"source"`
-	EventBusName string        `koanf:"eventBusName"`
-	Region       string        `koanf:"region"`
-	Endpoint     string        `koanf:"endpoint"`
-	Account      string        `koanf:"account"`
+	Sink         string `koanf:"sink"`         // log | eventbridge
+	Source       string `koanf:"source"`       // the envelope's Source
+	EventBusName string `koanf:"eventBusName"` // the bus PutEvents targets
+	Region       string `koanf:"region"`       // AWS region of the bus
+	Endpoint     string `koanf:"endpoint"`     // optional EventBridge base URL; empty: the regional endpoint
+	Account      string `koanf:"account"`      // shown by the log sink, as EventBridge would add it
+	// PollInterval is how often the relay looks for rows when nothing wakes
+	// it (rows other instances committed, retries that fell due).
 	PollInterval time.Duration `koanf:"pollInterval"`
-	BatchSize    int           `koanf:"batchSize"`
-	MaxAttempts  int           `koanf:"maxAttempts"`
-	BackoffBase  time.Duration `koanf:"backoffBase"`
-	BackoffMax   time.Duration `koanf:"backoffMax"`
-	Retention    time.Duration `koanf:"retention"`
+	BatchSize    int           `koanf:"batchSize"`   // entries per PutEvents, 1..10
+	ClaimSize    int           `koanf:"claimSize"`   // rows one relay claims (and locks) per cycle
+	Concurrency  int           `koanf:"concurrency"` // PutEvents calls in flight per relay
+	Timeout      time.Duration `koanf:"timeout"`     // bound on one PutEvents call
+	// MaxAttempts parks an entry the sink keeps failing with a retryable
+	// entry error; whole-call failures (sink down) never count toward it.
+	MaxAttempts int           `koanf:"maxAttempts"`
+	BackoffBase time.Duration `koanf:"backoffBase"`
+	BackoffMax  time.Duration `koanf:"backoffMax"`
+	Retention   time.Duration `koanf:"retention"` // how long published rows are kept for replay; 0 keeps them forever
 }
 
 // AMQP configures the RabbitMQ connection and the NotificationQueue topology.
@@ -186,6 +193,9 @@ func Default() Config {
 			Account:      "000000000000",
 			PollInterval: time.Second,
 			BatchSize:    10,
+			ClaimSize:    100,
+			Concurrency:  4,
+			Timeout:      10 * time.Second,
 			MaxAttempts:  20,
 			BackoffBase:  200 * time.Millisecond,
 			BackoffMax:   time.Minute,
@@ -420,6 +430,37 @@ func (c Config) Validate() error {
 	}
 	if c.Outbox.PollInterval <= 0 {
 		bad("outbox.pollInterval", "must be positive")
+	}
+	if c.Outbox.ClaimSize < 1 {
+		bad("outbox.claimSize", "must be at least 1")
+	}
+	if c.Outbox.Concurrency < 1 {
+		bad("outbox.concurrency", "must be at least 1")
+	}
+	if c.Outbox.Timeout <= 0 {
+		bad("outbox.timeout", "must be positive")
+	}
+	if c.Outbox.MaxAttempts < 1 {
+		bad("outbox.maxAttempts", "must be at least 1")
+	}
+	if c.Outbox.BackoffBase <= 0 || c.Outbox.BackoffMax < c.Outbox.BackoffBase {
+		bad("outbox.backoffBase", "must be positive and at most outbox.backoffMax")
+	}
+	if c.Outbox.Retention < 0 {
+		bad("outbox.retention", "must not be negative (0 keeps published rows forever)")
+	}
+	if c.Outbox.Sink == "eventbridge" {
+		if c.Outbox.Region == "" {
+			bad("outbox.region", "must be set for the eventbridge sink")
+		}
+		if c.Outbox.EventBusName == "" {
+			bad("outbox.eventBusName", "must be set for the eventbridge sink")
+		}
+		if c.Outbox.Endpoint != "" {
+			if u, err := url.Parse(c.Outbox.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+				bad("outbox.endpoint", "must be an absolute http(s) URL")
+			}
+		}
 	}
 	if c.AMQP.Enabled {
 		if u, err := url.Parse(c.AMQP.URL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {

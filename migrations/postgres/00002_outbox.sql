@@ -17,6 +17,10 @@ CREATE TABLE outbox (
 CREATE UNIQUE INDEX outbox_envelope_id_key ON outbox (envelope_id);
 CREATE INDEX outbox_pending_idx ON outbox (id) WHERE published_at IS NULL AND parked_at IS NULL;
 CREATE INDEX outbox_created_at_idx ON outbox (created_at);
+-- Parked rows are few and must stay cheap to count and list (GET /v1/envelopes?state=parked).
+CREATE INDEX outbox_parked_idx ON outbox (id) WHERE parked_at IS NOT NULL;
+-- The replay API filters by collection.
+CREATE INDEX outbox_collection_idx ON outbox (collection_id, id);
 
 -- +goose Down
 DROP TABLE outbox;
