@@ -1,0 +1,192 @@
+package channels
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// SandboxName is the provider name deliveries record for the sandbox.
+const SandboxName = "sandbox"
+
+// sandboxKeep is how many messages a Sandbox keeps in memory for Messages.
+const sandboxKeep = 1000
+
+// Sandbox is the default channel: it sends nothing and records exactly what
+// would have been sent, one entry per message per Send call (so a delivery
+// sent twice shows twice). With a database it records each message as a
+// sandbox_messages row before Send returns, as a real provider would have
+// accepted it; the last messages are also kept in memory.
+//
+// Concurrent Send calls share one INSERT (group commit), so a worker that
+// sends many small groups at once costs one round trip, not one per group.
+type Sandbox struct {
+	db  *gorm.DB
+	log *slog.Logger
+	now func() time.Time
+
+	mu       sync.Mutex
+	recent   []Message
+	queue    []*sandboxBatch
+	flushing bool
+}
+
+type sandboxBatch struct {
+	rows []sandboxRow
+	done chan error
+}
+
+type sandboxRow struct {
+	msg Message
+	id  string
+}
+
+// NewSandbox returns a Sandbox. db may be nil: then it records in memory
+// (the last 1000 messages) and in the debug log only.
+func NewSandbox(db *gorm.DB, log *slog.Logger, now func() time.Time) *Sandbox {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Sandbox{db: db, log: log, now: now}
+}
+
+// Name is the provider name.
+func (s *Sandbox) Name() string { return SandboxName }
+
+// Send records msgs and accepts them all, each with a fresh provider message
+// id. It fails (retryably) only when the record cannot be written.
+func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
+	out := make([]Result, len(msgs))
+	b := &sandboxBatch{rows: make([]sandboxRow, len(msgs)), done: make(chan error, 1)}
+	for i, m := range msgs {
+		b.rows[i] = sandboxRow{msg: m, id: sandboxID(m.DeliveryID)}
+	}
+	var err error
+	if s.db != nil {
+		err = s.commit(ctx, b)
+	}
+	for i, r := range b.rows {
+		if err != nil {
+			out[i] = Result{Err: Retryable(SandboxName, "record: "+err.Error(), 0, err)}
+			continue
+		}
+		out[i] = Result{ProviderMessageID: r.id}
+		s.log.DebugContext(ctx, "sandbox send", "deliveryId", r.msg.DeliveryID, "channel", r.msg.Channel, "providerMessageId", r.id)
+	}
+	if err == nil {
+		s.mu.Lock()
+		s.recent = append(s.recent, msgs...)
+		if over := len(s.recent) - sandboxKeep; over > 0 {
+			s.recent = append(s.recent[:0:0], s.recent[over:]...)
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// commit queues b and waits until a flush has written it. The first caller
+// to find no flush running becomes the flusher and writes everything queued
+// until the queue is empty; the others only wait.
+func (s *Sandbox) commit(ctx context.Context, b *sandboxBatch) error {
+	s.mu.Lock()
+	s.queue = append(s.queue, b)
+	lead := !s.flushing
+	if lead {
+		s.flushing = true
+	}
+	s.mu.Unlock()
+	if lead {
+		for {
+			s.mu.Lock()
+			batch := s.queue
+			s.queue = nil
+			if len(batch) == 0 {
+				s.flushing = false
+				s.mu.Unlock()
+				break
+			}
+			s.mu.Unlock()
+			// Not ctx: the batch holds other callers' messages too.
+			err := s.insert(context.WithoutCancel(ctx), batch)
+			for _, q := range batch {
+				q.done <- err
+			}
+		}
+	}
+	select {
+	case err := <-b.done:
+		return err
+	case <-ctx.Done():
+		// The row may still be written; the caller retries, and a duplicate
+		// record is what a real provider would show too.
+		return ctx.Err()
+	}
+}
+
+func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
+	now := s.now().UnixMilli()
+	var (
+		sb   strings.Builder
+		args []any
+		n    int
+	)
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		err := s.db.WithContext(ctx).Exec(sb.String(), args...).Error
+		sb.Reset()
+		args, n = args[:0], 0
+		return err
+	}
+	for _, b := range batch {
+		for _, r := range b.rows {
+			body, err := json.Marshal(r.msg)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				sb.WriteString("INSERT INTO sandbox_messages (delivery_id, notification_id, channel, provider_message_id, message, created_time) VALUES ")
+			} else {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?,?,?,?,?,?)")
+			args = append(args, r.msg.DeliveryID, r.msg.NotificationID, r.msg.Channel, r.id, string(body), now)
+			n++
+			if n == 1000 {
+				if err := flush(); err != nil {
+					return fmt.Errorf("sandbox: record: %w", err)
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("sandbox: record: %w", err)
+	}
+	return nil
+}
+
+// Messages returns the last messages Send accepted (at most 1000), oldest
+// first.
+func (s *Sandbox) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.recent...)
+}
+
+func sandboxID(deliveryID int64) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("sbx-%d-%s", deliveryID, hex.EncodeToString(b))
+}

@@ -1,0 +1,130 @@
+package dispatch
+
+import (
+	"database/sql/driver"
+	"encoding/json"
+	"fmt"
+)
+
+// Notification sources.
+const (
+	SourceQueue = "queue"
+	SourceAPI   = "api"
+)
+
+// Notification statuses. A notification is accepted when its name resolved
+// (its deliveries carry the progress) and rejected when it could not be
+// resolved: unknown collection, unknown or inactive event. Reason says why.
+const (
+	NotificationAccepted = "accepted"
+	NotificationRejected = "rejected"
+)
+
+// Delivery statuses.
+const (
+	StatusPending   = "pending"   // due at NextAttemptAt
+	StatusSending   = "sending"   // claimed by a worker; the provider call is in flight
+	StatusSent      = "sent"      // the provider accepted it
+	StatusDelivered = "delivered" // the provider reported delivery (webhook)
+	StatusFailed    = "failed"    // permanently failed, or out of attempts; Reason says why
+	StatusSkipped   = "skipped"   // never sent: no address, condition not met; Reason says why
+)
+
+// DeliveryStatuses lists every delivery status, for validation.
+var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusFailed, StatusSkipped}
+
+// NotificationRecord is one stored notification: one named entry of an
+// accepted request. Deliveries is filled only by Store.Get.
+type NotificationRecord struct {
+	ID             int64       `json:"id" gorm:"primaryKey"`
+	CollectionID   int64       `json:"collectionId"`
+	Name           string      `json:"name"`
+	Source         string      `json:"source"`
+	IntakeID       *int64      `json:"-"`
+	IdempotencyKey string      `json:"idempotencyKey,omitempty"`
+	Correlation    StringMap   `json:"correlation"`
+	Recipients     Recipients  `json:"recipients"`
+	Status         string      `json:"status"`
+	Reason         string      `json:"reason"`
+	EventID        int64       `json:"eventId"`
+	DeliveryCount  int         `json:"deliveryCount"`
+	SkippedCount   int         `json:"skippedCount"`
+	CreatedBy      string      `json:"createdBy,omitempty"`
+	CreatedTime    int64       `json:"createdTime"`
+	Deliveries     []*Delivery `json:"deliveries,omitempty" gorm:"-"`
+}
+
+// TableName is the notifications table.
+func (NotificationRecord) TableName() string { return "notifications" }
+
+// Delivery is one (notification × recipient × action).
+type Delivery struct {
+	ID                int64     `json:"id" gorm:"primaryKey"`
+	NotificationID    int64     `json:"notificationId"`
+	CollectionID      int64     `json:"collectionId"`
+	ActionID          int64     `json:"actionId"`
+	RecipientIndex    int       `json:"recipientIndex"`
+	Channel           string    `json:"channel"`
+	Address           string    `json:"address"`
+	Recipient         Recipient `json:"-" gorm:"serializer:json"`
+	Status            string    `json:"status"`
+	Reason            string    `json:"reason"`
+	Attempts          int       `json:"attempts"`
+	NextAttemptAt     int64     `json:"nextAttemptTime"`
+	ClaimedAt         int64     `json:"-"`
+	Provider          string    `json:"provider"`
+	ProviderMessageID *string   `json:"providerMessageId"`
+	SentTime          int64     `json:"sentTime"`
+	CreatedTime       int64     `json:"createdTime"`
+	UpdatedTime       int64     `json:"updatedTime"`
+}
+
+// TableName is the deliveries table.
+func (Delivery) TableName() string { return "deliveries" }
+
+// StringMap is a string map stored as JSON text.
+type StringMap map[string]string
+
+// Value stores the map as JSON.
+func (m StringMap) Value() (driver.Value, error) { return jsonValue(m, "{}") }
+
+// Scan reads the map from JSON.
+func (m *StringMap) Scan(src any) error { return jsonScan(src, m) }
+
+// Recipients is a recipient list stored as JSON text.
+type Recipients []Recipient
+
+// Value stores the list as JSON.
+func (r Recipients) Value() (driver.Value, error) { return jsonValue(r, "[]") }
+
+// Scan reads the list from JSON.
+func (r *Recipients) Scan(src any) error { return jsonScan(src, r) }
+
+func jsonValue(v any, empty string) (driver.Value, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if string(b) == "null" {
+		return empty, nil
+	}
+	return string(b), nil
+}
+
+func jsonScan(src any, dst any) error {
+	var b []byte
+	switch v := src.(type) {
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	case nil:
+		return nil
+	default:
+		return fmt.Errorf("dispatch: cannot scan %T as JSON", src)
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return json.Unmarshal(b, dst)
+}

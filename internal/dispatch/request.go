@@ -1,0 +1,361 @@
+// Package dispatch turns send requests into deliveries and deliveries into
+// sends: the intake that the queue consumer and the REST API share
+// (validation, idempotency, resolution, delivery planning, one commit per
+// batch), the workers that claim due deliveries and send them through a
+// channel, the retry policy, the recovery of deliveries a crash left in
+// sending, and the status queries.
+package dispatch
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/notificationservice/notificationservice/internal/apperr"
+)
+
+// Limits on one request. A queue message over them is poison; an API request
+// over them is INVALID_ARGUMENT.
+const (
+	MaxNotifications = 100  // notification[] entries per request
+	MaxRecipients    = 1000 // recipients per notification
+	MaxNameLen       = 255
+	MaxAddresses     = 100 // tos + ccs + bccs per recipient
+	MaxMacros        = 200
+	MaxValueLen      = 64 << 10 // one macro value or address
+)
+
+// Request is the NotificationQueue message and the REST send body, the
+// seed's model: a collection and one or more named notifications.
+type Request struct {
+	CollectionID ID             `json:"collectionId"`
+	Notification []Notification `json:"notification"`
+}
+
+// Notification is one named notification and its recipients.
+type Notification struct {
+	Name       string      `json:"name"`
+	Recipients []Recipient `json:"recipients"`
+}
+
+// Recipient is one person the notification is for. Email is shorthand for a
+// single Tos entry; Phone is the SMS address; PushID the device token.
+type Recipient struct {
+	Tos    []Address `json:"tos,omitempty"`
+	Ccs    []Address `json:"ccs,omitempty"`
+	Bccs   []Address `json:"bccs,omitempty"`
+	Email  string    `json:"email,omitempty"`
+	Phone  string    `json:"phone,omitempty"`
+	PushID string    `json:"pushId,omitempty"`
+	Locale string    `json:"locale,omitempty"`
+	Macros Macros    `json:"macros,omitempty"`
+}
+
+// Address is an email address with an optional display name.
+type Address struct {
+	Email string `json:"email"`
+	Name  string `json:"name,omitempty"`
+}
+
+// To returns the recipient's email To list: Tos, plus Email when it is not
+// already among them.
+func (r Recipient) To() []Address {
+	to := make([]Address, 0, len(r.Tos)+1)
+	to = append(to, r.Tos...)
+	if r.Email != "" {
+		dup := false
+		for _, a := range r.Tos {
+			if strings.EqualFold(a.Email, r.Email) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			to = append(to, Address{Email: r.Email})
+		}
+	}
+	return to
+}
+
+// ID is a positive int64 that accepts a JSON number or a numeric string: the
+// event catalogue writes collectionId both ways ("772" in envelopes).
+type ID int64
+
+// UnmarshalJSON accepts 772 and "772".
+func (id *ID) UnmarshalJSON(b []byte) error {
+	s := string(bytes.TrimSpace(b))
+	if s == "null" {
+		return nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return err
+		}
+		s = str
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return &json.UnmarshalTypeError{Value: "value " + truncate(s, 40), Type: idType}
+	}
+	*id = ID(n)
+	return nil
+}
+
+var idType = reflect.TypeOf(int64(0))
+
+// Macros are a recipient's macro values. The seed calls it a HashMap: string
+// values as they are; numbers and booleans become their JSON text; null
+// becomes ""; objects and arrays are a schema error.
+type Macros map[string]string
+
+// UnmarshalJSON applies the rules above.
+func (m *Macros) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	if raw == nil {
+		*m = nil
+		return nil
+	}
+	out := make(Macros, len(raw))
+	for k, v := range raw {
+		v = bytes.TrimSpace(v)
+		switch {
+		case len(v) == 0 || string(v) == "null":
+			out[k] = ""
+		case v[0] == '"':
+			var s string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return err
+			}
+			out[k] = s
+		case v[0] == '{' || v[0] == '[':
+			return &json.UnmarshalTypeError{Value: "object or array", Type: stringType, Field: k}
+		default: // number or boolean
+			out[k] = string(v)
+		}
+	}
+	*m = out
+	return nil
+}
+
+var stringType = reflect.TypeOf("")
+
+// Problem is why a request cannot be accepted. Code is stable (the queue's
+// dead-letter reason header carries it); Details name the fields.
+type Problem struct {
+	Code    string // not_json | schema | too_large
+	Message string
+	Details []apperr.Detail
+}
+
+func (p *Problem) Error() string {
+	if len(p.Details) == 0 {
+		return p.Message
+	}
+	parts := make([]string, 0, len(p.Details))
+	for _, d := range p.Details {
+		parts = append(parts, d.Field+" "+d.Reason)
+	}
+	return p.Message + ": " + strings.Join(parts, "; ")
+}
+
+// AppErr is the problem as an INVALID_ARGUMENT error for the API.
+func (p *Problem) AppErr() error { return apperr.Invalid(p.Message, p.Details...) }
+
+// Problem codes.
+const (
+	ProblemNotJSON  = "not_json"
+	ProblemSchema   = "schema"
+	ProblemTooLarge = "too_large"
+)
+
+// Parse decodes and validates a request body. strict refuses unknown fields
+// (the API does); the queue accepts them so producers can add fields first.
+// The error is always a *Problem.
+func Parse(body []byte, maxBytes int, strict bool) (Request, error) {
+	if maxBytes > 0 && len(body) > maxBytes {
+		return Request{}, &Problem{Code: ProblemTooLarge, Message: "message is too large",
+			Details: []apperr.Detail{{Field: "body", Reason: fmt.Sprintf("is %d bytes; the limit is %d", len(body), maxBytes)}}}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return Request{}, &Problem{Code: ProblemNotJSON, Message: "message is empty",
+			Details: []apperr.Detail{{Field: "body", Reason: "is empty"}}}
+	}
+	if !json.Valid(body) {
+		return Request{}, &Problem{Code: ProblemNotJSON, Message: "message is not JSON",
+			Details: []apperr.Detail{{Field: "body", Reason: syntaxReason(body)}}}
+	}
+	var req Request
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(&req); err != nil {
+		return Request{}, schemaProblem(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Request{}, &Problem{Code: ProblemNotJSON, Message: "message is not JSON",
+			Details: []apperr.Detail{{Field: "body", Reason: "has data after the JSON value"}}}
+	}
+	if err := req.Validate(); err != nil {
+		return Request{}, err
+	}
+	return req, nil
+}
+
+func syntaxReason(body []byte) string {
+	var v any
+	err := json.Unmarshal(body, &v)
+	if err == nil {
+		return "is not valid JSON"
+	}
+	return truncate(err.Error(), 200)
+}
+
+func schemaProblem(err error) *Problem {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		return &Problem{Code: ProblemSchema, Message: "message has fields of the wrong type",
+			Details: []apperr.Detail{{Field: field, Reason: fmt.Sprintf("must be %s, not %s", kindName(typeErr.Type.Kind().String()), typeErr.Value)}}}
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return &Problem{Code: ProblemSchema, Message: "message has unknown fields",
+			Details: []apperr.Detail{{Field: strings.Trim(name, `"`), Reason: "is not a known field"}}}
+	}
+	return &Problem{Code: ProblemSchema, Message: "message does not match the schema",
+		Details: []apperr.Detail{{Field: "body", Reason: truncate(msg, 200)}}}
+}
+
+func kindName(kind string) string {
+	switch kind {
+	case "int", "int64":
+		return "an integer"
+	case "string":
+		return "a string"
+	case "slice":
+		return "an array"
+	case "map", "struct":
+		return "an object"
+	}
+	return kind
+}
+
+// Validate checks the request's shape. Address syntax is not checked here:
+// a bad address skips that recipient's delivery with a reason, it does not
+// refuse the whole request.
+func (r Request) Validate() error {
+	var f apperr.Fields
+	if r.CollectionID <= 0 {
+		f.Add("collectionId", "is required and must be a positive integer")
+	}
+	switch n := len(r.Notification); {
+	case n == 0:
+		f.Add("notification", "must have at least one entry")
+	case n > MaxNotifications:
+		f.Add("notification", fmt.Sprintf("must have at most %d entries", MaxNotifications))
+	}
+	for i, n := range r.Notification {
+		p := fmt.Sprintf("notification[%d]", i)
+		if strings.TrimSpace(n.Name) == "" {
+			f.Add(p+".name", "is required")
+		}
+		if len(n.Name) > MaxNameLen {
+			f.Add(p+".name", fmt.Sprintf("must be at most %d characters", MaxNameLen))
+		}
+		switch c := len(n.Recipients); {
+		case c == 0:
+			f.Add(p+".recipients", "must have at least one recipient")
+		case c > MaxRecipients:
+			f.Add(p+".recipients", fmt.Sprintf("must have at most %d recipients", MaxRecipients))
+		}
+		for j, rc := range n.Recipients {
+			rp := fmt.Sprintf("%s.recipients[%d]", p, j)
+			if len(rc.Tos)+len(rc.Ccs)+len(rc.Bccs) > MaxAddresses {
+				f.Add(rp, fmt.Sprintf("must have at most %d tos, ccs and bccs together", MaxAddresses))
+			}
+			if len(rc.Macros) > MaxMacros {
+				f.Add(rp+".macros", fmt.Sprintf("must have at most %d entries", MaxMacros))
+			}
+			for _, s := range rc.strings() {
+				if strings.ContainsRune(s, 0) {
+					f.Add(rp, "must not contain NUL characters")
+					break
+				}
+				if len(s) > MaxValueLen {
+					f.Add(rp, fmt.Sprintf("has a value over %d bytes", MaxValueLen))
+					break
+				}
+			}
+		}
+	}
+	if strings.ContainsRune(strings.Join(r.names(), ""), 0) {
+		f.Add("notification.name", "must not contain NUL characters")
+	}
+	if len(f) == 0 {
+		return nil
+	}
+	return &Problem{Code: ProblemSchema, Message: "message has invalid fields", Details: f}
+}
+
+func (r Request) names() []string {
+	out := make([]string, len(r.Notification))
+	for i, n := range r.Notification {
+		out[i] = n.Name
+	}
+	return out
+}
+
+func (rc Recipient) strings() []string {
+	s := []string{rc.Email, rc.Phone, rc.PushID, rc.Locale}
+	for _, l := range [][]Address{rc.Tos, rc.Ccs, rc.Bccs} {
+		for _, a := range l {
+			s = append(s, a.Email, a.Name)
+		}
+	}
+	for k, v := range rc.Macros {
+		s = append(s, k, v)
+	}
+	return s
+}
+
+// Hash is a digest of the request's meaning (canonical JSON: map keys are
+// sorted by encoding/json), so the same key with the same body replays and
+// with a different body conflicts, whatever the whitespace or key order.
+func (r Request) Hash() string {
+	b, _ := json.Marshal(r) // cannot fail: strings, ints, slices and string maps only
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// sortedKeys returns m's keys in order, for deterministic output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,169 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/apperr"
+)
+
+// Store reads notifications and deliveries, and lets provider webhooks
+// update a delivery's status.
+type Store struct {
+	db  *gorm.DB
+	now func() time.Time
+}
+
+// NewStore returns a Store on db.
+func NewStore(db *gorm.DB, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, now: now}
+}
+
+// ErrNotFound is returned when a notification or delivery does not exist.
+var ErrNotFound = errors.New("dispatch: not found")
+
+// Get returns notification id of collectionID with its deliveries in id order.
+func (s *Store) Get(ctx context.Context, collectionID, id int64) (*NotificationRecord, error) {
+	var n NotificationRecord
+	err := s.db.WithContext(ctx).Where("collection_id = ? AND id = ?", collectionID, id).Take(&n).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, &apperr.Error{Kind: apperr.NotFound, Err: ErrNotFound,
+			Message: fmt.Sprintf("notification %d does not exist in collection %d", id, collectionID)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: get notification: %w", err)
+	}
+	if err := s.db.WithContext(ctx).Where("notification_id = ?", id).Order("id").Find(&n.Deliveries).Error; err != nil {
+		return nil, fmt.Errorf("dispatch: get deliveries: %w", err)
+	}
+	if n.Deliveries == nil {
+		n.Deliveries = []*Delivery{}
+	}
+	return &n, nil
+}
+
+// NotificationFilter selects notifications of a collection: a keyset page
+// (id > After, at most Limit, in id order) and optional filters.
+type NotificationFilter struct {
+	Name        string
+	Status      string
+	CreatedFrom int64 // epoch ms, inclusive; 0 for none
+	CreatedTo   int64 // epoch ms, exclusive; 0 for none
+	After       int64
+	Limit       int
+}
+
+// List returns a page of a collection's notifications without their
+// recipients (Get has them).
+func (s *Store) List(ctx context.Context, collectionID int64, f NotificationFilter) ([]NotificationRecord, error) {
+	q := s.db.WithContext(ctx).Omit("recipients").Where("collection_id = ? AND id > ?", collectionID, f.After)
+	if f.Name != "" {
+		q = q.Where("name = ?", f.Name)
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", f.Status)
+	}
+	if f.CreatedFrom > 0 {
+		q = q.Where("created_time >= ?", f.CreatedFrom)
+	}
+	if f.CreatedTo > 0 {
+		q = q.Where("created_time < ?", f.CreatedTo)
+	}
+	out := []NotificationRecord{}
+	if err := q.Order("id").Limit(f.Limit).Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("dispatch: list notifications: %w", err)
+	}
+	return out, nil
+}
+
+// DeliveryFilter selects deliveries of a collection: a keyset page and
+// optional filters.
+type DeliveryFilter struct {
+	Status         string
+	Channel        string
+	NotificationID int64
+	After          int64
+	Limit          int
+}
+
+// ListDeliveries returns a page of a collection's deliveries.
+func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f DeliveryFilter) ([]Delivery, error) {
+	q := s.db.WithContext(ctx).Where("collection_id = ? AND id > ?", collectionID, f.After)
+	if f.Status != "" {
+		q = q.Where("status = ?", f.Status)
+	}
+	if f.Channel != "" {
+		q = q.Where("channel = ?", f.Channel)
+	}
+	if f.NotificationID > 0 {
+		q = q.Where("notification_id = ?", f.NotificationID)
+	}
+	out := []Delivery{}
+	if err := q.Order("id").Limit(f.Limit).Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("dispatch: list deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// Webhook statuses: what a provider may report about a delivery it accepted.
+var webhookStatuses = []string{StatusDelivered, StatusFailed}
+
+// webhookFrom lists the statuses a provider report may change: only
+// deliveries the provider accepted (sent) or already reported on. A report
+// never resurrects a skipped delivery or races a send in flight, and a
+// failure (bounce) may follow delivered, not the other way round.
+const webhookFrom = "status IN ('sent', 'delivered')"
+
+// MarkByID records a provider report (delivered or failed, with the
+// provider's reason) on delivery id. It returns ErrNotFound (NOT_FOUND)
+// when no delivery in sent or delivered has that id.
+func (s *Store) MarkByID(ctx context.Context, id int64, status, reason string) error {
+	if !slices.Contains(webhookStatuses, status) {
+		return fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
+	}
+	res := s.db.WithContext(ctx).Model(&Delivery{}).Where("id = ? AND "+webhookFrom, id).
+		Updates(map[string]any{"status": status, "reason": truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
+	if res.Error != nil {
+		return fmt.Errorf("dispatch: mark delivery %d: %w", id, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return &apperr.Error{Kind: apperr.NotFound, Err: ErrNotFound, Message: fmt.Sprintf("no sent delivery %d", id)}
+	}
+	return nil
+}
+
+// MarkByProviderID records a provider report on every delivery that
+// provider accepted under providerMessageID (a batched SendGrid request can
+// share one id), and returns how many it updated. No match is ErrNotFound
+// (NOT_FOUND): the webhook may arrive for a message this service did not
+// send, or before the send is recorded; the caller decides whether to retry.
+func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageID, status, reason string) (int64, error) {
+	if !slices.Contains(webhookStatuses, status) {
+		return 0, fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
+	}
+	res := s.db.WithContext(ctx).Model(&Delivery{}).
+		Where("provider = ? AND provider_message_id = ? AND "+webhookFrom, provider, providerMessageID).
+		Updates(map[string]any{"status": status, "reason": truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
+	if res.Error != nil {
+		return 0, fmt.Errorf("dispatch: mark %s message %q: %w", provider, providerMessageID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return 0, &apperr.Error{Kind: apperr.NotFound, Err: ErrNotFound,
+			Message: fmt.Sprintf("no sent delivery has %s message id %q", provider, providerMessageID)}
+	}
+	return res.RowsAffected, nil
+}
+
+// Service is what the REST API uses: the intake's Send and the Store's reads.
+type Service struct {
+	*Intake
+	*Store
+}

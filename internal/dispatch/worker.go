@@ -1,0 +1,508 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/macros"
+	"github.com/notificationservice/notificationservice/internal/store"
+)
+
+// Senders are the service-wide sender defaults an action may override.
+type Senders struct {
+	Email               channels.Address
+	SMSFrom             string
+	MessagingServiceSID string
+}
+
+// Dispatcher runs the delivery workers: each claims due deliveries, renders
+// them, sends each (notification, action) group with one Channel.Send, and
+// records the outcome; a recovery loop returns deliveries that a crash left
+// in sending to the queue (see Recover).
+type Dispatcher struct {
+	db       *gorm.DB
+	pg       bool
+	channels map[string]channels.Channel
+	cfg      config.Dispatch
+	senders  Senders
+	log      *slog.Logger
+	now      func() time.Time
+	wake     chan struct{}
+
+	// OnSent, when set, is called once per delivery the provider accepted,
+	// after its status is committed (benchmarks measure latency with it).
+	OnSent func(d *Delivery)
+}
+
+// NewDispatcher returns a Dispatcher sending through chans, keyed by channel
+// name (email, sms, push).
+func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, senders Senders, log *slog.Logger, now func() time.Time) *Dispatcher {
+	if now == nil {
+		now = time.Now
+	}
+	return &Dispatcher{
+		db: db, pg: store.IsPostgres(db), channels: chans, cfg: cfg, senders: senders, log: log, now: now,
+		wake: make(chan struct{}, max(cfg.Workers, 1)),
+	}
+}
+
+// Wake tells idle workers that deliveries may be due. It never blocks.
+func (d *Dispatcher) Wake() {
+	for range cap(d.wake) {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+			return
+		}
+	}
+}
+
+// Run runs the workers and the recovery loop until ctx ends. A worker
+// finishes the batch it holds (sends and records, bounded by
+// dispatch.sendTimeout) before it stops.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := range d.cfg.Workers {
+		wg.Go(func() { d.work(ctx, i) })
+	}
+	wg.Go(func() { d.recoverLoop(ctx) })
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (d *Dispatcher) work(ctx context.Context, worker int) {
+	idle := time.NewTimer(0)
+	defer idle.Stop()
+	failures := 0
+	for {
+		n, err := d.RunOnce(context.WithoutCancel(ctx))
+		switch {
+		case err != nil:
+			failures++
+			if failures == 1 || failures%100 == 0 {
+				d.log.WarnContext(ctx, "dispatch: worker cycle failed; retrying", "worker", worker, "error", err, "failures", failures)
+			}
+		case failures > 0:
+			d.log.InfoContext(ctx, "dispatch: worker recovered", "worker", worker, "failures", failures)
+			failures = 0
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if n == d.cfg.ClaimBatch && err == nil {
+			continue // more may be due right now
+		}
+		wait := d.cfg.PollInterval
+		if err != nil {
+			wait = min(d.cfg.PollInterval*time.Duration(failures), 30*time.Second)
+		}
+		idle.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-idle.C:
+		}
+		if !idle.Stop() {
+			select {
+			case <-idle.C:
+			default:
+			}
+		}
+	}
+}
+
+func (d *Dispatcher) recoverLoop(ctx context.Context) {
+	every := min(max(d.cfg.StaleSending/4, 100*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if n, err := d.Recover(ctx); err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "dispatch: stale-sending recovery failed", "error", err)
+		} else if n > 0 {
+			d.log.WarnContext(ctx, "dispatch: recovered deliveries left in sending", "count", n, "staleAfter", d.cfg.StaleSending)
+			d.Wake()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Recover applies the stale-sending rule: a delivery in sending whose claim
+// is older than dispatch.staleSending belonged to a worker that died
+// mid-send, so whether the provider got it is unknown. It goes back to
+// pending, due now (its attempt stays counted), so it is sent again: at
+// least once. If that attempt was its last (dispatch.maxAttempts) it is
+// failed with a reason that says the outcome is unknown. It is never left
+// in sending and never dropped without a reason.
+func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
+	now := d.now().UnixMilli()
+	cutoff := now - d.cfg.StaleSending.Milliseconds()
+	res := d.db.WithContext(ctx).Exec(`
+UPDATE deliveries SET
+  status = CASE WHEN attempts >= ? THEN 'failed' ELSE 'pending' END,
+  reason = CASE WHEN attempts >= ?
+    THEN 'outcome of the last attempt unknown: the worker stopped while sending and dispatch.maxAttempts is reached'
+    ELSE 'the worker stopped while sending; attempt outcome unknown, sending again' END,
+  next_attempt_at = ?, updated_time = ?
+WHERE status = 'sending' AND claimed_at < ?`, d.cfg.MaxAttempts, d.cfg.MaxAttempts, now, now, cutoff)
+	if res.Error != nil {
+		return 0, fmt.Errorf("dispatch: recover: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// claimed is a delivery a worker owns until it records the outcome. Its
+// (ID, Attempts) pair is the claim: the outcome is written only if the row
+// is still in sending with that attempt count.
+type claimed struct {
+	ID             int64
+	NotificationID int64
+	CollectionID   int64
+	ActionID       int64
+	RecipientIndex int
+	Channel        string
+	Recipient      string
+	Attempts       int
+	CreatedTime    int64
+}
+
+// RunOnce claims one batch of due deliveries, sends them and records the
+// outcomes. It returns how many it claimed.
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
+	now := d.now().UnixMilli()
+	batch, err := d.claim(ctx, now)
+	if err != nil || len(batch) == 0 {
+		return 0, err
+	}
+	outs, err := d.process(ctx, batch)
+	if err != nil {
+		return len(batch), err
+	}
+	if err := d.record(ctx, outs); err != nil {
+		// The rows stay in sending; Recover returns them after
+		// dispatch.staleSending and they are sent again.
+		return len(batch), err
+	}
+	if d.OnSent != nil {
+		for _, o := range outs {
+			if o.status == StatusSent {
+				d.OnSent(&Delivery{ID: o.id, NotificationID: o.notificationID, CreatedTime: o.createdTime, SentTime: o.sentTime})
+			}
+		}
+	}
+	return len(batch), nil
+}
+
+func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
+	lock := ""
+	if d.pg {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	var rows []claimed
+	err := d.db.WithContext(ctx).Raw(`
+UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, updated_time = ?
+WHERE id IN (
+  SELECT id FROM deliveries
+  WHERE status = 'pending' AND next_attempt_at <= ?
+  ORDER BY next_attempt_at, id
+  LIMIT ?`+lock+`)
+RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time`,
+		now, now, now, d.cfg.ClaimBatch).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: claim: %w", err)
+	}
+	return rows, nil
+}
+
+// outcome is what happened to one claimed delivery.
+type outcome struct {
+	id, notificationID int64
+	attempts           int
+	status             string
+	reason             string
+	provider           string
+	providerMessageID  string
+	nextAttemptAt      int64
+	sentTime           int64
+	createdTime        int64
+}
+
+type groupKey struct{ notificationID, actionID int64 }
+
+func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, error) {
+	ids := map[int64]bool{}
+	var actionIDs []int64
+	for _, c := range batch {
+		if !ids[c.ActionID] {
+			ids[c.ActionID] = true
+			actionIDs = append(actionIDs, c.ActionID)
+		}
+	}
+	var acts []actions.Action
+	if err := d.db.WithContext(ctx).Where("id IN ?", actionIDs).Find(&acts).Error; err != nil {
+		// Leave the batch in sending; nothing was sent.
+		return nil, d.release(ctx, batch, err)
+	}
+	byID := make(map[int64]*actions.Action, len(acts))
+	for i := range acts {
+		byID[acts[i].ID] = &acts[i]
+	}
+
+	outs := make([]outcome, len(batch))
+	var order []groupKey
+	groups := map[groupKey][]int{}
+	for i, c := range batch {
+		outs[i] = outcome{id: c.ID, notificationID: c.NotificationID, attempts: c.Attempts, createdTime: c.CreatedTime}
+		k := groupKey{c.NotificationID, c.ActionID}
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, k := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			d.sendGroup(ctx, byID[k.actionID], batch, groups[k], outs)
+		})
+	}
+	wg.Wait()
+	return outs, nil
+}
+
+// release puts a batch back to pending when it could not even be prepared.
+func (d *Dispatcher) release(ctx context.Context, batch []claimed, cause error) error {
+	outs := make([]outcome, len(batch))
+	now := d.now().UnixMilli()
+	for i, c := range batch {
+		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now + d.cfg.BackoffBase.Milliseconds(),
+			reason: "not sent: " + truncate(cause.Error(), 500)}
+	}
+	if err := d.record(ctx, outs); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+// sendGroup renders and sends the deliveries idx of one (notification,
+// action) with one Send call, and fills their outcomes.
+func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []claimed, idx []int, outs []outcome) {
+	first := batch[idx[0]]
+	now := d.now()
+	if a == nil {
+		for _, i := range idx {
+			outs[i].status, outs[i].reason = StatusFailed, fmt.Sprintf("action %d no longer exists", first.ActionID)
+		}
+		return
+	}
+	ch := d.channels[first.Channel]
+	if ch == nil {
+		for _, i := range idx {
+			outs[i].status, outs[i].reason = StatusFailed, fmt.Sprintf("no provider is configured for channel %q", first.Channel)
+		}
+		return
+	}
+	msgs := make([]channels.Message, 0, len(idx))
+	send := make([]int, 0, len(idx))
+	for _, i := range idx {
+		c := batch[i]
+		var rc Recipient
+		if err := json.Unmarshal([]byte(c.Recipient), &rc); err != nil {
+			outs[i].status, outs[i].reason = StatusFailed, "stored recipient is unreadable: "+err.Error()
+			continue
+		}
+		m, err := d.render(a, rc)
+		if err != nil {
+			outs[i].status, outs[i].reason = StatusFailed, "render: "+err.Error()
+			continue
+		}
+		m.DeliveryID, m.NotificationID, m.CollectionID, m.ActionID, m.Channel = c.ID, c.NotificationID, c.CollectionID, c.ActionID, c.Channel
+		msgs = append(msgs, m)
+		send = append(send, i)
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+	results := ch.Send(sctx, msgs)
+	cancel()
+	provider := ch.Name()
+	done := d.now().UnixMilli()
+	for j, i := range send {
+		o := &outs[i]
+		o.provider = provider
+		var res channels.Result
+		if j < len(results) {
+			res = results[j]
+		} else {
+			res.Err = channels.Retryable(provider, "provider returned no result for this message", 0, nil)
+		}
+		if res.Err == nil {
+			o.status, o.providerMessageID, o.sentTime = StatusSent, res.ProviderMessageID, done
+			continue
+		}
+		d.retry(o, channels.Classify(provider, res.Err), now)
+	}
+}
+
+// retry decides what a failed attempt leads to: failed (permanent error, or
+// out of attempts) or pending again after a backoff.
+func (d *Dispatcher) retry(o *outcome, e *channels.Error, now time.Time) {
+	reason := truncate(e.Reason, 1000)
+	switch {
+	case e.Permanent:
+		o.status, o.reason = StatusFailed, reason
+	case o.attempts >= d.cfg.MaxAttempts:
+		o.status, o.reason = StatusFailed, fmt.Sprintf("gave up after %d attempts: %s", o.attempts, reason)
+	default:
+		wait := Backoff(o.attempts, d.cfg.BackoffBase, d.cfg.BackoffMax, rand.Float64())
+		wait = max(wait, e.RetryAfter)
+		o.status = StatusPending
+		o.reason = fmt.Sprintf("attempt %d failed: %s", o.attempts, reason)
+		o.nextAttemptAt = now.Add(wait).UnixMilli()
+	}
+}
+
+// Backoff is the wait after attempt n (1-based) fails: base·2^(n-1), capped
+// at maxWait, with "equal jitter" (between half and all of it; r in [0,1)),
+// so retries of a burst spread out but never come sooner than half the
+// schedule.
+func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
+	d := base
+	for i := 1; i < n && d < maxWait; i++ {
+		d *= 2
+	}
+	d = min(d, maxWait)
+	return d/2 + time.Duration(r*float64(d/2))
+}
+
+// record writes the outcomes of one batch in one statement. A row whose
+// claim changed (recovered as stale and claimed again) is left alone.
+func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
+	now := d.now().UnixMilli()
+	for _, chunk := range chunks(outs, 500) {
+		var sb strings.Builder
+		args := make([]any, 0, len(chunk)*8+1)
+		sb.WriteString("UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
+			"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
+			"sent_time = v.sent_time, updated_time = ? FROM (")
+		args = append(args, now)
+		for i, o := range chunk {
+			if i > 0 {
+				sb.WriteString(" UNION ALL ")
+			}
+			sb.WriteString("SELECT CAST(? AS BIGINT) AS id, CAST(? AS INTEGER) AS attempts, CAST(? AS TEXT) AS status, " +
+				"CAST(? AS TEXT) AS reason, CAST(? AS TEXT) AS provider, CAST(? AS TEXT) AS pmid, CAST(? AS BIGINT) AS next_at, CAST(? AS BIGINT) AS sent_time")
+			args = append(args, o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime)
+		}
+		sb.WriteString(") AS v WHERE deliveries.id = v.id AND deliveries.status = 'sending' AND deliveries.attempts = v.attempts")
+		if err := d.db.WithContext(ctx).Exec(sb.String(), args...).Error; err != nil {
+			return fmt.Errorf("dispatch: record outcomes: %w", err)
+		}
+	}
+	return nil
+}
+
+// render builds the provider message for recipient rc from action a: the
+// content for the recipient's locale, with macros substituted (HTML-escaped
+// in HTML bodies) under the action's missing-macro policy.
+func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, error) {
+	c := a.Config.ContentFor(rc.Locale)
+	policy := a.Config.MissingMacro
+	vars := map[string]string(rc.Macros)
+	var m channels.Message
+	var errs []error
+	r := func(tmpl string, mode macros.Mode) string {
+		if tmpl == "" {
+			return ""
+		}
+		out, err := macros.Render(tmpl, vars, mode, policy)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return out
+	}
+	switch a.Channel() {
+	case actions.ChannelEmail:
+		m.From = d.senders.Email
+		if a.Config.FromEmail != "" {
+			m.From = channels.Address{Email: a.Config.FromEmail, Name: a.Config.FromName}
+		}
+		for _, t := range rc.To() {
+			m.To = append(m.To, channels.Address(t))
+		}
+		for _, t := range rc.Ccs {
+			m.Cc = append(m.Cc, channels.Address(t))
+		}
+		for _, t := range rc.Bccs {
+			m.Bcc = append(m.Bcc, channels.Address(t))
+		}
+		m.Subject = r(c.Subject, macros.Text)
+		if a.Template != "" {
+			m.TemplateID = a.Template
+			m.DynamicData = vars
+		}
+		m.HTML = r(c.HTML, macros.HTML)
+		m.Text = r(c.Text, macros.Text)
+		if m.Text == "" && c.Body != "" {
+			m.Text = r(c.Body, macros.Text)
+		}
+		if len(errs) > 0 {
+			return m, errs[0]
+		}
+		if m.TemplateID == "" && m.HTML == "" && m.Text == "" {
+			return m, errors.New("the action has neither a template nor content for this email")
+		}
+	case actions.ChannelSMS:
+		m.Phone = rc.Phone
+		m.SMSFrom, m.MessagingServiceSID = d.senders.SMSFrom, d.senders.MessagingServiceSID
+		if a.Config.From != "" || a.Config.MessagingServiceSID != "" {
+			m.SMSFrom, m.MessagingServiceSID = a.Config.From, a.Config.MessagingServiceSID
+		}
+		body := c.Body
+		if body == "" {
+			body = c.Text
+		}
+		m.Body = r(body, macros.Text)
+		if len(errs) > 0 {
+			return m, errs[0]
+		}
+		if m.Body == "" {
+			return m, errors.New("the action has no SMS body")
+		}
+	case actions.ChannelPush:
+		m.PushToken = rc.PushID
+		m.Title = r(c.Title, macros.Text)
+		m.Body = r(c.Body, macros.Text)
+		if len(c.Data) > 0 {
+			m.Data = make(map[string]string, len(c.Data))
+			for k, v := range c.Data {
+				m.Data[k] = r(v, macros.Text)
+			}
+		}
+		if len(errs) > 0 {
+			return m, errs[0]
+		}
+	default:
+		return m, fmt.Errorf("unknown configName %q", a.ConfigName)
+	}
+	return m, nil
+}
