@@ -201,7 +201,7 @@ func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission,
 	dupOf = map[int]int{}
 	type keyed struct {
 		scope, key, hash string
-		first           int
+		first            int
 	}
 	byKey := map[[2]string]*keyed{}
 	var order []*keyed
