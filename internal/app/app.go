@@ -16,6 +16,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/outbox"
@@ -76,6 +77,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			{Name: "database", Critical: true, Check: func(ctx context.Context) error { return store.Ready(ctx, db) }},
 		},
 	}
+	deps.Collections = collections.New(db, a.Outbox, time.Now)
 	deps.Actions = actions.New(db, a.Outbox, time.Now)
 	a.HTTP = httpapi.New(deps)
 	return a, nil

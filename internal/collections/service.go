@@ -1,0 +1,439 @@
+package collections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+)
+
+// Service is the collections and events API. Every method takes the caller
+// explicitly, checks what the caller may do (the HTTP edge checks too; the
+// service does not rely on it), and returns apperr errors. Every mutation and
+// its outbox envelope commit in one transaction.
+type Service struct {
+	db     *gorm.DB
+	outbox *outbox.Writer
+	now    func() time.Time
+	repo   repository
+}
+
+// New returns a Service on db that records its changes with w. now is the
+// clock for createdTime/updatedTime (time.Now when nil).
+func New(db *gorm.DB, w *outbox.Writer, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{db: db, outbox: w, now: now}
+}
+
+// CreateCollection creates a collection. Only a super admin may.
+func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Input) (Collection, error) {
+	if !p.SuperAdmin() {
+		return Collection{}, apperr.New(apperr.PermissionDenied, "creating a collection needs %s", auth.RoleSuperAdmin)
+	}
+	if err := in.validate(); err != nil {
+		return Collection{}, err
+	}
+	now := s.now().UnixMilli()
+	c := Collection{
+		Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
+		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
+	}
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		if err := s.repo.insertCollection(ctx, tx, &c); err != nil {
+			return collectionConflict(err, c.Name)
+		}
+		return s.record(ctx, tx, p, outbox.CollectionCreate, c.ID, c.ID, map[string]any{"collection": c})
+	})
+	if err != nil {
+		return Collection{}, err
+	}
+	return c, nil
+}
+
+// ListCollections returns one page of the collections p may read: all of
+// them for a super admin, else those in p's token that its roles let it read.
+func (s *Service) ListCollections(ctx context.Context, p auth.Principal, f Filter, pg Page) ([]Collection, error) {
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	var ids []int64
+	if !p.SuperAdmin() {
+		ids = []int64{}
+		for _, id := range p.Collections {
+			if p.CanRead(id) && !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return s.repo.collections(ctx, s.db, ids, f, pg)
+}
+
+// GetCollection returns collection id.
+func (s *Service) GetCollection(ctx context.Context, p auth.Principal, id int64) (Collection, error) {
+	if !p.CanRead(id) {
+		return Collection{}, denied(id)
+	}
+	c, ok, err := s.repo.collection(ctx, s.db, id, false)
+	if err != nil {
+		return Collection{}, err
+	}
+	if !ok {
+		return Collection{}, collectionNotFound(id)
+	}
+	return c, nil
+}
+
+// UpdateCollection applies patch to collection id. ifVersion > 0 makes the
+// update conditional on the collection still being at that version (If-Match).
+func (s *Service) UpdateCollection(ctx context.Context, p auth.Principal, id int64, patch Patch, ifVersion int64) (Collection, error) {
+	if !p.CanManage(id) {
+		return Collection{}, denied(id)
+	}
+	if err := patch.validate(); err != nil {
+		return Collection{}, err
+	}
+	var c Collection
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		n, err := s.repo.updateCollection(ctx, tx, id, s.changes(p, patch), ifVersion)
+		if err != nil {
+			return collectionConflict(err, deref(patch.Name))
+		}
+		var ok bool
+		if c, ok, err = s.repo.collection(ctx, tx, id, false); err != nil {
+			return err
+		}
+		if !ok {
+			return collectionNotFound(id)
+		}
+		if n == 0 {
+			return stale("collection", id, c.Version, ifVersion)
+		}
+		return s.record(ctx, tx, p, outbox.CollectionUpdate, c.ID, c.ID, map[string]any{"collection": c})
+	})
+	if err != nil {
+		return Collection{}, err
+	}
+	return c, nil
+}
+
+// DeleteCollection deletes collection id, which must have no events left.
+// ifVersion > 0 makes the delete conditional, as for UpdateCollection.
+func (s *Service) DeleteCollection(ctx context.Context, p auth.Principal, id, ifVersion int64) (Deleted, error) {
+	if !p.CanManage(id) {
+		return Deleted{}, denied(id)
+	}
+	d := s.deleted(CollectionDeletedCode, CollectionDeletedMessage)
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		c, ok, err := s.repo.collection(ctx, tx, id, true)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return collectionNotFound(id)
+		}
+		if ifVersion > 0 && c.Version != ifVersion {
+			return stale("collection", id, c.Version, ifVersion)
+		}
+		blockers, err := s.repo.eventsOf(ctx, tx, id, maxBlockers+1)
+		if err != nil {
+			return err
+		}
+		if len(blockers) > 0 {
+			return inUse(fmt.Sprintf("collection %d still has events; delete them first", id), "events", blockers)
+		}
+		n, err := s.repo.deleteCollection(ctx, tx, id, c.Version)
+		if err != nil {
+			return dependentsAppeared(err, "collection", id)
+		}
+		if n == 0 {
+			return stale("collection", id, 0, ifVersion)
+		}
+		return s.record(ctx, tx, p, outbox.CollectionDelete, id, id, d)
+	})
+	if err != nil {
+		return Deleted{}, err
+	}
+	return d, nil
+}
+
+// CreateEvent creates an event in collection collectionID.
+func (s *Service) CreateEvent(ctx context.Context, p auth.Principal, collectionID int64, in Input) (Event, error) {
+	if !p.CanManage(collectionID) {
+		return Event{}, denied(collectionID)
+	}
+	if err := in.validate(); err != nil {
+		return Event{}, err
+	}
+	now := s.now().UnixMilli()
+	e := Event{
+		CollectionID: collectionID, Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
+		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
+	}
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		// Locking the collection makes a concurrent delete of it wait for us
+		// (and then see this event), rather than race the foreign key.
+		if _, ok, err := s.repo.collection(ctx, tx, collectionID, true); err != nil {
+			return err
+		} else if !ok {
+			return collectionNotFound(collectionID)
+		}
+		if err := s.repo.insertEvent(ctx, tx, &e); err != nil {
+			return eventConflict(err, collectionID, e.Name)
+		}
+		return s.record(ctx, tx, p, outbox.EventCreate, collectionID, e.ID, map[string]any{"event": e})
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// ListEvents returns one page of collection collectionID's events, or
+// NotFound when the collection does not exist. A page costs one query; only
+// an empty page pays a second to tell "no events" from "no collection".
+func (s *Service) ListEvents(ctx context.Context, p auth.Principal, collectionID int64, f Filter, pg Page) ([]Event, error) {
+	if !p.CanRead(collectionID) {
+		return nil, denied(collectionID)
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	out, err := s.repo.events(ctx, s.db, collectionID, f, pg)
+	if err != nil || len(out) > 0 {
+		return out, err
+	}
+	if _, ok, err := s.repo.collection(ctx, s.db, collectionID, false); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, collectionNotFound(collectionID)
+	}
+	return out, nil
+}
+
+// GetEvent returns event id of collection collectionID.
+func (s *Service) GetEvent(ctx context.Context, p auth.Principal, collectionID, id int64) (Event, error) {
+	if !p.CanRead(collectionID) {
+		return Event{}, denied(collectionID)
+	}
+	e, ok, err := s.repo.event(ctx, s.db, collectionID, id, false)
+	if err != nil {
+		return Event{}, err
+	}
+	if !ok {
+		return Event{}, eventNotFound(collectionID, id)
+	}
+	return e, nil
+}
+
+// UpdateEvent applies patch to event id of collection collectionID,
+// conditionally on its version when ifVersion > 0.
+func (s *Service) UpdateEvent(ctx context.Context, p auth.Principal, collectionID, id int64, patch Patch, ifVersion int64) (Event, error) {
+	if !p.CanManage(collectionID) {
+		return Event{}, denied(collectionID)
+	}
+	if err := patch.validate(); err != nil {
+		return Event{}, err
+	}
+	var e Event
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		n, err := s.repo.updateEvent(ctx, tx, collectionID, id, s.changes(p, patch), ifVersion)
+		if err != nil {
+			return eventConflict(err, collectionID, deref(patch.Name))
+		}
+		var ok bool
+		if e, ok, err = s.repo.event(ctx, tx, collectionID, id, false); err != nil {
+			return err
+		}
+		if !ok {
+			return eventNotFound(collectionID, id)
+		}
+		if n == 0 {
+			return stale("event", id, e.Version, ifVersion)
+		}
+		return s.record(ctx, tx, p, outbox.EventUpdate, collectionID, e.ID, map[string]any{"event": e})
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// DeleteEvent deletes event id of collection collectionID, which must have
+// no actions left, conditionally on its version when ifVersion > 0.
+func (s *Service) DeleteEvent(ctx context.Context, p auth.Principal, collectionID, id, ifVersion int64) (Deleted, error) {
+	if !p.CanManage(collectionID) {
+		return Deleted{}, denied(collectionID)
+	}
+	d := s.deleted(EventDeletedCode, EventDeletedMessage)
+	err := s.inTx(ctx, func(tx *gorm.DB) error {
+		// The row lock holds off a concurrent action insert (its foreign key
+		// check waits on it), so the dependents read below stay true.
+		e, ok, err := s.repo.event(ctx, tx, collectionID, id, true)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return eventNotFound(collectionID, id)
+		}
+		if ifVersion > 0 && e.Version != ifVersion {
+			return stale("event", id, e.Version, ifVersion)
+		}
+		blockers, err := s.repo.actionsOf(ctx, tx, id, maxBlockers+1)
+		if err != nil {
+			return err
+		}
+		if len(blockers) > 0 {
+			return inUse(fmt.Sprintf("event %d still has actions; delete them first", id), "actions", blockers)
+		}
+		n, err := s.repo.deleteEvent(ctx, tx, collectionID, id, e.Version)
+		if err != nil {
+			return dependentsAppeared(err, "event", id)
+		}
+		if n == 0 {
+			return stale("event", id, 0, ifVersion)
+		}
+		return s.record(ctx, tx, p, outbox.EventDelete, collectionID, id, d)
+	})
+	if err != nil {
+		return Deleted{}, err
+	}
+	return d, nil
+}
+
+// inTx runs fn in a transaction and, once it has committed, wakes the outbox
+// relay. Errors that are not already apperr errors become Internal.
+func (s *Service) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	if err := s.db.WithContext(ctx).Transaction(fn); err != nil {
+		if _, ok := apperr.As(err); ok {
+			return err
+		}
+		return fmt.Errorf("collections: transaction: %w", err)
+	}
+	s.outbox.Committed()
+	return nil
+}
+
+// record writes the envelope for a change in tx.
+func (s *Service) record(ctx context.Context, tx *gorm.DB, p auth.Principal, detailType string, collectionID, entityID int64, payload any) error {
+	return s.outbox.Record(ctx, tx, outbox.Change{
+		DetailType:   detailType,
+		EntityID:     strconv.FormatInt(entityID, 10),
+		CollectionID: collectionID,
+		Payload:      payload,
+		Actor:        p,
+	})
+}
+
+// changes is the column set a patch writes, with who and when.
+func (s *Service) changes(p auth.Principal, patch Patch) map[string]any {
+	set := map[string]any{"updated_by": p.UserID, "updated_time": s.now().UnixMilli()}
+	if patch.Name != nil {
+		set["name"] = *patch.Name
+	}
+	if patch.Description != nil {
+		set["description"] = *patch.Description
+	}
+	if patch.Status != nil {
+		set["status"] = *patch.Status
+	}
+	return set
+}
+
+func (s *Service) deleted(code, msg string) Deleted {
+	return Deleted{ResponseCode: code, ResponseMessage: msg, TimeStamp: strconv.FormatInt(s.now().UnixMilli(), 10)}
+}
+
+func statusOr(status string) string {
+	if status == "" {
+		return StatusActive
+	}
+	return status
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func denied(collectionID int64) error {
+	return apperr.New(apperr.PermissionDenied, "the caller may not do this in collection %d", collectionID)
+}
+
+func collectionNotFound(id int64) error {
+	return apperr.New(apperr.NotFound, "collection %d does not exist", id)
+}
+
+func eventNotFound(collectionID, id int64) error {
+	return apperr.New(apperr.NotFound, "event %d does not exist in collection %d", id, collectionID)
+}
+
+// stale is the 412 for an If-Match that no longer holds. current is 0 when
+// the row changed between the read and the write (only possible on a
+// database that did not lock the row).
+func stale(entity string, id, current, want int64) error {
+	e := apperr.New(apperr.PreconditionFailed, "%s %d has changed since version %d; fetch it again", entity, id, want)
+	if current > 0 {
+		e.Details = []apperr.Detail{{Field: "If-Match", Reason: fmt.Sprintf("the current version is \"%d\"", current)}}
+	}
+	return e
+}
+
+// inUse is the 409 for a delete that dependents block; it names each one.
+func inUse(msg, kind string, blockers []dependent) error {
+	e := apperr.New(apperr.FailedPrecondition, "%s", msg)
+	for i, b := range blockers {
+		if i == maxBlockers {
+			e.Details = append(e.Details, apperr.Detail{Field: kind, Reason: fmt.Sprintf("and more beyond the first %d", maxBlockers)})
+			break
+		}
+		e.Details = append(e.Details, apperr.Detail{
+			Field:  fmt.Sprintf("%s/%d", kind, b.ID),
+			Reason: fmt.Sprintf("%q still depends on it", b.Name),
+		})
+	}
+	return e
+}
+
+// dependentsAppeared maps the foreign-key failure of a delete that lost a
+// race with an insert to the 409 the dependents check gives.
+func dependentsAppeared(err error, entity string, id int64) error {
+	if errors.Is(err, gorm.ErrForeignKeyViolated) {
+		return &apperr.Error{Kind: apperr.FailedPrecondition, Message: fmt.Sprintf("%s %d still has dependents; delete them first", entity, id), Err: err}
+	}
+	return err
+}
+
+func collectionConflict(err error, name string) error {
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		return &apperr.Error{
+			Kind: apperr.AlreadyExists, Message: fmt.Sprintf("a collection named %q already exists", name),
+			Details: []apperr.Detail{{Field: "name", Reason: "is already used by another collection"}}, Err: err,
+		}
+	}
+	return err
+}
+
+func eventConflict(err error, collectionID int64, name string) error {
+	switch {
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return &apperr.Error{
+			Kind: apperr.AlreadyExists, Message: fmt.Sprintf("an event named %q already exists in collection %d", name, collectionID),
+			Details: []apperr.Detail{{Field: "name", Reason: "is already used by another event in this collection"}}, Err: err,
+		}
+	case errors.Is(err, gorm.ErrForeignKeyViolated):
+		return &apperr.Error{Kind: apperr.NotFound, Message: fmt.Sprintf("collection %d does not exist", collectionID), Err: err}
+	}
+	return err
+}
