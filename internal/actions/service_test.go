@@ -431,7 +431,7 @@ func TestUpdateValidatesTheMergedAction(t *testing.T) {
 
 		up, err := b.svc.Update(b.ctx, b.admin, b.coll, a.ID, actions.Patch{
 			ConfigName: ptr(actions.ConfigSMS), Template: ptr(""),
-			Config: &actions.Config{Content: actions.Content{Body: "Hi"}},
+			Config:  &actions.Config{Content: actions.Content{Body: "Hi"}},
 			EventID: ptr(b.event2),
 		}, 0)
 		require.NoError(t, err)
