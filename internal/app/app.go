@@ -16,10 +16,13 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -36,6 +39,11 @@ type App struct {
 	DB     *gorm.DB
 	HTTP   *httpapi.Server
 	Outbox *outbox.Writer
+
+	// Dispatcher runs the delivery workers; Sandbox is the channel that
+	// stands in for every provider that is not configured.
+	Dispatcher *dispatch.Dispatcher
+	Sandbox    *channels.Sandbox
 
 	components []namedComponent
 	closers    []func()
@@ -79,8 +87,46 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	deps.Collections = collections.New(db, a.Outbox, time.Now)
 	deps.Actions = actions.New(db, a.Outbox, time.Now)
+	a.wireDispatch(&deps)
 	a.HTTP = httpapi.New(deps)
 	return a, nil
+}
+
+// wireDispatch builds the intake shared by the queue and the REST send
+// route, the delivery workers, and the NotificationQueue consumer.
+func (a *App) wireDispatch(deps *httpapi.Deps) {
+	cfg, db := a.Config, a.DB
+	var record *gorm.DB
+	if cfg.Dispatch.RecordSandbox {
+		record = db
+	}
+	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now)
+	chans := map[string]channels.Channel{
+		actions.ChannelEmail: a.Sandbox,
+		actions.ChannelSMS:   a.Sandbox,
+		actions.ChannelPush:  a.Sandbox,
+	}
+	senders := dispatch.Senders{
+		Email:               channels.Address{Email: cfg.Channels.SendGrid.FromEmail, Name: cfg.Channels.SendGrid.FromName},
+		SMSFrom:             cfg.Channels.Twilio.From,
+		MessagingServiceSID: cfg.Channels.Twilio.MessagingServiceSID,
+	}
+	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now)
+	a.add("dispatch", a.Dispatcher)
+	intake := dispatch.NewIntake(db, actions.NewRules(db), a.Outbox, time.Now, a.Dispatcher.Wake)
+	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
+	if cfg.AMQP.Enabled {
+		ping := func(ctx context.Context) error {
+			sqlDB, err := db.DB()
+			if err != nil {
+				return err
+			}
+			return sqlDB.PingContext(ctx)
+		}
+		consumer := rabbitmq.New(cfg.AMQP, intake, ping, a.Log)
+		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
+		a.add("rabbitmq", consumer)
+	}
 }
 
 func (a *App) add(name string, c Component) {

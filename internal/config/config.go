@@ -209,7 +209,7 @@ func Default() Config {
 			RoutingKey:         "NotificationQueue",
 			DeadLetterExchange: "notifications.dlx",
 			DeadLetterQueue:    "NotificationQueue.dlq",
-			DeliveryLimit:      5,
+			DeliveryLimit:      20,
 			Prefetch:           256,
 			Consumers:          2,
 			MaxMessageBytes:    1 << 20,
@@ -481,12 +481,43 @@ func (c Config) Validate() error {
 		if c.AMQP.MaxMessageBytes < 1 {
 			bad("amqp.maxMessageBytes", "must be positive")
 		}
+		if c.AMQP.DeadLetterExchange == "" || c.AMQP.DeadLetterExchange == c.AMQP.Exchange {
+			bad("amqp.deadLetterExchange", "must be set and differ from amqp.exchange")
+		}
+		if c.AMQP.DeadLetterQueue == "" || c.AMQP.DeadLetterQueue == c.AMQP.Queue {
+			bad("amqp.deadLetterQueue", "must be set and differ from amqp.queue")
+		}
+		if c.AMQP.BatchSize < 1 { // a batch also never exceeds amqp.prefetch
+			bad("amqp.batchSize", "must be at least 1")
+		}
+		if c.AMQP.BatchWait < 0 {
+			bad("amqp.batchWait", "must not be negative")
+		}
+		if c.AMQP.ReconnectMin <= 0 || c.AMQP.ReconnectMax < c.AMQP.ReconnectMin {
+			bad("amqp.reconnectMin", "must be positive and at most amqp.reconnectMax")
+		}
 	}
 	if c.Dispatch.Workers < 1 {
 		bad("dispatch.workers", "must be at least 1")
 	}
 	if c.Dispatch.MaxAttempts < 1 {
 		bad("dispatch.maxAttempts", "must be at least 1")
+	}
+	if c.Dispatch.ClaimBatch < 1 || c.Dispatch.ClaimBatch > 1000 {
+		bad("dispatch.claimBatch", "must be from 1 to 1000")
+	}
+	if c.Dispatch.PollInterval <= 0 {
+		bad("dispatch.pollInterval", "must be positive")
+	}
+	if c.Dispatch.BackoffBase <= 0 || c.Dispatch.BackoffMax < c.Dispatch.BackoffBase {
+		bad("dispatch.backoffBase", "must be positive and at most dispatch.backoffMax")
+	}
+	if c.Dispatch.SendTimeout <= 0 {
+		bad("dispatch.sendTimeout", "must be positive")
+	}
+	// A send still in flight must never look stale, or it would be sent twice.
+	if c.Dispatch.StaleSending <= c.Dispatch.SendTimeout {
+		bad("dispatch.staleSending", "must be longer than dispatch.sendTimeout")
 	}
 	return errors.Join(errs...)
 }

@@ -94,7 +94,7 @@ func setup(t *testing.T, db *gorm.DB, chans ...channels.Channel) *bundle {
 func request(t testing.TB, collectionID int64, body string) dispatch.Request {
 	t.Helper()
 	body = strings.ReplaceAll(body, "CID", jsonInt(collectionID))
-	req, err := dispatch.Parse([]byte(body), 1<<20, false)
+	req, err := dispatch.Parse([]byte(body), 1<<20)
 	require.NoError(t, err)
 	return req
 }
@@ -470,19 +470,24 @@ func TestParseClassifiesBadInput(t *testing.T) {
 		{"too large", `{"collectionId": 1, "notification": [{"name": "` + strings.Repeat("A", 2000) + `"}]}`, dispatch.ProblemTooLarge, "body"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := dispatch.Parse([]byte(tc.body), 1024, false)
+			_, err := dispatch.Parse([]byte(tc.body), 1024)
 			var p *dispatch.Problem
 			require.ErrorAs(t, err, &p)
 			require.Equal(t, tc.code, p.Code, "%v", err)
 			require.Equal(t, tc.field, p.Details[0].Field, "%v", err)
 		})
 	}
-	req, err := dispatch.Parse([]byte(`{"collectionId": "772", "extra": 1, "notification": [{"name": "A", "recipients": [{"email": "a@x.io", "macros": {"N": 3, "B": true, "Z": null}}]}]}`), 1024, false)
+	req, err := dispatch.Parse([]byte(`{"collectionId": "772", "extra": 1, "notification": [{"name": "A", "recipients": [{"email": "a@x.io", "macros": {"N": 3, "B": true, "Z": null}}]}]}`), 1024)
 	require.NoError(t, err, "the queue accepts unknown fields and numeric strings")
 	require.EqualValues(t, 772, req.CollectionID)
 	require.Equal(t, dispatch.Macros{"N": "3", "B": "true", "Z": ""}, req.Notification[0].Recipients[0].Macros)
-	_, err = dispatch.Parse([]byte(`{"collectionId": 1, "extra": 1, "notification": [{"name": "A", "recipients": [{}]}]}`), 1024, true)
+	_, err = dispatch.ParseForCollection([]byte(`{"collectionId": 1, "extra": 1, "notification": [{"name": "A", "recipients": [{}]}]}`), 1)
 	require.ErrorContains(t, err, "extra", "the API does not")
+	_, err = dispatch.ParseForCollection([]byte(`{"collectionId": 2, "notification": [{"name": "A", "recipients": [{}]}]}`), 1)
+	require.ErrorContains(t, err, "collectionId must match the collection in the path")
+	req, err = dispatch.ParseForCollection([]byte(`{"notification": [{"name": "A", "recipients": [{}]}]}`), 5)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, req.CollectionID)
 }
 
 func TestBackoffGrowsWithJitterAndCap(t *testing.T) {

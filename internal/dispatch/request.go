@@ -180,10 +180,21 @@ const (
 	ProblemTooLarge = "too_large"
 )
 
-// Parse decodes and validates a request body. strict refuses unknown fields
-// (the API does); the queue accepts them so producers can add fields first.
-// The error is always a *Problem.
-func Parse(body []byte, maxBytes int, strict bool) (Request, error) {
+// Parse decodes and validates a queue message. Unknown fields are accepted,
+// so producers can add fields before the service knows them. The error is
+// always a *Problem.
+func Parse(body []byte, maxBytes int) (Request, error) {
+	return parse(body, maxBytes, false, 0)
+}
+
+// ParseForCollection decodes and validates a REST send body for the
+// collection in the path: unknown fields are refused (as everywhere in the
+// API), collectionId may be left out, and if given must match.
+func ParseForCollection(body []byte, collectionID int64) (Request, error) {
+	return parse(body, 0, true, collectionID)
+}
+
+func parse(body []byte, maxBytes int, strict bool, collectionID int64) (Request, error) {
 	if maxBytes > 0 && len(body) > maxBytes {
 		return Request{}, &Problem{Code: ProblemTooLarge, Message: "message is too large",
 			Details: []apperr.Detail{{Field: "body", Reason: fmt.Sprintf("is %d bytes; the limit is %d", len(body), maxBytes)}}}
@@ -207,6 +218,13 @@ func Parse(body []byte, maxBytes int, strict bool) (Request, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Request{}, &Problem{Code: ProblemNotJSON, Message: "message is not JSON",
 			Details: []apperr.Detail{{Field: "body", Reason: "has data after the JSON value"}}}
+	}
+	if collectionID > 0 {
+		if req.CollectionID != 0 && int64(req.CollectionID) != collectionID {
+			return Request{}, &Problem{Code: ProblemSchema, Message: "message has invalid fields",
+				Details: []apperr.Detail{{Field: "collectionId", Reason: "must match the collection in the path or be left out"}}}
+		}
+		req.CollectionID = ID(collectionID)
 	}
 	if err := req.Validate(); err != nil {
 		return Request{}, err

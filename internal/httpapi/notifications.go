@@ -1,6 +1,220 @@
 package httpapi
 
-// NotificationService is what the notifications routes need. Placeholder until its issue lands.
-type NotificationService interface{}
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 
-func (r *router) notifications() {}
+	"github.com/gin-gonic/gin"
+
+	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+)
+
+// NotificationService is what the notification routes need; dispatch.Service
+// implements it.
+type NotificationService interface {
+	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (dispatch.Outcome, error)
+	Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error)
+	List(ctx context.Context, collectionID int64, f dispatch.NotificationFilter) ([]dispatch.NotificationRecord, error)
+	ListDeliveries(ctx context.Context, collectionID int64, f dispatch.DeliveryFilter) ([]dispatch.Delivery, error)
+}
+
+// Headers of the send route.
+const (
+	IdempotencyKeyHeader = "Idempotency-Key"
+	// ReplayedHeader is "true" on a response that repeats the first result
+	// of an Idempotency-Key.
+	ReplayedHeader      = "Idempotent-Replayed"
+	CorrelationIDHeader = "X-Correlation-ID"
+	// CorrelationIDsHeader is a JSON object of correlation ids, as the event
+	// gateway sends them: {"order_id": "…"}.
+	CorrelationIDsHeader = "Correlation-Ids"
+)
+
+const maxKeyLen = 255
+
+// notifications registers the send route and the status routes.
+func (r *router) notifications() {
+	svc := r.s.Notifications
+	r.handle(http.MethodPost, "/collections/:collectionId/notifications", "NONTSND", sendCollection, func(c *gin.Context, p auth.Principal) error {
+		cid, err := pathID(c, "collectionId")
+		if err != nil {
+			return err
+		}
+		key := strings.TrimSpace(c.GetHeader(IdempotencyKeyHeader))
+		if len(key) > maxKeyLen {
+			return apperr.Invalid("header "+IdempotencyKeyHeader+" is too long",
+				apperr.Detail{Field: IdempotencyKeyHeader, Reason: fmt.Sprintf("must be at most %d characters", maxKeyLen)})
+		}
+		body, err := io.ReadAll(c.Request.Body)
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return apperr.Invalid("request body is too large",
+					apperr.Detail{Field: "body", Reason: fmt.Sprintf("must be at most %d bytes", tooBig.Limit)})
+			}
+			return apperr.Invalid("request body could not be read", apperr.Detail{Field: "body", Reason: err.Error()})
+		}
+		req, err := dispatch.ParseForCollection(body, cid)
+		if err != nil {
+			var prob *dispatch.Problem
+			if errors.As(err, &prob) {
+				return prob.AppErr()
+			}
+			return err
+		}
+		out, err := svc.Send(c.Request.Context(), req, key, apiCorrelation(c), p)
+		if err != nil {
+			return err
+		}
+		msg := "Notification accepted"
+		if out.Replayed {
+			c.Header(ReplayedHeader, "true")
+			msg = "Notification already accepted under this Idempotency-Key; this is the first result"
+		}
+		ids := make([]int64, len(out.Notifications))
+		for i, n := range out.Notifications {
+			ids[i] = n.ID
+		}
+		c.JSON(http.StatusAccepted, gin.H{
+			"responseCode":    ResponseCode("NONTSND", http.StatusAccepted),
+			"responseMessage": msg,
+			"notificationIds": ids,
+			"notifications":   out.Notifications,
+			"replayed":        out.Replayed,
+		})
+		return nil
+	})
+	r.handle(http.MethodGet, "/collections/:collectionId/notifications/:notificationId", "NONTGET", readCollection, func(c *gin.Context, p auth.Principal) error {
+		cid, err := pathID(c, "collectionId")
+		if err != nil {
+			return err
+		}
+		id, err := pathID(c, "notificationId")
+		if err != nil {
+			return err
+		}
+		n, err := svc.Get(c.Request.Context(), cid, id)
+		if err != nil {
+			return err
+		}
+		c.JSON(http.StatusOK, gin.H{"notification": n})
+		return nil
+	})
+	r.handle(http.MethodGet, "/collections/:collectionId/notifications", "NONTLST", readCollection, func(c *gin.Context, p auth.Principal) error {
+		cid, err := pathID(c, "collectionId")
+		if err != nil {
+			return err
+		}
+		pg, err := pageParams(c)
+		var f apperr.Fields
+		if err != nil {
+			e, _ := apperr.As(err)
+			f = append(f, e.Details...)
+		}
+		filter := dispatch.NotificationFilter{Name: c.Query("name"), Status: c.Query("status"), After: pg.After, Limit: pg.Limit}
+		if filter.Status != "" {
+			f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
+		}
+		filter.CreatedFrom = queryMillis(c, "from", &f)
+		filter.CreatedTo = queryMillis(c, "to", &f)
+		if err := f.Err(); err != nil {
+			return err
+		}
+		list, err := svc.List(c.Request.Context(), cid, filter)
+		if err != nil {
+			return err
+		}
+		var last int64
+		if len(list) > 0 {
+			last = list[len(list)-1].ID
+		}
+		c.JSON(http.StatusOK, gin.H{"notifications": list, "nextCursor": nextCursor(pg, len(list), last)})
+		return nil
+	})
+	r.handle(http.MethodGet, "/collections/:collectionId/deliveries", "NODLLST", readCollection, func(c *gin.Context, p auth.Principal) error {
+		cid, err := pathID(c, "collectionId")
+		if err != nil {
+			return err
+		}
+		pg, err := pageParams(c)
+		var f apperr.Fields
+		if err != nil {
+			e, _ := apperr.As(err)
+			f = append(f, e.Details...)
+		}
+		filter := dispatch.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel"), After: pg.After, Limit: pg.Limit}
+		if filter.Status != "" {
+			f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
+		}
+		if filter.Channel != "" {
+			f.OneOf("channel", filter.Channel, "email", "sms", "push")
+		}
+		nid, err := queryID(c, "notificationId")
+		if err != nil {
+			e, _ := apperr.As(err)
+			f = append(f, e.Details...)
+		}
+		filter.NotificationID = nid
+		if err := f.Err(); err != nil {
+			return err
+		}
+		list, err := svc.ListDeliveries(c.Request.Context(), cid, filter)
+		if err != nil {
+			return err
+		}
+		var last int64
+		if len(list) > 0 {
+			last = list[len(list)-1].ID
+		}
+		c.JSON(http.StatusOK, gin.H{"deliveries": list, "nextCursor": nextCursor(pg, len(list), last)})
+		return nil
+	})
+}
+
+// queryMillis reads an optional epoch-milliseconds query parameter.
+func queryMillis(c *gin.Context, name string, f *apperr.Fields) int64 {
+	raw := c.Query(name)
+	if raw == "" {
+		return 0
+	}
+	v, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || v <= 0 {
+		f.Add(name, "must be a time in epoch milliseconds")
+		return 0
+	}
+	return v
+}
+
+// apiCorrelation gathers the correlation ids of a send request: the
+// Correlation-Ids JSON header, X-Correlation-ID and the request id.
+func apiCorrelation(c *gin.Context) map[string]string {
+	out := map[string]string{"requestId": requestID(c)}
+	if raw := c.GetHeader(CorrelationIDsHeader); raw != "" {
+		var m map[string]any
+		if json.Unmarshal([]byte(raw), &m) == nil {
+			keys := make([]string, 0, len(m))
+			for k := range m {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for _, k := range keys[:min(len(keys), 20)] {
+				if s, ok := m[k].(string); ok && len(k) <= 64 && len(s) <= 256 {
+					out[k] = s
+				}
+			}
+		}
+	}
+	if v := c.GetHeader(CorrelationIDHeader); v != "" && len(v) <= 256 {
+		out["correlationId"] = v
+	}
+	return out
+}

@@ -1,0 +1,581 @@
+package rabbitmq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+)
+
+// Headers the consumer reads on a message.
+const (
+	HeaderIdempotencyKey = "idempotency-key" // dedupe key; else the message_id property
+	HeaderCorrelationIDs = "correlation-ids" // JSON object of correlation ids, as the event gateway sends them
+	HeaderCorrelationID  = "x-correlation-id"
+	HeaderTraceID        = "traceId"
+)
+
+// Headers the consumer sets on a message it dead-letters.
+const (
+	HeaderReason         = "x-notify-reason"           // not_json | schema | too_large | idempotency_conflict | processing_failed
+	HeaderError          = "x-notify-error"            // the detail, for a human
+	HeaderQueue          = "x-notify-queue"            // the queue it came from
+	HeaderDeadLetteredAt = "x-notify-dead-lettered-at" // epoch ms
+)
+
+// Dead-letter reasons the consumer adds to the dispatch.Problem codes.
+const (
+	ReasonIdempotencyConflict = "idempotency_conflict"
+	ReasonProcessingFailed    = "processing_failed"
+)
+
+// Intake accepts a batch of submissions in one transaction (dispatch.Intake).
+type Intake interface {
+	Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error)
+}
+
+// Stats are the consumer's counters since start.
+type Stats struct {
+	Received     int64            // messages taken off the queue
+	Accepted     int64            // messages committed as new notifications
+	Replayed     int64            // redeliveries or repeated keys: acked, nothing created
+	DeadLettered map[string]int64 // by reason
+	Reconnects   int64            // sessions after the first
+	Connected    bool
+}
+
+// Consumer consumes NotificationQueue. Each of amqp.consumers goroutines has
+// its own channel with amqp.prefetch unacked messages; it gathers up to
+// amqp.batchSize messages (waiting at most amqp.batchWait for more),
+// dead-letters the poison ones, commits the rest through Intake in one
+// transaction and only then acks the batch. A failed commit is retried with
+// the messages held, so a database outage neither loses nor requeues them.
+type Consumer struct {
+	cfg    config.AMQP
+	intake Intake
+	ping   func(ctx context.Context) error
+	log    *slog.Logger
+	now    func() time.Time
+	tag    string
+
+	connected   atomic.Bool
+	consuming   atomic.Int32
+	received    atomic.Int64
+	accepted    atomic.Int64
+	replayed    atomic.Int64
+	reconnects  atomic.Int64
+	mu          sync.Mutex
+	lastErr     error
+	deadLetters map[string]int64
+}
+
+// New returns a Consumer. ping checks the database; it tells a message that
+// cannot be committed (dead-lettered as processing_failed) from a database
+// that is down (the message is held and retried).
+func New(cfg config.AMQP, intake Intake, ping func(ctx context.Context) error, log *slog.Logger) *Consumer {
+	host, _ := os.Hostname()
+	return &Consumer{
+		cfg: cfg, intake: intake, ping: ping, log: log, now: time.Now,
+		tag:         fmt.Sprintf("notificationservice-%s-%d", host, os.Getpid()),
+		deadLetters: map[string]int64{},
+	}
+}
+
+// Stats returns the counters.
+func (c *Consumer) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dl := make(map[string]int64, len(c.deadLetters))
+	for k, v := range c.deadLetters {
+		dl[k] = v
+	}
+	return Stats{Received: c.received.Load(), Accepted: c.accepted.Load(), Replayed: c.replayed.Load(),
+		DeadLettered: dl, Reconnects: c.reconnects.Load(), Connected: c.connected.Load()}
+}
+
+// Ready reports whether every consumer is connected and consuming; the
+// error says why not (for /readyz).
+func (c *Consumer) Ready(context.Context) error {
+	if c.connected.Load() && int(c.consuming.Load()) == c.cfg.Consumers {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastErr != nil {
+		return fmt.Errorf("not consuming %s: %w", c.cfg.Queue, c.lastErr)
+	}
+	return fmt.Errorf("not consuming %s yet", c.cfg.Queue)
+}
+
+// Run connects, consumes and reconnects with backoff until ctx ends. It
+// returns nil on shutdown; it never gives up on a broker that is down: it
+// says so in the log (once, then every five minutes) and in Ready.
+func (c *Consumer) Run(ctx context.Context) error {
+	wait := c.cfg.ReconnectMin
+	var downSince, lastLog time.Time
+	for sessions := 0; ; sessions++ {
+		if sessions > 0 {
+			c.reconnects.Add(1)
+		}
+		started := time.Now()
+		up, err := c.session(ctx)
+		c.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
+		if up {
+			// It was consuming: a broker restart or a closed connection.
+			// Say so at once and reconnect fast.
+			downSince, lastLog = time.Time{}, time.Time{}
+			if time.Since(started) > 5*time.Second {
+				wait = c.cfg.ReconnectMin
+			}
+		}
+		if downSince.IsZero() {
+			downSince = time.Now()
+		}
+		if time.Since(lastLog) > 5*time.Minute {
+			c.log.WarnContext(ctx, "rabbitmq: not connected; the API still serves, retrying in the background",
+				"url", redact(c.cfg.URL), "queue", c.cfg.Queue, "error", err, "downFor", time.Since(downSince).Round(time.Second))
+			lastLog = time.Now()
+		} else {
+			c.log.DebugContext(ctx, "rabbitmq: reconnect failed", "error", err, "retryIn", wait)
+		}
+		jittered := wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(jittered):
+		}
+		wait = min(wait*2, c.cfg.ReconnectMax)
+	}
+}
+
+// session runs one connection until it fails or ctx ends. up says whether
+// it got as far as consuming.
+func (c *Consumer) session(ctx context.Context) (up bool, err error) {
+	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Locale:     "en_US",
+		Dial:       amqp.DefaultDial(10 * time.Second),
+		Properties: amqp.Table{"connection_name": c.tag},
+	})
+	if err != nil {
+		return false, fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open channel: %w", err)
+	}
+	ch, err = Declare(ch, c.cfg, c.log, conn.Channel)
+	if err != nil {
+		return false, err
+	}
+	_ = ch.Close()
+
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, c.cfg.Consumers)
+	for i := range c.cfg.Consumers {
+		go func() { errs <- c.consume(sctx, conn, i) }()
+	}
+	c.connected.Store(true)
+	c.mu.Lock()
+	c.lastErr = nil
+	c.mu.Unlock()
+	c.log.InfoContext(ctx, "rabbitmq: consuming", "queue", c.cfg.Queue, "consumers", c.cfg.Consumers, "prefetch", c.cfg.Prefetch)
+
+	var first error
+	running := c.cfg.Consumers
+	select {
+	case <-ctx.Done():
+	case e := <-closed:
+		first = fmt.Errorf("connection closed: %w", e)
+		if e == nil {
+			first = errors.New("connection closed")
+		}
+	case first = <-errs:
+		running--
+		if first == nil {
+			first = errors.New("consumer stopped")
+		}
+	}
+	c.connected.Store(false)
+	cancel() // the other consumers finish the batch they hold, then return
+	for range running {
+		if err := <-errs; first == nil {
+			first = err
+		}
+	}
+	return true, first
+}
+
+var errChannelClosed = errors.New("channel closed by the broker")
+
+// consume runs one consumer channel until ctx ends or the channel fails.
+func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("qos: %w", err)
+	}
+	pub, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open publish channel: %w", err)
+	}
+	defer pub.Close()
+	if err := pub.Confirm(false); err != nil {
+		return fmt.Errorf("confirm mode: %w", err)
+	}
+	tag := fmt.Sprintf("%s-%d", c.tag, n)
+	deliveries, err := ch.Consume(c.cfg.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.cfg.Queue, err)
+	}
+	c.consuming.Add(1)
+	defer c.consuming.Add(-1)
+	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	for {
+		batch, err := c.collect(ctx, deliveries)
+		if len(batch) > 0 {
+			if herr := c.handle(ctx, ch, pub, batch); herr != nil {
+				return herr
+			}
+		}
+		if err != nil {
+			select {
+			case e := <-chClosed:
+				if e != nil {
+					return fmt.Errorf("%w: %v", errChannelClosed, e)
+				}
+			default:
+			}
+			return err
+		}
+		if ctx.Err() != nil {
+			// Stop deliveries; the ones prefetched but not handled go back
+			// to the queue when the channel closes.
+			_ = ch.Cancel(tag, false)
+			return nil
+		}
+	}
+}
+
+// collect waits for one message, then gathers more until batchSize or
+// batchWait. It returns what it has when ctx ends, with a nil error.
+func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery) ([]amqp.Delivery, error) {
+	var batch []amqp.Delivery
+	select {
+	case <-ctx.Done():
+		return nil, nil
+	case d, ok := <-deliveries:
+		if !ok {
+			return nil, errChannelClosed
+		}
+		batch = append(batch, d)
+	}
+	// Take what is already there without waiting.
+	for len(batch) < c.cfg.BatchSize {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return nil, errChannelClosed
+			}
+			batch = append(batch, d)
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) >= c.cfg.BatchSize || c.cfg.BatchWait <= 0 {
+		return batch, nil
+	}
+	timer := time.NewTimer(c.cfg.BatchWait)
+	defer timer.Stop()
+	for len(batch) < c.cfg.BatchSize {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return nil, errChannelClosed
+			}
+			batch = append(batch, d)
+		case <-timer.C:
+			return batch, nil
+		case <-ctx.Done():
+			return batch, nil
+		}
+	}
+	return batch, nil
+}
+
+type poison struct {
+	d            *amqp.Delivery
+	reason, text string
+}
+
+// handle commits a batch and acks it. Nothing is acked unless every message
+// in it is committed or safely in the dead-letter queue.
+func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []amqp.Delivery) error {
+	c.received.Add(int64(len(batch)))
+	// A batch in hand is finished even during shutdown, within a bound.
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var (
+		bad  []poison
+		subs []dispatch.Submission
+		from []int
+	)
+	for i := range batch {
+		d := &batch[i]
+		req, err := dispatch.Parse(d.Body, c.cfg.MaxMessageBytes)
+		if err != nil {
+			var p *dispatch.Problem
+			code := ReasonProcessingFailed
+			if errors.As(err, &p) {
+				code = p.Code
+			}
+			bad = append(bad, poison{d, code, err.Error()})
+			continue
+		}
+		subs = append(subs, dispatch.Submission{Source: dispatch.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d)})
+		from = append(from, i)
+	}
+	if len(subs) > 0 {
+		outs, failed, err := c.submit(ctx, hctx, subs)
+		if err != nil {
+			return err // shutdown or a lost broker: nothing acked, all redelivered
+		}
+		for j, o := range outs {
+			d := &batch[from[j]]
+			switch {
+			case failed[j] != nil:
+				bad = append(bad, poison{d, ReasonProcessingFailed, failed[j].Error()})
+			case o.Conflict:
+				bad = append(bad, poison{d, ReasonIdempotencyConflict,
+					fmt.Sprintf("key %q was already used for a different message", dedupeKey(d))})
+			case o.Replayed:
+				c.replayed.Add(1)
+				c.log.DebugContext(ctx, "rabbitmq: duplicate message acked; nothing created", "key", dedupeKey(d), "redelivered", d.Redelivered)
+			default:
+				c.accepted.Add(1)
+				if c.log.Enabled(ctx, slog.LevelDebug) {
+					c.log.DebugContext(ctx, "rabbitmq: message accepted", "key", dedupeKey(d), "correlation", correlation(d), "notifications", o.Notifications)
+				}
+			}
+		}
+	}
+	for _, p := range bad {
+		if err := c.deadLetter(hctx, pub, p); err != nil {
+			return err
+		}
+	}
+	if err := ch.Ack(batch[len(batch)-1].DeliveryTag, true); err != nil {
+		// Committed but not acked: the broker redelivers and the keys make
+		// the redelivery a no-op.
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}
+
+// submit commits subs, retrying while the database is unavailable. If a
+// whole batch keeps failing while the database answers, it tries the
+// messages one by one, and a message that fails alone is reported in
+// failed (it is dead-lettered as processing_failed) rather than retried
+// forever. It returns an error only when ctx ends first.
+func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, []error, error) {
+	failed := make([]error, len(subs))
+	outs, err := c.trySubmit(ctx, hctx, subs, 3)
+	if err == nil {
+		return outs, failed, nil
+	}
+	if ctx.Err() != nil || len(subs) == 1 {
+		if len(subs) == 1 && ctx.Err() == nil {
+			failed[0] = err
+			return make([]dispatch.Outcome, 1), failed, nil
+		}
+		return nil, nil, err
+	}
+	outs = make([]dispatch.Outcome, len(subs))
+	for i := range subs {
+		o, err := c.trySubmit(ctx, hctx, subs[i:i+1], 3)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, err
+			}
+			failed[i] = err
+			continue
+		}
+		outs[i] = o[0]
+	}
+	return outs, failed, nil
+}
+
+// trySubmit retries Submit with backoff. It gives up after tries failures
+// only while the database answers pings (the failure is the message's); a
+// database that is down is waited for until ctx ends.
+func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submission, tries int) ([]dispatch.Outcome, error) {
+	wait := 100 * time.Millisecond
+	failures := 0
+	for {
+		sctx := hctx
+		if failures > 0 {
+			sctx = ctx // after a failure, shutdown may interrupt
+		}
+		outs, err := c.intake.Submit(sctx, subs)
+		if err == nil {
+			return outs, nil
+		}
+		failures++
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		dbUp := c.ping == nil || c.ping(ctx) == nil
+		if dbUp && failures >= tries {
+			return nil, err
+		}
+		if failures == 1 || failures%50 == 0 {
+			c.log.WarnContext(ctx, "rabbitmq: commit failed; holding the messages and retrying", "messages", len(subs), "error", err, "databaseUp", dbUp, "failures", failures)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// deadLetter publishes the message to the dead-letter exchange with its
+// reason in headers and waits for the broker's confirm. Only then may the
+// original be acked: a failure here returns an error and the batch is not
+// acked, so the message is redelivered, never lost.
+func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) error {
+	d := p.d
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	headers[HeaderReason] = p.reason
+	headers[HeaderError] = truncate(p.text, 1024)
+	headers[HeaderQueue] = c.cfg.Queue
+	headers[HeaderDeadLetteredAt] = c.now().UnixMilli()
+	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, c.cfg.DeadLetterExchange, c.cfg.Queue, false, false, amqp.Publishing{
+		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, DeliveryMode: amqp.Persistent,
+		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId,
+		UserId: "", Body: d.Body,
+	})
+	if err != nil {
+		return fmt.Errorf("dead-letter publish: %w", err)
+	}
+	ok, err := dc.WaitContext(ctx)
+	if err != nil {
+		return fmt.Errorf("dead-letter confirm: %w", err)
+	}
+	if !ok {
+		return errors.New("dead-letter publish was nacked by the broker")
+	}
+	c.mu.Lock()
+	c.deadLetters[p.reason]++
+	c.mu.Unlock()
+	c.log.WarnContext(ctx, "rabbitmq: message dead-lettered", "reason", p.reason, "error", truncate(p.text, 300),
+		"messageId", d.MessageId, "correlation", correlation(d), "bytes", len(d.Body), "deadLetterQueue", c.cfg.DeadLetterQueue)
+	return nil
+}
+
+// dedupeKey is the idempotency-key header, else the message_id property.
+func dedupeKey(d *amqp.Delivery) string {
+	if v, ok := d.Headers[HeaderIdempotencyKey]; ok {
+		if s := headerString(v); s != "" {
+			return truncate(s, 255)
+		}
+	}
+	return truncate(d.MessageId, 255)
+}
+
+// correlation gathers the correlation ids a message carries: the
+// correlation_id property, the correlation-ids header (a JSON object) and
+// the x-correlation-id and traceId headers.
+func correlation(d *amqp.Delivery) map[string]string {
+	out := map[string]string{}
+	if raw, ok := d.Headers[HeaderCorrelationIDs]; ok {
+		var m map[string]any
+		if json.Unmarshal([]byte(headerString(raw)), &m) == nil {
+			for k, v := range m {
+				if len(out) >= 20 {
+					break
+				}
+				if s, ok := v.(string); ok {
+					out[truncate(k, 64)] = truncate(s, 256)
+				}
+			}
+		}
+	}
+	if v := headerString(d.Headers[HeaderCorrelationID]); v != "" {
+		out["correlationId"] = truncate(v, 256)
+	}
+	if d.CorrelationId != "" {
+		out["correlationId"] = truncate(d.CorrelationId, 256)
+	}
+	if v := headerString(d.Headers[HeaderTraceID]); v != "" {
+		out["traceId"] = truncate(v, 256)
+	}
+	if d.MessageId != "" {
+		out["messageId"] = truncate(d.MessageId, 256)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func headerString(v any) string {
+	switch s := v.(type) {
+	case string:
+		return s
+	case []byte:
+		return string(s)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(s)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// redact hides the password in an AMQP URL for logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	return u.String()
+}
