@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -213,7 +214,9 @@ func decodeActionConfig(raw json.RawMessage) (actions.Config, error) {
 				if d.Field == "body" {
 					e.Details[i].Field = "config"
 				} else {
-					e.Details[i].Field = "config." + d.Field
+					// A type error's path names the embedded Content struct; the
+					// JSON has no such level.
+					e.Details[i].Field = "config." + strings.TrimPrefix(d.Field, "Content.")
 				}
 			}
 		}
