@@ -68,7 +68,10 @@ type Consumer struct {
 	ping   func(ctx context.Context) error
 	log    *slog.Logger
 	now    func() time.Time
-	tag    string
+
+	// Name is the connection name the broker shows (and the consumer tags'
+	// prefix); New sets notificationservice-<host>-<pid>. Set it before Run.
+	Name string
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -88,7 +91,7 @@ func New(cfg config.AMQP, intake Intake, ping func(ctx context.Context) error, l
 	host, _ := os.Hostname()
 	return &Consumer{
 		cfg: cfg, intake: intake, ping: ping, log: log, now: time.Now,
-		tag:         fmt.Sprintf("notificationservice-%s-%d", host, os.Getpid()),
+		Name:        fmt.Sprintf("notificationservice-%s-%d", host, os.Getpid()),
 		deadLetters: map[string]int64{},
 	}
 }
@@ -173,7 +176,7 @@ func (c *Consumer) session(ctx context.Context) (up bool, err error) {
 		Heartbeat:  10 * time.Second,
 		Locale:     "en_US",
 		Dial:       amqp.DefaultDial(10 * time.Second),
-		Properties: amqp.Table{"connection_name": c.tag},
+		Properties: amqp.Table{"connection_name": c.Name},
 	})
 	if err != nil {
 		return false, fmt.Errorf("dial: %w", err)
@@ -247,7 +250,7 @@ func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) er
 	if err := pub.Confirm(false); err != nil {
 		return fmt.Errorf("confirm mode: %w", err)
 	}
-	tag := fmt.Sprintf("%s-%d", c.tag, n)
+	tag := fmt.Sprintf("%s-%d", c.Name, n)
 	deliveries, err := ch.Consume(c.cfg.Queue, tag, false, false, false, false, nil)
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", c.cfg.Queue, err)

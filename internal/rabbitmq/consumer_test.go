@@ -1,0 +1,260 @@
+package rabbitmq_test
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/rabbitmq"
+)
+
+func TestHappyPathQueueToSandbox(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(true)
+	e.publish(e.message(1), amqp.Publishing{MessageId: "m-1", CorrelationId: "order-42",
+		Headers: amqp.Table{rabbitmq.HeaderCorrelationIDs: `{"customer_id": "c-7"}`}})
+
+	require.Eventually(t, func() bool {
+		return e.count("SELECT COUNT(*) FROM sandbox_messages") == 2
+	}, 20*time.Second, 20*time.Millisecond)
+	var n dispatch.NotificationRecord
+	require.NoError(t, e.db.Take(&n).Error)
+	require.Equal(t, dispatch.SourceQueue, n.Source)
+	require.Equal(t, "m-1", n.IdempotencyKey)
+	require.Equal(t, "order-42", n.Correlation["correlationId"])
+	require.Equal(t, "c-7", n.Correlation["customer_id"])
+	require.Equal(t, dispatch.NotificationAccepted, n.Status)
+
+	msgs := e.sandbox.Messages()
+	require.Len(t, msgs, 2)
+	byChannel := map[string]string{}
+	for _, m := range msgs {
+		byChannel[m.Channel] = m.HTML + m.Body
+		require.Equal(t, n.ID, m.NotificationID)
+	}
+	require.Equal(t, "<b>U1</b>", byChannel["email"])
+	require.Equal(t, "Hi U1", byChannel["sms"])
+	require.Eventually(t, func() bool {
+		return e.count("SELECT COUNT(*) FROM deliveries WHERE status = 'sent'") == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 1, e.consumer.Stats().Accepted)
+}
+
+func TestRepeatedKeysCreateNothingNew(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(false)
+	e.publish(e.message(1), amqp.Publishing{MessageId: "same"})
+	e.publish(e.message(1), amqp.Publishing{MessageId: "same"})
+	e.publish(e.message(2), amqp.Publishing{MessageId: "x-1", Headers: amqp.Table{rabbitmq.HeaderIdempotencyKey: "key-2"}})
+	e.publish(e.message(2), amqp.Publishing{MessageId: "x-2", Headers: amqp.Table{rabbitmq.HeaderIdempotencyKey: "key-2"}})
+	require.Eventually(t, func() bool {
+		s := e.consumer.Stats()
+		return s.Accepted+s.Replayed == 4
+	}, 20*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 2, e.count("SELECT COUNT(*) FROM notifications"))
+	require.EqualValues(t, 2, e.consumer.Stats().Replayed)
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM notifications WHERE idempotency_key = 'key-2'"))
+}
+
+// flakyAck commits through the real intake, then breaks the connection
+// before the consumer can ack, once: the broker redelivers a message whose
+// notification is already committed.
+type flakyAck struct {
+	t      testing.TB
+	intake rabbitmq.Intake
+	name   func() string
+	once   sync.Once
+	calls  atomic.Int32
+}
+
+func (f *flakyAck) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
+	out, err := f.intake.Submit(ctx, subs)
+	f.calls.Add(1)
+	if err == nil {
+		f.once.Do(func() { require.Positive(f.t, closeConnections(f.t, f.name())) })
+	}
+	return out, err
+}
+
+func TestRedeliveryOfACommittedMessageCreatesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.Consumers = 1
+	flaky := &flakyAck{t: t, intake: e.intake}
+	e.consumer = rabbitmq.New(e.cfg, flaky, nil, discard())
+	e.consumer.Name = "nstest-flaky-" + e.cfg.Queue
+	flaky.name = func() string { return e.consumer.Name }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.consumer.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	e.publish(e.message(1), amqp.Publishing{MessageId: "only-once"})
+	require.Eventually(t, func() bool { return e.consumer.Stats().Replayed == 1 }, 30*time.Second, 20*time.Millisecond,
+		"the redelivered message is recognised")
+	require.GreaterOrEqual(t, flaky.calls.Load(), int32(2))
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM notifications"))
+	require.EqualValues(t, 2, e.count("SELECT COUNT(*) FROM deliveries"))
+	require.GreaterOrEqual(t, e.consumer.Stats().Reconnects, int64(1))
+}
+
+func TestPoisonGoesToTheDeadLetterQueueWithItsReason(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(false)
+	big := bytes.Repeat([]byte("x"), 10<<20)
+	e.publish([]byte("this is not json"), amqp.Publishing{MessageId: "p-1"})
+	e.publish([]byte(`{"collectionId": "seven", "notification": [{"name": 1}]}`), amqp.Publishing{MessageId: "p-2"})
+	e.publish(big, amqp.Publishing{MessageId: "p-3", Headers: amqp.Table{"x-trace": "kept"}})
+	e.publish(e.message(1), amqp.Publishing{MessageId: "good"})
+	e.publish(e.message(2), amqp.Publishing{MessageId: "good"}) // same key, other body
+
+	dead := e.deadLetters(4)
+	require.Len(t, dead, 4)
+	reasons := map[string]amqp.Delivery{}
+	for _, d := range dead {
+		reasons[d.MessageId+"/"+d.Headers[rabbitmq.HeaderReason].(string)] = d
+		require.Equal(t, e.cfg.Queue, d.Headers[rabbitmq.HeaderQueue])
+		require.NotEmpty(t, d.Headers[rabbitmq.HeaderError])
+	}
+	require.Contains(t, reasons, "p-1/"+dispatch.ProblemNotJSON)
+	require.Contains(t, reasons, "p-2/"+dispatch.ProblemSchema)
+	require.Contains(t, reasons["p-2/"+dispatch.ProblemSchema].Headers[rabbitmq.HeaderError], "collectionId")
+	tooBig := reasons["p-3/"+dispatch.ProblemTooLarge]
+	require.Equal(t, big, tooBig.Body, "the whole message is kept")
+	require.Equal(t, "kept", tooBig.Headers["x-trace"], "and its headers")
+	require.Contains(t, reasons, "good/"+rabbitmq.ReasonIdempotencyConflict)
+	require.Equal(t, []byte("this is not json"), reasons["p-1/"+dispatch.ProblemNotJSON].Body)
+
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM notifications"), "the good message is committed")
+	s := e.consumer.Stats()
+	require.EqualValues(t, 1, s.DeadLettered[dispatch.ProblemNotJSON])
+	require.EqualValues(t, 1, s.DeadLettered[dispatch.ProblemSchema])
+	require.EqualValues(t, 1, s.DeadLettered[dispatch.ProblemTooLarge])
+	require.EqualValues(t, 1, s.DeadLettered[rabbitmq.ReasonIdempotencyConflict])
+
+	// Nothing is left on the queue to loop.
+	q := e.inspect()
+	require.Zero(t, q.Messages)
+}
+
+// inspect returns the main queue's state.
+func (e *env) inspect() amqp.Queue {
+	e.t.Helper()
+	conn, err := amqp.Dial(e.cfg.URL)
+	require.NoError(e.t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(e.t, err)
+	q, err := ch.QueueDeclarePassive(e.cfg.Queue, true, false, false, false, nil)
+	require.NoError(e.t, err)
+	return q
+}
+
+// The topology's delivery limit dead-letters a message that keeps failing
+// elsewhere (a consumer that crashes on it): the broker, not the service,
+// moves it to the dead-letter queue.
+func TestTopologyDeadLettersAfterTheDeliveryLimit(t *testing.T) {
+	t.Parallel()
+	cfg := testAMQP(t)
+	cfg.DeliveryLimit = 2
+	conn, err := amqp.Dial(cfg.URL)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	for range 2 { // declaring is idempotent
+		ch, err = rabbitmq.Declare(ch, cfg, discard(), conn.Channel)
+		require.NoError(t, err)
+	}
+	require.NoError(t, ch.PublishWithContext(context.Background(), cfg.Exchange, cfg.RoutingKey, true, false, amqp.Publishing{Body: []byte("{}"), MessageId: "loop"}))
+	deliveries, err := ch.Consume(cfg.Queue, "", false, false, false, false, nil)
+	require.NoError(t, err)
+	for i := range cfg.DeliveryLimit + 1 {
+		select {
+		case d := <-deliveries:
+			require.NoError(t, d.Nack(false, true))
+		case <-time.After(10 * time.Second):
+			require.GreaterOrEqual(t, i, cfg.DeliveryLimit, "delivered only %d times", i)
+		}
+	}
+	e := &env{t: t, cfg: cfg}
+	dead := e.deadLetters(1)
+	require.Equal(t, "loop", dead[0].MessageId)
+	deaths, _ := dead[0].Headers["x-death"].([]any)
+	require.NotEmpty(t, deaths)
+	require.Equal(t, "delivery_limit", deaths[0].(amqp.Table)["reason"])
+}
+
+// A queue created before the service, with other arguments, is used as it
+// is rather than refused.
+func TestExistingQueueWithOtherArgumentsIsUsed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	conn, err := amqp.Dial(e.cfg.URL)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	_, err = ch.QueueDelete(e.cfg.Queue, false, false, false)
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(e.cfg.Queue, true, false, false, false, amqp.Table{"x-queue-type": "classic"})
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(e.cfg.Queue, e.cfg.RoutingKey, e.cfg.Exchange, false, nil))
+	require.NoError(t, err)
+	e.start(false)
+	e.publish(e.message(1), amqp.Publishing{MessageId: "m"})
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 1 }, 20*time.Second, 20*time.Millisecond)
+}
+
+func TestNoBrokerKeepsRetryingAndSaysSo(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default().AMQP
+	cfg.URL = "amqp://guest:guest@127.0.0.1:1/"
+	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 50*time.Millisecond
+	c := rabbitmq.New(cfg, nil, nil, discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	require.Eventually(t, func() bool { return c.Stats().Reconnects >= 3 }, 10*time.Second, 10*time.Millisecond)
+	err := c.Ready(context.Background())
+	require.ErrorContains(t, err, "not consuming NotificationQueue")
+	require.ErrorContains(t, err, "connection refused")
+	cancel()
+	require.NoError(t, <-done)
+}
+
+func TestGracefulShutdownAcksWhatItCommitted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.Prefetch = 50
+	e.cfg.BatchSize = 10
+	e.publishMany("g", 300)
+	a := rabbitmq.New(e.cfg, e.intake, nil, discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	require.Eventually(t, func() bool { return a.Stats().Accepted > 0 }, 20*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	// Every committed message was acked, every other one is back on the queue.
+	committed := e.count("SELECT COUNT(*) FROM notifications")
+	require.Less(t, committed, int64(300), "stopped mid-stream")
+	require.Eventually(t, func() bool { return int64(e.inspect().Messages) == 300-committed }, 10*time.Second, 20*time.Millisecond)
+
+	e.start(false)
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 300 }, 30*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 300, e.count("SELECT COUNT(DISTINCT idempotency_key) FROM notifications"))
+	require.Zero(t, e.consumer.Stats().Replayed, "nothing committed was redelivered")
+}
