@@ -112,7 +112,7 @@ func goldenCases() []goldenCase {
 			Payload: map[string]any{"collection": renamed}, Actor: seedActor}, 1709786361010},
 		{"collection_delete", outbox.Change{DetailType: outbox.CollectionDelete, EntityID: "772", CollectionID: 772,
 			Payload: deleted{"NOCODEL0000", "Collection is deleted successfully", "1709786362000"},
-			Actor: auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR", OnBehalfOf: 42}}, 1709786362010},
+			Actor:   auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR", OnBehalfOf: 42}}, 1709786362010},
 	}
 }
 

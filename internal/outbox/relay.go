@@ -342,8 +342,9 @@ type item struct {
 	entry Entry
 }
 
-// publish sends rows in id order, in batches, up to concurrency calls at a
-// time. After the first whole-call failure it starts no further batch.
+// publish sends rows in id order, in batches: the first alone, the rest up
+// to concurrency calls at a time. After a whole-call failure it starts no
+// further batch.
 func (r *Relay) publish(ctx context.Context, rows []Row, concurrency int) ([]rowResult, error) {
 	results := make([]rowResult, len(rows))
 	items := make([]item, 0, len(rows))
@@ -360,8 +361,17 @@ func (r *Relay) publish(ctx context.Context, rows []Row, concurrency int) ([]row
 		sinkErr error
 		wg      sync.WaitGroup
 	)
+	bs := batchItems(items, r.cfg.BatchSize)
+	if len(bs) == 0 {
+		return results, nil
+	}
+	// The first batch goes alone: if the sink is down, one call finds out,
+	// not concurrency calls at once.
+	if err := r.send(ctx, bs[0], results); err != nil {
+		return results, err
+	}
 	sem := make(chan struct{}, concurrency)
-	for _, b := range batchItems(items, r.cfg.BatchSize) {
+	for _, b := range bs[1:] {
 		sem <- struct{}{}
 		mu.Lock()
 		stop := sinkErr != nil

@@ -56,10 +56,11 @@ func (e *EntryError) Permanent() bool {
 	return false
 }
 
-// LogSink writes each envelope as one JSON log line, shaped like the event
-// EventBridge would deliver (version, id, detail-type, source, account, time,
-// region, resources, detail), so the embedded default shows exactly what a
-// consumer would receive. It never fails an entry.
+// LogSink writes each envelope as one log line (msg "envelope") whose
+// "event" attribute is shaped like the event EventBridge would deliver
+// (version, id, detail-type, source, account, time, region, resources,
+// detail), so the embedded default shows what a consumer would receive. With
+// the JSON log format each line is one JSON object. It never fails an entry.
 type LogSink struct {
 	log     *slog.Logger
 	account string
@@ -76,16 +77,18 @@ func NewLogSink(log *slog.Logger, account, region string) *LogSink {
 func (s *LogSink) Put(ctx context.Context, entries []Entry) ([]error, error) {
 	for _, e := range entries {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "envelope",
-			slog.String("version", "0"),
-			slog.String("id", e.EnvelopeID),
-			slog.String("detail-type", e.DetailType),
-			slog.String("source", e.Source),
-			slog.String("account", s.account),
-			slog.String("time", e.Time.UTC().Format(time.RFC3339)),
-			slog.String("region", s.region),
-			slog.Any("resources", []string{}),
 			slog.String("eventBusName", e.EventBusName),
-			slog.Any("detail", rawJSON(e.Detail)),
+			slog.Group("event",
+				slog.String("version", "0"),
+				slog.String("id", e.EnvelopeID),
+				slog.String("detail-type", e.DetailType),
+				slog.String("source", e.Source),
+				slog.String("account", s.account),
+				slog.String("time", e.Time.UTC().Format(time.RFC3339)),
+				slog.String("region", s.region),
+				slog.Any("resources", []string{}),
+				slog.Any("detail", rawJSON(e.Detail)),
+			),
 		)
 	}
 	return make([]error, len(entries)), nil

@@ -98,6 +98,7 @@ type Server struct {
 	down       bool
 	latency    time.Duration
 	entryFault EntryFault
+	rejectIf   func([]Entry) bool
 }
 
 // New starts a fake; it is closed when the test ends (pass t) or by Close.
@@ -132,6 +133,11 @@ func (s *Server) SetDown(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() 
 
 // SetLatency delays every call by d, like a real network round trip.
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
+
+// RejectCalls answers with HTTP 400 ValidationException every call for
+// which f returns true (nil: none), as EventBridge does for a request it
+// finds invalid as a whole.
+func (s *Server) RejectCalls(f func([]Entry) bool) { s.mu.Lock(); s.rejectIf = f; s.mu.Unlock() }
 
 // FailEntries sets the per-entry fault (nil: accept every entry).
 func (s *Server) FailEntries(f EntryFault) { s.mu.Lock(); s.entryFault = f; s.mu.Unlock() }
@@ -253,6 +259,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		status, code = http.StatusInternalServerError, "InternalException"
 	case s.reject > 0:
 		s.reject--
+		status, code = http.StatusBadRequest, "ValidationException"
+	case s.rejectIf != nil && s.rejectIf(req.Entries):
 		status, code = http.StatusBadRequest, "ValidationException"
 	}
 	if status == 0 {
