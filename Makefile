@@ -4,7 +4,7 @@ PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: run build test test-short bench check fmt vet lint tidy clean
+.PHONY: run build test test-short bench fuzz check fmt vet lint tidy clean
 
 ## run: start the service on the embedded defaults (SQLite in ./data, sandbox channels, log sink)
 run:
@@ -25,6 +25,11 @@ test-short:
 ## bench: the benchmarks in docs/benchmarks.md (needs PostgreSQL and RabbitMQ)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(PKGS)
+
+## fuzz: the fuzz targets, each for a short bounded time (FUZZTIME=30s by default)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./internal/macros
 
 ## check: what a reviewer runs: formatting, vet, tests
 check: fmt vet test
