@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/collections"
 )
@@ -49,15 +50,12 @@ func (r *router) collections() {
 		if err != nil {
 			return err
 		}
-		list, err := svc.ListCollections(c.Request.Context(), p, f, pg)
+		list, err := svc.ListCollections(c.Request.Context(), p, f, collections.Page{Limit: pg.Limit + 1, After: pg.After})
 		if err != nil {
 			return err
 		}
-		var last int64
-		if len(list) > 0 {
-			last = list[len(list)-1].ID
-		}
-		c.JSON(http.StatusOK, gin.H{"collections": list, "nextCursor": nextCursor(Page{Limit: pg.Limit}, len(list), last)})
+		list, next := trimPage(list, pg, func(c collections.Collection) int64 { return c.ID })
+		c.JSON(http.StatusOK, gin.H{"collections": list, "nextCursor": next})
 		return nil
 	})
 	r.handle(http.MethodGet, "/collections/:collectionId", "NOCOGET", readCollection, func(c *gin.Context, p auth.Principal) error {
@@ -133,15 +131,12 @@ func (r *router) collections() {
 		if err != nil {
 			return err
 		}
-		list, err := svc.ListEvents(c.Request.Context(), p, cid, f, pg)
+		list, err := svc.ListEvents(c.Request.Context(), p, cid, f, collections.Page{Limit: pg.Limit + 1, After: pg.After})
 		if err != nil {
 			return err
 		}
-		var last int64
-		if len(list) > 0 {
-			last = list[len(list)-1].ID
-		}
-		c.JSON(http.StatusOK, gin.H{"events": list, "nextCursor": nextCursor(Page{Limit: pg.Limit}, len(list), last)})
+		list, next := trimPage(list, pg, func(e collections.Event) int64 { return e.ID })
+		c.JSON(http.StatusOK, gin.H{"events": list, "nextCursor": next})
 		return nil
 	})
 	r.handle(http.MethodGet, "/collections/:collectionId/events/:eventId", "NOEVGET", readCollection, func(c *gin.Context, p auth.Principal) error {
@@ -192,15 +187,39 @@ func (r *router) collections() {
 	})
 }
 
+// listQuery names the query parameters the collection and event lists
+// accept; any other is refused so a misspelt filter never silently lists
+// everything.
+var listQuery = map[string]bool{"limit": true, "cursor": true, "status": true, "name": true}
+
 // listParams reads the page (?limit, ?cursor) and the filters (?status,
 // ?name) of a collection or event list.
-func listParams(c *gin.Context) (collections.Page, collections.Filter, error) {
+func listParams(c *gin.Context) (Page, collections.Filter, error) {
+	var fields apperr.Fields
+	for name := range c.Request.URL.Query() {
+		if !listQuery[name] {
+			fields.Add(name, "is not a query parameter of this list; use limit, cursor, status, name")
+		}
+	}
+	if err := fields.Err(); err != nil {
+		return Page{}, collections.Filter{}, err
+	}
 	pg, err := pageParams(c)
 	if err != nil {
-		return collections.Page{}, collections.Filter{}, err
+		return Page{}, collections.Filter{}, err
 	}
-	return collections.Page{Limit: pg.Limit, After: pg.After},
-		collections.Filter{Status: c.Query("status"), Name: c.Query("name")}, nil
+	return pg, collections.Filter{Status: c.Query("status"), Name: c.Query("name")}, nil
+}
+
+// trimPage takes a list read with one row more than pg asks for, drops that
+// extra row and returns the cursor of the next page: "" when the extra row
+// was not there, so the last page says it is the last without a second query.
+func trimPage[T any](list []T, pg Page, id func(T) int64) ([]T, string) {
+	if len(list) <= pg.Limit {
+		return list, ""
+	}
+	list = list[:pg.Limit]
+	return list, nextCursor(pg, len(list), id(list[len(list)-1]))
 }
 
 // patchParams reads a PATCH body and its If-Match version.

@@ -256,6 +256,8 @@ func TestCollectionRoutesValidation(t *testing.T) {
 		{http.MethodGet, "/v1/collections?limit=0", nil, nil, "NOCOLST0400", []string{"limit"}},
 		{http.MethodGet, "/v1/collections?cursor=nope", nil, nil, "NOCOLST0400", []string{"cursor"}},
 		{http.MethodGet, "/v1/collections?status=on", nil, nil, "NOCOLST0400", []string{"status"}},
+		{http.MethodGet, "/v1/collections?stauts=ACTIVE", nil, nil, "NOCOLST0400", []string{"stauts"}},
+		{http.MethodGet, eventsPath(cid) + "?eventName=E", nil, nil, "NOEVLST0400", []string{"eventName"}},
 		{http.MethodGet, "/v1/collections/abc", nil, nil, "NOCOGET0400", []string{"collectionId"}},
 		{http.MethodPatch, collectionPath(cid), map[string]any{}, nil, "NOCOUPD0400", []string{"body"}},
 		{http.MethodPatch, collectionPath(cid), map[string]any{"name": ""}, nil, "NOCOUPD0400", []string{"name"}},
@@ -381,8 +383,9 @@ func TestListRoutesPaginate(t *testing.T) {
 
 		var got []float64
 		path := eventsPath(cid) + "?limit=2"
-		for pages := 0; ; pages++ {
-			require.Less(t, pages, 5, "pagination does not end")
+		pages := 1
+		for ; ; pages++ {
+			require.LessOrEqual(t, pages, 5, "pagination does not end")
 			res := api.do(http.MethodGet, path, su, nil)
 			require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
 			for _, e := range res.JSON["events"].([]any) {
@@ -395,8 +398,14 @@ func TestListRoutesPaginate(t *testing.T) {
 			path = eventsPath(cid) + "?limit=2&cursor=" + url.QueryEscape(next)
 		}
 		require.Equal(t, want, got)
+		require.Equal(t, 3, pages, "5 rows at 2 a page: the third page is the last and says so")
 
-		res := api.do(http.MethodGet, eventsPath(cid)+"?status=INACTIVE", su, nil)
+		// A page that ends exactly at the last row still says it is the last.
+		res := api.do(http.MethodGet, eventsPath(cid)+"?limit=5", su, nil)
+		require.Len(t, res.JSON["events"], 5)
+		require.Equal(t, "", res.JSON["nextCursor"])
+
+		res = api.do(http.MethodGet, eventsPath(cid)+"?status=INACTIVE", su, nil)
 		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
 		require.Len(t, res.JSON["events"], 3)
 		res = api.do(http.MethodGet, eventsPath(cid)+"?name=E3", su, nil)
@@ -418,6 +427,7 @@ func TestListRoutesPaginate(t *testing.T) {
 		list := res.JSON["collections"].([]any)
 		require.Len(t, list, 1)
 		require.Equal(t, "Blog", list[0].(map[string]any)["name"])
+		require.Equal(t, "", res.JSON["nextCursor"])
 		res = api.do(http.MethodGet, "/v1/collections", api.superAdmin(), nil)
 		require.Len(t, res.JSON["collections"], 3)
 	})
