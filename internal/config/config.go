@@ -125,44 +125,65 @@ type Dispatch struct {
 }
 
 // Channels configures the providers. A provider without credentials falls
-// back to the sandbox channel.
+// back to the sandbox channel. Each provider gets its own token-bucket rate
+// limit (ratePerSecond, burst; 0 means unlimited) and circuit breaker.
 type Channels struct {
 	SendGrid SendGrid `koanf:"sendgrid"`
 	Twilio   Twilio   `koanf:"twilio"`
 	FCM      FCM      `koanf:"fcm"`
+	// BreakerFailures consecutive retryable failures (timeouts, 429, 5xx)
+	// open a provider's circuit; it stays open for BreakerCooldown, then
+	// lets one probe through.
+	BreakerFailures int           `koanf:"breakerFailures"`
+	BreakerCooldown time.Duration `koanf:"breakerCooldown"`
 }
 
-// SendGrid configures email delivery.
+// SendGrid configures email delivery. Credentials: APIKey.
 type SendGrid struct {
-	APIKey             string        `koanf:"apiKey"`
-	BaseURL            string        `koanf:"baseURL"`
-	FromEmail          string        `koanf:"fromEmail"`
-	FromName           string        `koanf:"fromName"`
-	RatePerSecond      float64       `koanf:"ratePerSecond"`
-	Timeout            time.Duration `koanf:"timeout"`
-	WebhookPublicKey   string        `koanf:"webhookPublicKey"`
-	WebhookMaxSkew     time.Duration `koanf:"webhookMaxSkew"`
+	APIKey        string        `koanf:"apiKey"`
+	BaseURL       string        `koanf:"baseURL"`
+	FromEmail     string        `koanf:"fromEmail"`
+	FromName      string        `koanf:"fromName"`
+	RatePerSecond float64       `koanf:"ratePerSecond"` // mail/send API calls per second
+	Burst         int           `koanf:"burst"`
+	Timeout       time.Duration `koanf:"timeout"`
+	// WebhookPublicKey is the Event Webhook's verification key (base64 DER
+	// ECDSA, as SendGrid shows it). Empty: the webhook route refuses events.
+	WebhookPublicKey string        `koanf:"webhookPublicKey"`
+	WebhookMaxSkew   time.Duration `koanf:"webhookMaxSkew"`
 }
 
-// Twilio configures SMS delivery.
+// Twilio configures SMS delivery. Credentials: AccountSID and AuthToken.
 type Twilio struct {
-	AccountSID          string        `koanf:"accountSID"`
-	AuthToken           string        `koanf:"authToken"`
-	BaseURL             string        `koanf:"baseURL"`
-	From                string        `koanf:"from"`
-	MessagingServiceSID string        `koanf:"messagingServiceSID"`
-	StatusCallbackURL   string        `koanf:"statusCallbackURL"`
-	RatePerSecond       float64       `koanf:"ratePerSecond"`
-	Timeout             time.Duration `koanf:"timeout"`
+	AccountSID          string `koanf:"accountSID"`
+	AuthToken           string `koanf:"authToken"`
+	BaseURL             string `koanf:"baseURL"`
+	From                string `koanf:"from"`
+	MessagingServiceSID string `koanf:"messagingServiceSID"`
+	// StatusCallbackURL is this service's public URL of
+	// /v1/webhooks/twilio/status; empty: no status callbacks are requested.
+	StatusCallbackURL string        `koanf:"statusCallbackURL"`
+	RatePerSecond     float64       `koanf:"ratePerSecond"` // messages per second per sender (From or service)
+	Burst             int           `koanf:"burst"`
+	Concurrency       int           `koanf:"concurrency"` // requests in flight per Send call
+	Timeout           time.Duration `koanf:"timeout"`
+	MaxSegments       int           `koanf:"maxSegments"` // longer bodies fail before sending; 0: no limit
+	// DefaultCountryCode (digits, e.g. 1) turns a national number such as
+	// 409-685-4167 into E.164; empty: only +E.164 numbers are accepted.
+	DefaultCountryCode string `koanf:"defaultCountryCode"`
 }
 
 // FCM configures push delivery through Firebase Cloud Messaging HTTP v1.
+// Credentials: CredentialsFile (a service-account JSON key).
 type FCM struct {
 	CredentialsFile string        `koanf:"credentialsFile"`
-	ProjectID       string        `koanf:"projectID"`
+	ProjectID       string        `koanf:"projectID"` // default: the key's project
 	BaseURL         string        `koanf:"baseURL"`
 	RatePerSecond   float64       `koanf:"ratePerSecond"`
+	Burst           int           `koanf:"burst"`
+	Concurrency     int           `koanf:"concurrency"`
 	Timeout         time.Duration `koanf:"timeout"`
+	MaxPayloadBytes int           `koanf:"maxPayloadBytes"`
 }
 
 // Default returns the embedded configuration: SQLite, sandbox channels, the
@@ -233,19 +254,28 @@ func Default() Config {
 			SendGrid: SendGrid{
 				BaseURL:        "https://api.sendgrid.com",
 				RatePerSecond:  100,
+				Burst:          10,
 				Timeout:        10 * time.Second,
 				WebhookMaxSkew: 10 * time.Minute,
 			},
 			Twilio: Twilio{
 				BaseURL:       "https://api.twilio.com",
 				RatePerSecond: 1,
+				Burst:         1,
+				Concurrency:   4,
 				Timeout:       10 * time.Second,
+				MaxSegments:   10,
 			},
 			FCM: FCM{
-				BaseURL:       "https://fcm.googleapis.com",
-				RatePerSecond: 500,
-				Timeout:       10 * time.Second,
+				BaseURL:         "https://fcm.googleapis.com",
+				RatePerSecond:   500,
+				Burst:           50,
+				Concurrency:     16,
+				Timeout:         10 * time.Second,
+				MaxPayloadBytes: 4096,
 			},
+			BreakerFailures: 5,
+			BreakerCooldown: 30 * time.Second,
 		},
 	}
 }
@@ -503,6 +533,7 @@ func (c Config) Validate() error {
 	if c.Dispatch.MaxAttempts < 1 {
 		bad("dispatch.maxAttempts", "must be at least 1")
 	}
+	c.Channels.validate(bad)
 	if c.Dispatch.ClaimBatch < 1 || c.Dispatch.ClaimBatch > 1000 {
 		bad("dispatch.claimBatch", "must be from 1 to 1000")
 	}
