@@ -383,7 +383,7 @@ func eventNotFound(collectionID, id int64) error {
 // the row changed between the read and the write (only possible on a
 // database that did not lock the row).
 func stale(entity string, id, current, want int64) error {
-	e := apperr.New(apperr.PreconditionFailed, "%s %d has changed since version %d; fetch it again", entity, id, want)
+	e := apperr.New(apperr.PreconditionFailed, "%s %d is no longer at version %d; fetch it again", entity, id, want)
 	if current > 0 {
 		e.Details = []apperr.Detail{{Field: "If-Match", Reason: fmt.Sprintf("the current version is \"%d\"", current)}}
 	}
