@@ -280,10 +280,12 @@ func TestListFiltersAndPages(t *testing.T) {
 		cb := "count_queries_" + testdb.Name("")
 		require.NoError(t, db.Callback().Query().Before("gorm:query").Register(cb, func(*gorm.DB) { queries++ }))
 		require.NoError(t, db.Callback().Raw().Before("gorm:raw").Register(cb, func(*gorm.DB) { queries++ }))
+		require.NoError(t, db.Callback().Row().Before("gorm:row").Register(cb, func(*gorm.DB) { queries++ }))
 		require.Len(t, list(actions.Filter{}, all), 4)
 		require.Equal(t, 1, queries)
 		require.NoError(t, db.Callback().Query().Remove(cb))
 		require.NoError(t, db.Callback().Raw().Remove(cb))
+		require.NoError(t, db.Callback().Row().Remove(cb))
 
 		_, err = b.svc.List(b.ctx, b.admin, b.coll, actions.Filter{Status: "x", ConfigName: "y", EventID: -1}, actions.Page{Limit: 0})
 		got := fields(t, err)
