@@ -81,12 +81,14 @@ type Verifier struct {
 	secret []byte
 	jwks   keyfunc.Keyfunc
 	issuer string
+	now    func() time.Time
+	cache  *verified
 }
 
 // NewVerifier builds a Verifier. With a JWKS URL it fetches the key set once
 // and then refreshes it in the background until ctx ends.
 func NewVerifier(ctx context.Context, cfg config.Auth) (*Verifier, error) {
-	v := &Verifier{secret: []byte(cfg.HMACSecret), issuer: cfg.Issuer}
+	v := &Verifier{secret: []byte(cfg.HMACSecret), issuer: cfg.Issuer, now: time.Now, cache: newVerified()}
 	if cfg.JWKSURL != "" {
 		k, err := keyfunc.NewDefaultCtx(ctx, []string{cfg.JWKSURL})
 		if err != nil {
@@ -112,16 +114,23 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 	}
 }
 
-// Verify parses a raw token and returns the principal it names.
+// Verify parses a raw token and returns the principal it names. A token
+// verified within the last minute and not yet expired is answered from a
+// cache (see verified).
 func (v *Verifier) Verify(raw string) (Principal, error) {
 	if raw == "" {
 		return Principal{}, ErrMissingToken
+	}
+	now := v.now()
+	if p, ok := v.cache.get(raw, now); ok {
+		return p, nil
 	}
 	var c Claims
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256"}),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(30 * time.Second),
+		jwt.WithTimeFunc(func() time.Time { return now }),
 	}
 	if v.issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.issuer))
@@ -132,7 +141,9 @@ func (v *Verifier) Verify(raw string) (Principal, error) {
 	if c.Subject == "" {
 		return Principal{}, fmt.Errorf("%w: no sub claim", ErrInvalidToken)
 	}
-	return Principal{UserID: c.Subject, Roles: c.Roles, Channel: c.Channel, Collections: c.Collections}, nil
+	p := Principal{UserID: c.Subject, Roles: c.Roles, Channel: c.Channel, Collections: c.Collections}
+	v.cache.put(raw, p, c.ExpiresAt.Time, now)
+	return p, nil
 }
 
 // BearerToken extracts the token from an Authorization header value.
