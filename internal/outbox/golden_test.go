@@ -13,6 +13,8 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/collections"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
@@ -26,47 +28,8 @@ const goldenEnvelopeID = "00000000-0000-4000-8000-000000000001"
 // The catalogue's caller: user 1, a super admin on the CSR channel.
 var seedActor = auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR"}
 
-// seedEvent and seedCollection mirror the catalogue's event payload and the
-// collection payload in the same style (field order as published).
-type seedEvent struct {
-	ID           int64  `json:"id"`
-	CollectionID int64  `json:"collectionId"`
-	Name         string `json:"name"`
-	Description  string `json:"description"`
-	Status       string `json:"status"`
-	UpdatedTime  int64  `json:"updatedTime"`
-	CreatedTime  int64  `json:"createdTime"`
-}
-
-type seedCollection struct {
-	ID          int64  `json:"id"`
-	Name        string `json:"name"`
-	Description string `json:"description"`
-	Status      string `json:"status"`
-	CreatedTime int64  `json:"createdTime"`
-	UpdatedTime int64  `json:"updatedTime"`
-}
-
-// deleted is the catalogue's delete payload.
-type deleted struct {
-	ResponseCode    string `json:"responseCode"`
-	ResponseMessage string `json:"responseMessage"`
-	TimeStamp       string `json:"timeStamp"`
-}
-
-type recipient struct {
-	Email  string            `json:"email"`
-	PushID string            `json:"pushId"`
-	Phone  string            `json:"phone"`
-	Locale string            `json:"locale"`
-	Macros map[string]string `json:"macros"`
-}
-
-type notification struct {
-	Name       string      `json:"name"`
-	Recipients []recipient `json:"recipients"`
-}
-
+// The payloads are the real models of the packages that record them, so a
+// renamed or retyped field there fails here.
 type goldenCase struct {
 	name   string // testdata/<name>.golden.json, and testdata/seed/<name>.json when the catalogue has it
 	change outbox.Change
@@ -81,7 +44,7 @@ func goldenCases() []goldenCase {
 	}
 	inactive := resetEmail
 	inactive.Status, inactive.UpdatedTime, inactive.CreatedTime = actions.StatusInactive, 1709786409660, 1709786405000
-	accounts := seedCollection{ID: 772, Name: "accounts", Description: "Account lifecycle emails", Status: "ACTIVE",
+	accounts := collections.Collection{ID: 772, Name: "accounts", Description: "Account lifecycle emails", Status: collections.StatusActive,
 		CreatedTime: 1709786360000, UpdatedTime: 1709786360000}
 	renamed := accounts
 	renamed.Name, renamed.UpdatedTime = "accounts-v2", 1709786361000
@@ -92,26 +55,26 @@ func goldenCases() []goldenCase {
 		{"action_update", outbox.Change{DetailType: outbox.ActionUpdate, EntityID: "42453", CollectionID: 775,
 			Payload: map[string]any{"action": inactive}, Actor: seedActor}, 1709786409670},
 		{"action_delete", outbox.Change{DetailType: outbox.ActionDelete, EntityID: "42509", CollectionID: 776,
-			Payload: deleted{"NOACDEL0000", "Action is deleted successfully", "1709786420325"}, Actor: seedActor}, 1709786420327},
+			Payload: actions.Deleted{ResponseCode: actions.DeletedCode, ResponseMessage: actions.DeletedMessage, TimeStamp: "1709786420325"}, Actor: seedActor}, 1709786420327},
 		{"event_create", outbox.Change{DetailType: outbox.EventCreate, EntityID: "42129", CollectionID: 772,
-			Payload: map[string]any{"event": seedEvent{42129, 772, "ExternalEvents1709786366982", "Events description", "ACTIVE",
-				1709786367854, 1709786367854}}, Actor: seedActor}, 1709786367875},
+			Payload: map[string]any{"event": collections.Event{ID: 42129, CollectionID: 772, Name: "ExternalEvents1709786366982",
+				Description: "Events description", Status: collections.StatusActive, UpdatedTime: 1709786367854, CreatedTime: 1709786367854}}, Actor: seedActor}, 1709786367875},
 		{"event_update", outbox.Change{DetailType: outbox.EventUpdate, EntityID: "42129", CollectionID: 772,
-			Payload: map[string]any{"event": seedEvent{42129, 772, "ExternalEvents1709786379551", "Events description1709786379551",
-				"ACTIVE", 1709786380278, 1709786368000}}, Actor: seedActor}, 1709786380289},
+			Payload: map[string]any{"event": collections.Event{ID: 42129, CollectionID: 772, Name: "ExternalEvents1709786379551",
+				Description: "Events description1709786379551", Status: collections.StatusActive, UpdatedTime: 1709786380278, CreatedTime: 1709786368000}}, Actor: seedActor}, 1709786380289},
 		{"event_delete", outbox.Change{DetailType: outbox.EventDelete, EntityID: "42241", CollectionID: 774,
-			Payload: deleted{"NOEVDEL0000", "Event is deleted successfully", "1709786389986"}, Actor: seedActor}, 1709786389988},
+			Payload: collections.Deleted{ResponseCode: collections.EventDeletedCode, ResponseMessage: collections.EventDeletedMessage, TimeStamp: "1709786389986"}, Actor: seedActor}, 1709786389988},
 		{"notifications_send", outbox.Change{DetailType: outbox.NotificationsSend, EntityID: "USER_INVITEUSER", CollectionID: 772,
-			Payload: map[string]any{"notification": notification{Name: "USER_INVITEUSER", Recipients: []recipient{{
+			Payload: map[string]any{"notification": dispatch.Notification{Name: "USER_INVITEUSER", Recipients: []dispatch.Recipient{{
 				Email: "externalevents1709786394020@gmail.com", PushID: "hj7sdf67sqc9", Phone: "409-685-4167",
-				Locale: "en_US", Macros: map[string]string{"FNAME": "John"},
+				Locale: "en_US", Macros: dispatch.Macros{"FNAME": "John"},
 			}}}}, Actor: seedActor}, 1709786395165},
 		{"collection_create", outbox.Change{DetailType: outbox.CollectionCreate, EntityID: "772", CollectionID: 772,
 			Payload: map[string]any{"collection": accounts}, Actor: seedActor}, 1709786360010},
 		{"collection_update", outbox.Change{DetailType: outbox.CollectionUpdate, EntityID: "772", CollectionID: 772,
 			Payload: map[string]any{"collection": renamed}, Actor: seedActor}, 1709786361010},
 		{"collection_delete", outbox.Change{DetailType: outbox.CollectionDelete, EntityID: "772", CollectionID: 772,
-			Payload: deleted{"NOCODEL0000", "Collection is deleted successfully", "1709786362000"},
+			Payload: collections.Deleted{ResponseCode: collections.CollectionDeletedCode, ResponseMessage: collections.CollectionDeletedMessage, TimeStamp: "1709786362000"},
 			Actor:   auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR", OnBehalfOf: 42}}, 1709786362010},
 	}
 }
