@@ -33,10 +33,10 @@ type Sandbox struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu       sync.Mutex
-	recent   []Message
-	queue    []*sandboxBatch
-	flushing bool
+	mu        sync.Mutex
+	recentIDs []sandboxRow
+	queue     []*sandboxBatch
+	flushing  bool
 }
 
 type sandboxBatch struct {
@@ -86,9 +86,9 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 	}
 	if err == nil {
 		s.mu.Lock()
-		s.recent = append(s.recent, msgs...)
-		if over := len(s.recent) - sandboxKeep; over > 0 {
-			s.recent = append(s.recent[:0:0], s.recent[over:]...)
+		s.recentIDs = append(s.recentIDs, b.rows...)
+		if over := len(s.recentIDs) - sandboxKeep; over > 0 {
+			s.recentIDs = append(s.recentIDs[:0:0], s.recentIDs[over:]...)
 		}
 		s.mu.Unlock()
 	}
@@ -177,12 +177,54 @@ func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	return nil
 }
 
+// Accepted returns, for those of deliveryIDs the sandbox has recorded, the
+// provider message id it gave them: after a crash, the dispatcher asks
+// before sending a delivery again. Without a database it only knows the
+// messages it keeps in memory.
+func (s *Sandbox) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
+	out := map[int64]string{}
+	if s.db == nil {
+		want := map[int64]bool{}
+		for _, id := range deliveryIDs {
+			want[id] = true
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, r := range s.recentIDs {
+			if want[r.msg.DeliveryID] {
+				out[r.msg.DeliveryID] = r.id
+			}
+		}
+		return out, nil
+	}
+	for len(deliveryIDs) > 0 {
+		n := min(len(deliveryIDs), 1000)
+		var rows []struct {
+			DeliveryID        int64
+			ProviderMessageID string
+		}
+		if err := s.db.WithContext(ctx).Raw("SELECT delivery_id, provider_message_id FROM sandbox_messages WHERE delivery_id IN ? ORDER BY id",
+			deliveryIDs[:n]).Scan(&rows).Error; err != nil {
+			return nil, fmt.Errorf("sandbox: accepted: %w", err)
+		}
+		for _, r := range rows {
+			out[r.DeliveryID] = r.ProviderMessageID
+		}
+		deliveryIDs = deliveryIDs[n:]
+	}
+	return out, nil
+}
+
 // Messages returns the last messages Send accepted (at most 1000), oldest
 // first.
 func (s *Sandbox) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Message(nil), s.recent...)
+	out := make([]Message, len(s.recentIDs))
+	for i, r := range s.recentIDs {
+		out[i] = r.msg
+	}
+	return out
 }
 
 func sandboxID(deliveryID int64) string {

@@ -498,3 +498,37 @@ func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
 	require.Equal(t, 4*time.Second, dispatch.Backoff(4, time.Second, time.Minute, 0))
 	require.Equal(t, 30*time.Second, dispatch.Backoff(30, time.Second, time.Minute, 0))
 }
+
+// A worker that died after the sandbox accepted its messages but before it
+// recorded them: Recover asks the sandbox and marks them sent, not again.
+func TestRecoverAsksTheChannelWhatItAccepted(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		ctx := context.Background()
+		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "phone": "+1", "macros": {"FNAME": "A"}}]}]}`)}})
+		require.NoError(t, err)
+		id := out[0].Notifications[0].ID
+		_, err = b.disp.RunOnce(ctx)
+		require.NoError(t, err)
+		email := deliveries(t, b, id, "email")[0]
+		// Undo the record of the email only, as if the worker died just after Send.
+		old := time.Now().Add(-2 * time.Minute).UnixMilli()
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ?, provider_message_id = NULL, provider = '' WHERE id = ?", old, email.ID).Error)
+
+		n, err := b.disp.Recover(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n)
+		got := deliveries(t, b, id, "email")[0]
+		require.Equal(t, dispatch.StatusSent, got.Status)
+		require.Equal(t, *email.ProviderMessageID, *got.ProviderMessageID)
+		require.Equal(t, channels.SandboxName, got.Provider)
+		require.Contains(t, got.Reason, "the provider had accepted it")
+		_, err = b.disp.RunOnce(ctx)
+		require.NoError(t, err)
+		var sends int64
+		require.NoError(t, db.Raw("SELECT COUNT(*) FROM sandbox_messages WHERE delivery_id = ?", email.ID).Scan(&sends).Error)
+		require.EqualValues(t, 1, sends, "not sent again")
+	})
+}

@@ -43,7 +43,7 @@ type NotificationRecord struct {
 	IntakeID       *int64      `json:"-"`
 	IdempotencyKey string      `json:"idempotencyKey,omitempty"`
 	Correlation    StringMap   `json:"correlation"`
-	Recipients     Recipients  `json:"recipients"`
+	Recipients     Recipients  `json:"recipients,omitempty"`
 	Status         string      `json:"status"`
 	Reason         string      `json:"reason"`
 	EventID        int64       `json:"eventId"`

@@ -143,28 +143,90 @@ func (d *Dispatcher) recoverLoop(ctx context.Context) {
 	}
 }
 
+// Reconciler is a channel that can say which deliveries it already
+// accepted, by delivery id, with the provider message id it gave each. Recover
+// asks it before sending a stale delivery again, so a crash between the
+// provider's accept and the status commit does not send twice. The sandbox
+// implements it; a provider without a lookup does not, and its stale
+// deliveries are sent again (at least once).
+type Reconciler interface {
+	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
+}
+
 // Recover applies the stale-sending rule: a delivery in sending whose claim
 // is older than dispatch.staleSending belonged to a worker that died
-// mid-send, so whether the provider got it is unknown. It goes back to
-// pending, due now (its attempt stays counted), so it is sent again: at
-// least once. If that attempt was its last (dispatch.maxAttempts) it is
-// failed with a reason that says the outcome is unknown. It is never left
-// in sending and never dropped without a reason.
+// mid-send (dispatch.staleSending must exceed dispatch.sendTimeout, so a
+// live send never looks stale). If its channel is a Reconciler and says it
+// accepted the delivery, the delivery is marked sent. Otherwise whether the
+// provider got it is unknown, and it goes back to pending, due now (the
+// attempt stays counted), to be sent again: at least once. If that attempt
+// was its last (dispatch.maxAttempts) it is failed with a reason that says
+// the outcome is unknown. It is never left in sending and never dropped
+// without a reason. Recover returns how many deliveries it moved.
 func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
-	now := d.now().UnixMilli()
-	cutoff := now - d.cfg.StaleSending.Milliseconds()
-	res := d.db.WithContext(ctx).Exec(`
-UPDATE deliveries SET
-  status = CASE WHEN attempts >= ? THEN 'failed' ELSE 'pending' END,
-  reason = CASE WHEN attempts >= ?
-    THEN 'outcome of the last attempt unknown: the worker stopped while sending and dispatch.maxAttempts is reached'
-    ELSE 'the worker stopped while sending; attempt outcome unknown, sending again' END,
-  next_attempt_at = ?, updated_time = ?
-WHERE status = 'sending' AND claimed_at < ?`, d.cfg.MaxAttempts, d.cfg.MaxAttempts, now, now, cutoff)
-	if res.Error != nil {
-		return 0, fmt.Errorf("dispatch: recover: %w", res.Error)
+	var total int64
+	for {
+		n, err := d.recoverBatch(ctx, 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
 	}
-	return res.RowsAffected, nil
+}
+
+func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, error) {
+	now := d.now()
+	cutoff := now.UnixMilli() - d.cfg.StaleSending.Milliseconds()
+	var stale []claimed
+	if err := d.db.WithContext(ctx).Raw(`SELECT id, channel, attempts FROM deliveries
+WHERE status = 'sending' AND claimed_at < ? ORDER BY id LIMIT ?`, cutoff, limit).Scan(&stale).Error; err != nil {
+		return 0, fmt.Errorf("dispatch: recover: %w", err)
+	}
+	if len(stale) == 0 {
+		return 0, nil
+	}
+	byChannel := map[string][]int64{}
+	for _, c := range stale {
+		byChannel[c.Channel] = append(byChannel[c.Channel], c.ID)
+	}
+	accepted := map[int64]string{}
+	provider := map[string]string{}
+	for name, ids := range byChannel {
+		ch := d.channels[name]
+		rec, ok := ch.(Reconciler)
+		if !ok {
+			continue
+		}
+		got, err := rec.Accepted(ctx, ids)
+		if err != nil {
+			d.log.WarnContext(ctx, "dispatch: cannot ask the channel what it accepted; sending again", "channel", name, "error", err)
+			continue
+		}
+		provider[name] = ch.Name()
+		for id, pm := range got {
+			accepted[id] = pm
+		}
+	}
+	outs := make([]outcome, len(stale))
+	for i, c := range stale {
+		o := outcome{id: c.ID, attempts: c.Attempts}
+		switch pm, ok := accepted[c.ID]; {
+		case ok:
+			o.status, o.provider, o.providerMessageID, o.sentTime = StatusSent, provider[c.Channel], pm, now.UnixMilli()
+			o.reason = "the worker stopped while sending; the provider had accepted it"
+		case c.Attempts >= d.cfg.MaxAttempts:
+			o.status = StatusFailed
+			o.reason = "outcome of the last attempt unknown: the worker stopped while sending and dispatch.maxAttempts is reached"
+		default:
+			o.status, o.nextAttemptAt = StatusPending, now.UnixMilli()
+			o.reason = "the worker stopped while sending; attempt outcome unknown, sending again"
+		}
+		outs[i] = o
+	}
+	if err := d.record(ctx, outs); err != nil {
+		return 0, err
+	}
+	return int64(len(stale)), nil
 }
 
 // claimed is a delivery a worker owns until it records the outcome. Its
@@ -394,8 +456,7 @@ func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
 	return d/2 + time.Duration(r*float64(d/2))
 }
 
-// record writes the outcomes of one batch in one statement. A row whose
-// claim changed (recovered as stale and claimed again) is left alone.
+// record writes the outcomes of one batch in one statement.
 func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
 	now := d.now().UnixMilli()
 	for _, chunk := range chunks(outs, 500) {
@@ -413,7 +474,11 @@ func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
 				"CAST(? AS TEXT) AS reason, CAST(? AS TEXT) AS provider, CAST(? AS TEXT) AS pmid, CAST(? AS BIGINT) AS next_at, CAST(? AS BIGINT) AS sent_time")
 			args = append(args, o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime)
 		}
-		sb.WriteString(") AS v WHERE deliveries.id = v.id AND deliveries.status = 'sending' AND deliveries.attempts = v.attempts")
+		// The claim is (id, attempts). A row Recover put back to pending but
+		// nobody claimed again still takes this outcome (so a slow send is
+		// not repeated); a row claimed again has more attempts and is left
+		// to its new owner.
+		sb.WriteString(") AS v WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts")
 		if err := d.db.WithContext(ctx).Exec(sb.String(), args...).Error; err != nil {
 			return fmt.Errorf("dispatch: record outcomes: %w", err)
 		}

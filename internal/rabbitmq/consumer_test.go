@@ -149,14 +149,17 @@ func TestPoisonGoesToTheDeadLetterQueueWithItsReason(t *testing.T) {
 }
 
 // inspect returns the main queue's state.
-func (e *env) inspect() amqp.Queue {
+func (e *env) inspect() amqp.Queue { return e.inspectQueue(e.cfg.Queue) }
+
+// inspectQueue returns a queue's state.
+func (e *env) inspectQueue(name string) amqp.Queue {
 	e.t.Helper()
 	conn, err := amqp.Dial(e.cfg.URL)
 	require.NoError(e.t, err)
 	defer conn.Close()
 	ch, err := conn.Channel()
 	require.NoError(e.t, err)
-	q, err := ch.QueueDeclarePassive(e.cfg.Queue, true, false, false, false, nil)
+	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
 	require.NoError(e.t, err)
 	return q
 }

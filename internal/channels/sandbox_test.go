@@ -1,0 +1,88 @@
+package channels_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+func TestSandboxRecordsEverySend(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	sb := channels.NewSandbox(db, nil, nil)
+	ctx := context.Background()
+	msg := channels.Message{DeliveryID: 7, NotificationID: 3, Channel: "email", Subject: "Hi Ann", To: []channels.Address{{Email: "a@example.com"}}}
+
+	// Many concurrent Sends share inserts; each still gets its own result.
+	var wg sync.WaitGroup
+	results := make([][]channels.Result, 50)
+	for i := range results {
+		wg.Go(func() {
+			m := msg
+			m.DeliveryID = int64(100 + i)
+			results[i] = sb.Send(ctx, []channels.Message{m, m})
+		})
+	}
+	wg.Wait()
+	for _, rs := range results {
+		require.Len(t, rs, 2)
+		for _, r := range rs {
+			require.NoError(t, r.Err)
+			require.NotEmpty(t, r.ProviderMessageID)
+		}
+	}
+	var n int64
+	require.NoError(t, db.Raw("SELECT COUNT(*) FROM sandbox_messages").Scan(&n).Error)
+	require.EqualValues(t, 100, n)
+
+	// What would have been sent is recorded exactly, and a second send of
+	// the same delivery shows as a second row.
+	first := sb.Send(ctx, []channels.Message{msg})
+	second := sb.Send(ctx, []channels.Message{msg})
+	require.NotEqual(t, first[0].ProviderMessageID, second[0].ProviderMessageID)
+	var rows []struct {
+		ProviderMessageID string
+		Message           string
+	}
+	require.NoError(t, db.Raw("SELECT provider_message_id, message FROM sandbox_messages WHERE delivery_id = 7 ORDER BY id").Scan(&rows).Error)
+	require.Len(t, rows, 2)
+	var got channels.Message
+	require.NoError(t, json.Unmarshal([]byte(rows[0].Message), &got))
+	require.Equal(t, msg, got)
+
+	acc, err := sb.Accepted(ctx, []int64{7, 100, 9999})
+	require.NoError(t, err)
+	require.Equal(t, second[0].ProviderMessageID, acc[7])
+	require.Contains(t, acc, int64(100))
+	require.NotContains(t, acc, int64(9999))
+	require.Len(t, sb.Messages(), 102)
+}
+
+func TestSandboxWithoutDatabaseKeepsTheLastMessages(t *testing.T) {
+	t.Parallel()
+	sb := channels.NewSandbox(nil, nil, nil)
+	for i := range 1200 {
+		r := sb.Send(context.Background(), []channels.Message{{DeliveryID: int64(i)}})
+		require.NoError(t, r[0].Err)
+	}
+	msgs := sb.Messages()
+	require.Len(t, msgs, 1000)
+	require.EqualValues(t, 200, msgs[0].DeliveryID)
+	acc, err := sb.Accepted(context.Background(), []int64{5, 1199})
+	require.NoError(t, err)
+	require.Equal(t, []int64{1199}, keys(acc))
+}
+
+func keys(m map[int64]string) []int64 {
+	var out []int64
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
