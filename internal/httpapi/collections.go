@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -42,6 +43,7 @@ func (r *router) collections() {
 			return err
 		}
 		setETag(c, col.Version)
+		c.Header("Location", "/v1/collections/"+strconv.FormatInt(col.ID, 10))
 		c.JSON(http.StatusCreated, gin.H{"collection": col})
 		return nil
 	})
@@ -119,6 +121,7 @@ func (r *router) collections() {
 			return err
 		}
 		setETag(c, ev.Version)
+		c.Header("Location", "/v1/collections/"+strconv.FormatInt(cid, 10)+"/events/"+strconv.FormatInt(ev.ID, 10))
 		c.JSON(http.StatusCreated, gin.H{"event": ev})
 		return nil
 	})

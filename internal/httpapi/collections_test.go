@@ -106,6 +106,7 @@ func TestCollectionRoutes(t *testing.T) {
 		require.Equal(t, "ACTIVE", col["status"])
 		require.Greater(t, col["createdTime"].(float64), 1.7e12, "epoch milliseconds")
 		id := int64(col["id"].(float64))
+		require.Equal(t, collectionPath(id), res.Header.Get("Location"))
 
 		res = api.do(http.MethodGet, collectionPath(id), su, nil)
 		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
@@ -167,6 +168,7 @@ func TestEventRoutes(t *testing.T) {
 		// The catalogue's event payload, key for key and in its order.
 		id := int64(ev["id"].(float64))
 		created := int64(ev["createdTime"].(float64))
+		require.Equal(t, eventPath(cid, id), res.Header.Get("Location"))
 		require.Equal(t, fmt.Sprintf(`{"event":{"id":%d,"collectionId":%d,"name":"ExternalEvents1709786366982","description":"Events description","status":"ACTIVE","updatedTime":%d,"createdTime":%d}}`,
 			id, cid, created, created), string(res.Raw))
 
