@@ -39,6 +39,8 @@ type App struct {
 	DB     *gorm.DB
 	HTTP   *httpapi.Server
 	Outbox *outbox.Writer
+	// Relay publishes the outbox to the sink outbox.sink names.
+	Relay *outbox.Relay
 
 	// Dispatcher runs the delivery workers; Sandbox is the channel that
 	// stands in for every provider that is not configured.
@@ -75,7 +77,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 
-	a.Outbox = outbox.NewWriter(time.Now, nil)
+	if a.Relay, err = a.newRelay(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.add("outbox", a.Relay)
+	// Every commit that recorded an envelope wakes the relay at once.
+	a.Outbox = outbox.NewWriter(time.Now, a.Relay.Notify)
 
 	deps := httpapi.Deps{
 		Log:      log,
@@ -85,6 +93,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			{Name: "database", Critical: true, Check: func(ctx context.Context) error { return store.Ready(ctx, db) }},
 		},
 	}
+	deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "outbox", Critical: false, Check: func(context.Context) error { return a.Relay.Health() }})
+	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
 	deps.Collections = collections.New(db, a.Outbox, time.Now)
 	deps.Actions = actions.New(db, a.Outbox, time.Now)
 	a.wireDispatch(&deps)
@@ -127,6 +137,22 @@ func (a *App) wireDispatch(deps *httpapi.Deps) {
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
 	}
+}
+
+// newRelay builds the outbox relay and the sink outbox.sink names: the log
+// (the embedded default) or EventBridge, with the standard AWS credential
+// chain.
+func (a *App) newRelay(ctx context.Context) (*outbox.Relay, error) {
+	cfg := a.Config.Outbox
+	var sink outbox.Sink = outbox.NewLogSink(a.Log, cfg.Account, cfg.Region)
+	if cfg.Sink == "eventbridge" {
+		eb, err := outbox.NewEventBridge(ctx, outbox.EventBridgeConfig{Region: cfg.Region, Endpoint: cfg.Endpoint, Timeout: cfg.Timeout})
+		if err != nil {
+			return nil, err
+		}
+		sink = eb
+	}
+	return outbox.NewRelay(a.DB, sink, cfg, a.Log), nil
 }
 
 func (a *App) add(name string, c Component) {
