@@ -347,39 +347,45 @@ func TestIfMatch(t *testing.T) {
 	})
 }
 
-// TestIfMatchRace sends many updates with the same If-Match at once: the
-// compare and the write are one statement, so exactly one wins.
+// TestIfMatchRace sends many updates with the same If-Match at once, over
+// several rounds: the compare and the write are one statement, so exactly
+// one wins each round (a read-then-compare lets several through).
 func TestIfMatchRace(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
 		ctx := context.Background()
 		col := b.collection(t, "Shop")
-		ev := b.event(t, col.ID, "E")
-		const n = 8
-		var wins, stale atomic.Int64
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				desc := fmt.Sprintf("writer %d", i)
-				_, err := b.svc.UpdateEvent(ctx, b.admin, col.ID, ev.ID, collections.Patch{Description: &desc}, ev.Version)
-				switch {
-				case err == nil:
-					wins.Add(1)
-				case apperr.KindOf(err) == apperr.PreconditionFailed:
-					stale.Add(1)
-				default:
-					t.Errorf("unexpected error: %v", err)
-				}
-			})
+		const rounds, writers = 5, 12
+		for round := range rounds {
+			ev := b.event(t, col.ID, fmt.Sprintf("E%d", round))
+			var wins, stale atomic.Int64
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range writers {
+				wg.Go(func() {
+					desc := fmt.Sprintf("writer %d", i)
+					<-start
+					_, err := b.svc.UpdateEvent(ctx, b.admin, col.ID, ev.ID, collections.Patch{Description: &desc}, ev.Version)
+					switch {
+					case err == nil:
+						wins.Add(1)
+					case apperr.KindOf(err) == apperr.PreconditionFailed:
+						stale.Add(1)
+					default:
+						t.Errorf("unexpected error: %v", err)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			require.EqualValues(t, 1, wins.Load(), "round %d", round)
+			require.EqualValues(t, writers-1, stale.Load(), "round %d", round)
+			got, err := b.svc.GetEvent(ctx, b.admin, col.ID, ev.ID)
+			require.NoError(t, err)
+			require.EqualValues(t, 2, got.Version)
 		}
-		wg.Wait()
-		require.EqualValues(t, 1, wins.Load())
-		require.EqualValues(t, n-1, stale.Load())
-		got, err := b.svc.GetEvent(ctx, b.admin, col.ID, ev.ID)
-		require.NoError(t, err)
-		require.EqualValues(t, 2, got.Version)
-		require.Len(t, b.outbox(t), 3)
+		require.Len(t, b.outbox(t), 1+2*rounds, "one create and one update per round")
 	})
 }
 
