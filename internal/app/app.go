@@ -97,24 +97,27 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
 	deps.Collections = collections.New(db, a.Outbox, time.Now)
 	deps.Actions = actions.New(db, a.Outbox, time.Now)
-	a.wireDispatch(&deps)
+	if err := a.wireDispatch(ctx, &deps); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.HTTP = httpapi.New(deps)
 	return a, nil
 }
 
 // wireDispatch builds the intake shared by the queue and the REST send
 // route, the delivery workers, and the NotificationQueue consumer.
-func (a *App) wireDispatch(deps *httpapi.Deps) {
+func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	cfg, db := a.Config, a.DB
 	var record *gorm.DB
 	if cfg.Dispatch.RecordSandbox {
 		record = db
 	}
 	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now)
-	chans := map[string]channels.Channel{
-		actions.ChannelEmail: a.Sandbox,
-		actions.ChannelSMS:   a.Sandbox,
-		actions.ChannelPush:  a.Sandbox,
+	// Each channel's provider when its credentials are configured, else the sandbox.
+	chans, err := channels.Select(ctx, cfg.Channels, a.Sandbox, a.Log)
+	if err != nil {
+		return err
 	}
 	senders := dispatch.Senders{
 		Email:               channels.Address{Email: cfg.Channels.SendGrid.FromEmail, Name: cfg.Channels.SendGrid.FromName},
@@ -137,6 +140,7 @@ func (a *App) wireDispatch(deps *httpapi.Deps) {
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
 	}
+	return nil
 }
 
 // newRelay builds the outbox relay and the sink outbox.sink names: the log
