@@ -33,6 +33,8 @@ type Config struct {
 	AMQP     AMQP     `koanf:"amqp"`
 	Dispatch Dispatch `koanf:"dispatch"`
 	Channels Channels `koanf:"channels"`
+	Metrics  Metrics  `koanf:"metrics"`
+	Tracing  Tracing  `koanf:"tracing"`
 }
 
 // HTTP configures the REST server.
@@ -57,10 +59,14 @@ func (d Database) Postgres() bool {
 
 // Auth configures JWT verification and minting.
 type Auth struct {
-	HMACSecret string        `koanf:"hmacSecret"`
-	Issuer     string        `koanf:"issuer"`
-	JWKSURL    string        `koanf:"jwksURL"`
-	TokenTTL   time.Duration `koanf:"tokenTTL"`
+	HMACSecret string `koanf:"hmacSecret"`
+	// PreviousHMACSecret is also accepted when verifying HS256 tokens (never
+	// used to mint), so the secret can be rotated without downtime
+	// (docs/runbook.md). Empty: only HMACSecret.
+	PreviousHMACSecret string        `koanf:"previousHMACSecret"`
+	Issuer             string        `koanf:"issuer"`
+	JWKSURL            string        `koanf:"jwksURL"`
+	TokenTTL           time.Duration `koanf:"tokenTTL"`
 }
 
 // Log configures structured logging.
@@ -122,6 +128,29 @@ type Dispatch struct {
 	SendTimeout   time.Duration `koanf:"sendTimeout"`
 	StaleSending  time.Duration `koanf:"staleSending"`
 	RecordSandbox bool          `koanf:"recordSandbox"`
+}
+
+// Metrics configures the Prometheus endpoint /metrics (docs/observability.md).
+type Metrics struct {
+	Enabled bool `koanf:"enabled"`
+	// DBTimeout bounds the queries the database-backed gauges (outbox
+	// backlog, deliveries by status, retry queue depth) run at scrape time.
+	DBTimeout time.Duration `koanf:"dbTimeout"`
+	// DBCacheTTL reuses the last database reading for scrapes within it, so
+	// several scrapers (or a short scrape interval) do not multiply the load.
+	DBCacheTTL time.Duration `koanf:"dbCacheTTL"`
+}
+
+// Tracing configures OpenTelemetry tracing (docs/observability.md). Off by
+// default: spans are not recorded, but W3C trace context is still passed on.
+type Tracing struct {
+	Enabled bool `koanf:"enabled"`
+	// Endpoint is the OTLP/HTTP collector base URL (the exporter posts to
+	// <endpoint>/v1/traces); http:// sends without TLS.
+	Endpoint    string        `koanf:"endpoint"`
+	ServiceName string        `koanf:"serviceName"`
+	SampleRatio float64       `koanf:"sampleRatio"` // of new traces; a sampled parent is always followed
+	Timeout     time.Duration `koanf:"timeout"`     // bound on one export call
 }
 
 // Channels configures the providers. A provider without credentials falls
@@ -276,6 +305,13 @@ func Default() Config {
 			},
 			BreakerFailures: 5,
 			BreakerCooldown: 30 * time.Second,
+		},
+		Metrics: Metrics{Enabled: true, DBTimeout: 5 * time.Second, DBCacheTTL: 5 * time.Second},
+		Tracing: Tracing{
+			Endpoint:    "http://127.0.0.1:4318",
+			ServiceName: "notificationservice",
+			SampleRatio: 1,
+			Timeout:     10 * time.Second,
 		},
 	}
 }
@@ -432,6 +468,9 @@ func (c Config) Validate() error {
 	if c.Auth.JWKSURL == "" && len(c.Auth.HMACSecret) < 32 {
 		bad("auth.hmacSecret", "must be at least 32 bytes when auth.jwksURL is empty")
 	}
+	if c.Auth.PreviousHMACSecret != "" && (len(c.Auth.PreviousHMACSecret) < 32 || c.Auth.PreviousHMACSecret == c.Auth.HMACSecret) {
+		bad("auth.previousHMACSecret", "must be empty or at least 32 bytes and differ from auth.hmacSecret")
+	}
 	if c.Auth.JWKSURL != "" {
 		if u, err := url.Parse(c.Auth.JWKSURL); err != nil || u.Host == "" {
 			bad("auth.jwksURL", "must be an absolute URL")
@@ -545,6 +584,26 @@ func (c Config) Validate() error {
 	}
 	if c.Dispatch.SendTimeout <= 0 {
 		bad("dispatch.sendTimeout", "must be positive")
+	}
+	if c.Metrics.DBTimeout <= 0 {
+		bad("metrics.dbTimeout", "must be positive")
+	}
+	if c.Metrics.DBCacheTTL < 0 {
+		bad("metrics.dbCacheTTL", "must not be negative")
+	}
+	if c.Tracing.Enabled {
+		if u, err := url.Parse(c.Tracing.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			bad("tracing.endpoint", "must be an absolute http(s) URL")
+		}
+		if c.Tracing.ServiceName == "" {
+			bad("tracing.serviceName", "must be set")
+		}
+		if c.Tracing.Timeout <= 0 {
+			bad("tracing.timeout", "must be positive")
+		}
+	}
+	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
+		bad("tracing.sampleRatio", "must be from 0 to 1")
 	}
 	// A send still in flight must never look stale, or it would be sent twice.
 	if c.Dispatch.StaleSending <= c.Dispatch.SendTimeout {
