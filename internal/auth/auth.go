@@ -79,6 +79,9 @@ var (
 // JWKS URL is configured, RS256/ES256 with the keys it publishes.
 type Verifier struct {
 	secret []byte
+	// previous is auth.previousHMACSecret: accepted, never minted with, while
+	// the secret is rotated.
+	previous []byte
 	jwks   keyfunc.Keyfunc
 	issuer string
 	now    func() time.Time
@@ -89,6 +92,9 @@ type Verifier struct {
 // and then refreshes it in the background until ctx ends.
 func NewVerifier(ctx context.Context, cfg config.Auth) (*Verifier, error) {
 	v := &Verifier{secret: []byte(cfg.HMACSecret), issuer: cfg.Issuer, now: time.Now, cache: newVerified()}
+	if cfg.PreviousHMACSecret != "" {
+		v.previous = []byte(cfg.PreviousHMACSecret)
+	}
 	if cfg.JWKSURL != "" {
 		k, err := keyfunc.NewDefaultCtx(ctx, []string{cfg.JWKSURL})
 		if err != nil {
@@ -104,6 +110,9 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 	case *jwt.SigningMethodHMAC:
 		if len(v.secret) == 0 {
 			return nil, errors.New("HMAC tokens are not accepted")
+		}
+		if v.previous != nil {
+			return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{v.secret, v.previous}}, nil
 		}
 		return v.secret, nil
 	default:
