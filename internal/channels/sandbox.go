@@ -33,10 +33,11 @@ type Sandbox struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu        sync.Mutex
-	recentIDs []sandboxRow
-	queue     []*sandboxBatch
-	flushing  bool
+	mu       sync.Mutex
+	ring     []sandboxRow // the last sandboxKeep messages; next is the oldest once full
+	next     int
+	queue    []*sandboxBatch
+	flushing bool
 }
 
 type sandboxBatch struct {
@@ -86,9 +87,13 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 	}
 	if err == nil {
 		s.mu.Lock()
-		s.recentIDs = append(s.recentIDs, b.rows...)
-		if over := len(s.recentIDs) - sandboxKeep; over > 0 {
-			s.recentIDs = append(s.recentIDs[:0:0], s.recentIDs[over:]...)
+		for _, r := range b.rows {
+			if len(s.ring) < sandboxKeep {
+				s.ring = append(s.ring, r)
+				continue
+			}
+			s.ring[s.next] = r
+			s.next = (s.next + 1) % sandboxKeep
 		}
 		s.mu.Unlock()
 	}
@@ -190,7 +195,7 @@ func (s *Sandbox) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for _, r := range s.recentIDs {
+		for _, r := range s.ring {
 			if want[r.msg.DeliveryID] {
 				out[r.msg.DeliveryID] = r.id
 			}
@@ -220,9 +225,9 @@ func (s *Sandbox) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]
 func (s *Sandbox) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Message, len(s.recentIDs))
-	for i, r := range s.recentIDs {
-		out[i] = r.msg
+	out := make([]Message, 0, len(s.ring))
+	for i := range s.ring {
+		out = append(out, s.ring[(s.next+i)%len(s.ring)].msg)
 	}
 	return out
 }

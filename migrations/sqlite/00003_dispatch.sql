@@ -64,7 +64,7 @@ CREATE TABLE deliveries (
 -- One delivery per (notification, recipient, action), whatever happens.
 CREATE UNIQUE INDEX deliveries_plan_key ON deliveries (notification_id, recipient_index, action_id);
 -- Claiming due work and finding stale sends.
-CREATE INDEX deliveries_status_next_idx ON deliveries (status, next_attempt_at);
+CREATE INDEX deliveries_status_next_idx ON deliveries (status, next_attempt_at, id);
 -- Provider webhooks find a delivery by the provider's message id.
 CREATE INDEX deliveries_provider_message_idx ON deliveries (provider, provider_message_id)
     WHERE provider_message_id IS NOT NULL;
