@@ -171,6 +171,14 @@ func (s *Server) Accepted() []Entry {
 	return append([]Entry(nil), s.accepted...)
 }
 
+// AcceptedCount returns how many entries were accepted so far (cheaply:
+// benchmarks poll it).
+func (s *Server) AcceptedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.accepted)
+}
+
 // Count returns how many times the entry with envelopeID was accepted.
 func (s *Server) Count(envelopeID string) int {
 	s.mu.Lock()
