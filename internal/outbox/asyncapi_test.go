@@ -41,7 +41,7 @@ func TestAsyncAPIDocumentsEveryEnvelope(t *testing.T) {
 		msg["key"] = key
 	}
 	onChannel, inOperation := refsUnder(doc["channels"]), refsUnder(doc["operations"])
-	for _, dt := range outbox.DetailTypes {
+	for _, dt := range outbox.DetailTypes() {
 		msg, ok := byName[dt]
 		require.True(t, ok, "no message named %s", dt)
 		key := msg["key"].(string)

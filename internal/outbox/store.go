@@ -14,11 +14,13 @@ import (
 )
 
 // DetailTypes lists every detail type the service publishes.
-var DetailTypes = []string{
-	CollectionCreate, CollectionUpdate, CollectionDelete,
-	EventCreate, EventUpdate, EventDelete,
-	ActionCreate, ActionUpdate, ActionDelete,
-	NotificationsSend,
+func DetailTypes() []string {
+	return []string{
+		CollectionCreate, CollectionUpdate, CollectionDelete,
+		EventCreate, EventUpdate, EventDelete,
+		ActionCreate, ActionUpdate, ActionDelete,
+		NotificationsSend,
+	}
 }
 
 // State is where an envelope is in its life.
@@ -88,8 +90,8 @@ func (f Filter) validate() error {
 	if f.Since > 0 && f.Until > 0 && f.Until <= f.Since {
 		fs.Add("until", "must be after since")
 	}
-	if f.DetailType != "" && !slices.Contains(DetailTypes, f.DetailType) {
-		fs.Add("detailType", fmt.Sprintf("must be one of %v", DetailTypes))
+	if f.DetailType != "" && !slices.Contains(DetailTypes(), f.DetailType) {
+		fs.Add("detailType", fmt.Sprintf("must be one of %v", DetailTypes()))
 	}
 	if f.CollectionID < 0 {
 		fs.Add("collectionId", "must be a positive integer")
