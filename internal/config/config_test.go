@@ -1,0 +1,120 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+)
+
+func TestDefaultsAreValid(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, config.Default().Validate())
+}
+
+// The shipped config/config.yaml must load, and only restate defaults: the
+// embedded set-up is the same with or without the file.
+func TestShippedFileMatchesDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("../../config/config.yaml", nil)
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), cfg)
+}
+
+func TestFileThenEnvOverride(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("http:\n  addr: 0.0.0.0:9000\n  shutdownTimeout: 3s\nlog:\n  level: debug\n"), 0o600))
+
+	cfg, err := config.Load(path, []string{
+		"NOTIFY_LOG_LEVEL=warn",                     // env beats file
+		"NOTIFY_DATABASE_URL=postgres://u@h:5432/d", // single underscores
+		"NOTIFY_HTTP_MAX_BODY_BYTES=2048",           // camelCase key
+		"NOTIFY_AMQP__PREFETCH=7",                   // double underscores work too
+		"OTHER_VAR=ignored",
+	})
+	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0:9000", cfg.HTTP.Addr)
+	require.Equal(t, 3*time.Second, cfg.HTTP.ShutdownTimeout)
+	require.Equal(t, "warn", cfg.Log.Level)
+	require.True(t, cfg.Database.Postgres())
+	require.EqualValues(t, 2048, cfg.HTTP.MaxBodyBytes)
+	require.Equal(t, 7, cfg.AMQP.Prefetch)
+}
+
+func TestMissingFileMeansDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load(filepath.Join(t.TempDir(), "absent.yaml"), nil)
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), cfg)
+}
+
+// Every invalid setting stops start-up with a message that names the key and
+// its environment variable.
+func TestInvalidConfigNamesTheKey(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env  string
+		want string
+	}{
+		{"NOTIFY_HTTP_ADDR=nonsense", "http.addr (NOTIFY_HTTP_ADDR)"},
+		{"NOTIFY_LOG_LEVEL=loud", "log.level (NOTIFY_LOG_LEVEL)"},
+		{"NOTIFY_DATABASE_URL=mysql://x", "database.url (NOTIFY_DATABASE_URL)"},
+		{"NOTIFY_AUTH_HMAC_SECRET=short", "auth.hmacSecret (NOTIFY_AUTH_HMAC_SECRET)"},
+		{"NOTIFY_OUTBOX_SINK=kafka", "outbox.sink (NOTIFY_OUTBOX_SINK)"},
+		{"NOTIFY_AMQP_PREFETCH=0", "amqp.prefetch (NOTIFY_AMQP_PREFETCH)"},
+		{"NOTIFY_HTTP_SHUTDOWN_TIMEOUT=soon", "shutdownTimeout"},
+		{"NOTIFY_DATABSE_URL=postgres://x", "unknown environment variable NOTIFY_DATABSE_URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.env, func(t *testing.T) {
+			_, err := config.Load("", []string{tc.env})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestUnknownFileKeyIsAnError(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("http:\n  adr: x\n"), 0o600))
+	_, err := config.Load(path, nil)
+	require.ErrorContains(t, err, "adr")
+}
+
+func TestEnvName(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "NOTIFY_DATABASE_URL", config.EnvName("database.url"))
+	require.Equal(t, "NOTIFY_HTTP_MAX_BODY_BYTES", config.EnvName("http.maxBodyBytes"))
+	require.Equal(t, "NOTIFY_CHANNELS_SENDGRID_API_KEY", config.EnvName("channels.sendgrid.apiKey"))
+}
+
+// docs/configuration.md documents every key, and only real keys: the table
+// cannot drift from the struct.
+func TestConfigurationReferenceIsComplete(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	row := regexp.MustCompile("(?m)^\\| `([a-zA-Z0-9.]+)` \\| `(NOTIFY_[A-Z0-9_]+)` \\|")
+	documented := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]] = m[2]
+	}
+	keys := config.Keys()
+	for _, k := range keys {
+		env, ok := documented[k]
+		require.True(t, ok, "docs/configuration.md has no row for %s", k)
+		require.Equal(t, config.EnvName(k), env, "wrong env var for %s", k)
+	}
+	known := strings.Join(keys, "\n") + "\n"
+	for k := range documented {
+		require.Contains(t, known, k+"\n", "docs/configuration.md documents %s, which is not a config key", k)
+	}
+}
