@@ -21,9 +21,11 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
+	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/store"
+	"github.com/notificationservice/notificationservice/internal/tracing"
 )
 
 // Component is a long-running part of the service (relay, consumer, workers).
@@ -47,6 +49,11 @@ type App struct {
 	Dispatcher *dispatch.Dispatcher
 	Sandbox    *channels.Sandbox
 
+	// Metrics is the Prometheus registry /metrics serves; Tracing owns the
+	// tracer provider (docs/observability.md).
+	Metrics *metrics.Metrics
+	Tracing *tracing.Tracing
+
 	components []namedComponent
 	closers    []func()
 }
@@ -58,8 +65,13 @@ type namedComponent struct {
 
 // New opens the database, applies migrations and builds every component.
 // ctx bounds start-up and owns background refreshers (the JWKS cache).
-func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
+	// Every line the service logs is redacted, whoever built the logger.
+	log = Redacting(log, Secrets(cfg)...)
 	a := &App{Config: cfg, Log: log}
+	if err := a.startTelemetry(ctx, opts); err != nil {
+		return nil, err
+	}
 	db, err := store.Open(ctx, cfg.Database)
 	if err != nil {
 		return nil, err
@@ -67,6 +79,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.DB = db
 	a.closers = append(a.closers, func() { _ = store.Close(db) })
 	if err := store.Migrate(ctx, db, log); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.instrumentDB(); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -93,6 +109,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			{Name: "database", Critical: true, Check: func(ctx context.Context) error { return store.Ready(ctx, db) }},
 		},
 	}
+	deps.Middleware, deps.Metrics = a.httpTelemetry()
 	deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "outbox", Critical: false, Check: func(context.Context) error { return a.Relay.Health() }})
 	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
 	deps.Collections = collections.New(db, a.Outbox, time.Now)
@@ -119,6 +136,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	if err != nil {
 		return err
 	}
+	chans = a.instrumentChannels(chans)
 	senders := dispatch.Senders{
 		Email:               channels.Address{Email: cfg.Channels.SendGrid.FromEmail, Name: cfg.Channels.SendGrid.FromName},
 		SMSFrom:             cfg.Channels.Twilio.From,
@@ -156,7 +174,7 @@ func (a *App) newRelay(ctx context.Context) (*outbox.Relay, error) {
 		}
 		sink = eb
 	}
-	return outbox.NewRelay(a.DB, sink, cfg, a.Log), nil
+	return outbox.NewRelay(a.DB, a.instrumentSink(cfg.Sink, sink), cfg, a.Log), nil
 }
 
 func (a *App) add(name string, c Component) {
@@ -215,13 +233,16 @@ func (a *App) Close() {
 	}
 }
 
-// NewLogger builds the JSON (or text) slog logger the config asks for.
-func NewLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+// NewLogger builds the JSON (or text) slog logger the config asks for. Its
+// lines are redacted (addresses masked, secrets removed) and carry the trace
+// and span ids of the context they are logged with; secrets are values to
+// remove wherever they appear (New adds the configured ones).
+func NewLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }, secrets ...string) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return Redacting(slog.New(slog.NewTextHandler(w, opts)), secrets...)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return Redacting(slog.New(slog.NewJSONHandler(w, opts)), secrets...)
 }

@@ -17,7 +17,7 @@ import (
 var openAPIMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 // alwaysDocumented are the routes outside /v1 the document must describe.
-var alwaysDocumented = []string{"GET /healthz", "GET /readyz", "GET /openapi.yaml"}
+var alwaysDocumented = []string{"GET /healthz", "GET /readyz", "GET /openapi.yaml", "GET /metrics"}
 
 type openAPIDoc struct {
 	root  map[string]any

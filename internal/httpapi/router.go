@@ -43,6 +43,11 @@ type Deps struct {
 	HTTP     config.HTTP
 	Verifier *auth.Verifier
 	Ready    []ReadyCheck
+	// Middleware runs first on every request (tracing, then metrics), so
+	// the access log line already carries the trace id.
+	Middleware []gin.HandlerFunc
+	// Metrics, when set, is served at /metrics without a token, like /healthz.
+	Metrics http.Handler
 
 	Collections   CollectionService
 	Actions       ActionService
@@ -62,6 +67,7 @@ func New(d Deps) *Server {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	s := &Server{Deps: d, engine: e}
+	e.Use(d.Middleware...)
 	e.Use(s.requestID, s.accessLog, s.recover, s.limitBody)
 	e.NoRoute(func(c *gin.Context) {
 		writeError(c, s.Log, apperr.New(apperr.NotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
@@ -74,6 +80,9 @@ func New(d Deps) *Server {
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
 	e.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", api.OpenAPI) })
+	if d.Metrics != nil {
+		e.GET("/metrics", gin.WrapH(d.Metrics))
+	}
 
 	r := &router{s: s, g: e.Group("/v1")}
 	if d.Collections != nil {

@@ -1,0 +1,389 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+)
+
+// Redacted replaces a secret in a log line.
+const Redacted = "[REDACTED]"
+
+// minSecretLen keeps short, common strings (guest) from being treated as
+// known secrets and blanked wherever they appear.
+const minSecretLen = 8
+
+// Secrets lists the configured secret values no log line may contain: the
+// HMAC secrets, the SendGrid key, the Twilio auth token and the passwords in
+// the database and AMQP URLs.
+func Secrets(cfg config.Config) []string {
+	out := []string{cfg.Auth.HMACSecret, cfg.Auth.PreviousHMACSecret, cfg.Channels.SendGrid.APIKey, cfg.Channels.Twilio.AuthToken}
+	for _, raw := range []string{cfg.Database.URL, cfg.AMQP.URL} {
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			if p, ok := u.User.Password(); ok {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Redacting returns log with every line passing through the redacting
+// handler, which also knows secrets. A logger NewLogger built is extended
+// with secrets rather than wrapped twice.
+func Redacting(log *slog.Logger, secrets ...string) *slog.Logger {
+	if h, ok := log.Handler().(*redactHandler); ok {
+		return slog.New(&redactHandler{next: h.next, r: newRedactor(append(slices.Clone(h.r.secrets), secrets...))})
+	}
+	return slog.New(&redactHandler{next: log.Handler(), r: newRedactor(secrets)})
+}
+
+// redactHandler is the slog.Handler every service log line goes through.
+// It masks recipient addresses (j***@example.com, ***-***-4167), removes
+// secrets (configured values, bearer tokens, JWTs, Authorization and other
+// secret-named attributes), and adds the trace and span ids of the span in
+// the line's context, so a log line can be found from a trace and back.
+type redactHandler struct {
+	next slog.Handler
+	r    *redactor
+}
+
+func (h *redactHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h *redactHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.text(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.r.attr(a))
+		return true
+	})
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		out.AddAttrs(slog.String("traceId", sc.TraceID().String()), slog.String("spanId", sc.SpanID().String()))
+	}
+	return h.next.Handle(ctx, out)
+}
+
+func (h *redactHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	red := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		red[i] = h.r.attr(a)
+	}
+	return &redactHandler{next: h.next.WithAttrs(red), r: h.r}
+}
+
+func (h *redactHandler) WithGroup(name string) slog.Handler {
+	return &redactHandler{next: h.next.WithGroup(name), r: h.r}
+}
+
+// redactor holds the known secrets and does the masking.
+type redactor struct {
+	secrets  []string
+	replacer *strings.Replacer
+}
+
+func newRedactor(secrets []string) *redactor {
+	var keep []string
+	for _, s := range secrets {
+		if len(s) >= minSecretLen && !slices.Contains(keep, s) {
+			keep = append(keep, s)
+		}
+	}
+	// Longest first, so a secret that contains another is replaced whole.
+	slices.SortFunc(keep, func(a, b string) int { return len(b) - len(a) })
+	r := &redactor{secrets: keep}
+	if len(keep) > 0 {
+		pairs := make([]string, 0, 2*len(keep))
+		for _, s := range keep {
+			pairs = append(pairs, s, Redacted)
+		}
+		r.replacer = strings.NewReplacer(pairs...)
+	}
+	return r
+}
+
+var (
+	emailRE  = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}`)
+	e164RE   = regexp.MustCompile(`\+\d[\d ().\-]{5,20}\d`)
+	nanpRE   = regexp.MustCompile(`\(?\b\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}\b`)
+	bearerRE = regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+`)
+	jwtRE    = regexp.MustCompile(`\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`)
+	sgKeyRE  = regexp.MustCompile(`\bSG\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}`)
+)
+
+// text redacts free text: secrets, then credentials by shape, then
+// addresses.
+func (r *redactor) text(s string) string {
+	if r.replacer != nil {
+		s = r.replacer.Replace(s)
+	}
+	if strings.Contains(s, "eyJ") {
+		s = jwtRE.ReplaceAllString(s, Redacted)
+	}
+	if strings.Contains(s, "SG.") {
+		s = sgKeyRE.ReplaceAllString(s, Redacted)
+	}
+	s = bearerRE.ReplaceAllString(s, "$1 "+Redacted)
+	if strings.Contains(s, "@") {
+		s = emailRE.ReplaceAllStringFunc(s, maskEmail)
+	}
+	if strings.Contains(s, "+") {
+		s = e164RE.ReplaceAllStringFunc(s, maskPhone)
+	}
+	return nanpRE.ReplaceAllStringFunc(s, maskPhone)
+}
+
+// field redacts the value of an attribute or JSON member named key
+// (lower-cased): values under address-like keys are masked whatever their
+// shape (a bare 4096854167 under "phone" is still a phone number).
+func (r *redactor) field(key, s string) string {
+	if secretKey(key) {
+		return Redacted
+	}
+	s = r.text(s)
+	if addressKey(key) {
+		return maskAddress(s)
+	}
+	return s
+}
+
+func secretKey(k string) bool {
+	switch k {
+	case "authorization", "proxy-authorization", "cookie", "set-cookie", "token", "apikey", "api_key", "api-key",
+		"authtoken", "accesstoken", "access_token", "refreshtoken", "privatekey", "private_key", "credentials":
+		return true
+	}
+	return strings.Contains(k, "secret") || strings.Contains(k, "password")
+}
+
+func addressKey(k string) bool {
+	switch k {
+	case "email", "phone", "to", "address", "recipient", "pushid", "pushtoken", "token_device", "devicetoken":
+		return true
+	}
+	return false
+}
+
+// maskAddress masks a value known to be an address: emails and phone
+// numbers keep their masked shape, anything else (a push token) keeps its
+// first four characters.
+func maskAddress(s string) string {
+	if strings.Contains(s, "***") || s == "" {
+		return s // already masked by text
+	}
+	digits := 0
+	for _, c := range s {
+		if c >= '0' && c <= '9' {
+			digits++
+		}
+	}
+	if digits >= 5 && strings.Trim(s, "0123456789+-(). ") == "" {
+		return maskPhone(s)
+	}
+	if len(s) <= 4 {
+		return "***"
+	}
+	return s[:4] + "***"
+}
+
+// maskEmail keeps the first character of the local part and the domain:
+// jane.doe@example.com is j***@example.com.
+func maskEmail(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 {
+		return "***" + s[at:]
+	}
+	return s[:1] + "***" + s[at:]
+}
+
+// maskPhone replaces every digit but the last four (the last two for
+// numbers shorter than ten digits) with *, keeping + and separators.
+func maskPhone(s string) string {
+	digits := 0
+	for _, c := range s {
+		if c >= '0' && c <= '9' {
+			digits++
+		}
+	}
+	if digits < 7 || digits > 15 {
+		return s
+	}
+	keep := 4
+	if digits < 10 {
+		keep = 2
+	}
+	b := []byte(s)
+	seen := 0
+	for i, c := range b {
+		if c >= '0' && c <= '9' {
+			seen++
+			if seen <= digits-keep {
+				b[i] = '*'
+			}
+		}
+	}
+	return string(b)
+}
+
+func (r *redactor) attr(a slog.Attr) slog.Attr {
+	key := strings.ToLower(a.Key)
+	v := a.Value.Resolve()
+	if secretKey(key) && v.Kind() != slog.KindGroup {
+		return slog.String(a.Key, Redacted)
+	}
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, r.field(key, v.String()))
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]slog.Attr, len(g))
+		for i, ga := range g {
+			out[i] = r.attr(ga)
+		}
+		return slog.Attr{Key: a.Key, Value: slog.GroupValue(out...)}
+	case slog.KindAny:
+		return slog.Attr{Key: a.Key, Value: r.anyValue(key, v.Any())}
+	default:
+		return slog.Attr{Key: a.Key, Value: v}
+	}
+}
+
+// redactedJSON is a JSON value after redaction; the JSON handler writes it
+// as JSON, the text handler as its text.
+type redactedJSON string
+
+// MarshalJSON returns the JSON as is.
+func (j redactedJSON) MarshalJSON() ([]byte, error) { return []byte(j), nil }
+
+func (r *redactor) anyValue(key string, x any) slog.Value {
+	switch v := x.(type) {
+	case nil:
+		return slog.AnyValue(nil)
+	case error:
+		return slog.StringValue(r.field(key, v.Error()))
+	case json.RawMessage:
+		return r.jsonValue(key, v)
+	case json.Marshaler:
+		raw, err := v.MarshalJSON()
+		if err != nil {
+			return slog.StringValue(r.field(key, fmt.Sprint(v)))
+		}
+		return r.jsonValue(key, raw)
+	case fmt.Stringer:
+		return slog.StringValue(r.field(key, v.String()))
+	case []byte:
+		return slog.StringValue(r.field(key, string(v)))
+	}
+	raw, err := json.Marshal(x)
+	if err != nil {
+		return slog.StringValue(r.field(key, fmt.Sprintf("%+v", x)))
+	}
+	return r.jsonValue(key, raw)
+}
+
+func (r *redactor) jsonValue(key string, raw []byte) slog.Value {
+	out, err := r.json(key, raw)
+	if err != nil {
+		return slog.StringValue(r.field(key, string(raw)))
+	}
+	return slog.AnyValue(redactedJSON(out))
+}
+
+// json rewrites a JSON document token by token, member order kept,
+// redacting every string by the name of the member it is in (array elements
+// take the array's name).
+func (r *redactor) json(key string, raw []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var out bytes.Buffer
+	type frame struct {
+		object    bool
+		expectKey bool
+		n         int
+		key       string
+	}
+	stack := []frame{{key: key}}
+	writeString := func(s string) error {
+		enc := json.NewEncoder(&out)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(s); err != nil {
+			return err
+		}
+		out.Truncate(out.Len() - 1) // Encode's newline
+		return nil
+	}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		top := &stack[len(stack)-1]
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			out.WriteByte(byte(d))
+			stack = stack[:len(stack)-1]
+			parent := &stack[len(stack)-1]
+			parent.n++
+			parent.expectKey = parent.object
+			continue
+		}
+		if top.object && top.expectKey {
+			if top.n > 0 {
+				out.WriteByte(',')
+			}
+			k, _ := tok.(string)
+			top.key = strings.ToLower(k)
+			if err := writeString(k); err != nil {
+				return nil, err
+			}
+			out.WriteByte(':')
+			top.expectKey = false
+			continue
+		}
+		if !top.object && top.n > 0 && len(stack) > 1 {
+			out.WriteByte(',')
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			out.WriteByte(byte(t))
+			stack = append(stack, frame{object: t == '{', expectKey: t == '{', key: top.key})
+			continue
+		case string:
+			if err := writeString(r.field(top.key, t)); err != nil {
+				return nil, err
+			}
+		case json.Number:
+			switch {
+			case secretKey(top.key):
+				out.WriteString(`"` + Redacted + `"`)
+			case addressKey(top.key):
+				if err := writeString(maskAddress(t.String())); err != nil {
+					return nil, err
+				}
+			default:
+				out.WriteString(t.String())
+			}
+		case bool:
+			fmt.Fprint(&out, t)
+		case nil:
+			out.WriteString("null")
+		}
+		top.n++
+		top.expectKey = top.object
+	}
+	return out.Bytes(), nil
+}

@@ -1,0 +1,106 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+)
+
+// Channel wraps ch so every Send is timed and its messages and errors
+// counted by provider (ch.Name()), channel and error class. The wrapper keeps
+// ch's Accepted method (dispatch's Reconciler) when ch has one.
+func (m *Metrics) Channel(ch channels.Channel) channels.Channel {
+	c := &channel{next: ch, m: m}
+	if r, ok := ch.(reconciler); ok {
+		return &reconcilingChannel{channel: c, r: r}
+	}
+	return c
+}
+
+// reconciler is dispatch.Reconciler, restated so the wrapper can keep it.
+type reconciler interface {
+	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
+}
+
+type channel struct {
+	next channels.Channel
+	m    *Metrics
+}
+
+func (c *channel) Name() string { return c.next.Name() }
+
+// Unwrap returns the wrapped channel.
+func (c *channel) Unwrap() channels.Channel { return c.next }
+
+func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
+	start := time.Now()
+	res := c.next.Send(ctx, msgs)
+	if len(msgs) == 0 {
+		return res
+	}
+	provider, name := c.next.Name(), msgs[0].Channel
+	c.m.providerDuration.WithLabelValues(provider, name).Observe(time.Since(start).Seconds())
+	c.m.providerMessages.WithLabelValues(provider, name).Add(float64(len(msgs)))
+	for _, r := range res {
+		if r.Err == nil {
+			continue
+		}
+		class := ClassRetryable
+		if channels.Classify(provider, r.Err).Permanent {
+			class = ClassPermanent
+		}
+		c.m.providerErrors.WithLabelValues(provider, name, class).Inc()
+	}
+	return res
+}
+
+type reconcilingChannel struct {
+	*channel
+	r reconciler
+}
+
+func (c *reconcilingChannel) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
+	return c.r.Accepted(ctx, deliveryIDs)
+}
+
+// Sink wraps s, the outbox sink named name (log, eventbridge), so every Put
+// is timed and its published envelopes and failures counted.
+func (m *Metrics) Sink(name string, s outbox.Sink) outbox.Sink { return &sink{next: s, name: name, m: m} }
+
+type sink struct {
+	next outbox.Sink
+	name string
+	m    *Metrics
+}
+
+func (s *sink) Put(ctx context.Context, entries []outbox.Entry) ([]error, error) {
+	start := time.Now()
+	errs, err := s.next.Put(ctx, entries)
+	s.m.sinkDuration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+	if err != nil {
+		class := ClassUnavailable
+		if errors.Is(err, outbox.ErrRejected) {
+			class = ClassRejected
+		}
+		s.m.sinkErrors.WithLabelValues(s.name, class).Inc()
+		return errs, err
+	}
+	published := 0
+	for _, e := range errs {
+		if e == nil {
+			published++
+			continue
+		}
+		class := ClassEntryRetryable
+		var ee *outbox.EntryError
+		if errors.Is(e, outbox.ErrUnpublishable) || (errors.As(e, &ee) && ee.Permanent()) {
+			class = ClassEntryPermanent
+		}
+		s.m.sinkErrors.WithLabelValues(s.name, class).Inc()
+	}
+	s.m.sinkPublished.WithLabelValues(s.name).Add(float64(published))
+	return errs, err
+}
