@@ -21,6 +21,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
+	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
@@ -146,6 +147,9 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.add("dispatch", a.Dispatcher)
 	intake := dispatch.NewIntake(db, actions.NewRules(db), a.Outbox, time.Now, a.Dispatcher.Wake)
 	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
+	if err := a.wireProviderRoutes(deps); err != nil {
+		return err
+	}
 	if cfg.AMQP.Enabled {
 		ping := func(ctx context.Context) error {
 			sqlDB, err := db.DB()
@@ -158,6 +162,25 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
 	}
+	return nil
+}
+
+// wireProviderRoutes adds the provider status webhooks, which record
+// delivered/failed reports through the dispatch store, and the preview route.
+func (a *App) wireProviderRoutes(deps *httpapi.Deps) error {
+	ch := a.Config.Channels
+	sg, err := channels.NewSendGridWebhook(ch.SendGrid.WebhookPublicKey, ch.SendGrid.WebhookMaxSkew)
+	if err != nil {
+		return err
+	}
+	deps.Webhooks = &httpapi.Webhooks{
+		SendGrid: sg,
+		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
+		Reports:  dispatch.NewStore(a.DB, time.Now),
+	}
+	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
+		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,
+	}}
 	return nil
 }
 

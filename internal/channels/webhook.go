@@ -44,7 +44,7 @@ type StatusEvent struct {
 	Event             string // the provider's own word: delivered, bounce, undelivered...
 	Status            string // ReportDelivered or ReportFailed; "" when the event changes nothing
 	Reason            string
-	Time              time.Time
+	Time              time.Time // when the provider saw the event; zero when it does not say
 }
 
 // SendGridWebhook verifies SendGrid's signed Event Webhook: an ECDSA
@@ -234,7 +234,6 @@ func ParseTwilioStatus(form, query url.Values) StatusEvent {
 		Provider:          TwilioName,
 		ProviderMessageID: form.Get("MessageSid"),
 		Event:             form.Get("MessageStatus"),
-		Time:              time.Now(),
 	}
 	if ev.ProviderMessageID == "" {
 		ev.ProviderMessageID = form.Get("SmsSid")

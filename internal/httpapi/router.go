@@ -53,6 +53,12 @@ type Deps struct {
 	Actions       ActionService
 	Notifications NotificationService
 	Outbox        OutboxService
+
+	// Webhooks receives provider status reports (routes under /v1/webhooks/,
+	// authenticated by the providers' signatures); Preview renders actions
+	// without sending (needs Actions).
+	Webhooks *Webhooks
+	Preview  *PreviewConfig
 }
 
 // Server holds the dependencies the handlers use.
@@ -96,6 +102,12 @@ func New(d Deps) *Server {
 	}
 	if d.Outbox != nil {
 		r.outbox()
+	}
+	if d.Webhooks != nil {
+		r.webhooks()
+	}
+	if d.Preview != nil && d.Actions != nil {
+		r.preview()
 	}
 	return s
 }
