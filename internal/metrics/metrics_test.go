@@ -1,0 +1,258 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// scriptedChannel answers each message with the error its index picks.
+type scriptedChannel struct {
+	errs []error
+}
+
+func (c *scriptedChannel) Name() string { return "fakeprovider" }
+
+func (c *scriptedChannel) Send(_ context.Context, msgs []channels.Message) []channels.Result {
+	out := make([]channels.Result, len(msgs))
+	for i := range msgs {
+		out[i].Err = c.errs[i%len(c.errs)]
+	}
+	return out
+}
+
+type reconcilingChannel2 struct{ scriptedChannel }
+
+func (c *reconcilingChannel2) Accepted(context.Context, []int64) (map[int64]string, error) {
+	return map[int64]string{7: "pm-7"}, nil
+}
+
+func TestChannelCountsMessagesAndErrorsByClass(t *testing.T) {
+	t.Parallel()
+	m := New()
+	ch := m.Channel(&scriptedChannel{errs: []error{
+		nil,
+		channels.Permanent("fakeprovider", "bad address", nil),
+		channels.Retryable("fakeprovider", "429", time.Second, nil),
+		errors.New("connection reset"), // unclassified: retryable
+	}})
+	msgs := make([]channels.Message, 8)
+	for i := range msgs {
+		msgs[i].Channel = "sms"
+	}
+	res := ch.Send(context.Background(), msgs)
+	require.Len(t, res, 8)
+	require.Equal(t, "fakeprovider", ch.Name())
+
+	require.EqualValues(t, 8, testutil.ToFloat64(m.providerMessages.WithLabelValues("fakeprovider", "sms")))
+	require.EqualValues(t, 2, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassPermanent)))
+	require.EqualValues(t, 4, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassRetryable)))
+	require.Equal(t, 1, testutil.CollectAndCount(m.providerDuration))
+
+	_, ok := ch.(reconciler)
+	require.False(t, ok, "a channel that cannot reconcile must not pretend to")
+	rc := m.Channel(&reconcilingChannel2{})
+	r, ok := rc.(reconciler)
+	require.True(t, ok, "the wrapper keeps the sandbox's Accepted, which dispatch's stale-send recovery needs")
+	got, err := r.Accepted(context.Background(), []int64{7})
+	require.NoError(t, err)
+	require.Equal(t, map[int64]string{7: "pm-7"}, got)
+}
+
+type scriptedSink struct {
+	errs []error
+	err  error
+}
+
+func (s *scriptedSink) Put(_ context.Context, entries []outbox.Entry) ([]error, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s.errs[:len(entries)], nil
+}
+
+func TestSinkCountsPublishedAndFailures(t *testing.T) {
+	t.Parallel()
+	m := New()
+	s := &scriptedSink{errs: []error{nil, nil, &outbox.EntryError{Code: "ThrottlingException"},
+		&outbox.EntryError{Code: "MalformedDetail"}, outbox.ErrUnpublishable}}
+	sink := m.Sink("eventbridge", s)
+	_, err := sink.Put(context.Background(), make([]outbox.Entry, 5))
+	require.NoError(t, err)
+	s.err = errors.New("503")
+	_, err = sink.Put(context.Background(), make([]outbox.Entry, 2))
+	require.Error(t, err)
+	s.err = errors.Join(outbox.ErrRejected, errors.New("ValidationException"))
+	_, err = sink.Put(context.Background(), make([]outbox.Entry, 1))
+	require.Error(t, err)
+
+	require.EqualValues(t, 2, testutil.ToFloat64(m.sinkPublished.WithLabelValues("eventbridge")))
+	for class, want := range map[string]float64{ClassEntryRetryable: 1, ClassEntryPermanent: 2, ClassUnavailable: 1, ClassRejected: 1} {
+		require.Equal(t, want, testutil.ToFloat64(m.sinkErrors.WithLabelValues("eventbridge", class)), class)
+	}
+	require.EqualValues(t, 3, histogramCount(t, m, "notify_outbox_publish_duration_seconds"))
+}
+
+func histogramCount(t *testing.T, m *Metrics, name string) uint64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var n uint64
+			for _, mm := range mf.GetMetric() {
+				n += mm.GetHistogram().GetSampleCount()
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+func TestHTTPMiddlewareLabelsByRouteTemplate(t *testing.T) {
+	t.Parallel()
+	gin.SetMode(gin.ReleaseMode)
+	m := New()
+	e := gin.New()
+	e.Use(m.HTTP)
+	e.GET("/v1/collections/:collectionId", func(c *gin.Context) { c.Status(http.StatusOK) })
+	e.GET("/metrics", gin.WrapH(m.Handler()))
+	for _, path := range []string{"/v1/collections/1", "/v1/collections/2", "/v1/collections/3", "/nowhere"} {
+		e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+	}
+	e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("BREW", "/v1/collections/1", nil))
+
+	require.EqualValues(t, 3, testutil.ToFloat64(m.httpRequests.WithLabelValues("GET", "/v1/collections/:collectionId", "200")))
+	require.EqualValues(t, 1, testutil.ToFloat64(m.httpRequests.WithLabelValues("GET", "unmatched", "404")))
+	require.EqualValues(t, 1, testutil.ToFloat64(m.httpRequests.WithLabelValues("OTHER", "unmatched", "404")), "made-up methods share one series")
+
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	body := rec.Body.String()
+	require.Contains(t, body, `notify_http_requests_total{method="GET",route="/v1/collections/:collectionId",status="200"} 3`)
+	require.Contains(t, body, `notify_http_request_duration_seconds_count{method="GET",route="/v1/collections/:collectionId"} 3`)
+	require.Contains(t, body, "go_goroutines ")
+	require.Contains(t, body, "process_cpu_seconds_total ")
+}
+
+func TestDatabaseGauges(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		t.Parallel()
+		now := time.Now()
+		ms := now.UnixMilli()
+		exec := func(q string, args ...any) {
+			t.Helper()
+			require.NoError(t, db.Exec(q, args...).Error)
+		}
+		m := New()
+		c := newDBCollector(db, config.Metrics{Enabled: true, DBTimeout: 5 * time.Second, DBCacheTTL: time.Hour}, nil, func() time.Time { return now })
+		require.NoError(t, m.Register(c))
+
+		// Empty: the gauges are there, at zero.
+		require.Equal(t, 1.0, gauge(t, m, "notify_metrics_db_up"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_outbox_pending"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_outbox_oldest_pending_age_seconds"))
+
+		// Outbox: two pending (the oldest 90 s old), one published, one parked.
+		ins := `INSERT INTO outbox (envelope_id, detail_type, detail, created_at, published_at, parked_at) VALUES (?, 'x', '{}', ?, ?, ?)`
+		exec(ins, testdb.Name("e"), ms-90_000, nil, nil)
+		exec(ins, testdb.Name("e"), ms-10_000, nil, nil)
+		exec(ins, testdb.Name("e"), ms-200_000, ms, nil)
+		exec(ins, testdb.Name("e"), ms-300_000, nil, ms)
+		// Deliveries: email sent ×3, email pending ×2 (one a retry), sms failed ×1, sms pending retry ×1.
+		exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms)
+		var nid int64
+		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+		i := 0
+		del := func(channel, status string, attempts int) {
+			i++
+			exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, status, attempts, created_time, updated_time)
+VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
+		}
+		del("email", "sent", 1)
+		del("email", "sent", 1)
+		del("email", "sent", 2)
+		del("email", "pending", 0)
+		del("email", "pending", 1)
+		del("sms", "failed", 8)
+		del("sms", "pending", 3)
+
+		// The first reading is cached: a scrape within metrics.dbCacheTTL
+		// does not query again.
+		require.Equal(t, 0.0, gauge(t, m, "notify_outbox_pending"))
+		c.mu.Lock()
+		c.readAt = time.Time{}
+		c.mu.Unlock()
+
+		require.Equal(t, 2.0, gauge(t, m, "notify_outbox_pending"))
+		require.Equal(t, 90.0, gauge(t, m, "notify_outbox_oldest_pending_age_seconds"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_outbox_parked"))
+		require.Equal(t, 3.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "sent"))
+		require.Equal(t, 2.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "pending"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "failed"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "email"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "sms"))
+
+		// A database that fails: up is 0 and the gauges are left out.
+		broken := newDBCollector(db, config.Metrics{DBTimeout: time.Second}, nil, time.Now)
+		exec("ALTER TABLE outbox RENAME TO outbox_gone")
+		t.Cleanup(func() { _ = db.Exec("ALTER TABLE outbox_gone RENAME TO outbox").Error })
+		m2 := New()
+		require.NoError(t, m2.Register(broken))
+		require.Equal(t, 0.0, gauge(t, m2, "notify_metrics_db_up"))
+		_, found := find(t, m2, "notify_outbox_pending")
+		require.False(t, found)
+	})
+}
+
+// gauge returns the value of the series name{labels...}; it fails if there
+// is none.
+func gauge(t *testing.T, m *Metrics, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok := find(t, m, name, labels...)
+	require.True(t, ok, "no series %s%v", name, labels)
+	return v
+}
+
+func find(t *testing.T, m *Metrics, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, mm := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range mm.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			if mm.GetGauge() != nil {
+				return mm.GetGauge().GetValue(), true
+			}
+			return mm.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
+}
