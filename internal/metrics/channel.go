@@ -68,7 +68,9 @@ func (c *reconcilingChannel) Accepted(ctx context.Context, deliveryIDs []int64) 
 
 // Sink wraps s, the outbox sink named name (log, eventbridge), so every Put
 // is timed and its published envelopes and failures counted.
-func (m *Metrics) Sink(name string, s outbox.Sink) outbox.Sink { return &sink{next: s, name: name, m: m} }
+func (m *Metrics) Sink(name string, s outbox.Sink) outbox.Sink {
+	return &sink{next: s, name: name, m: m}
+}
 
 type sink struct {
 	next outbox.Sink

@@ -156,4 +156,6 @@ func (m *Metrics) MessagesAcked(n int) { m.queueAcked.Add(float64(n)) }
 
 // MessageDeadLettered counts a message the broker confirmed in the
 // dead-letter queue, by reason.
-func (m *Metrics) MessageDeadLettered(reason string) { m.queueDeadLettered.WithLabelValues(reason).Inc() }
+func (m *Metrics) MessageDeadLettered(reason string) {
+	m.queueDeadLettered.WithLabelValues(reason).Inc()
+}
