@@ -16,17 +16,39 @@ type Rule struct {
 
 // Rules resolves notification names to the actions they fire.
 type Rules struct {
-	db *gorm.DB
+	db    *gorm.DB
+	cache *Cache
 }
 
 // NewRules returns Rules reading from db.
 func NewRules(db *gorm.DB) *Rules { return &Rules{db: db} }
+
+// WithCache makes Resolve read through cache (found rules only: a name that
+// resolves to nothing is asked again each time), and returns r. The cache
+// must be one the invalidation bus keeps honest, and every service that
+// changes collections, events or actions must announce its changes to it.
+func (r *Rules) WithCache(cache *Cache) *Rules {
+	r.cache = cache
+	return r
+}
 
 // Resolve returns the rule for name in collectionID. found is false when the
 // collection has no ACTIVE event of that name (or the collection itself is
 // missing or INACTIVE); an ACTIVE event with no ACTIVE actions is found with
 // no actions. It is one query whatever the number of actions.
 func (r *Rules) Resolve(ctx context.Context, collectionID int64, name string) (rule Rule, found bool, err error) {
+	rule, f, hit := r.cache.rule(collectionID, name)
+	if hit {
+		return rule, true, nil
+	}
+	rule, found, err = r.resolve(ctx, collectionID, name)
+	if found {
+		r.cache.putRule(f, collectionID, name, rule)
+	}
+	return rule, found, err
+}
+
+func (r *Rules) resolve(ctx context.Context, collectionID int64, name string) (rule Rule, found bool, err error) {
 	type row struct {
 		EventID int64
 		Action

@@ -11,6 +11,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
@@ -19,6 +20,15 @@ import (
 type Recorder interface {
 	Record(ctx context.Context, tx *gorm.DB, c outbox.Change) error
 	Committed()
+}
+
+// Invalidator tells every instance's caches that an action changed
+// (invalidate.Bus): Publish inside the mutation's transaction, so the news
+// goes out only if it commits; Committed after the commit, for this
+// instance's own caches at once.
+type Invalidator interface {
+	Publish(ctx context.Context, tx *gorm.DB, k invalidate.Key) error
+	Committed(k invalidate.Key)
 }
 
 // Input creates an action. Status defaults to ACTIVE.
@@ -116,10 +126,12 @@ var errRaced = errors.New("actions: row changed concurrently")
 // Service creates, reads, changes and deletes actions. Every mutation and its
 // outbox envelope commit in one transaction.
 type Service struct {
-	db   *gorm.DB
-	out  Recorder
-	now  func() time.Time
-	repo repository
+	db    *gorm.DB
+	out   Recorder
+	now   func() time.Time
+	repo  repository
+	cache *Cache
+	inv   Invalidator
 }
 
 // New returns a Service on db that records envelopes with out. now is
@@ -129,6 +141,29 @@ func New(db *gorm.DB, out Recorder, now func() time.Time) *Service {
 		now = time.Now
 	}
 	return &Service{db: db, out: out, now: now}
+}
+
+// WithCache makes Get read through cache and every mutation announce itself
+// through inv, and returns s. inv is needed even when cache is nil: other
+// instances may cache. Call it before s serves.
+func (s *Service) WithCache(cache *Cache, inv Invalidator) *Service {
+	s.cache, s.inv = cache, inv
+	return s
+}
+
+// publish announces, in tx, that action id changed.
+func (s *Service) publish(ctx context.Context, tx *gorm.DB, collectionID, id int64) error {
+	if s.inv == nil {
+		return nil
+	}
+	return s.inv.Publish(ctx, tx, invalidate.Action(collectionID, id))
+}
+
+// committed evicts action id here, after its change committed.
+func (s *Service) committed(collectionID, id int64) {
+	if s.inv != nil {
+		s.inv.Committed(invalidate.Action(collectionID, id))
+	}
 }
 
 // Create validates in and stores it as a new action of collectionID.
@@ -170,19 +205,28 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, collectionID int
 		if err := s.repo.insert(ctx, tx, &a); err != nil {
 			return err
 		}
+		if err := s.publish(ctx, tx, collectionID, a.ID); err != nil {
+			return err
+		}
 		return s.out.Record(ctx, tx, s.change(outbox.ActionCreate, a.ID, collectionID, Envelope{Action: a}, p))
 	})
 	if err != nil {
 		return Action{}, translate(err)
 	}
 	s.out.Committed()
+	s.committed(collectionID, a.ID)
 	return a, nil
 }
 
-// Get returns action id of collectionID.
+// Get returns action id of collectionID, from the cache when it holds it
+// (WithCache).
 func (s *Service) Get(ctx context.Context, p auth.Principal, collectionID, id int64) (Action, error) {
 	if !p.CanRead(collectionID) {
 		return Action{}, denied(collectionID)
+	}
+	a, f, hit := s.cache.action(collectionID, id)
+	if hit {
+		return a, nil
 	}
 	a, ok, err := s.repo.get(ctx, s.db, collectionID, id)
 	if err != nil {
@@ -191,6 +235,7 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, collectionID, id in
 	if !ok {
 		return Action{}, notFound(collectionID, id)
 	}
+	s.cache.putAction(f, a)
 	return a, nil
 }
 
@@ -283,6 +328,9 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, collectionID, id
 				return errRaced
 			}
 			out = next
+			if err := s.publish(ctx, tx, collectionID, id); err != nil {
+				return err
+			}
 			return s.out.Record(ctx, tx, s.change(outbox.ActionUpdate, id, collectionID, Envelope{Action: next}, p))
 		})
 		if errors.Is(err, errRaced) {
@@ -296,6 +344,7 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, collectionID, id
 			return Action{}, translate(err)
 		}
 		s.out.Committed()
+		s.committed(collectionID, id)
 		return out, nil
 	}
 }
@@ -326,12 +375,16 @@ func (s *Service) Delete(ctx context.Context, p auth.Principal, collectionID, id
 			}
 			return stale(id, ifVersion, cur.Version)
 		}
+		if err := s.publish(ctx, tx, collectionID, id); err != nil {
+			return err
+		}
 		return s.out.Record(ctx, tx, s.change(outbox.ActionDelete, id, collectionID, d, p))
 	})
 	if err != nil {
 		return Deleted{}, translate(err)
 	}
 	s.out.Committed()
+	s.committed(collectionID, id)
 	return d, nil
 }
 
