@@ -39,9 +39,15 @@ func newPush(t *testing.T, f *fake, mutate ...func(*config.FCM)) *channels.Push 
 	for _, m := range mutate {
 		m(&c)
 	}
+	return pushWith(t, c)
+}
+
+// pushWith builds the push channel with a fake OAuth token source.
+func pushWith(tb testing.TB, c config.FCM) *channels.Push {
+	tb.Helper()
 	ts := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "fake-access-token", TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)})
 	p, err := channels.NewPush(context.Background(), c, ts, 3, time.Minute, nil)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return p
 }
 
