@@ -12,6 +12,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
@@ -24,6 +25,16 @@ type Service struct {
 	outbox *outbox.Writer
 	now    func() time.Time
 	repo   repository
+	inv    Invalidator
+}
+
+// Invalidator tells every instance's caches that a collection or one of its
+// events changed, which changes what its notification names resolve to
+// (invalidate.Bus): Publish inside the mutation's transaction, Committed
+// after the commit.
+type Invalidator interface {
+	Publish(ctx context.Context, tx *gorm.DB, k invalidate.Key) error
+	Committed(k invalidate.Key)
 }
 
 // New returns a Service on db that records its changes with w. now is the
@@ -33,6 +44,13 @@ func New(db *gorm.DB, w *outbox.Writer, now func() time.Time) *Service {
 		now = time.Now
 	}
 	return &Service{db: db, outbox: w, now: now}
+}
+
+// WithInvalidator makes every mutation announce itself through inv, and
+// returns s. Call it before s serves.
+func (s *Service) WithInvalidator(inv Invalidator) *Service {
+	s.inv = inv
+	return s
 }
 
 // CreateCollection creates a collection. Only a super admin may.
@@ -48,7 +66,7 @@ func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Inp
 		Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
 		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err := s.inTx(ctx, 0, func(tx *gorm.DB) error {
 		if err := s.repo.insertCollection(ctx, tx, &c); err != nil {
 			return collectionConflict(err, c.Name)
 		}
@@ -103,7 +121,7 @@ func (s *Service) UpdateCollection(ctx context.Context, p auth.Principal, id int
 		return Collection{}, err
 	}
 	var c Collection
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err := s.inTx(ctx, id, func(tx *gorm.DB) error {
 		n, err := s.repo.updateCollection(ctx, tx, id, s.changes(p, patch), ifVersion)
 		if err != nil {
 			return collectionConflict(err, deref(patch.Name))
@@ -133,7 +151,7 @@ func (s *Service) DeleteCollection(ctx context.Context, p auth.Principal, id, if
 		return Deleted{}, denied(id)
 	}
 	d := s.deleted(CollectionDeletedCode, CollectionDeletedMessage)
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err := s.inTx(ctx, id, func(tx *gorm.DB) error {
 		c, ok, err := s.repo.collection(ctx, tx, id, true)
 		if err != nil {
 			return err
@@ -179,7 +197,7 @@ func (s *Service) CreateEvent(ctx context.Context, p auth.Principal, collectionI
 		CollectionID: collectionID, Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
 		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err := s.inTx(ctx, collectionID, func(tx *gorm.DB) error {
 		// Locking the collection makes a concurrent delete of it wait for us
 		// (and then see this event), rather than race the foreign key.
 		if _, ok, err := s.repo.collection(ctx, tx, collectionID, true); err != nil {
@@ -245,7 +263,7 @@ func (s *Service) UpdateEvent(ctx context.Context, p auth.Principal, collectionI
 		return Event{}, err
 	}
 	var e Event
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err := s.inTx(ctx, collectionID, func(tx *gorm.DB) error {
 		n, err := s.repo.updateEvent(ctx, tx, collectionID, id, s.changes(p, patch), ifVersion)
 		if err != nil {
 			return eventConflict(err, collectionID, deref(patch.Name))
@@ -275,7 +293,7 @@ func (s *Service) DeleteEvent(ctx context.Context, p auth.Principal, collectionI
 		return Deleted{}, denied(collectionID)
 	}
 	d := s.deleted(EventDeletedCode, EventDeletedMessage)
-	err := s.inTx(ctx, func(tx *gorm.DB) error {
+	err := s.inTx(ctx, collectionID, func(tx *gorm.DB) error {
 		// The row lock holds off a concurrent action insert (its foreign key
 		// check waits on it), so the dependents read below stay true.
 		e, ok, err := s.repo.event(ctx, tx, collectionID, id, true)
@@ -310,16 +328,31 @@ func (s *Service) DeleteEvent(ctx context.Context, p auth.Principal, collectionI
 	return d, nil
 }
 
-// inTx runs fn in a transaction and, once it has committed, wakes the outbox
-// relay. Errors that are not already apperr errors become Internal.
-func (s *Service) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	if err := s.db.WithContext(ctx).Transaction(fn); err != nil {
+// inTx runs fn in a transaction that also announces a change of collection
+// collectionID (0: a new collection, which nothing has cached), and once it
+// has committed, wakes the outbox relay and evicts the collection's rules
+// here. Errors that are not already apperr errors become Internal.
+func (s *Service) inTx(ctx context.Context, collectionID int64, fn func(tx *gorm.DB) error) error {
+	announce := s.inv != nil && collectionID != 0
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if announce {
+			return s.inv.Publish(ctx, tx, invalidate.Collection(collectionID))
+		}
+		return nil
+	})
+	if err != nil {
 		if _, ok := apperr.As(err); ok {
 			return err
 		}
 		return fmt.Errorf("collections: transaction: %w", err)
 	}
 	s.outbox.Committed()
+	if announce {
+		s.inv.Committed(invalidate.Collection(collectionID))
+	}
 	return nil
 }
 
