@@ -13,6 +13,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -225,4 +226,19 @@ func mustJSON(t *testing.T, v any) string {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// With the queue on but no broker, the API serves and /readyz says the
+// consumer is down without failing readiness (the check is not critical).
+func TestReadyzReportsTheQueueConsumer(t *testing.T) {
+	t.Parallel()
+	api := newAPI(t, "sqlite", func(c *config.Config) {
+		c.AMQP.Enabled = true
+		c.AMQP.URL = "amqp://guest:guest@127.0.0.1:1/"
+	})
+	res := api.do(http.MethodGet, "/readyz", "", nil)
+	require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+	require.Equal(t, "degraded", res.JSON["status"])
+	require.Contains(t, res.JSON["checks"].(map[string]any)["rabbitmq"], "not consuming NotificationQueue")
+	require.Equal(t, "ok", res.JSON["checks"].(map[string]any)["database"])
 }

@@ -243,7 +243,8 @@ func TestGracefulShutdownAcksWhatItCommitted(t *testing.T) {
 	e.cfg.Prefetch = 50
 	e.cfg.BatchSize = 10
 	e.publishMany("g", 300)
-	a := rabbitmq.New(e.cfg, e.intake, nil, discard())
+	// A slow database, so the stop lands mid-stream whatever the machine's load.
+	a := rabbitmq.New(e.cfg, slowIntake{e.intake, 20 * time.Millisecond}, nil, discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- a.Run(ctx) }()
@@ -260,4 +261,15 @@ func TestGracefulShutdownAcksWhatItCommitted(t *testing.T) {
 	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 300 }, 30*time.Second, 20*time.Millisecond)
 	require.EqualValues(t, 300, e.count("SELECT COUNT(DISTINCT idempotency_key) FROM notifications"))
 	require.Zero(t, e.consumer.Stats().Replayed, "nothing committed was redelivered")
+}
+
+// slowIntake delays every commit.
+type slowIntake struct {
+	rabbitmq.Intake
+	delay time.Duration
+}
+
+func (s slowIntake) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
+	time.Sleep(s.delay) // simulates database latency; not synchronisation
+	return s.Intake.Submit(ctx, subs)
 }
