@@ -87,7 +87,11 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 	defer idle.Stop()
 	failures := 0
 	for {
-		n, err := d.RunOnce(context.WithoutCancel(ctx))
+		// A cycle in hand is finished on shutdown, within a bound: a database
+		// that hangs leaves the claim in sending, for Recover.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.SendTimeout+30*time.Second)
+		n, err := d.RunOnce(cctx)
+		cancel()
 		switch {
 		case err != nil:
 			failures++
