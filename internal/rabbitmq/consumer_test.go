@@ -3,6 +3,8 @@ package rabbitmq_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -272,4 +274,109 @@ type slowIntake struct {
 func (s slowIntake) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
 	time.Sleep(s.delay) // simulates database latency; not synchronisation
 	return s.Intake.Submit(ctx, subs)
+}
+
+// failingIntake fails Submit while fail says so, counting calls.
+type failingIntake struct {
+	rabbitmq.Intake
+	fail  func(subs []dispatch.Submission, call int32) bool
+	calls atomic.Int32
+}
+
+func (f *failingIntake) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
+	if f.fail(subs, f.calls.Add(1)) {
+		return nil, errors.New("database says no")
+	}
+	return f.Intake.Submit(ctx, subs)
+}
+
+// While the database is down the consumer holds its messages and retries:
+// nothing is acked, requeued or dead-lettered, and all of them commit once it
+// is back.
+func TestDatabaseOutageHoldsTheBatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var down atomic.Bool
+	down.Store(true)
+	in := &failingIntake{Intake: e.intake, fail: func(_ []dispatch.Submission, call int32) bool {
+		if call >= 6 {
+			down.Store(false)
+		}
+		return down.Load()
+	}}
+	ping := func(context.Context) error {
+		if down.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	}
+	e.consumer = rabbitmq.New(e.cfg, in, ping, discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.consumer.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for i := range 5 {
+		e.publish(e.message(i), amqp.Publishing{MessageId: fmt.Sprint("o-", i)})
+	}
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 5 }, 30*time.Second, 20*time.Millisecond)
+	require.GreaterOrEqual(t, in.calls.Load(), int32(6), "it retried")
+	require.Empty(t, e.consumer.Stats().DeadLettered)
+	require.Zero(t, e.inspectQueue(e.cfg.DeadLetterQueue).Messages)
+}
+
+// A message the database refuses while it is up (here: always) is
+// dead-lettered as processing_failed after a few tries alone; the rest of its
+// batch commits.
+func TestMessageTheDatabaseRefusesIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.Consumers = 1
+	in := &failingIntake{Intake: e.intake, fail: func(subs []dispatch.Submission, _ int32) bool {
+		for _, s := range subs {
+			if s.Key == "bad" {
+				return true
+			}
+		}
+		return false
+	}}
+	e.consumer = rabbitmq.New(e.cfg, in, func(context.Context) error { return nil }, discard())
+	// Publish first so the three land in one batch.
+	e.publish(e.message(1), amqp.Publishing{MessageId: "good-1"})
+	e.publish(e.message(2), amqp.Publishing{MessageId: "bad"})
+	e.publish(e.message(3), amqp.Publishing{MessageId: "good-2"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.consumer.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	dead := e.deadLetters(1)
+	require.Equal(t, "bad", dead[0].MessageId)
+	require.Equal(t, rabbitmq.ReasonProcessingFailed, dead[0].Headers[rabbitmq.HeaderReason])
+	require.Contains(t, dead[0].Headers[rabbitmq.HeaderError], "database says no")
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 2 }, 10*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 2, e.count("SELECT COUNT(*) FROM notifications WHERE idempotency_key IN ('good-1', 'good-2')"))
+}
+
+// The broker cancels the consumer when its queue is deleted: the consumer
+// notices, reconnects, declares the topology again and consumes.
+func TestConsumerComesBackAfterTheBrokerCancelsIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(false)
+	e.publish(e.message(1), amqp.Publishing{MessageId: "before"})
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 1 }, 20*time.Second, 20*time.Millisecond)
+
+	conn, err := amqp.Dial(e.cfg.URL)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	_, err = ch.QueueDelete(e.cfg.Queue, false, false, false)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return e.consumer.Stats().Reconnects >= 1 && e.consumer.Ready(context.Background()) == nil
+	}, 20*time.Second, 20*time.Millisecond)
+
+	e.publish(e.message(2), amqp.Publishing{MessageId: "after"})
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 2 }, 20*time.Second, 20*time.Millisecond)
 }
