@@ -159,6 +159,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 			return sqlDB.PingContext(ctx)
 		}
 		consumer := rabbitmq.New(cfg.AMQP, intake, ping, a.Log)
+		consumer.Observer = a.Metrics
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
 	}

@@ -46,6 +46,20 @@ type Intake interface {
 	Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error)
 }
 
+// Observer receives the consumer's counts as they happen (metrics.Metrics
+// implements it, for /metrics).
+type Observer interface {
+	MessageConsumed()
+	MessagesAcked(n int)
+	MessageDeadLettered(reason string)
+}
+
+type noObserver struct{}
+
+func (noObserver) MessageConsumed()           {}
+func (noObserver) MessagesAcked(int)          {}
+func (noObserver) MessageDeadLettered(string) {}
+
 // Stats are the consumer's counters since start.
 type Stats struct {
 	Received     int64            // messages taken off the queue
@@ -72,6 +86,9 @@ type Consumer struct {
 	// Name is the connection name the broker shows (and the consumer tags'
 	// prefix); New sets notificationservice-<host>-<pid>. Set it before Run.
 	Name string
+	// Observer gets the counts as they happen; New sets one that drops them.
+	// Set it before Run.
+	Observer Observer
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -92,6 +109,7 @@ func New(cfg config.AMQP, intake Intake, ping func(ctx context.Context) error, l
 	return &Consumer{
 		cfg: cfg, intake: intake, ping: ping, log: log, now: time.Now,
 		Name:        fmt.Sprintf("notificationservice-%s-%d", host, os.Getpid()),
+		Observer:    noObserver{},
 		deadLetters: map[string]int64{},
 	}
 }
@@ -340,6 +358,9 @@ type poison struct {
 // in it is committed or safely in the dead-letter queue.
 func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []amqp.Delivery) error {
 	c.received.Add(int64(len(batch)))
+	for range batch {
+		c.Observer.MessageConsumed()
+	}
 	// A batch in hand is finished even during shutdown, within a bound.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -397,6 +418,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 		// the redelivery a no-op.
 		return fmt.Errorf("ack: %w", err)
 	}
+	c.Observer.MessagesAcked(len(batch))
 	return nil
 }
 
@@ -500,6 +522,7 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 	c.mu.Lock()
 	c.deadLetters[p.reason]++
 	c.mu.Unlock()
+	c.Observer.MessageDeadLettered(p.reason)
 	c.log.WarnContext(ctx, "rabbitmq: message dead-lettered", "reason", p.reason, "error", truncate(p.text, 300),
 		"messageId", d.MessageId, "correlation", correlation(d), "bytes", len(d.Body), "deadLetterQueue", c.cfg.DeadLetterQueue)
 	return nil

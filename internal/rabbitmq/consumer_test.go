@@ -110,9 +110,33 @@ func TestRedeliveryOfACommittedMessageCreatesNothing(t *testing.T) {
 	require.GreaterOrEqual(t, e.consumer.Stats().Reconnects, int64(1))
 }
 
+// countingObserver records the consumer's counts.
+type countingObserver struct {
+	mu                sync.Mutex
+	consumed, acked   int
+	deadLetteredByWhy map[string]int
+}
+
+func (o *countingObserver) MessageConsumed() { o.mu.Lock(); o.consumed++; o.mu.Unlock() }
+func (o *countingObserver) MessagesAcked(n int) {
+	o.mu.Lock()
+	o.acked += n
+	o.mu.Unlock()
+}
+func (o *countingObserver) MessageDeadLettered(reason string) {
+	o.mu.Lock()
+	if o.deadLetteredByWhy == nil {
+		o.deadLetteredByWhy = map[string]int{}
+	}
+	o.deadLetteredByWhy[reason]++
+	o.mu.Unlock()
+}
+
 func TestPoisonGoesToTheDeadLetterQueueWithItsReason(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	obs := &countingObserver{}
+	e.observer = obs
 	e.start(false)
 	big := bytes.Repeat([]byte("x"), 10<<20)
 	e.publish([]byte("this is not json"), amqp.Publishing{MessageId: "p-1"})
@@ -148,6 +172,14 @@ func TestPoisonGoesToTheDeadLetterQueueWithItsReason(t *testing.T) {
 	// Nothing is left on the queue to loop.
 	q := e.inspect()
 	require.Zero(t, q.Messages)
+
+	// The observer (metrics) saw the same.
+	require.Eventually(t, func() bool { obs.mu.Lock(); defer obs.mu.Unlock(); return obs.acked == 5 }, 10*time.Second, 10*time.Millisecond)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	require.Equal(t, 5, obs.consumed)
+	require.Equal(t, map[string]int{dispatch.ProblemNotJSON: 1, dispatch.ProblemSchema: 1, dispatch.ProblemTooLarge: 1,
+		rabbitmq.ReasonIdempotencyConflict: 1}, obs.deadLetteredByWhy)
 }
 
 // inspect returns the main queue's state.

@@ -73,6 +73,7 @@ type env struct {
 	sandbox      *channels.Sandbox
 	disp         *dispatch.Dispatcher
 	consumer     *rabbitmq.Consumer
+	observer     rabbitmq.Observer // set before start to count
 	pub          *amqp.Channel
 	pubMu        sync.Mutex
 }
@@ -133,6 +134,9 @@ func (e *env) start(dispatch bool) {
 	e.t.Helper()
 	e.consumer = rabbitmq.New(e.cfg, e.intake, nil, discard())
 	e.consumer.Name = testdb.Name("nstest-")
+	if e.observer != nil {
+		e.consumer.Observer = e.observer
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = e.consumer.Run(ctx); done <- struct{}{} }()
