@@ -9,6 +9,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/macros"
+	"github.com/notificationservice/notificationservice/internal/preview"
 )
 
 // PreviewConfig enables the preview route: the limits it checks are the
@@ -44,7 +45,7 @@ func (r *router) preview() {
 			if err != nil {
 				return err
 			}
-			out, err := macros.PreviewAction(a, body.Locale, body.Macros, r.s.Preview.Limits)
+			out, err := preview.Action(a, body.Locale, body.Macros, r.s.Preview.Limits)
 			var fe *macros.FieldError
 			if errors.As(err, &fe) {
 				return &apperr.Error{Kind: apperr.FailedPrecondition, Err: err, Message: "the action's template does not render; fix the action",

@@ -172,3 +172,10 @@ func CheckPush(title, body string, data map[string]string, limit int) (int, erro
 	}
 	return size, nil
 }
+
+// Limits are the channel limits rendered content must fit, as the channels
+// check them before sending.
+type Limits struct {
+	SMSMaxSegments      int // 0: no limit
+	PushMaxPayloadBytes int // 0: the FCM limit
+}

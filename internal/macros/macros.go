@@ -8,7 +8,8 @@
 // handlebars implementation); this package adds what raymond does not know:
 // text versus HTML escaping per call, the missing-macro policy, SendGrid's
 // helpers, a cache of compiled templates, and panic safety for admin-written
-// templates.
+// templates. It knows nothing of actions (internal/preview renders an
+// action's content), so the actions package may use it to validate.
 package macros
 
 import (
@@ -91,6 +92,11 @@ var shared = New(DefaultCacheSize)
 func Render(tmpl string, vars map[string]string, mode Mode, missing string) (string, error) {
 	return shared.Render(tmpl, vars, mode, missing)
 }
+
+// Compile returns the compiled template for tmpl in mode from the shared
+// cache: a *TemplateError when it does not parse. Admin validation can call
+// it to refuse a broken template before it is stored.
+func Compile(tmpl string, mode Mode) (*Template, error) { return shared.Compile(tmpl, mode) }
 
 // Renderer compiles templates and keeps the most recently used ones. It is
 // safe for concurrent use.
