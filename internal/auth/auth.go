@@ -82,10 +82,10 @@ type Verifier struct {
 	// previous is auth.previousHMACSecret: accepted, never minted with, while
 	// the secret is rotated.
 	previous []byte
-	jwks   keyfunc.Keyfunc
-	issuer string
-	now    func() time.Time
-	cache  *verified
+	jwks     keyfunc.Keyfunc
+	issuer   string
+	now      func() time.Time
+	cache    *verified
 }
 
 // NewVerifier builds a Verifier. With a JWKS URL it fetches the key set once
