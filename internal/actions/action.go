@@ -151,16 +151,19 @@ func (c *Config) Scan(src any) error {
 // ErrNotFound is returned when an action does not exist in the collection.
 var ErrNotFound = errors.New("actions: not found")
 
-// ContentFor returns the content for a recipient's locale: the variant for the
-// exact locale (fr_CA), else for its language (fr), else the default; fields a
-// variant leaves empty fall back to the default's.
+// ContentFor returns the content for a recipient's locale. Each field comes
+// from the most specific variant that sets it: the exact locale (fr_CA), then
+// its language (fr), then the default content. So an fr_CA variant that only
+// changes the subject still gets the French body.
 func (c Config) ContentFor(locale string) Content {
-	for _, key := range localeChain(locale) {
-		if v, ok := c.Locales[key]; ok {
-			return v.over(c.Content)
+	out := c.Content
+	chain := localeChain(locale)
+	for i := len(chain) - 1; i >= 0; i-- { // language first, exact locale last
+		if v, ok := c.Locales[chain[i]]; ok {
+			out = v.over(out)
 		}
 	}
-	return c.Content
+	return out
 }
 
 func localeChain(locale string) []string {

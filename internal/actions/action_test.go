@@ -21,7 +21,8 @@ func TestContentForFallsBackByLocale(t *testing.T) {
 		locale string
 		want   actions.Content
 	}{
-		{"fr_CA", actions.Content{Subject: "Allo", HTML: "<p>Hello</p>", Text: "Hello", Data: map[string]string{"k": "ca"}}},
+		// fr_CA sets only the subject and data; the HTML comes from fr, the text from the default.
+		{"fr_CA", actions.Content{Subject: "Allo", HTML: "<p>Bonjour</p>", Text: "Hello", Data: map[string]string{"k": "ca"}}},
 		{"fr_BE", actions.Content{Subject: "Bonjour", HTML: "<p>Bonjour</p>", Text: "Hello", Data: map[string]string{"k": "default"}}},
 		{"fr-BE", actions.Content{Subject: "Bonjour", HTML: "<p>Bonjour</p>", Text: "Hello", Data: map[string]string{"k": "default"}}},
 		{"fr", actions.Content{Subject: "Bonjour", HTML: "<p>Bonjour</p>", Text: "Hello", Data: map[string]string{"k": "default"}}},
