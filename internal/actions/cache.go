@@ -149,7 +149,7 @@ func (c *Cache) putAction(f fill, a Action) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.live || c.gen != f.gen {
+	if c.gen != f.gen { // evicted or reset (gone off) since the lookup
 		return
 	}
 	k := actionKey{a.CollectionID, a.ID}
@@ -187,7 +187,7 @@ func (c *Cache) putRule(f fill, collectionID int64, name string, r Rule) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.live || c.gen != f.gen {
+	if c.gen != f.gen { // evicted or reset (gone off) since the lookup
 		return
 	}
 	if el, ok := c.rules[collectionID][name]; ok {

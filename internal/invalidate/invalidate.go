@@ -120,6 +120,9 @@ type Bus struct {
 	url string // PostgreSQL URL of the listener connection; "" on SQLite
 	log *slog.Logger
 
+	// heartbeat and probe are the package's constants; tests shorten them.
+	heartbeat, probe time.Duration
+
 	mu   sync.Mutex // serialises Subscribe with Reset deliveries
 	subs []Subscriber
 	live bool
@@ -132,7 +135,7 @@ type Bus struct {
 // PostgreSQL (the listener connects to it, with the same search_path as the
 // pool) and "" on SQLite, where the bus is live at once and in-process only.
 func New(postgresURL string, log *slog.Logger) *Bus {
-	return &Bus{url: postgresURL, log: log, live: postgresURL == ""}
+	return &Bus{url: postgresURL, log: log, live: postgresURL == "", heartbeat: heartbeat, probe: probeTimeout}
 }
 
 // Subscribe adds a cache. It starts bypassed unless the bus is live.
@@ -251,7 +254,7 @@ func (b *Bus) Run(ctx context.Context) error {
 // listen runs one connection until it fails or ctx ends. connected reports
 // whether it got as far as LISTEN.
 func (b *Bus) listen(ctx context.Context) (connected bool, err error) {
-	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	cctx, cancel := context.WithTimeout(ctx, b.probe)
 	defer cancel()
 	cfg, err := pgx.ParseConfig(b.url)
 	if err != nil {
@@ -281,7 +284,7 @@ func (b *Bus) listen(ctx context.Context) (connected bool, err error) {
 	b.log.InfoContext(ctx, "cache invalidation listener connected", "channel", Channel, "schema", schema)
 	suffix := "@" + schema
 	for {
-		wctx, cancel := context.WithTimeout(ctx, heartbeat)
+		wctx, cancel := context.WithTimeout(ctx, b.heartbeat)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err != nil {
@@ -292,7 +295,7 @@ func (b *Bus) listen(ctx context.Context) (connected bool, err error) {
 				// Quiet for a while: make sure the connection is still
 				// there, so a silently dead one is noticed within a
 				// heartbeat and a probe, not at the next TCP timeout.
-				pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+				pctx, cancel := context.WithTimeout(ctx, b.probe)
 				err = conn.Ping(pctx)
 				cancel()
 				if err == nil {
