@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: a static, cgo-free binary (SQLite is embedded WebAssembly)
 # in a distroless image that runs as a non-root user.
+#   docker build --build-arg VERSION=$(git describe --tags --always) -t notificationservice .
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -10,14 +11,21 @@ ARG VERSION=dev
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
     -o /out/notificationservice ./cmd/notificationservice
+# The embedded default keeps SQLite in ./data (/app/data); the runtime image
+# has no shell to create it, so it is made here and handed to the non-root user.
+RUN mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 WORKDIR /app
 COPY --from=build /out/notificationservice /app/notificationservice
 COPY config/config.yaml /app/config/config.yaml
-# The embedded default keeps SQLite under ./data; mount a volume there, or set
-# NOTIFY_DATABASE_URL to use PostgreSQL.
+# 65532 is distroless's nonroot user. Without PostgreSQL (NOTIFY_DATABASE_URL)
+# the database lives here: mount a volume to keep it.
+COPY --from=build --chown=65532:65532 /out/data /app/data
+VOLUME /app/data
 USER nonroot:nonroot
+# Listen on every interface inside the container (the default is loopback).
+# /healthz, /readyz and /metrics are on the same port.
 ENV NOTIFY_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["/app/notificationservice"]
