@@ -21,6 +21,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/outbox"
@@ -49,6 +50,12 @@ type App struct {
 	// stands in for every provider that is not configured.
 	Dispatcher *dispatch.Dispatcher
 	Sandbox    *channels.Sandbox
+
+	// ActionCache serves action reads and rule resolution from memory;
+	// Invalidation keeps it (and every other instance's) current
+	// (docs/api.md, "Caching and consistency").
+	ActionCache  *actions.Cache
+	Invalidation *invalidate.Bus
 
 	// Metrics is the Prometheus registry /metrics serves; Tracing owns the
 	// tracer provider (docs/observability.md).
@@ -113,14 +120,32 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	deps.Middleware, deps.Metrics = a.httpTelemetry()
 	deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "outbox", Critical: false, Check: func(context.Context) error { return a.Relay.Health() }})
 	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
-	deps.Collections = collections.New(db, a.Outbox, time.Now)
-	deps.Actions = actions.New(db, a.Outbox, time.Now)
+	a.wireCache(&deps)
+	deps.Collections = collections.New(db, a.Outbox, time.Now).WithInvalidator(a.Invalidation)
+	deps.Actions = actions.New(db, a.Outbox, time.Now).WithCache(a.ActionCache, a.Invalidation)
 	if err := a.wireDispatch(ctx, &deps); err != nil {
 		a.Close()
 		return nil, err
 	}
 	a.HTTP = httpapi.New(deps)
 	return a, nil
+}
+
+// wireCache builds the action cache and the bus that invalidates it. On
+// PostgreSQL the bus's listener is a component: until it has connected the
+// cache stands aside.
+func (a *App) wireCache(deps *httpapi.Deps) {
+	var pgURL string
+	if a.Config.Database.Postgres() {
+		pgURL = a.Config.Database.URL
+	}
+	a.Invalidation = invalidate.New(pgURL, a.Log)
+	a.ActionCache = actions.NewCache(actions.DefaultCacheSize)
+	a.Invalidation.Subscribe(a.ActionCache)
+	if pgURL != "" {
+		a.add("invalidate", a.Invalidation)
+		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "cache", Critical: false, Check: func(context.Context) error { return a.Invalidation.Health() }})
+	}
 }
 
 // wireDispatch builds the intake shared by the queue and the REST send
@@ -145,7 +170,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	}
 	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now)
 	a.add("dispatch", a.Dispatcher)
-	intake := dispatch.NewIntake(db, actions.NewRules(db), a.Outbox, time.Now, a.Dispatcher.Wake)
+	intake := dispatch.NewIntake(db, actions.NewRules(db).WithCache(a.ActionCache), a.Outbox, time.Now, a.Dispatcher.Wake)
 	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
