@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/config"
+)
+
+// runCmd runs the command line with a config file that points SQLite into a
+// temporary directory.
+func runCmd(t *testing.T, dbPath string, args ...string) (string, error) {
+	t.Helper()
+	t.Setenv("NOTIFY_DATABASE_SQLITE_PATH", dbPath)
+	var out, errOut bytes.Buffer
+	err := run(append([]string{"-config", filepath.Join(t.TempDir(), "none.yaml")}, args...), &out, &errOut)
+	return out.String(), err
+}
+
+func TestVersion(t *testing.T) {
+	out, err := runCmd(t, filepath.Join(t.TempDir(), "x.db"), "version")
+	require.NoError(t, err)
+	require.Equal(t, version+"\n", out)
+}
+
+// The token the command mints is one the service accepts, with the claims asked for.
+func TestTokenMintsAVerifiableToken(t *testing.T) {
+	out, err := runCmd(t, filepath.Join(t.TempDir(), "x.db"),
+		"token", "-user", "42", "-roles", "ROLE_ADMIN,ROLE_VIEWER", "-channel", "CSR", "-collections", "3,5")
+	require.NoError(t, err)
+
+	v, err := auth.NewVerifier(t.Context(), config.Default().Auth)
+	require.NoError(t, err)
+	p, err := v.Verify(strings.TrimSpace(out))
+	require.NoError(t, err)
+	require.Equal(t, "42", p.UserID)
+	require.Equal(t, []string{auth.RoleAdmin, auth.RoleViewer}, p.Roles)
+	require.Equal(t, "CSR", p.Channel)
+	require.Equal(t, []int64{3, 5}, p.Collections)
+	require.True(t, p.CanManage(5))
+	require.False(t, p.CanManage(4))
+}
+
+func TestTokenRejectsBadCollections(t *testing.T) {
+	_, err := runCmd(t, filepath.Join(t.TempDir(), "x.db"), "token", "-collections", "3,x")
+	require.ErrorContains(t, err, `"x" is not an id`)
+}
+
+// migrate status lists every migration; up applies them; down rolls the last back.
+func TestMigrateCommands(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "m.db")
+	out, err := runCmd(t, db, "migrate", "status")
+	require.NoError(t, err)
+	require.Contains(t, out, "00001  pending")
+
+	_, err = runCmd(t, db, "migrate", "up")
+	require.NoError(t, err)
+	out, err = runCmd(t, db, "migrate", "status")
+	require.NoError(t, err)
+	require.NotContains(t, out, "pending")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+
+	out, err = runCmd(t, db, "migrate", "down")
+	require.NoError(t, err)
+	require.Contains(t, out, "rolled back version")
+	out, err = runCmd(t, db, "migrate", "status")
+	require.NoError(t, err)
+	require.Contains(t, out, strings.Replace(last, "applied", "pending", 1))
+}
+
+func TestUnknownCommandAndBadConfig(t *testing.T) {
+	_, err := runCmd(t, filepath.Join(t.TempDir(), "x.db"), "frobnicate")
+	require.ErrorContains(t, err, `unknown command "frobnicate"`)
+
+	t.Setenv("NOTIFY_LOG_LEVEL", "loud")
+	_, err = runCmd(t, filepath.Join(t.TempDir(), "x.db"), "migrate", "status")
+	require.ErrorContains(t, err, "log.level (NOTIFY_LOG_LEVEL)")
+}
