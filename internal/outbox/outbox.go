@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/auth"
@@ -55,6 +56,10 @@ type Detail struct {
 	Roles             []string        `json:"roles"`
 	Channel           string          `json:"channel"`
 	EnvelopeID        string          `json:"envelopeId"`
+	// TraceParent is the W3C traceparent of the request that made the
+	// change, so a consumer can join its trace; left out when there was
+	// none (docs/observability.md).
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Row is one outbox table row.
@@ -123,6 +128,7 @@ func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 	if err != nil {
 		return err
 	}
+	d.TraceParent = traceParent(ctx)
 	body, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("outbox: marshal detail: %w", err)
@@ -138,6 +144,14 @@ func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 		return fmt.Errorf("outbox: insert: %w", err)
 	}
 	return nil
+}
+
+// traceParent is the W3C traceparent of the span in ctx, or "" when ctx
+// carries none.
+func traceParent(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
 }
 
 // Committed tells a waiting relay that new envelopes may be pending. Call it
