@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,9 @@ type Submission struct {
 	Key         string
 	Request     Request
 	Correlation map[string]string
+	// TraceParent is the W3C traceparent of the message (the queue consumer
+	// sets it per message); empty: the span in Submit's ctx, if any.
+	TraceParent string
 	// Actor is the API caller; when set, each accepted notification records
 	// a notificationservice/notifications/send envelope.
 	Actor *auth.Principal
@@ -121,6 +125,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 		}
 	}
 	now := in.now().UnixMilli()
+	ctxTrace := traceParent(ctx)
 	outcomes := make([]Outcome, len(subs))
 	var pending, envelopes int
 	err := in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -144,6 +149,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 			for _, n := range s.Request.Notification {
 				note, ds := plan(s, n, rules[ruleKey{int64(s.Request.CollectionID), n.Name}], now)
 				note.IntakeID = intakeIDs[i]
+				note.TraceParent = cmp.Or(s.TraceParent, ctxTrace)
 				notes = append(notes, note)
 				plans = append(plans, ds)
 				owner = append(owner, i)
@@ -205,14 +211,17 @@ func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission,
 	}
 	byKey := map[[2]string]*keyed{}
 	var order []*keyed
+	// The hash re-encodes the request: compute it once per submission.
+	hashes := make([]string, len(subs))
 	for i, s := range subs {
 		if s.Key == "" {
 			fresh[i] = true
 			continue
 		}
+		hashes[i] = s.Request.Hash()
 		k := [2]string{s.scope(), s.Key}
 		if byKey[k] == nil {
-			byKey[k] = &keyed{scope: k[0], key: k[1], hash: s.Request.Hash(), first: i}
+			byKey[k] = &keyed{scope: k[0], key: k[1], hash: hashes[i], first: i}
 			order = append(order, byKey[k])
 		}
 	}
@@ -295,7 +304,7 @@ func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission,
 		}
 		k := [2]string{s.scope(), s.Key}
 		first := byKey[k]
-		hash := s.Request.Hash()
+		hash := hashes[i]
 		if id, ok := inserted[k]; ok {
 			if first.first == i {
 				fresh[i], ids[i] = true, &id
@@ -459,7 +468,7 @@ func validEmail(s string) bool {
 }
 
 func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*NotificationRecord) error {
-	const cols = "collection_id, name, source, intake_id, idempotency_key, correlation, recipients, status, reason, event_id, delivery_count, skipped_count, created_by, created_time"
+	const cols = "collection_id, name, source, intake_id, idempotency_key, correlation, recipients, status, reason, event_id, delivery_count, skipped_count, created_by, created_time, trace_parent"
 	rows := make([][]any, len(notes))
 	for i, n := range notes {
 		corr, err := n.Correlation.Value()
@@ -471,7 +480,7 @@ func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*Notification
 			return err
 		}
 		rows[i] = []any{n.CollectionID, n.Name, n.Source, n.IntakeID, n.IdempotencyKey, corr, rcpts, n.Status, n.Reason,
-			n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime}
+			n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent}
 	}
 	at := 0
 	for _, chunk := range chunks(rows, 500) {

@@ -52,6 +52,10 @@ type NotificationRecord struct {
 	CreatedBy      string      `json:"createdBy,omitempty"`
 	CreatedTime    int64       `json:"createdTime"`
 	Deliveries     []*Delivery `json:"deliveries,omitempty" gorm:"-"`
+
+	// TraceParent is the W3C traceparent of the message or request that
+	// created the notification; the worker's provider call joins its trace.
+	TraceParent string `json:"-"`
 }
 
 // TableName is the notifications table.

@@ -58,14 +58,16 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 	}
 }
 
-// Wake tells idle workers that deliveries may be due. It never blocks.
+// Wake tells one idle worker that deliveries may be due. It never blocks.
+// A worker that then claims a full batch wakes the next one before it sends
+// (see RunOnce), so a large commit fans out to as many workers as it needs,
+// while a small one (a few messages at steady load) costs one claim, not one
+// per worker: the others' empty claims were most of the database work per
+// delivery at 1,000 msg/s.
 func (d *Dispatcher) Wake() {
-	for range cap(d.wake) {
-		select {
-		case d.wake <- struct{}{}:
-		default:
-			return
-		}
+	select {
+	case d.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -246,6 +248,7 @@ type claimed struct {
 	Recipient      string
 	Attempts       int
 	CreatedTime    int64
+	TraceParent    string // the notification's
 }
 
 // RunOnce claims one batch of due deliveries, sends them and records the
@@ -255,6 +258,9 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	batch, err := d.claim(ctx, now)
 	if err != nil || len(batch) == 0 {
 		return 0, err
+	}
+	if len(batch) == d.cfg.ClaimBatch {
+		d.Wake() // more may be due: let another worker claim them meanwhile
 	}
 	outs, err := d.process(ctx, batch)
 	if err != nil {
@@ -288,7 +294,8 @@ WHERE id IN (
   WHERE status = 'pending' AND next_attempt_at <= ?
   ORDER BY next_attempt_at, id
   LIMIT ?`+lock+`)
-RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time`,
+RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
+  (SELECT n.trace_parent FROM notifications n WHERE n.id = deliveries.notification_id) AS trace_parent`,
 		now, now, now, d.cfg.ClaimBatch).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: claim: %w", err)
@@ -407,7 +414,9 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 	if len(msgs) == 0 {
 		return
 	}
-	sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+	// The provider call joins the trace of the request or message that
+	// created the notification.
+	sctx, cancel := context.WithTimeout(withTraceParent(ctx, first.TraceParent), d.cfg.SendTimeout)
 	results := ch.Send(sctx, msgs)
 	cancel()
 	provider := ch.Name()
