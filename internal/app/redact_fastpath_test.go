@@ -1,0 +1,34 @@
+package app
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// text skips its bearer and NANP patterns when a string cannot match them
+// (most log strings: request ids, routes, user ids). A skip must never hide
+// a match.
+func TestRedactFastPathsNeverSkipAMatch(t *testing.T) {
+	t.Parallel()
+	corpus := []string{
+		"", "http request", "GET", "/v1/collections/:collectionId/actions/:actionId", "1", "a3f09b7c2d4e5f61",
+		"9f0b1c2d3e4a5b6c7d8e9f0a1b2c3d4e", "Bearer abc.def", "header bearer xyz", "BASIC dXNlcjpwYXNz", "baſic x",
+		"Basic\tabc", "409-685-4167", "(409) 685-4167", "409.685.4167", "409 685 4167", "4096854167",
+		"call 409-685-4167 now", "1234567890-", "12-345-67890", "v1.2.3-456789012",
+	}
+	for _, s := range corpus {
+		if !containsFold(s, "bearer") && !containsFold(s, "basic") {
+			require.False(t, bearerRE.MatchString(s), "bearer pattern skipped on %q", s)
+		}
+		if digitCount(s) < 10 || !strings.ContainsAny(s, " .-") {
+			require.False(t, nanpRE.MatchString(s), "NANP pattern skipped on %q", s)
+		}
+	}
+	r := newRedactor(nil)
+	require.Equal(t, "Bearer "+Redacted, r.text("Bearer abc.def"))
+	require.Equal(t, "baſic "+Redacted, r.text("baſic x"))
+	require.Equal(t, "call ***-***-4167 now", r.text("call 409-685-4167 now"))
+	require.Equal(t, "a3f09b7c2d4e5f61", r.text("a3f09b7c2d4e5f61"))
+}
