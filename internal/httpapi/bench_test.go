@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
@@ -98,12 +100,50 @@ func bareEngine() *gin.Engine {
 const selectAction = `SELECT id, collection_id, name, status, description, event_id, config_name, template, config,
 version, created_by, updated_by, updated_time, created_time FROM actions WHERE id = $1 AND collection_id = $2`
 
+// BenchmarkGetAction runs the invalidation listener, so the action cache is
+// live and every GET after the first is a cache hit (docs/api.md, "Caching
+// and consistency").
 func BenchmarkGetAction(b *testing.B) {
+	f := newBenchFixture(b)
+	listen(b, f.api)
+	path := fmt.Sprintf("/v1/collections/%d/actions/%d", f.coll, f.action.ID)
+	serve(b, f.api.App.HTTP, http.MethodGet, path, f.token, nil, http.StatusOK)
+	before := f.api.App.ActionCache.Stats()
+	for b.Loop() {
+		serve(b, f.api.App.HTTP, http.MethodGet, path, f.token, nil, http.StatusOK)
+	}
+	if after := f.api.App.ActionCache.Stats(); after.Misses != before.Misses {
+		b.Fatalf("%d cache misses in the loop", after.Misses-before.Misses)
+	}
+}
+
+// BenchmarkGetActionUncached is the same request with the cache off (no
+// listener, as while it is disconnected): one query per GET.
+func BenchmarkGetActionUncached(b *testing.B) {
 	f := newBenchFixture(b)
 	path := fmt.Sprintf("/v1/collections/%d/actions/%d", f.coll, f.action.ID)
 	for b.Loop() {
 		serve(b, f.api.App.HTTP, http.MethodGet, path, f.token, nil, http.StatusOK)
 	}
+	if f.api.App.ActionCache.Stats().Hits != 0 {
+		b.Fatal("the cache served without its listener")
+	}
+}
+
+// listen runs the service's invalidation listener (and only it) until the
+// benchmark ends, and waits until the action cache is live.
+func listen(b *testing.B, api *testAPI) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.App.Invalidation.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		require.NoError(b, <-done)
+	})
+	// The fixture's writes committed before the listener connected, so no
+	// notification of theirs can land in the loop.
+	require.Eventually(b, api.App.Invalidation.Live, 10*time.Second, 5*time.Millisecond)
 }
 
 func BenchmarkBareGinGetAction(b *testing.B) {
