@@ -14,6 +14,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
@@ -89,6 +91,9 @@ type Consumer struct {
 	// Observer gets the counts as they happen; New sets one that drops them.
 	// Set it before Run.
 	Observer Observer
+	// Tracer starts a span per message (continuing the traceparent header)
+	// and per batch transaction; New sets a no-op one. Set it before Run.
+	Tracer trace.Tracer
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -110,6 +115,7 @@ func New(cfg config.AMQP, intake Intake, ping func(ctx context.Context) error, l
 		cfg: cfg, intake: intake, ping: ping, log: log, now: time.Now,
 		Name:        fmt.Sprintf("notificationservice-%s-%d", host, os.Getpid()),
 		Observer:    noObserver{},
+		Tracer:      noop.NewTracerProvider().Tracer(""),
 		deadLetters: map[string]int64{},
 	}
 }
@@ -361,6 +367,8 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 	for range batch {
 		c.Observer.MessageConsumed()
 	}
+	tr := c.traceMessages(ctx, batch)
+	defer tr.end()
 	// A batch in hand is finished even during shutdown, within a bound.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -381,11 +389,14 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			bad = append(bad, poison{d, code, err.Error()})
 			continue
 		}
-		subs = append(subs, dispatch.Submission{Source: dispatch.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d)})
+		subs = append(subs, dispatch.Submission{Source: dispatch.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d),
+			TraceParent: tr.traceParent(d)})
 		from = append(from, i)
 	}
 	if len(subs) > 0 {
-		outs, failed, err := c.submit(ctx, hctx, subs)
+		sctx, shctx, endCommit := tr.commit(ctx, hctx)
+		outs, failed, err := c.submit(sctx, shctx, subs)
+		endCommit()
 		if err != nil {
 			return err // shutdown or a lost broker: nothing acked, all redelivered
 		}
@@ -409,7 +420,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 		}
 	}
 	for _, p := range bad {
-		if err := c.deadLetter(hctx, pub, p); err != nil {
+		if err := c.deadLetter(tr.context(hctx, p.d), pub, p); err != nil {
 			return err
 		}
 	}
@@ -504,6 +515,7 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 	headers[HeaderError] = truncate(p.text, 1024)
 	headers[HeaderQueue] = c.cfg.Queue
 	headers[HeaderDeadLetteredAt] = c.now().UnixMilli()
+	injectTrace(ctx, headers, p.reason)
 	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, c.cfg.DeadLetterExchange, c.cfg.Queue, false, false, amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, DeliveryMode: amqp.Persistent,
 		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId,
