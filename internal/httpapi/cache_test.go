@@ -142,6 +142,9 @@ func TestActionCacheAcrossInstances(t *testing.T) {
 	// database until it is back, and then caches again.
 	pid := b.App.Invalidation.PID()
 	require.NotZero(t, pid)
+	var appName string
+	require.NoError(t, a.DB.Raw("SELECT application_name FROM pg_stat_activity WHERE pid = ?", pid).Scan(&appName).Error)
+	require.Equal(t, "notificationservice-invalidate", appName, "operators find the listener by it (docs/api.md)")
 	var killed bool
 	require.NoError(t, a.DB.Raw("SELECT pg_terminate_backend(?)", pid).Scan(&killed).Error)
 	require.True(t, killed)
