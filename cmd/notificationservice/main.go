@@ -3,6 +3,7 @@
 //	notificationservice [-config FILE] [serve]        run the service (the default)
 //	notificationservice migrate up|down|status        manage the schema
 //	notificationservice token [flags]                 mint a JWT for local use
+//	notificationservice dlq list|redrive [flags]      read or re-drive the dead-letter queue
 //	notificationservice version                       print the version
 package main
 
@@ -61,8 +62,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return migrate(cfg, rest, stdout)
 	case "token":
 		return token(cfg, rest, stdout, stderr)
+	case "dlq":
+		return dlq(cfg, rest, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (want serve, migrate, token or version)", cmd)
+		return fmt.Errorf("unknown command %q (want serve, migrate, token, dlq or version)", cmd)
 	}
 }
 
