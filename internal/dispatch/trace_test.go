@@ -39,12 +39,14 @@ func (r *traceRecorder) Send(ctx context.Context, msgs []channels.Message) []cha
 // The provider call of a delivery runs under the trace of the message or
 // request that created its notification: a Submission's own traceparent (one
 // per queue message in a batch) wins, else the span in Submit's context; a
-// notification without one is sent without.
+// notification without one is sent without. Off (tracing disabled), the
+// claim does not look traceparents up.
 func TestProviderCallJoinsTheNotificationsTrace(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		rec := &traceRecorder{traces: map[int64]string{}}
 		b := setup(t, db, rec)
+		b.disp.JoinTraces = true
 		const (
 			fromMessage = "0af7651916cd43dd8448eb211c80319c"
 			fromRequest = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -76,5 +78,12 @@ func TestProviderCallJoinsTheNotificationsTrace(t *testing.T) {
 		var stored string
 		require.NoError(t, db.Raw("SELECT trace_parent FROM notifications WHERE id = ?", out[0].Notifications[0].ID).Scan(&stored).Error)
 		require.Equal(t, "00-"+fromMessage+"-b7ad6b7169203331-01", stored)
+
+		b.disp.JoinTraces = false
+		out3, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "m4", Request: request(t, b.collectionID, one)}})
+		require.NoError(t, err)
+		_, err = b.disp.RunOnce(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, "", rec.traces[out3[0].Notifications[0].ID])
 	})
 }
