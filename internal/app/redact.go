@@ -138,7 +138,7 @@ func (r *redactor) text(s string) string {
 	// The two patterns below run on every string of every line (the access
 	// log's among them); skipping them when they cannot match halves the
 	// cost of a logged request (docs/benchmarks.md).
-	if containsFold(s, "bearer") || containsFold(s, "basic") {
+	if mayHaveScheme(s) {
 		s = bearerRE.ReplaceAllString(s, "$1 "+Redacted)
 	}
 	if strings.Contains(s, "@") {
@@ -153,17 +153,21 @@ func (r *redactor) text(s string) string {
 	return nanpRE.ReplaceAllStringFunc(s, maskPhone)
 }
 
-// containsFold reports whether s may contain the lower-case ASCII word w,
-// in any case: always true when s is not ASCII (ſ folds to s, as in the
-// pattern's (?i)).
-func containsFold(s, w string) bool {
+// mayHaveScheme reports whether s may hold "bearer" or "basic" in any case,
+// as bearerRE needs: always when s is not ASCII (ſ folds to s, as in the
+// pattern's (?i)). One pass, no allocation.
+func mayHaveScheme(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
+		c := s[i]
+		if c >= 0x80 {
 			return true
 		}
-	}
-	for i := 0; i+len(w) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(w)], w) {
+		if c|0x20 != 'b' {
+			continue
+		}
+		rest := s[i:]
+		if len(rest) >= len("basic") && strings.EqualFold(rest[:len("basic")], "basic") ||
+			len(rest) >= len("bearer") && strings.EqualFold(rest[:len("bearer")], "bearer") {
 			return true
 		}
 	}
