@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -200,10 +199,8 @@ func (f *benchFixture) bareStatic() *gin.Engine {
 // whose load swings within seconds the three then see the same load, so
 // their ratios mean more than those of benchmarks run one after another.
 // ns/op is the three together; the per-path figures are custom metrics:
-// wall time per request (service-ns, static-ns, query-ns) and the service's
-// rate as a percentage of each bare handler's (%static, %query); on Linux
-// also the CPU time of the benchmark's thread per request (service-cpu-ns,
-// static-cpu-ns) and %static-cpu, which other processes' load barely moves.
+// time per request (service-ns, static-ns, query-ns) and the service's rate
+// as a percentage of each bare handler's (%static, %query).
 func BenchmarkGetActionPaired(b *testing.B) {
 	f := newBenchFixture(b)
 	listen(b, f.api)
@@ -211,24 +208,16 @@ func BenchmarkGetActionPaired(b *testing.B) {
 	path := fmt.Sprintf("/v1/collections/%d/actions/%d", f.coll, f.action.ID)
 	serve(b, f.api.App.HTTP, http.MethodGet, path, f.token, nil, http.StatusOK)
 	before := f.api.App.ActionCache.Stats()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var svc, st, q, svcCPU, stCPU time.Duration
-	_, cpuOK := threadCPU()
+	var svc, st, q time.Duration
 	for b.Loop() {
-		c0, _ := threadCPU()
 		t0 := time.Now()
 		serve(b, f.api.App.HTTP, http.MethodGet, path, f.token, nil, http.StatusOK)
 		t1 := time.Now()
-		c1, _ := threadCPU()
-		t2 := time.Now()
 		serve(b, static, http.MethodGet, path, "", nil, http.StatusOK)
-		t3 := time.Now()
-		c2, _ := threadCPU()
+		t2 := time.Now()
 		serve(b, query, http.MethodGet, path, "", nil, http.StatusOK)
-		t4 := time.Now()
-		svc, st, q = svc+t1.Sub(t0), st+t3.Sub(t2), q+t4.Sub(t3)
-		svcCPU, stCPU = svcCPU+c1-c0, stCPU+c2-c1
+		t3 := time.Now()
+		svc, st, q = svc+t1.Sub(t0), st+t2.Sub(t1), q+t3.Sub(t2)
 	}
 	if after := f.api.App.ActionCache.Stats(); after.Misses != before.Misses {
 		b.Fatalf("%d cache misses in the loop", after.Misses-before.Misses)
@@ -239,11 +228,6 @@ func BenchmarkGetActionPaired(b *testing.B) {
 	b.ReportMetric(float64(q)/n, "query-ns")
 	b.ReportMetric(100*float64(st)/float64(svc), "%static")
 	b.ReportMetric(100*float64(q)/float64(svc), "%query")
-	if cpuOK {
-		b.ReportMetric(float64(svcCPU)/n, "service-cpu-ns")
-		b.ReportMetric(float64(stCPU)/n, "static-cpu-ns")
-		b.ReportMetric(100*float64(stCPU)/float64(svcCPU), "%static-cpu")
-	}
 }
 
 func BenchmarkCreateAction(b *testing.B) {
