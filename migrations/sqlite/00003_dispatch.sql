@@ -50,7 +50,7 @@ CREATE TABLE deliveries (
     channel             TEXT    NOT NULL,              -- email | sms | push
     address             TEXT    NOT NULL DEFAULT '',   -- for display and filtering
     recipient           TEXT    NOT NULL DEFAULT '{}', -- JSON: addresses, locale, macros
-    status              TEXT    NOT NULL,              -- pending | sending | sent | delivered | failed | skipped
+    status              TEXT    NOT NULL,              -- pending | sending | sent | delivered | bounced | failed | skipped
     reason              TEXT    NOT NULL DEFAULT '',   -- skip reason or last error
     attempts            INTEGER NOT NULL DEFAULT 0,
     next_attempt_at     INTEGER  NOT NULL DEFAULT 0,
