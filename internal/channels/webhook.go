@@ -21,10 +21,12 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 )
 
-// Statuses a provider report moves a delivery to. A bounce or drop is a
-// failure whose reason says which.
+// Statuses a provider report moves a delivery to. A bounce or block is
+// "bounced" (the address or its server refused it); a drop or a carrier
+// failure is "failed". The reason keeps the provider's own words either way.
 const (
 	ReportDelivered = "delivered"
+	ReportBounced   = "bounced"
 	ReportFailed    = "failed"
 )
 
@@ -113,7 +115,7 @@ type sendGridEvent struct {
 }
 
 // ParseSendGridEvents reads an Event Webhook body. delivered marks the
-// delivery delivered; bounce (including blocked) and dropped mark it failed
+// delivery delivered; bounce (including blocked) marks it bounced and dropped failed,
 // with SendGrid's reason; processed, deferred, opens, clicks and the rest
 // change nothing (Status "").
 func ParseSendGridEvents(body []byte) ([]StatusEvent, error) {
@@ -136,6 +138,9 @@ func ParseSendGridEvents(body []byte) ([]StatusEvent, error) {
 			ev.Status = ReportDelivered
 		case "bounce", "blocked", "dropped":
 			ev.Status = ReportFailed
+			if e.Event != "dropped" {
+				ev.Status = ReportBounced
+			}
 			kind := e.Event
 			if e.Type != "" && e.Type != e.Event {
 				kind += " (" + e.Type + ")"

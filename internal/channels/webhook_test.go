@@ -104,8 +104,8 @@ func TestParseSendGridEvents(t *testing.T) {
 	require.Equal(t, []got{
 		{101, "processed", "", "", "abc.filter1"},
 		{101, "delivered", "delivered", "", "abc.filter1"},
-		{102, "bounce", "failed", "bounce: 5.1.1 550 5.1.1 user unknown", "abc.filter2"},
-		{103, "bounce", "failed", "bounce (blocked): 4.0.0 blocked by policy", "abc.filter3"},
+		{102, "bounce", "bounced", "bounce: 5.1.1 550 5.1.1 user unknown", "abc.filter2"},
+		{103, "bounce", "bounced", "bounce (blocked): 4.0.0 blocked by policy", "abc.filter3"},
 		{104, "dropped", "failed", "dropped: Bounced Address", "abc.filter4"},
 		{105, "open", "", "", "abc.filter5"},
 		{0, "delivered", "delivered", "", "zzz.filter9"},

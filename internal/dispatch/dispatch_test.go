@@ -432,11 +432,11 @@ func TestMarkByProviderID(t *testing.T) {
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
 		require.Equal(t, dispatch.StatusDelivered, deliveries(t, b, d.NotificationID, "email")[0].Status)
-		require.NoError(t, b.store.MarkByID(ctx, d.ID, dispatch.StatusFailed, "bounce: mailbox full"))
+		require.NoError(t, b.store.MarkByID(ctx, d.ID, dispatch.StatusBounced, "bounce: mailbox full"))
 		got := deliveries(t, b, d.NotificationID, "email")[0]
-		require.Equal(t, dispatch.StatusFailed, got.Status)
+		require.Equal(t, dispatch.StatusBounced, got.Status)
 		require.Equal(t, "bounce: mailbox full", got.Reason)
-		require.Error(t, b.store.MarkByID(ctx, d.ID, dispatch.StatusDelivered, ""), "failed is final")
+		require.Error(t, b.store.MarkByID(ctx, d.ID, dispatch.StatusDelivered, ""), "bounced is final")
 		require.Error(t, b.store.MarkByID(ctx, d.ID, dispatch.StatusPending, ""), "not a provider status")
 	})
 }

@@ -26,12 +26,13 @@ const (
 	StatusSending   = "sending"   // claimed by a worker; the provider call is in flight
 	StatusSent      = "sent"      // the provider accepted it
 	StatusDelivered = "delivered" // the provider reported delivery (webhook)
+	StatusBounced   = "bounced"   // the provider reported a bounce or block (webhook); Reason has its words
 	StatusFailed    = "failed"    // permanently failed, or out of attempts; Reason says why
 	StatusSkipped   = "skipped"   // never sent: no address, condition not met; Reason says why
 )
 
 // DeliveryStatuses lists every delivery status, for validation.
-var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusFailed, StatusSkipped}
+var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped}
 
 // NotificationRecord is one stored notification: one named entry of an
 // accepted request. Deliveries is filled only by Store.Get.

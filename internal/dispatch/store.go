@@ -114,12 +114,12 @@ func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f Delive
 }
 
 // Webhook statuses: what a provider may report about a delivery it accepted.
-var webhookStatuses = []string{StatusDelivered, StatusFailed}
+var webhookStatuses = []string{StatusDelivered, StatusBounced, StatusFailed}
 
 // webhookFrom lists the statuses a provider report may change: only
 // deliveries the provider accepted (sent) or already reported on. A report
 // never resurrects a skipped delivery or races a send in flight, and a
-// failure (bounce) may follow delivered, not the other way round.
+// bounce or failure may follow delivered, not the other way round.
 const webhookFrom = "status IN ('sent', 'delivered')"
 
 // MarkByID records a provider report (delivered or failed, with the

@@ -139,7 +139,7 @@ func TestSendGridWebhookRoute(t *testing.T) {
 		s, _ := f.status(t, f.email1)
 		require.Equal(t, "delivered", s)
 		s, reason := f.status(t, f.email2)
-		require.Equal(t, "failed", s)
+		require.Equal(t, "bounced", s)
 		require.Equal(t, "bounce: 5.1.1 550 user unknown", reason)
 	})
 }
