@@ -140,6 +140,21 @@ func (f *Fields) OneOf(field, value string, allowed ...string) {
 	f.Add(field, fmt.Sprintf("must be one of %v", allowed))
 }
 
+// Collect adds the details of err, an error from a parameter parser such as
+// an INVALID_ARGUMENT *Error, so a handler reports every bad parameter in
+// one response. A nil err adds nothing; an error without details adds one
+// detail with its message.
+func (f *Fields) Collect(err error) {
+	if err == nil {
+		return
+	}
+	if e, ok := As(err); ok && len(e.Details) > 0 {
+		*f = append(*f, e.Details...)
+		return
+	}
+	f.Add("request", err.Error())
+}
+
 // Err returns an INVALID_ARGUMENT error carrying the collected details, or
 // nil when there are none.
 func (f Fields) Err() error {

@@ -116,10 +116,7 @@ func (r *router) notifications() {
 		}
 		pg, err := pageParams(c)
 		var f apperr.Fields
-		if err != nil {
-			e, _ := apperr.As(err)
-			f = append(f, e.Details...)
-		}
+		f.Collect(err)
 		filter := dispatch.NotificationFilter{Name: c.Query("name"), Status: c.Query("status"), After: pg.After, Limit: pg.Limit}
 		if filter.Status != "" {
 			f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
@@ -147,10 +144,7 @@ func (r *router) notifications() {
 		}
 		pg, err := pageParams(c)
 		var f apperr.Fields
-		if err != nil {
-			e, _ := apperr.As(err)
-			f = append(f, e.Details...)
-		}
+		f.Collect(err)
 		filter := dispatch.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel"), After: pg.After, Limit: pg.Limit}
 		if filter.Status != "" {
 			f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
@@ -159,10 +153,7 @@ func (r *router) notifications() {
 			f.OneOf("channel", filter.Channel, "email", "sms", "push")
 		}
 		nid, err := queryID(c, "notificationId")
-		if err != nil {
-			e, _ := apperr.As(err)
-			f = append(f, e.Details...)
-		}
+		f.Collect(err)
 		filter.NotificationID = nid
 		if err := f.Err(); err != nil {
 			return err

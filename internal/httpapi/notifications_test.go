@@ -242,3 +242,21 @@ func TestReadyzReportsTheQueueConsumer(t *testing.T) {
 	require.Contains(t, res.JSON["checks"].(map[string]any)["rabbitmq"], "not consuming NotificationQueue")
 	require.Equal(t, "ok", res.JSON["checks"].(map[string]any)["database"])
 }
+
+// Every bad parameter of a list is reported in one response, not one per try.
+func TestNotificationListsReportEveryBadParameter(t *testing.T) {
+	t.Parallel()
+	api := newAPI(t, "sqlite")
+	res := api.do(http.MethodGet, "/v1/collections/1/deliveries?limit=0&cursor=zz&notificationId=x&status=bogus&channel=fax", api.superAdmin(), nil)
+	requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NODLLST0400")
+	got := details(res)
+	for _, field := range []string{"limit", "cursor", "notificationId", "status", "channel"} {
+		require.Contains(t, got, field, "body: %s", res.Raw)
+	}
+
+	res = api.do(http.MethodGet, "/v1/collections/1/notifications?limit=9999&status=bogus", api.superAdmin(), nil)
+	requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NONTLST0400")
+	got = details(res)
+	require.Contains(t, got, "limit", "body: %s", res.Raw)
+	require.Contains(t, got, "status", "body: %s", res.Raw)
+}
