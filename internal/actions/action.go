@@ -6,7 +6,8 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
-	"fmt"
+
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Config names: which channel an action sends on.
@@ -127,25 +128,10 @@ func (c Config) Value() (driver.Value, error) {
 	return string(b), nil
 }
 
-// Scan reads Config from JSON text.
+// Scan reads Config from JSON text; NULL or empty is the zero Config.
 func (c *Config) Scan(src any) error {
-	var b []byte
-	switch v := src.(type) {
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	case nil:
-		*c = Config{}
-		return nil
-	default:
-		return fmt.Errorf("actions: cannot scan %T into Config", src)
-	}
-	if len(b) == 0 {
-		*c = Config{}
-		return nil
-	}
-	return json.Unmarshal(b, c)
+	*c = Config{}
+	return store.ScanJSON(src, c)
 }
 
 // ErrNotFound is returned when an action does not exist in the collection.

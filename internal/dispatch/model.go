@@ -3,7 +3,8 @@ package dispatch
 import (
 	"database/sql/driver"
 	"encoding/json"
-	"fmt"
+
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Notification sources.
@@ -116,20 +117,4 @@ func jsonValue(v any, empty string) (driver.Value, error) {
 	return string(b), nil
 }
 
-func jsonScan(src any, dst any) error {
-	var b []byte
-	switch v := src.(type) {
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	case nil:
-		return nil
-	default:
-		return fmt.Errorf("dispatch: cannot scan %T as JSON", src)
-	}
-	if len(b) == 0 {
-		return nil
-	}
-	return json.Unmarshal(b, dst)
-}
+func jsonScan(src any, dst any) error { return store.ScanJSON(src, dst) }
