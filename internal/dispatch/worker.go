@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,7 @@ type Dispatcher struct {
 	log      *slog.Logger
 	now      func() time.Time
 	wake     chan struct{}
+	local    local // deliveries the intake handed off (handoff.go)
 
 	// OnSent, when set, is called once per delivery the provider accepted,
 	// after its status is committed (benchmarks measure latency with it).
@@ -59,9 +61,14 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 	if now == nil {
 		now = time.Now
 	}
+	room := cfg.Workers * cfg.ClaimBatch
+	if handoffWait(cfg.StaleSending, cfg.SendTimeout) < 10*time.Second {
+		room = 0
+	}
 	return &Dispatcher{
 		db: db, pg: store.IsPostgres(db), channels: chans, cfg: cfg, senders: senders, log: log, now: now,
-		wake: make(chan struct{}, max(cfg.Workers, 1)),
+		wake:  make(chan struct{}, max(cfg.Workers, 1)),
+		local: local{capacity: room},
 	}
 }
 
@@ -83,11 +90,13 @@ func (d *Dispatcher) Wake() {
 // dispatch.sendTimeout) before it stops.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	d.openLocal()
 	for i := range d.cfg.Workers {
 		wg.Go(func() { d.work(ctx, i) })
 	}
 	wg.Go(func() { d.recoverLoop(ctx) })
 	wg.Wait()
+	d.closeLocal()
 	return ctx.Err()
 }
 
@@ -95,11 +104,14 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 	idle := time.NewTimer(0)
 	defer idle.Stop()
 	failures := 0
+	var next []claimed // claimed by the statement that recorded the last batch
 	for {
 		// A cycle in hand is finished on shutdown, within a bound: a database
 		// that hangs leaves the claim in sending, for Recover.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.SendTimeout+30*time.Second)
-		n, err := d.RunOnce(cctx)
+		var n int
+		var err error
+		n, next, err = d.cycle(cctx, next, ctx.Err() == nil)
 		cancel()
 		switch {
 		case err != nil:
@@ -110,6 +122,9 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 		case failures > 0:
 			d.log.InfoContext(ctx, "dispatch: worker recovered", "worker", worker, "failures", failures)
 			failures = 0
+		}
+		if len(next) > 0 {
+			continue // claimed while recording: process it, even on shutdown
 		}
 		if ctx.Err() != nil {
 			return
@@ -256,27 +271,46 @@ type claimed struct {
 	Attempts       int
 	CreatedTime    int64
 	TraceParent    string // the notification's
+	handedAt       int64  // when the intake handed it off (handoff.go); 0 if claimed
 }
 
 // RunOnce claims one batch of due deliveries, sends them and records the
 // outcomes. It returns how many it claimed.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
-	now := d.now().UnixMilli()
-	batch, err := d.claim(ctx, now)
-	if err != nil || len(batch) == 0 {
-		return 0, err
+	n, _, err := d.cycle(ctx, nil, false)
+	return n, err
+}
+
+// cycle sends batch (when batch is empty: the intake's hand-offs, else a
+// claim) and records the outcomes. With claimNext and no hand-offs waiting,
+// the statement that records them also claims the next batch, which cycle
+// returns: one statement and one commit per batch instead of two, and on
+// PostgreSQL every commit waits for a WAL flush (docs/benchmarks.md).
+func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool) (n int, next []claimed, err error) {
+	if len(batch) == 0 {
+		batch = d.takeLocal()
+	}
+	if len(batch) == 0 {
+		if batch, err = d.claim(ctx, d.now().UnixMilli()); err != nil || len(batch) == 0 {
+			return 0, nil, err
+		}
 	}
 	if len(batch) == d.cfg.ClaimBatch {
 		d.Wake() // more may be due: let another worker claim them meanwhile
 	}
 	outs, err := d.process(ctx, batch)
 	if err != nil {
-		return len(batch), err
+		return len(batch), nil, err
 	}
-	if err := d.record(ctx, outs); err != nil {
+	if claimNext && d.localLen() == 0 {
+		next, err = d.recordAndClaim(ctx, outs)
+	} else {
+		err = d.record(ctx, outs)
+	}
+	if err != nil {
 		// The rows stay in sending; Recover returns them after
 		// dispatch.staleSending and they are sent again.
-		return len(batch), err
+		return len(batch), nil, err
 	}
 	if d.OnSent != nil {
 		for _, o := range outs {
@@ -285,10 +319,21 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	return len(batch), nil
+	return len(batch), next, nil
 }
 
 func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
+	q, args := d.claimSQL(now, nil)
+	var rows []claimed
+	if err := d.db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("dispatch: claim: %w", err)
+	}
+	return rows, nil
+}
+
+// claimSQL is the claim statement: due pending deliveries, oldest first,
+// to sending with one more attempt, except the ids in exclude.
+func (d *Dispatcher) claimSQL(now int64, exclude []int64) (string, []any) {
 	lock := ""
 	if d.pg {
 		lock = " FOR UPDATE SKIP LOCKED"
@@ -297,19 +342,53 @@ func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
 	if d.JoinTraces {
 		traceParent = "(SELECT n.trace_parent FROM notifications n WHERE n.id = deliveries.notification_id)"
 	}
-	var rows []claimed
-	err := d.db.WithContext(ctx).Raw(`
+	args := []any{now, now, now}
+	not := ""
+	if len(exclude) > 0 {
+		not = " AND id NOT IN ?"
+		args = append(args, exclude)
+	}
+	args = append(args, d.cfg.ClaimBatch)
+	return `
 UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, updated_time = ?
 WHERE id IN (
   SELECT id FROM deliveries
-  WHERE status = 'pending' AND next_attempt_at <= ?
+  WHERE status = 'pending' AND next_attempt_at <= ?` + not + `
   ORDER BY next_attempt_at, id
-  LIMIT ?`+lock+`)
+  LIMIT ?` + lock + `)
 RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
-  `+traceParent+` AS trace_parent`,
-		now, now, now, d.cfg.ClaimBatch).Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("dispatch: claim: %w", err)
+  ` + traceParent + ` AS trace_parent`, args
+}
+
+// recordAndClaim records outs and claims the next batch. On PostgreSQL it
+// is one statement: the record UPDATE as a data-modifying CTE beside the
+// claim UPDATE (both run, in one snapshot, and commit together). The claim
+// skips the recorded ids: a row Recover put back to pending may be in both,
+// and one statement must not update a row twice. SQLite runs the two
+// statements in turn.
+func (d *Dispatcher) recordAndClaim(ctx context.Context, outs []outcome) ([]claimed, error) {
+	parts := chunks(outs, 500)
+	if !d.pg || len(parts) == 0 {
+		if err := d.record(ctx, outs); err != nil {
+			return nil, err
+		}
+		return d.claim(ctx, d.now().UnixMilli())
+	}
+	if err := d.record(ctx, slices.Concat(parts[:len(parts)-1]...)); err != nil {
+		return nil, err
+	}
+	last := parts[len(parts)-1]
+	now := d.now().UnixMilli()
+	rec, recArgs := recordSQL(last, now)
+	ids := make([]int64, len(last))
+	for i, o := range last {
+		ids[i] = o.id
+	}
+	cl, clArgs := d.claimSQL(now, ids)
+	var rows []claimed
+	if err := d.db.WithContext(ctx).Raw("WITH recorded AS ("+rec+" RETURNING deliveries.id)"+cl, append(recArgs, clArgs...)...).
+		Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("dispatch: record outcomes and claim: %w", err)
 	}
 	return rows, nil
 }
@@ -480,34 +559,40 @@ func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
 	return d/2 + time.Duration(r*float64(d/2))
 }
 
-// record writes the outcomes of one batch in one statement.
+// record writes the outcomes of one batch in one statement per 500.
 func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
 	now := d.now().UnixMilli()
 	for _, chunk := range chunks(outs, 500) {
-		var sb strings.Builder
-		args := make([]any, 0, len(chunk)*8+1)
-		sb.WriteString("UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
-			"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
-			"sent_time = v.sent_time, updated_time = ? FROM (")
-		args = append(args, now)
-		for i, o := range chunk {
-			if i > 0 {
-				sb.WriteString(" UNION ALL ")
-			}
-			sb.WriteString("SELECT CAST(? AS BIGINT) AS id, CAST(? AS INTEGER) AS attempts, CAST(? AS TEXT) AS status, " +
-				"CAST(? AS TEXT) AS reason, CAST(? AS TEXT) AS provider, CAST(? AS TEXT) AS pmid, CAST(? AS BIGINT) AS next_at, CAST(? AS BIGINT) AS sent_time")
-			args = append(args, o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime)
-		}
-		// The claim is (id, attempts). A row Recover put back to pending but
-		// nobody claimed again still takes this outcome (so a slow send is
-		// not repeated); a row claimed again has more attempts and is left
-		// to its new owner.
-		sb.WriteString(") AS v WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts")
-		if err := d.db.WithContext(ctx).Exec(sb.String(), args...).Error; err != nil {
+		q, args := recordSQL(chunk, now)
+		if err := d.db.WithContext(ctx).Exec(q, args...).Error; err != nil {
 			return fmt.Errorf("dispatch: record outcomes: %w", err)
 		}
 	}
 	return nil
+}
+
+// recordSQL is the UPDATE that writes outs (not empty).
+func recordSQL(outs []outcome, now int64) (string, []any) {
+	var sb strings.Builder
+	args := make([]any, 0, len(outs)*8+1)
+	sb.WriteString("UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
+		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
+		"sent_time = v.sent_time, updated_time = ? FROM (")
+	args = append(args, now)
+	for i, o := range outs {
+		if i > 0 {
+			sb.WriteString(" UNION ALL ")
+		}
+		sb.WriteString("SELECT CAST(? AS BIGINT) AS id, CAST(? AS INTEGER) AS attempts, CAST(? AS TEXT) AS status, " +
+			"CAST(? AS TEXT) AS reason, CAST(? AS TEXT) AS provider, CAST(? AS TEXT) AS pmid, CAST(? AS BIGINT) AS next_at, CAST(? AS BIGINT) AS sent_time")
+		args = append(args, o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime)
+	}
+	// The claim is (id, attempts). A row Recover put back to pending but
+	// nobody claimed again still takes this outcome (so a slow send is
+	// not repeated); a row claimed again has more attempts and is left
+	// to its new owner.
+	sb.WriteString(") AS v WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts")
+	return sb.String(), args
 }
 
 // render builds the provider message for recipient rc from action a: the
