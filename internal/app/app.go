@@ -171,7 +171,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.add("dispatch", a.Dispatcher)
-	intake := dispatch.NewIntake(db, actions.NewRules(db).WithCache(a.ActionCache), a.Outbox, time.Now, a.Dispatcher.Wake)
+	intake := dispatch.NewIntake(db, actions.NewRules(db).WithCache(a.ActionCache), a.Outbox, time.Now, a.Dispatcher)
 	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err

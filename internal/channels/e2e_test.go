@@ -65,7 +65,7 @@ func TestProvidersThroughDispatch(t *testing.T) {
 		cfg.BackoffBase, cfg.MaxAttempts = time.Second, 5
 		disp := dispatch.NewDispatcher(db, chans, cfg, dispatch.Senders{Email: channels.Address{Email: "noreply@example.test", Name: "Example"}},
 			slog.New(slog.DiscardHandler), func() time.Time { return clock })
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp.Wake)
+		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
 		body := `{"collectionId": ` + jsonNum(cid) + `, "notification": [{"name": "USER_INVITEUSER", "recipients": [
 		  {"email": "ann@example.test", "phone": "+14155550100", "pushId": "tok-ann", "macros": {"FNAME": "Ann"}},
 		  {"email": "bob@example.test", "phone": "555-0100", "macros": {"FNAME": "Bob"}}]}]}`

@@ -86,7 +86,7 @@ func setup(t *testing.T, db *gorm.DB, chans ...channels.Channel) *bundle {
 	}
 	b.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch, "push": ch}, testConfig(),
 		dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
-	b.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, b.disp.Wake)
+	b.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, b.disp)
 	b.store = dispatch.NewStore(db, nil)
 	return b
 }

@@ -84,16 +84,17 @@ type Intake struct {
 	rules  Resolver
 	outbox EnvelopeRecorder
 	now    func() time.Time
-	wake   func()
+	local  Local
 }
 
-// NewIntake returns an Intake. outbox may be nil (no envelopes); wake, when
-// not nil, is called after each commit that planned pending deliveries.
-func NewIntake(db *gorm.DB, rules Resolver, ob EnvelopeRecorder, now func() time.Time, wake func()) *Intake {
+// NewIntake returns an Intake. outbox may be nil (no envelopes). local,
+// when not nil, is this instance's Dispatcher: it takes the deliveries it
+// has room for straight from each commit and is woken for the rest.
+func NewIntake(db *gorm.DB, rules Resolver, ob EnvelopeRecorder, now func() time.Time, local Local) *Intake {
 	if now == nil {
 		now = time.Now
 	}
-	return &Intake{db: db, rules: rules, outbox: ob, now: now, wake: wake}
+	return &Intake{db: db, rules: rules, outbox: ob, now: now, local: local}
 }
 
 type ruleKey struct {
@@ -127,9 +128,10 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	now := in.now().UnixMilli()
 	ctxTrace := traceParent(ctx)
 	outcomes := make([]Outcome, len(subs))
-	var pending, envelopes int
+	var pending, envelopes, reserved int
+	var handed []claimed
 	err := in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		pending, envelopes = 0, 0
+		pending, envelopes, handed = 0, 0, nil
 		for i := range outcomes {
 			outcomes[i] = Outcome{}
 		}
@@ -168,8 +170,35 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 			}
 			all = append(all, ds...)
 		}
-		if err := insertDeliveries(ctx, tx, all); err != nil {
+		// The deliveries the local workers have room for go in claimed
+		// (as claim would leave them) and are handed off after the commit.
+		var handOff []int // index into all
+		if in.local != nil && pending > 0 {
+			reserved = in.local.Reserve(pending)
+			for i, d := range all {
+				if len(handOff) == reserved {
+					break
+				}
+				if d.Status == StatusPending {
+					d.Status, d.Attempts, d.ClaimedAt = StatusSending, 1, now
+					handOff = append(handOff, i)
+				}
+			}
+			pending -= reserved
+		}
+		rcpts, err := insertDeliveries(ctx, tx, all)
+		if err != nil {
 			return err
+		}
+		trace := make(map[int64]string, len(notes))
+		for _, n := range notes {
+			trace[n.ID] = n.TraceParent
+		}
+		for _, i := range handOff {
+			d := all[i]
+			handed = append(handed, claimed{ID: d.ID, NotificationID: d.NotificationID, CollectionID: d.CollectionID,
+				ActionID: d.ActionID, RecipientIndex: d.RecipientIndex, Channel: d.Channel, Recipient: rcpts[i],
+				Attempts: d.Attempts, CreatedTime: d.CreatedTime, TraceParent: trace[d.NotificationID]})
 		}
 		for j, note := range notes {
 			i := owner[j]
@@ -187,10 +216,16 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 		return nil
 	})
 	if err != nil {
+		if reserved > 0 {
+			in.local.Release(reserved)
+		}
 		return nil, fmt.Errorf("dispatch: intake: %w", err)
 	}
-	if pending > 0 && in.wake != nil {
-		in.wake()
+	if len(handed) > 0 {
+		in.local.Hand(handed)
+	}
+	if pending > 0 && in.local != nil {
+		in.local.Wake()
 	}
 	if envelopes > 0 {
 		in.outbox.Committed()
@@ -515,24 +550,54 @@ func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*Notification
 	return nil
 }
 
-func insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Delivery) error {
-	const cols = "notification_id, collection_id, action_id, recipient_index, channel, address, recipient, status, reason, next_attempt_at, created_time, updated_time"
+// insertDeliveries inserts ds, sets their ids and returns each one's
+// recipient as stored (JSON).
+func insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Delivery) ([]string, error) {
+	const cols = "notification_id, collection_id, action_id, recipient_index, channel, address, recipient, status, reason, attempts, next_attempt_at, claimed_at, created_time, updated_time"
 	rows := make([][]any, len(ds))
+	rcpts := make([]string, len(ds))
+	type planKey struct {
+		notificationID, actionID int64
+		recipientIndex           int
+	}
+	byKey := make(map[planKey]*Delivery, len(ds))
 	for i, d := range ds {
 		rc, err := json.Marshal(d.Recipient)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		rows[i] = []any{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, string(rc),
-			d.Status, d.Reason, d.NextAttemptAt, d.CreatedTime, d.UpdatedTime}
+		rcpts[i] = string(rc)
+		rows[i] = []any{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, rcpts[i],
+			d.Status, d.Reason, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.CreatedTime, d.UpdatedTime}
+		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
 	for _, chunk := range chunks(rows, 1000) {
 		q, args := valuesSQL("INSERT INTO deliveries ("+cols+") VALUES ", chunk)
-		if err := tx.WithContext(ctx).Exec(q, args...).Error; err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
+		r, err := tx.WithContext(ctx).Raw(q+" RETURNING id, notification_id, action_id, recipient_index", args...).Rows()
+		if err != nil {
+			return nil, fmt.Errorf("insert deliveries: %w", err)
+		}
+		for r.Next() {
+			var id int64
+			var k planKey
+			if err := r.Scan(&id, &k.notificationID, &k.actionID, &k.recipientIndex); err != nil {
+				r.Close()
+				return nil, err
+			}
+			if d := byKey[k]; d != nil {
+				d.ID = id
+			}
+		}
+		if err := r.Close(); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	for _, d := range ds {
+		if d.ID == 0 {
+			return nil, fmt.Errorf("insert deliveries: no id returned for notification %d action %d recipient %d", d.NotificationID, d.ActionID, d.RecipientIndex)
+		}
+	}
+	return rcpts, nil
 }
 
 // valuesSQL appends one (?, ?, …) group per row to head.

@@ -68,7 +68,7 @@ func benchQueueDrain(b *testing.B, record bool) {
 	}
 	chans := map[string]channels.Channel{"email": e.sandbox, "sms": e.sandbox, "push": e.sandbox}
 	e.disp = dispatch.NewDispatcher(e.db, chans, config.Default().Dispatch, dispatch.Senders{}, discard(), nil)
-	e.intake = dispatch.NewIntake(e.db, actions.NewRules(e.db), nil, nil, e.disp.Wake)
+	e.intake = dispatch.NewIntake(e.db, actions.NewRules(e.db), nil, nil, e.disp)
 	// One email action only, as the benchmark asks.
 	require.NoError(b, e.db.Exec("UPDATE actions SET status = 'INACTIVE' WHERE config_name <> 'SendEmailConfig'").Error)
 	e.cfg.Prefetch, e.cfg.BatchSize = 1000, 250

@@ -91,7 +91,7 @@ func newEnv(t testing.TB, mutate ...func(*config.AMQP)) *env {
 	dcfg := config.Default().Dispatch
 	dcfg.PollInterval = 50 * time.Millisecond
 	e.disp = dispatch.NewDispatcher(e.db, chans, dcfg, dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
-	e.intake = dispatch.NewIntake(e.db, actions.NewRules(e.db), nil, nil, e.disp.Wake)
+	e.intake = dispatch.NewIntake(e.db, actions.NewRules(e.db), nil, nil, e.disp)
 
 	conn, err := amqp.Dial(e.cfg.URL)
 	require.NoError(t, err)

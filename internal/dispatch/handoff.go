@@ -1,0 +1,163 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Local is this instance's Dispatcher as the Intake sees it. The intake
+// inserts some of a batch's deliveries already claimed (sending, attempt 1)
+// and hands them to the local workers after the commit, so a fresh delivery
+// costs no claim statement and no wait for a worker's poll: on PostgreSQL
+// the claim UPDATE was a quarter of the database time per delivery
+// (docs/benchmarks.md). Deliveries the local workers have no room for are
+// inserted pending and claimed as before, by any instance.
+//
+// *Dispatcher implements it; the claimed type keeps it to this package.
+type Local interface {
+	// Reserve returns how many of n deliveries the workers can take now
+	// (0 to n); the caller inserts that many claimed and then calls Hand
+	// with them after the commit, or Release if the commit failed.
+	Reserve(n int) int
+	Release(n int)
+	Hand(batch []claimed)
+	// Wake tells an idle worker that pending deliveries may be due.
+	Wake()
+}
+
+// local is the queue of handed-off deliveries. Its capacity bounds how long
+// one waits for a worker: the rule that keeps a handed-off delivery from
+// being recovered while still queued (see takeLocal).
+type local struct {
+	mu       sync.Mutex
+	items    []claimed
+	reserved int
+	capacity int
+	running  bool // Run has started the workers: only then are hand-offs taken
+	closed   bool
+}
+
+// Reserve implements Local.
+func (d *Dispatcher) Reserve(n int) int {
+	d.local.mu.Lock()
+	defer d.local.mu.Unlock()
+	if !d.local.running || d.local.closed {
+		return 0
+	}
+	k := max(min(n, d.local.capacity-len(d.local.items)-d.local.reserved), 0)
+	d.local.reserved += k
+	return k
+}
+
+// Release implements Local.
+func (d *Dispatcher) Release(n int) {
+	d.local.mu.Lock()
+	d.local.reserved -= n
+	d.local.mu.Unlock()
+}
+
+// Hand implements Local: it queues batch for the workers and wakes as many
+// as it fills claim batches. After the Dispatcher stopped it puts batch back
+// to pending instead.
+func (d *Dispatcher) Hand(batch []claimed) {
+	now := d.now().UnixMilli()
+	for i := range batch {
+		batch[i].handedAt = now
+	}
+	d.local.mu.Lock()
+	d.local.reserved -= len(batch)
+	closed := d.local.closed
+	if !closed {
+		d.local.items = append(d.local.items, batch...)
+	}
+	d.local.mu.Unlock()
+	if closed {
+		d.requeue(batch, "accepted while the dispatcher was stopping; back to the queue")
+		return
+	}
+	for range (len(batch) + d.cfg.ClaimBatch - 1) / d.cfg.ClaimBatch {
+		d.Wake()
+	}
+}
+
+// takeLocal returns up to one claim batch of handed-off deliveries. One
+// that waited in the queue so long that it could be recovered as stale
+// before its send ends (dispatch.staleSending less dispatch.sendTimeout and
+// a margin) is put back to pending instead of sent, so the recovery rule
+// never sees a delivery that is still on its way.
+func (d *Dispatcher) takeLocal() []claimed {
+	d.local.mu.Lock()
+	k := min(d.cfg.ClaimBatch, len(d.local.items))
+	if k == 0 {
+		d.local.mu.Unlock()
+		return nil
+	}
+	batch := make([]claimed, k)
+	copy(batch, d.local.items)
+	d.local.items = append(d.local.items[:0], d.local.items[k:]...)
+	d.local.mu.Unlock()
+
+	limit := d.now().UnixMilli() - handoffWait(d.cfg.StaleSending, d.cfg.SendTimeout).Milliseconds()
+	fresh := batch[:0]
+	var late []claimed
+	for _, c := range batch {
+		if c.handedAt < limit {
+			late = append(late, c)
+			continue
+		}
+		fresh = append(fresh, c)
+	}
+	if len(late) > 0 {
+		d.requeue(late, "waited too long for a worker after intake; back to the queue")
+	}
+	return fresh
+}
+
+// handoffWait is how long a hand-off may wait for a worker: what is left of
+// dispatch.staleSending after the longest send (dispatch.sendTimeout) and
+// 30 s to record its outcome. With less than 10 s left there is no
+// hand-off (NewDispatcher gives it no room).
+func handoffWait(staleSending, sendTimeout time.Duration) time.Duration {
+	return staleSending - sendTimeout - 30*time.Second
+}
+
+func (d *Dispatcher) localLen() int {
+	d.local.mu.Lock()
+	defer d.local.mu.Unlock()
+	return len(d.local.items)
+}
+
+func (d *Dispatcher) openLocal() {
+	d.local.mu.Lock()
+	d.local.running = true
+	d.local.mu.Unlock()
+}
+
+// closeLocal stops hand-offs and puts what is still queued back to pending
+// (Run calls it when the workers have stopped).
+func (d *Dispatcher) closeLocal() {
+	d.local.mu.Lock()
+	d.local.closed = true
+	left := d.local.items
+	d.local.items = nil
+	d.local.mu.Unlock()
+	if len(left) > 0 {
+		d.requeue(left, "not sent before shutdown; back to the queue")
+	}
+}
+
+// requeue puts claimed deliveries back to pending, due now, with reason. If
+// that fails they stay in sending and the stale-sending rule returns them.
+func (d *Dispatcher) requeue(batch []claimed, reason string) {
+	now := d.now().UnixMilli()
+	outs := make([]outcome, len(batch))
+	for i, c := range batch {
+		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now, reason: reason}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.record(ctx, outs); err != nil {
+		d.log.WarnContext(ctx, "dispatch: cannot put deliveries back to pending; the stale-sending rule will", "count", len(batch), "error", err)
+	}
+}

@@ -1,0 +1,209 @@
+package dispatch_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// gated is a channel whose Send blocks while the gate is closed; it counts
+// the messages it accepted per delivery.
+type gated struct {
+	mu      sync.Mutex
+	open    chan struct{}
+	entered chan struct{} // one value per Send call
+	sent    map[int64]int
+}
+
+func newGated(open bool) *gated {
+	g := &gated{open: make(chan struct{}), entered: make(chan struct{}, 100), sent: map[int64]int{}}
+	if open {
+		close(g.open)
+	}
+	return g
+}
+
+func (g *gated) Name() string { return "gated" }
+
+func (g *gated) count(deliveryID int64) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sent[deliveryID]
+}
+
+func (g *gated) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
+	g.entered <- struct{}{}
+	<-g.open
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]channels.Result, len(msgs))
+	for i, m := range msgs {
+		g.sent[m.DeliveryID]++
+		out[i].ProviderMessageID = "pm-" + jsonInt(m.DeliveryID)
+	}
+	return out
+}
+
+// handoffBundle is a running Dispatcher with one worker and claim batches
+// of claimBatch, the intake wired to it, and separate clocks.
+type handoffBundle struct {
+	*bundle
+	ch                       *gated
+	intakeClock, workerClock atomic.Int64 // unix ms
+	stop                     func()
+}
+
+func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBundle {
+	t.Helper()
+	h := &handoffBundle{bundle: setup(t, db), ch: ch}
+	now := time.Now().UnixMilli()
+	h.intakeClock.Store(now)
+	h.workerClock.Store(now + 1000)
+	cfg := testConfig()
+	cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, claimBatch, 20*time.Millisecond
+	// A hand-off may wait staleSending - sendTimeout - 30 s = 1 min.
+	cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
+	h.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, dispatch.Senders{}, discard(),
+		func() time.Time { return time.UnixMilli(h.workerClock.Load()) })
+	h.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil),
+		func() time.Time { return time.UnixMilli(h.intakeClock.Load()) }, h.disp)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = h.disp.Run(ctx); close(done) }()
+	h.stop = func() { cancel(); <-done }
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			h.stop()
+		}
+	})
+	// Run has started once a delivery is handed off; give it a moment.
+	time.Sleep(50 * time.Millisecond)
+	return h
+}
+
+func (h *handoffBundle) submit(t *testing.T, emails ...string) int64 {
+	t.Helper()
+	body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`
+	for i, e := range emails {
+		if i > 0 {
+			body += ","
+		}
+		body += `{"email": "` + e + `", "macros": {"FNAME": "X"}}`
+	}
+	out, err := h.intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue,
+		Request: request(t, h.collectionID, body+`]}]}`)}})
+	require.NoError(t, err)
+	return out[0].Notifications[0].ID
+}
+
+func (h *handoffBundle) email(t *testing.T, notificationID int64) []dispatch.Delivery {
+	t.Helper()
+	return deliveries(t, h.bundle, notificationID, "email")
+}
+
+// claimedAt reads the column the API does not show.
+func claimedAt(t *testing.T, db *gorm.DB, id int64) int64 {
+	t.Helper()
+	var at int64
+	require.NoError(t, db.Raw("SELECT claimed_at FROM deliveries WHERE id = ?", id).Scan(&at).Error)
+	return at
+}
+
+// The intake hands the deliveries the running workers have room for
+// straight to them, claimed in its own transaction (claimed_at is the
+// intake's clock); the rest are inserted pending and claimed by a worker
+// (the worker's clock). Each is sent once.
+func TestIntakeHandsDeliveriesToRunningWorkers(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		h := runHandoff(t, db, 2, newGated(true)) // room for 1 worker × 2
+		id := h.submit(t, "a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com")
+		require.Eventually(t, func() bool {
+			for _, d := range h.email(t, id) {
+				if d.Status != dispatch.StatusSent {
+					return false
+				}
+			}
+			return true
+		}, 10*time.Second, 10*time.Millisecond)
+
+		var handed, claimed int
+		for _, d := range h.email(t, id) {
+			require.Equal(t, 1, d.Attempts)
+			require.Equal(t, 1, h.ch.count(d.ID), "delivery %d", d.ID)
+			switch claimedAt(t, db, d.ID) {
+			case h.intakeClock.Load():
+				handed++
+			case h.workerClock.Load():
+				claimed++
+			default:
+				t.Fatalf("delivery %d claimed at neither clock", d.ID)
+			}
+		}
+		require.Equal(t, 2, handed, "the workers' room: workers × claimBatch")
+		require.Equal(t, 3, claimed)
+	})
+}
+
+// Hand-offs still queued when the dispatcher stops go back to pending,
+// with a reason, for the next start (or another instance) to claim.
+func TestHandoffsQueuedAtShutdownGoBackToPending(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ch := newGated(false)
+		h := runHandoff(t, db, 1, ch)
+		first := h.submit(t, "a@example.com")
+		<-ch.entered // the worker holds the first one, blocked in Send
+		second := h.submit(t, "b@example.com")
+		require.Equal(t, dispatch.StatusSending, h.email(t, second)[0].Status, "handed off")
+
+		stopped := make(chan struct{})
+		go func() { h.stop(); close(stopped) }()
+		time.Sleep(50 * time.Millisecond)
+		close(ch.open)
+		<-stopped
+
+		require.Equal(t, dispatch.StatusSent, h.email(t, first)[0].Status, "the send in hand is finished")
+		d := h.email(t, second)[0]
+		require.Equal(t, dispatch.StatusPending, d.Status)
+		require.Contains(t, d.Reason, "not sent before shutdown")
+		require.Zero(t, ch.count(d.ID))
+	})
+}
+
+// A hand-off that waited for a worker so long that the stale-sending rule
+// could recover it during its send is not sent from the queue: it goes back
+// to pending and is claimed (a second attempt), so it is sent once.
+func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ch := newGated(false)
+		h := runHandoff(t, db, 1, ch)
+		first := h.submit(t, "a@example.com")
+		<-ch.entered
+		second := h.submit(t, "b@example.com")
+		// It may wait 1 min (runHandoff).
+		h.workerClock.Add((time.Minute + time.Second).Milliseconds())
+		close(ch.open)
+		require.Eventually(t, func() bool {
+			return h.email(t, second)[0].Status == dispatch.StatusSent && h.email(t, first)[0].Status == dispatch.StatusSent
+		}, 10*time.Second, 10*time.Millisecond)
+		d := h.email(t, second)[0]
+		require.Equal(t, 2, d.Attempts, "put back, then claimed")
+		require.Equal(t, h.workerClock.Load(), claimedAt(t, db, d.ID))
+		require.Equal(t, 1, ch.count(d.ID))
+	})
+}
