@@ -2,7 +2,6 @@ package actions
 
 import (
 	"fmt"
-	"net/mail"
 	"regexp"
 	"sort"
 	"strings"
@@ -16,7 +15,6 @@ const (
 	MaxDescriptionLen = 1024
 	MaxTemplateLen    = 128
 	MaxFromNameLen    = 256
-	maxEmailLen       = 254 // RFC 5321 path limit
 )
 
 var (
@@ -114,8 +112,8 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 	if c.MessagingServiceSID != "" && !messagingService.MatchString(c.MessagingServiceSID) {
 		f.Add("config.messagingServiceSid", "must be a Twilio Messaging Service SID: MG followed by 32 lowercase hex characters")
 	}
-	if c.FromEmail != "" && !validEmail(c.FromEmail) {
-		f.Add("config.fromEmail", "must be an email address such as noreply@example.com")
+	if c.FromEmail != "" {
+		f.Email("config.fromEmail", c.FromEmail)
 	}
 	f.MaxLen("config.fromName", c.FromName, MaxFromNameLen)
 	keys := make([]string, 0, len(c.Locales))
@@ -136,15 +134,6 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 			f.Add("config.condition.macro", "must be a macro name such as FNAME")
 		}
 	}
-}
-
-// validEmail accepts a bare address (no display name: that is fromName).
-func validEmail(s string) bool {
-	if len(s) > maxEmailLen {
-		return false
-	}
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Name == "" && a.Address == s
 }
 
 func (fl Filter) validate() error {

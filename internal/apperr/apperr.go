@@ -6,6 +6,7 @@ package apperr
 import (
 	"errors"
 	"fmt"
+	"net/mail"
 )
 
 // Kind is the canonical class of an error, named after the API's statuses.
@@ -138,6 +139,20 @@ func (f *Fields) OneOf(field, value string, allowed ...string) {
 		}
 	}
 	f.Add(field, fmt.Sprintf("must be one of %v", allowed))
+}
+
+// maxEmailLen is the longest address SMTP carries (RFC 5321's path limit).
+const maxEmailLen = 254
+
+// Email records field as invalid unless value is a bare email address
+// (noreply@example.com): no display name, since a sender's name has a field
+// of its own, and no surrounding space. Action configs and collection
+// defaults share it, so a sender valid in one is valid in the other.
+func (f *Fields) Email(field, value string) {
+	a, err := mail.ParseAddress(value)
+	if len(value) > maxEmailLen || err != nil || a.Name != "" || a.Address != value {
+		f.Add(field, "must be an email address such as noreply@example.com")
+	}
 }
 
 // Collect adds the details of err, an error from a parameter parser such as

@@ -2,6 +2,7 @@ package apperr_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -38,4 +39,32 @@ func TestKindsAndIs(t *testing.T) {
 	require.Equal(t, "NOT_FOUND", apperr.KindOf(err).String())
 	require.Equal(t, apperr.Internal, apperr.KindOf(errors.New("plain")))
 	require.Equal(t, "FAILED_PRECONDITION", apperr.PreconditionFailed.String())
+}
+
+func TestFieldsEmail(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{
+		{"noreply@example.com", true},
+		{"first.last+tag@mail.example.co.uk", true},
+		{"", false},
+		{"nobody", false},
+		{"Bob <bob@example.com>", false}, // the name has a field of its own
+		{" bob@example.com", false},
+		{"bob@example.com ", false},
+		{strings.Repeat("a", 243) + "@example.com", false}, // 255 characters
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			t.Parallel()
+			var f apperr.Fields
+			f.Email("from", tc.value)
+			if tc.ok {
+				require.Empty(t, f)
+				return
+			}
+			require.Equal(t, apperr.Fields{{Field: "from", Reason: "must be an email address such as noreply@example.com"}}, f)
+		})
+	}
 }

@@ -291,7 +291,7 @@ func personalizationIndex(field string) (int, bool) {
 // one bad address fails its own delivery, not the whole batch.
 func validateEmail(m Message, from Address) error {
 	if from.Email == "" {
-		return Permanent(SendGridName, "no sender: the action has no fromEmail and channels.sendgrid.fromEmail is empty", nil)
+		return Permanent(SendGridName, "no sender: the action has no fromEmail, its collection no defaultFromEmail, and channels.sendgrid.fromEmail is empty", nil)
 	}
 	if _, err := mail.ParseAddress(from.Email); err != nil {
 		return Permanent(SendGridName, fmt.Sprintf("invalid sender address %q", from.Email), err)

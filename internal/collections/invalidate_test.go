@@ -76,7 +76,7 @@ func TestMutationsAnnounceTheirCollection(t *testing.T) {
 		_, err := b.svc.UpdateEvent(ctx, b.admin, c.ID, e.ID, collections.Patch{Status: status("INACTIVE")}, 0)
 		require.NoError(t, err)
 		require.Equal(t, want, inv.take(), "update event")
-		_, err = b.svc.UpdateCollection(ctx, b.admin, c.ID, collections.Patch{Status: status("INACTIVE")}, 0)
+		_, err = b.svc.UpdateCollection(ctx, b.admin, c.ID, collections.CollectionPatch{Status: status("INACTIVE")}, 0)
 		require.NoError(t, err)
 		require.Equal(t, want, inv.take(), "update collection")
 

@@ -54,7 +54,7 @@ func (s *Service) WithInvalidator(inv Invalidator) *Service {
 }
 
 // CreateCollection creates a collection. Only a super admin may.
-func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Input) (Collection, error) {
+func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in CollectionInput) (Collection, error) {
 	if !p.SuperAdmin() {
 		return Collection{}, apperr.New(apperr.PermissionDenied, "creating a collection needs %s", auth.RoleSuperAdmin)
 	}
@@ -64,6 +64,7 @@ func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Inp
 	now := s.now().UnixMilli()
 	c := Collection{
 		Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
+		DefaultFromEmail: in.DefaultFromEmail, DefaultFromName: in.DefaultFromName,
 		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
 	err := s.inTx(ctx, 0, func(tx *gorm.DB) error {
@@ -113,7 +114,9 @@ func (s *Service) GetCollection(ctx context.Context, p auth.Principal, id int64)
 
 // UpdateCollection applies patch to collection id. ifVersion > 0 makes the
 // update conditional on the collection still being at that version (If-Match).
-func (s *Service) UpdateCollection(ctx context.Context, p auth.Principal, id int64, patch Patch, ifVersion int64) (Collection, error) {
+// A patch that leaves a default sender name without an address is refused
+// (and rolled back) once the merged row is read.
+func (s *Service) UpdateCollection(ctx context.Context, p auth.Principal, id int64, patch CollectionPatch, ifVersion int64) (Collection, error) {
 	if !p.CanManage(id) {
 		return Collection{}, denied(id)
 	}
@@ -122,7 +125,7 @@ func (s *Service) UpdateCollection(ctx context.Context, p auth.Principal, id int
 	}
 	var c Collection
 	err := s.inTx(ctx, id, func(tx *gorm.DB) error {
-		n, err := s.repo.updateCollection(ctx, tx, id, s.changes(p, patch), ifVersion)
+		n, err := s.repo.updateCollection(ctx, tx, id, s.collectionChanges(p, patch), ifVersion)
 		if err != nil {
 			return collectionConflict(err, deref(patch.Name))
 		}
@@ -135,6 +138,13 @@ func (s *Service) UpdateCollection(ctx context.Context, p auth.Principal, id int
 		}
 		if n == 0 {
 			return stale("collection", id, c.Version, ifVersion)
+		}
+		// The row, not the patch, says whether the sender is whole: a patch
+		// setting only defaultFromName is fine when an address is stored.
+		var f apperr.Fields
+		senderComplete(&f, c.DefaultFromEmail, c.DefaultFromName)
+		if err := f.Err(); err != nil {
+			return err
 		}
 		return s.record(ctx, tx, p, outbox.CollectionUpdate, c.ID, c.ID, map[string]any{"collection": c})
 	})
@@ -378,6 +388,18 @@ func (s *Service) changes(p auth.Principal, patch Patch) map[string]any {
 	}
 	if patch.Status != nil {
 		set["status"] = *patch.Status
+	}
+	return set
+}
+
+// collectionChanges is changes plus the default sender columns the patch sets.
+func (s *Service) collectionChanges(p auth.Principal, patch CollectionPatch) map[string]any {
+	set := s.changes(p, patch.common())
+	if patch.DefaultFromEmail != nil {
+		set["default_from_email"] = *patch.DefaultFromEmail
+	}
+	if patch.DefaultFromName != nil {
+		set["default_from_name"] = *patch.DefaultFromName
 	}
 	return set
 }

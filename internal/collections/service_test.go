@@ -47,7 +47,7 @@ func setup(t *testing.T, db *gorm.DB) *bundle {
 
 func (b *bundle) collection(t *testing.T, name string) collections.Collection {
 	t.Helper()
-	c, err := b.svc.CreateCollection(context.Background(), b.admin, collections.Input{Name: name})
+	c, err := b.svc.CreateCollection(context.Background(), b.admin, collections.CollectionInput{Name: name})
 	require.NoError(t, err)
 	return c
 }
@@ -123,7 +123,7 @@ func TestEventLifecycleAndEnvelopes(t *testing.T) {
 		actor := b.admin
 		actor.OnBehalfOf = 42
 
-		col, err := b.svc.CreateCollection(ctx, actor, collections.Input{Name: "Shop", Description: "the shop"})
+		col, err := b.svc.CreateCollection(ctx, actor, collections.CollectionInput{Name: "Shop", Description: "the shop"})
 		require.NoError(t, err)
 		require.Positive(t, col.ID)
 		require.Equal(t, collections.StatusActive, col.Status, "status defaults to ACTIVE")
@@ -194,7 +194,7 @@ func TestEventLifecycleAndEnvelopes(t *testing.T) {
 		require.JSONEq(t, fmt.Sprintf(`{"responseCode":"NOEVDEL0000","responseMessage":"Event is deleted successfully","timeStamp":%q}`,
 			d.TimeStamp), string(envs[3].Detail.Payload))
 		require.Equal(t, strconv.FormatInt(ev.ID, 10), envs[3].Detail.ID)
-		require.JSONEq(t, fmt.Sprintf(`{"collection":{"id":%d,"name":"Shop","description":"the shop","status":"ACTIVE","createdTime":%d,"updatedTime":%d}}`,
+		require.JSONEq(t, fmt.Sprintf(`{"collection":{"id":%d,"name":"Shop","description":"the shop","status":"ACTIVE","defaultFromEmail":"","defaultFromName":"","createdTime":%d,"updatedTime":%d}}`,
 			col.ID, col.CreatedTime, col.UpdatedTime), string(envs[0].Detail.Payload))
 	})
 }
@@ -206,7 +206,7 @@ func TestCollectionUpdate(t *testing.T) {
 		ctx := context.Background()
 		col := b.collection(t, "Shop")
 		name := "Store"
-		up, err := b.svc.UpdateCollection(ctx, b.admin, col.ID, collections.Patch{Name: &name}, 0)
+		up, err := b.svc.UpdateCollection(ctx, b.admin, col.ID, collections.CollectionPatch{Name: &name}, 0)
 		require.NoError(t, err)
 		require.Equal(t, "Store", up.Name)
 		require.EqualValues(t, 2, up.Version)
@@ -249,7 +249,7 @@ func TestValidation(t *testing.T) {
 			for _, f := range tc.fields {
 				require.Contains(t, fields(e), f, tc.name)
 			}
-			_, err = b.svc.CreateCollection(ctx, b.admin, tc.in)
+			_, err = b.svc.CreateCollection(ctx, b.admin, collections.CollectionInput{Name: tc.in.Name, Description: tc.in.Description, Status: tc.in.Status})
 			requireKind(t, err, apperr.InvalidArgument)
 		}
 		// Exactly 128 characters is fine.
@@ -267,7 +267,7 @@ func TestValidation(t *testing.T) {
 		e = requireKind(t, err, apperr.InvalidArgument)
 		require.Contains(t, fields(e), "name")
 		require.Contains(t, fields(e), "status")
-		_, err = b.svc.UpdateCollection(ctx, b.admin, col.ID, collections.Patch{Status: &bad}, 0)
+		_, err = b.svc.UpdateCollection(ctx, b.admin, col.ID, collections.CollectionPatch{Status: &bad}, 0)
 		requireKind(t, err, apperr.InvalidArgument)
 
 		_, err = b.svc.ListEvents(ctx, b.admin, col.ID, collections.Filter{Status: "x"}, collections.Page{Limit: 10})
@@ -285,7 +285,7 @@ func TestUniqueNames(t *testing.T) {
 		ctx := context.Background()
 		shop := b.collection(t, "Shop")
 		blog := b.collection(t, "Blog")
-		_, err := b.svc.CreateCollection(ctx, b.admin, collections.Input{Name: "Shop"})
+		_, err := b.svc.CreateCollection(ctx, b.admin, collections.CollectionInput{Name: "Shop"})
 		e := requireKind(t, err, apperr.AlreadyExists)
 		require.Contains(t, fields(e), "name")
 
@@ -304,7 +304,7 @@ func TestUniqueNames(t *testing.T) {
 		e = requireKind(t, err, apperr.AlreadyExists)
 		require.Contains(t, fields(e), "name")
 		blogName := "Blog"
-		_, err = b.svc.UpdateCollection(ctx, b.admin, shop.ID, collections.Patch{Name: &blogName}, 0)
+		_, err = b.svc.UpdateCollection(ctx, b.admin, shop.ID, collections.CollectionPatch{Name: &blogName}, 0)
 		requireKind(t, err, apperr.AlreadyExists)
 
 		// The losers changed nothing and recorded nothing.
@@ -335,7 +335,7 @@ func TestIfMatch(t *testing.T) {
 		require.Contains(t, fields(e)["If-Match"], `"2"`)
 		_, err = b.svc.DeleteEvent(ctx, b.admin, col.ID, ev.ID, ev.Version)
 		requireKind(t, err, apperr.PreconditionFailed)
-		_, err = b.svc.UpdateCollection(ctx, b.admin, col.ID, collections.Patch{Description: &stale}, 7)
+		_, err = b.svc.UpdateCollection(ctx, b.admin, col.ID, collections.CollectionPatch{Description: &stale}, 7)
 		requireKind(t, err, apperr.PreconditionFailed)
 		_, err = b.svc.DeleteCollection(ctx, b.admin, col.ID, 7)
 		requireKind(t, err, apperr.PreconditionFailed)
@@ -413,7 +413,7 @@ func TestNotFound(t *testing.T) {
 		// Missing altogether.
 		_, err = b.svc.GetCollection(ctx, b.admin, 9999)
 		requireKind(t, err, apperr.NotFound)
-		_, err = b.svc.UpdateCollection(ctx, b.admin, 9999, patch, 0)
+		_, err = b.svc.UpdateCollection(ctx, b.admin, 9999, collections.CollectionPatch{Description: patch.Description}, 0)
 		requireKind(t, err, apperr.NotFound)
 		_, err = b.svc.DeleteCollection(ctx, b.admin, 9999, 0)
 		requireKind(t, err, apperr.NotFound)
@@ -582,11 +582,11 @@ func TestServiceChecksPermissions(t *testing.T) {
 	viewer := auth.Principal{UserID: "3", Roles: []string{auth.RoleViewer}, Collections: []int64{col.ID}}
 	stranger := auth.Principal{UserID: "4", Roles: []string{auth.RoleAdmin}, Collections: []int64{999}}
 
-	_, err := b.svc.CreateCollection(ctx, admin, collections.Input{Name: "X"})
+	_, err := b.svc.CreateCollection(ctx, admin, collections.CollectionInput{Name: "X"})
 	requireKind(t, err, apperr.PermissionDenied)
 	_, err = b.svc.GetCollection(ctx, stranger, col.ID)
 	requireKind(t, err, apperr.PermissionDenied)
-	_, err = b.svc.UpdateCollection(ctx, viewer, col.ID, collections.Patch{Description: &d}, 0)
+	_, err = b.svc.UpdateCollection(ctx, viewer, col.ID, collections.CollectionPatch{Description: &d}, 0)
 	requireKind(t, err, apperr.PermissionDenied)
 	_, err = b.svc.DeleteCollection(ctx, viewer, col.ID, 0)
 	requireKind(t, err, apperr.PermissionDenied)
@@ -633,7 +633,7 @@ func TestEnvelopeFailureRollsBack(t *testing.T) {
 		requireKind(t, err, apperr.Internal)
 		_, err = b.svc.DeleteEvent(ctx, b.admin, col.ID, ev.ID, 0)
 		requireKind(t, err, apperr.Internal)
-		_, err = b.svc.CreateCollection(ctx, b.admin, collections.Input{Name: "Blog"})
+		_, err = b.svc.CreateCollection(ctx, b.admin, collections.CollectionInput{Name: "Blog"})
 		requireKind(t, err, apperr.Internal)
 
 		list, err := b.svc.ListEvents(ctx, b.admin, col.ID, collections.Filter{}, collections.Page{Limit: 10})

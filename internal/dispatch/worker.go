@@ -417,8 +417,8 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, e
 			actionIDs = append(actionIDs, c.ActionID)
 		}
 	}
-	var acts []actions.Action
-	if err := d.db.WithContext(ctx).Where("id IN ?", actionIDs).Find(&acts).Error; err != nil {
+	acts, err := d.loadActions(ctx, actionIDs)
+	if err != nil {
 		// Leave the batch in sending; nothing was sent.
 		return nil, d.release(ctx, batch, err)
 	}
@@ -616,6 +616,8 @@ func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, 
 	}
 	switch a.Channel() {
 	case actions.ChannelEmail:
+		// a's sender is its config's, or its collection's default
+		// (loadActions); the service's default comes last.
 		m.From = d.senders.Email
 		if a.Config.FromEmail != "" {
 			m.From = channels.Address{Email: a.Config.FromEmail, Name: a.Config.FromName}

@@ -16,10 +16,10 @@ import (
 // *collections.Service implements it. ifVersion is the If-Match version, 0
 // for none.
 type CollectionService interface {
-	CreateCollection(ctx context.Context, p auth.Principal, in collections.Input) (collections.Collection, error)
+	CreateCollection(ctx context.Context, p auth.Principal, in collections.CollectionInput) (collections.Collection, error)
 	ListCollections(ctx context.Context, p auth.Principal, f collections.Filter, pg collections.Page) ([]collections.Collection, error)
 	GetCollection(ctx context.Context, p auth.Principal, id int64) (collections.Collection, error)
-	UpdateCollection(ctx context.Context, p auth.Principal, id int64, patch collections.Patch, ifVersion int64) (collections.Collection, error)
+	UpdateCollection(ctx context.Context, p auth.Principal, id int64, patch collections.CollectionPatch, ifVersion int64) (collections.Collection, error)
 	DeleteCollection(ctx context.Context, p auth.Principal, id, ifVersion int64) (collections.Deleted, error)
 
 	CreateEvent(ctx context.Context, p auth.Principal, collectionID int64, in collections.Input) (collections.Event, error)
@@ -34,7 +34,7 @@ type CollectionService interface {
 func (r *router) collections() {
 	svc := r.s.Collections
 	r.handle(http.MethodPost, "/collections", "NOCOCRT", superAdminOnly, func(c *gin.Context, p auth.Principal) error {
-		var in collections.Input
+		var in collections.CollectionInput
 		if err := decodeJSON(c, &in); err != nil {
 			return err
 		}
@@ -78,7 +78,7 @@ func (r *router) collections() {
 		if err != nil {
 			return err
 		}
-		patch, version, err := patchParams(c)
+		patch, version, err := patchParams[collections.CollectionPatch](c)
 		if err != nil {
 			return err
 		}
@@ -160,7 +160,7 @@ func (r *router) collections() {
 		if err != nil {
 			return err
 		}
-		patch, version, err := patchParams(c)
+		patch, version, err := patchParams[collections.Patch](c)
 		if err != nil {
 			return err
 		}
@@ -225,15 +225,16 @@ func trimPage[T any](list []T, pg Page, id func(T) int64) ([]T, string) {
 	return list, nextCursor(pg, len(list), id(list[len(list)-1]))
 }
 
-// patchParams reads a PATCH body and its If-Match version.
-func patchParams(c *gin.Context) (collections.Patch, int64, error) {
+// patchParams reads a PATCH body (a collections.Patch for an event, a
+// collections.CollectionPatch for a collection) and its If-Match version.
+func patchParams[P any](c *gin.Context) (P, int64, error) {
+	var patch P
 	version, err := ifMatch(c)
 	if err != nil {
-		return collections.Patch{}, 0, err
+		return patch, 0, err
 	}
-	var patch collections.Patch
 	if err := decodeJSON(c, &patch); err != nil {
-		return collections.Patch{}, 0, err
+		return patch, 0, err
 	}
 	return patch, version, nil
 }

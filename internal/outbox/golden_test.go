@@ -48,6 +48,7 @@ func goldenCases() []goldenCase {
 		CreatedTime: 1709786360000, UpdatedTime: 1709786360000}
 	renamed := accounts
 	renamed.Name, renamed.UpdatedTime = "accounts-v2", 1709786361000
+	renamed.DefaultFromEmail, renamed.DefaultFromName = "accounts@example.com", "Example Accounts"
 
 	return []goldenCase{
 		{"action_create", outbox.Change{DetailType: outbox.ActionCreate, EntityID: "42453", CollectionID: 775,
