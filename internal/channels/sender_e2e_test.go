@@ -33,7 +33,7 @@ func TestSendGridFromThroughDispatch(t *testing.T) {
 
 		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{actions.ChannelEmail: newSendGrid(t, sg)}, config.Default().Dispatch,
 			dispatch.Senders{Email: channels.Address{Email: "noreply@example.test", Name: "Example"}}, slog.New(slog.DiscardHandler), nil)
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp.Wake)
+		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
 		var subs []dispatch.Submission
 		for _, cid := range []int64{withDefault, noDefault} {
 			req, err := dispatch.Parse([]byte(`{"collectionId": `+jsonNum(cid)+`, "notification": [{"name": "USER_INVITEUSER",

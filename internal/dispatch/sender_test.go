@@ -70,7 +70,7 @@ func TestSenderPrecedence(t *testing.T) {
 		sandbox := channels.NewSandbox(db, discard(), nil)
 		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox}, testConfig(),
 			dispatch.Senders{Email: channels.Address{Email: "service@example.com", Name: "Service"}}, discard(), nil)
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp.Wake)
+		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
 		body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [
 		  {"email": "a@example.com", "macros": {"FNAME": "Ann"}}, {"email": "b@example.com", "macros": {"FNAME": "Bob"}}]}]}`
 		_, err := intake.Submit(ctx, []dispatch.Submission{
