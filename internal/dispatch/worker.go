@@ -325,7 +325,9 @@ func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool)
 func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
 	q, args := d.claimSQL(now, nil)
 	var rows []claimed
-	if err := d.db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+	// Find, not Scan: gorm's Scan renders the statement with its
+	// arguments inlined (for a trace it then discards) on every call.
+	if err := d.db.WithContext(ctx).Raw(q, args...).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("dispatch: claim: %w", err)
 	}
 	return rows, nil
@@ -387,7 +389,7 @@ func (d *Dispatcher) recordAndClaim(ctx context.Context, outs []outcome) ([]clai
 	cl, clArgs := d.claimSQL(now, ids)
 	var rows []claimed
 	if err := d.db.WithContext(ctx).Raw("WITH recorded AS ("+rec+" RETURNING deliveries.id)"+cl, append(recArgs, clArgs...)...).
-		Scan(&rows).Error; err != nil {
+		Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("dispatch: record outcomes and claim: %w", err)
 	}
 	return rows, nil
