@@ -18,6 +18,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Resolver finds the actions a notification name fires (actions.Rules).
@@ -81,6 +82,7 @@ type Outcome struct {
 // in one transaction.
 type Intake struct {
 	db     *gorm.DB
+	pg     bool
 	rules  Resolver
 	outbox EnvelopeRecorder
 	now    func() time.Time
@@ -94,7 +96,7 @@ func NewIntake(db *gorm.DB, rules Resolver, ob EnvelopeRecorder, now func() time
 	if now == nil {
 		now = time.Now
 	}
-	return &Intake{db: db, rules: rules, outbox: ob, now: now, local: local}
+	return &Intake{db: db, pg: store.IsPostgres(db), rules: rules, outbox: ob, now: now, local: local}
 }
 
 type ruleKey struct {
@@ -157,7 +159,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 				owner = append(owner, i)
 			}
 		}
-		if err := insertNotifications(ctx, tx, notes); err != nil {
+		if err := in.insertNotifications(ctx, tx, notes); err != nil {
 			return err
 		}
 		var all []*Delivery
@@ -186,7 +188,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 			}
 			pending -= reserved
 		}
-		rcpts, err := insertDeliveries(ctx, tx, all)
+		rcpts, err := in.insertDeliveries(ctx, tx, all)
 		if err != nil {
 			return err
 		}
@@ -270,14 +272,27 @@ func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission,
 		}
 		return order[a].key < order[b].key
 	})
-	rows := make([][]any, len(order))
-	for j, k := range order {
-		rows[j] = []any{k.scope, k.key, k.hash, now}
+	type keyRow struct {
+		Scope       string `json:"scope"`
+		Key         string `json:"key"`
+		RequestHash string `json:"request_hash"`
+		CreatedTime int64  `json:"created_time"`
 	}
+	rows := make([]keyRow, len(order))
+	for j, k := range order {
+		rows[j] = keyRow{k.scope, k.key, k.hash, now}
+	}
+	sel, from := jsonRows(in.pg, []column{{"scope", "text"}, {"key", "text"}, {"request_hash", "text"}, {"created_time", "bigint"}})
+	// WHERE true: SQLite needs it to parse ON CONFLICT after a SELECT.
+	q := "INSERT INTO intake_keys (scope, key, request_hash, created_time) SELECT " + sel + " FROM " + from +
+		" WHERE true ON CONFLICT (scope, key) DO NOTHING RETURNING id, scope, key"
 	inserted := map[[2]string]int64{}
-	for _, chunk := range chunks(rows, 500) {
-		q, args := valuesSQL("INSERT INTO intake_keys (scope, key, request_hash, created_time) VALUES ", chunk)
-		r, err := tx.WithContext(ctx).Raw(q+" ON CONFLICT (scope, key) DO NOTHING RETURNING id, scope, key", args...).Rows()
+	for _, chunk := range chunks(rows, 1000) {
+		doc, err := json.Marshal(chunk)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("insert intake keys: %w", err)
 		}
@@ -502,9 +517,75 @@ func validEmail(s string) bool {
 	return err == nil && a.Address == strings.TrimSpace(s) && a.Name == ""
 }
 
-func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*NotificationRecord) error {
-	const cols = "collection_id, name, source, intake_id, idempotency_key, correlation, recipients, status, reason, event_id, delivery_count, skipped_count, created_by, created_time, trace_parent"
-	rows := make([][]any, len(notes))
+// column is a column of a table the intake inserts into, with its
+// PostgreSQL type.
+type column struct{ name, pgType string }
+
+// jsonRows returns the SELECT list and FROM clause that read rows passed as
+// one parameter, a JSON array of objects keyed by column name. The
+// statement's text is then the same for every batch size, so it is prepared
+// and planned once, and the driver encodes one argument where a VALUES list
+// had rows × columns. That cut the Go CPU time of Submit by 43% and the
+// allocations of a 50,000-message intake run by 23% (docs/benchmarks.md).
+func jsonRows(pg bool, cols []column) (sel, from string) {
+	var b strings.Builder
+	if pg {
+		for i, c := range cols {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(c.name + " " + c.pgType)
+		}
+		names := make([]string, len(cols))
+		for i, c := range cols {
+			names[i] = c.name
+		}
+		return strings.Join(names, ", "), "json_to_recordset(CAST(? AS json)) AS v(" + b.String() + ")"
+	}
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("value ->> '" + c.name + "'")
+	}
+	return b.String(), "json_each(?)"
+}
+
+func columnList(cols []column) string {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.name
+	}
+	return strings.Join(names, ", ")
+}
+
+var notificationColumns = []column{
+	{"collection_id", "bigint"}, {"name", "text"}, {"source", "text"}, {"intake_id", "bigint"}, {"idempotency_key", "text"},
+	{"correlation", "text"}, {"recipients", "text"}, {"status", "text"}, {"reason", "text"}, {"event_id", "bigint"},
+	{"delivery_count", "integer"}, {"skipped_count", "integer"}, {"created_by", "text"}, {"created_time", "bigint"},
+	{"trace_parent", "text"},
+}
+
+type notificationRow struct {
+	CollectionID   int64  `json:"collection_id"`
+	Name           string `json:"name"`
+	Source         string `json:"source"`
+	IntakeID       *int64 `json:"intake_id"`
+	IdempotencyKey string `json:"idempotency_key"`
+	Correlation    any    `json:"correlation"`
+	Recipients     any    `json:"recipients"`
+	Status         string `json:"status"`
+	Reason         string `json:"reason"`
+	EventID        int64  `json:"event_id"`
+	DeliveryCount  int    `json:"delivery_count"`
+	SkippedCount   int    `json:"skipped_count"`
+	CreatedBy      string `json:"created_by"`
+	CreatedTime    int64  `json:"created_time"`
+	TraceParent    string `json:"trace_parent"`
+}
+
+func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []*NotificationRecord) error {
+	rows := make([]notificationRow, len(notes))
 	for i, n := range notes {
 		corr, err := n.Correlation.Value()
 		if err != nil {
@@ -514,13 +595,18 @@ func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*Notification
 		if err != nil {
 			return err
 		}
-		rows[i] = []any{n.CollectionID, n.Name, n.Source, n.IntakeID, n.IdempotencyKey, corr, rcpts, n.Status, n.Reason,
+		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeID, n.IdempotencyKey, corr, rcpts, n.Status, n.Reason,
 			n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent}
 	}
+	sel, from := jsonRows(in.pg, notificationColumns)
+	q := "INSERT INTO notifications (" + columnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + " RETURNING id, name"
 	at := 0
-	for _, chunk := range chunks(rows, 500) {
-		q, args := valuesSQL("INSERT INTO notifications ("+cols+") VALUES ", chunk)
-		r, err := tx.WithContext(ctx).Raw(q+" RETURNING id, name", args...).Rows()
+	for _, chunk := range chunks(rows, 1000) {
+		doc, err := json.Marshal(chunk)
+		if err != nil {
+			return err
+		}
+		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
 		if err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
@@ -531,8 +617,9 @@ func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*Notification
 				r.Close()
 				return err
 			}
-			// RETURNING comes back in VALUES order (gorm relies on the same);
-			// check it rather than trust it, so a surprise rolls back loudly.
+			// RETURNING comes back in the rows' order (gorm relies on the
+			// same for VALUES); check it rather than trust it, so a surprise
+			// rolls back loudly.
 			if at >= len(notes) || notes[at].Name != name {
 				r.Close()
 				return errors.New("insert notifications: RETURNING rows out of order")
@@ -550,11 +637,34 @@ func insertNotifications(ctx context.Context, tx *gorm.DB, notes []*Notification
 	return nil
 }
 
+var deliveryColumns = []column{
+	{"notification_id", "bigint"}, {"collection_id", "bigint"}, {"action_id", "bigint"}, {"recipient_index", "integer"},
+	{"channel", "text"}, {"address", "text"}, {"recipient", "text"}, {"status", "text"}, {"reason", "text"},
+	{"attempts", "integer"}, {"next_attempt_at", "bigint"}, {"claimed_at", "bigint"}, {"created_time", "bigint"},
+	{"updated_time", "bigint"},
+}
+
+type deliveryRow struct {
+	NotificationID int64  `json:"notification_id"`
+	CollectionID   int64  `json:"collection_id"`
+	ActionID       int64  `json:"action_id"`
+	RecipientIndex int    `json:"recipient_index"`
+	Channel        string `json:"channel"`
+	Address        string `json:"address"`
+	Recipient      string `json:"recipient"`
+	Status         string `json:"status"`
+	Reason         string `json:"reason"`
+	Attempts       int    `json:"attempts"`
+	NextAttemptAt  int64  `json:"next_attempt_at"`
+	ClaimedAt      int64  `json:"claimed_at"`
+	CreatedTime    int64  `json:"created_time"`
+	UpdatedTime    int64  `json:"updated_time"`
+}
+
 // insertDeliveries inserts ds, sets their ids and returns each one's
 // recipient as stored (JSON).
-func insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Delivery) ([]string, error) {
-	const cols = "notification_id, collection_id, action_id, recipient_index, channel, address, recipient, status, reason, attempts, next_attempt_at, claimed_at, created_time, updated_time"
-	rows := make([][]any, len(ds))
+func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Delivery) ([]string, error) {
+	rows := make([]deliveryRow, len(ds))
 	rcpts := make([]string, len(ds))
 	type planKey struct {
 		notificationID, actionID int64
@@ -567,13 +677,19 @@ func insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Delivery) ([]strin
 			return nil, err
 		}
 		rcpts[i] = string(rc)
-		rows[i] = []any{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, rcpts[i],
+		rows[i] = deliveryRow{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, rcpts[i],
 			d.Status, d.Reason, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.CreatedTime, d.UpdatedTime}
 		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
+	sel, from := jsonRows(in.pg, deliveryColumns)
+	q := "INSERT INTO deliveries (" + columnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
+		" RETURNING id, notification_id, action_id, recipient_index"
 	for _, chunk := range chunks(rows, 1000) {
-		q, args := valuesSQL("INSERT INTO deliveries ("+cols+") VALUES ", chunk)
-		r, err := tx.WithContext(ctx).Raw(q+" RETURNING id, notification_id, action_id, recipient_index", args...).Rows()
+		doc, err := json.Marshal(chunk)
+		if err != nil {
+			return nil, err
+		}
+		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
 		if err != nil {
 			return nil, fmt.Errorf("insert deliveries: %w", err)
 		}
@@ -598,22 +714,6 @@ func insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Delivery) ([]strin
 		}
 	}
 	return rcpts, nil
-}
-
-// valuesSQL appends one (?, ?, …) group per row to head.
-func valuesSQL(head string, rows [][]any) (string, []any) {
-	var b strings.Builder
-	b.WriteString(head)
-	args := make([]any, 0, len(rows)*len(rows[0]))
-	group := "(" + strings.TrimSuffix(strings.Repeat("?,", len(rows[0])), ",") + ")"
-	for i, r := range rows {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(group)
-		args = append(args, r...)
-	}
-	return b.String(), args
 }
 
 func chunks[T any](s []T, n int) [][]T {
