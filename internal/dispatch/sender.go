@@ -32,7 +32,7 @@ func (d *Dispatcher) loadActions(ctx context.Context, ids []int64) ([]actions.Ac
 			"COALESCE(collections.default_from_name, '') AS collection_from_name").
 		Joins("LEFT JOIN collections ON collections.id = actions.collection_id").
 		Where("actions.id IN ?", ids).
-		Scan(&rows).Error
+		Find(&rows).Error // Find, not Scan: see claim
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: load actions: %w", err)
 	}
