@@ -83,6 +83,18 @@ type Delivery struct {
 	SentTime          int64     `json:"sentTime"`
 	CreatedTime       int64     `json:"createdTime"`
 	UpdatedTime       int64     `json:"updatedTime"`
+	// SandboxMessages are what the sandbox channel recorded for this
+	// delivery (one per send), shown by Store.Get: exactly what a provider
+	// would have been sent. Empty for real providers.
+	SandboxMessages []SandboxMessage `json:"sandboxMessages,omitempty" gorm:"-"`
+}
+
+// SandboxMessage is one message the sandbox channel accepted for a delivery:
+// the rendered channels.Message as it recorded it.
+type SandboxMessage struct {
+	ProviderMessageID string          `json:"providerMessageId"`
+	Message           json.RawMessage `json:"message"`
+	CreatedTime       int64           `json:"createdTime"`
 }
 
 // TableName is the deliveries table.

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,7 +11,12 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/channels"
 )
+
+// sandboxProvider is channels.SandboxName: the provider of deliveries whose
+// sent messages are in sandbox_messages.
+const sandboxProvider = channels.SandboxName
 
 // Store reads notifications and deliveries, and lets provider webhooks
 // update a delivery's status.
@@ -47,7 +53,42 @@ func (s *Store) Get(ctx context.Context, collectionID, id int64) (*NotificationR
 	if n.Deliveries == nil {
 		n.Deliveries = []*Delivery{}
 	}
+	if err := s.attachSandboxMessages(ctx, n.Deliveries); err != nil {
+		return nil, err
+	}
 	return &n, nil
+}
+
+// attachSandboxMessages adds what the sandbox recorded to the deliveries it
+// sent, in one query, so a team testing templates sees the rendered
+// messages in the notification's status.
+func (s *Store) attachSandboxMessages(ctx context.Context, ds []*Delivery) error {
+	byID := map[int64]*Delivery{}
+	var ids []int64
+	for _, d := range ds {
+		if d.Provider == sandboxProvider {
+			byID[d.ID] = d
+			ids = append(ids, d.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	var rows []struct {
+		DeliveryID        int64
+		ProviderMessageID string
+		Message           string
+		CreatedTime       int64
+	}
+	if err := s.db.WithContext(ctx).Table("sandbox_messages").Select("delivery_id, provider_message_id, message, created_time").
+		Where("delivery_id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
+		return fmt.Errorf("dispatch: get sandbox messages: %w", err)
+	}
+	for _, r := range rows {
+		d := byID[r.DeliveryID]
+		d.SandboxMessages = append(d.SandboxMessages, SandboxMessage{r.ProviderMessageID, json.RawMessage(r.Message), r.CreatedTime})
+	}
+	return nil
 }
 
 // NotificationFilter selects notifications of a collection: a keyset page

@@ -111,6 +111,19 @@ func TestSendNotificationRoute(t *testing.T) {
 		require.Len(t, api.App.Sandbox.Messages(), 2)
 		require.Equal(t, "Hi John", api.App.Sandbox.Messages()[0].Subject)
 
+		// The notification's status shows what the sandbox would have sent.
+		res = api.do(http.MethodGet, fmt.Sprintf("%s/%d", path, nid), viewer, nil)
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+		d0 := res.JSON["notification"].(map[string]any)["deliveries"].([]any)[0].(map[string]any)
+		require.Equal(t, "sent", d0["status"])
+		recorded := d0["sandboxMessages"].([]any)
+		require.Len(t, recorded, 1)
+		require.Equal(t, d0["providerMessageId"], recorded[0].(map[string]any)["providerMessageId"])
+		msg := recorded[0].(map[string]any)["message"].(map[string]any)
+		require.Equal(t, "Hi John", msg["subject"])
+		require.Equal(t, "externalevents1709786394020@gmail.com", msg["to"].([]any)[0].(map[string]any)["email"])
+		require.NotContains(t, res.JSON["notification"].(map[string]any)["deliveries"].([]any)[1], "sandboxMessages", "skipped: nothing sent")
+
 		res = api.do(http.MethodGet, fmt.Sprintf("/v1/collections/%d/notifications/999999", cid), viewer, nil)
 		requireError(t, res, http.StatusNotFound, "NOT_FOUND", "NONTGET0404")
 		res = api.do(http.MethodGet, fmt.Sprintf("/v1/collections/%d/notifications/%d", cid+1000, nid), api.superAdmin(), nil)
