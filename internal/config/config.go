@@ -128,6 +128,9 @@ type Dispatch struct {
 	SendTimeout   time.Duration `koanf:"sendTimeout"`
 	StaleSending  time.Duration `koanf:"staleSending"`
 	RecordSandbox bool          `koanf:"recordSandbox"`
+	// Retention is how long finished notifications are kept, with their
+	// deliveries, sandbox records and idempotency keys; 0 keeps them forever.
+	Retention time.Duration `koanf:"retention"`
 }
 
 // Metrics configures the Prometheus endpoint /metrics (docs/observability.md).
@@ -278,6 +281,7 @@ func Default() Config {
 			SendTimeout:   30 * time.Second,
 			StaleSending:  5 * time.Minute,
 			RecordSandbox: true,
+			Retention:     30 * 24 * time.Hour,
 		},
 		Channels: Channels{
 			SendGrid: SendGrid{
@@ -604,6 +608,11 @@ func (c Config) Validate() error {
 	}
 	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
 		bad("tracing.sampleRatio", "must be from 0 to 1")
+	}
+	// Under a day, an intake key could expire while the producer still
+	// retries or the broker still redelivers the message it dedupes.
+	if c.Dispatch.Retention < 0 || (c.Dispatch.Retention > 0 && c.Dispatch.Retention < 24*time.Hour) {
+		bad("dispatch.retention", "must be 0 (keep forever) or at least 24h")
 	}
 	// A send still in flight must never look stale, or it would be sent twice.
 	if c.Dispatch.StaleSending <= c.Dispatch.SendTimeout {

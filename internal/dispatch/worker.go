@@ -85,8 +85,8 @@ func (d *Dispatcher) Wake() {
 	}
 }
 
-// Run runs the workers and the recovery loop until ctx ends. A worker
-// finishes the batch it holds (sends and records, bounded by
+// Run runs the workers, the recovery loop and the retention prune until ctx
+// ends. A worker finishes the batch it holds (sends and records, bounded by
 // dispatch.sendTimeout) before it stops.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
@@ -95,6 +95,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		wg.Go(func() { d.work(ctx, i) })
 	}
 	wg.Go(func() { d.recoverLoop(ctx) })
+	wg.Go(func() { d.pruneLoop(ctx) })
 	wg.Wait()
 	d.closeLocal()
 	return ctx.Err()

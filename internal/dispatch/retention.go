@@ -1,0 +1,109 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// pruneBatch is how many notifications one prune transaction deletes, so a
+// large backlog is removed in short transactions that never hold many locks.
+const pruneBatch = 500
+
+// pruneEvery is how often Run prunes when dispatch.retention is set.
+const pruneEvery = time.Hour
+
+// Pruned counts what one Prune deleted.
+type Pruned struct {
+	Notifications, Deliveries, SandboxMessages, IntakeKeys int64
+}
+
+// Prune applies dispatch.retention: it deletes the notifications accepted
+// more than retention ago whose deliveries are all finished (none pending or
+// sending), with their deliveries and the sandbox's records of them, and
+// then the idempotency keys older than retention that no notification
+// refers to any more. A notification with a delivery still to send is kept
+// whatever its age; a finished delivery never becomes pending again, so one
+// selected here stays prunable. A message redelivered after its key is gone
+// is accepted as new, which is why retention is at least a day.
+func (d *Dispatcher) Prune(ctx context.Context) (Pruned, error) {
+	var total Pruned
+	if d.cfg.Retention <= 0 {
+		return total, nil
+	}
+	cutoff := d.now().Add(-d.cfg.Retention).UnixMilli()
+	for {
+		// Oldest first by id: ids grow with time, so the scan meets the
+		// prunable rows first.
+		var ids []int64
+		if err := d.db.WithContext(ctx).Raw(`SELECT id FROM notifications n
+WHERE n.created_time < ? AND NOT EXISTS (
+  SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.status IN ('pending', 'sending'))
+ORDER BY id LIMIT ?`, cutoff, pruneBatch).Find(&ids).Error; err != nil {
+			return total, fmt.Errorf("dispatch: prune: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			res := tx.Exec(`DELETE FROM sandbox_messages WHERE delivery_id IN (SELECT id FROM deliveries WHERE notification_id IN ?)`, ids)
+			if res.Error != nil {
+				return res.Error
+			}
+			total.SandboxMessages += res.RowsAffected
+			if res = tx.Exec(`DELETE FROM deliveries WHERE notification_id IN ?`, ids); res.Error != nil {
+				return res.Error
+			}
+			total.Deliveries += res.RowsAffected
+			if res = tx.Exec(`DELETE FROM notifications WHERE id IN ?`, ids); res.Error != nil {
+				return res.Error
+			}
+			total.Notifications += res.RowsAffected
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("dispatch: prune: %w", err)
+		}
+		if len(ids) < pruneBatch {
+			break
+		}
+	}
+	for {
+		res := d.db.WithContext(ctx).Exec(`DELETE FROM intake_keys WHERE id IN (
+  SELECT k.id FROM intake_keys k WHERE k.created_time < ?
+  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.intake_id = k.id)
+  ORDER BY k.created_time LIMIT ?)`, cutoff, pruneBatch)
+		if res.Error != nil {
+			return total, fmt.Errorf("dispatch: prune intake keys: %w", res.Error)
+		}
+		total.IntakeKeys += res.RowsAffected
+		if res.RowsAffected < pruneBatch {
+			break
+		}
+	}
+	return total, nil
+}
+
+func (d *Dispatcher) pruneLoop(ctx context.Context) {
+	if d.cfg.Retention <= 0 {
+		return
+	}
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		switch n, err := d.Prune(ctx); {
+		case err != nil && ctx.Err() == nil:
+			d.log.WarnContext(ctx, "dispatch: retention prune failed; retrying at the next run", "error", err)
+		case n.Notifications > 0 || n.IntakeKeys > 0:
+			d.log.InfoContext(ctx, "dispatch: pruned past dispatch.retention", "notifications", n.Notifications,
+				"deliveries", n.Deliveries, "sandboxMessages", n.SandboxMessages, "intakeKeys", n.IntakeKeys, "retention", d.cfg.Retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package dispatch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// Prune deletes what is older than dispatch.retention and finished, with
+// everything that hangs off it, and keeps the rest: a young notification,
+// an old one with a delivery still to send, and the keys they use.
+func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		ctx := context.Background()
+		now := time.Now()
+		at := now.Add(-31 * 24 * time.Hour) // the intake's clock: past the 30-day retention
+		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), func() time.Time { return at }, nil)
+		submit := func(key, email string) int64 {
+			out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: key,
+				Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "`+email+`", "macros": {"FNAME": "A"}}]}]}`)}})
+			require.NoError(t, err)
+			return out[0].Notifications[0].ID
+		}
+		old := submit("old", "a@example.com")
+		cfg := testConfig()
+		cfg.Retention = 30 * 24 * time.Hour
+		sandbox := channels.NewSandbox(db, discard(), nil)
+		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, cfg, dispatch.Senders{}, discard(),
+			func() time.Time { return now })
+		for {
+			n, err := disp.RunOnce(ctx)
+			require.NoError(t, err)
+			if n == 0 {
+				break
+			}
+		}
+		// The same age, but its email delivery is still pending (a retry).
+		live := submit("live", "b@example.com")
+		young := b.submitNow(t, "young")
+
+		n, err := disp.Prune(ctx)
+		require.NoError(t, err)
+		require.Equal(t, dispatch.Pruned{Notifications: 1, Deliveries: 2, SandboxMessages: 1, IntakeKeys: 1}, n, "email sent, sms skipped")
+
+		count := func(q string, args ...any) int64 {
+			var c int64
+			require.NoError(t, db.Raw(q, args...).Scan(&c).Error)
+			return c
+		}
+		require.Zero(t, count("SELECT COUNT(*) FROM notifications WHERE id = ?", old))
+		require.Zero(t, count("SELECT COUNT(*) FROM deliveries WHERE notification_id = ?", old))
+		require.Zero(t, count("SELECT COUNT(*) FROM sandbox_messages WHERE notification_id = ?", old))
+		require.Zero(t, count("SELECT COUNT(*) FROM intake_keys WHERE key = 'old'"))
+		for _, id := range []int64{live, young} {
+			require.Equal(t, int64(1), count("SELECT COUNT(*) FROM notifications WHERE id = ?", id))
+			require.NotZero(t, count("SELECT COUNT(*) FROM deliveries WHERE notification_id = ?", id))
+		}
+		require.Equal(t, int64(2), count("SELECT COUNT(*) FROM intake_keys WHERE key IN ('live', 'young')"))
+
+		// Nothing more to do; and retention 0 keeps everything.
+		n, err = disp.Prune(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		cfg.Retention = 0
+		keep := dispatch.NewDispatcher(db, nil, cfg, dispatch.Senders{}, discard(), func() time.Time { return now.Add(1000 * 24 * time.Hour) })
+		n, err = keep.Prune(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	})
+}
+
+func (b *bundle) submitNow(t *testing.T, key string) int64 {
+	t.Helper()
+	out, err := b.intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue, Key: key,
+		Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "c@example.com", "macros": {"FNAME": "C"}}]}]}`)}})
+	require.NoError(t, err)
+	return out[0].Notifications[0].ID
+}
