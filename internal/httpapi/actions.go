@@ -117,11 +117,7 @@ func (r *router) listActions(c *gin.Context, p auth.Principal) error {
 	if err != nil {
 		return err
 	}
-	next := ""
-	if len(list) > pg.Limit {
-		list = list[:pg.Limit]
-		next = nextCursor(pg, len(list), list[len(list)-1].ID)
-	}
+	list, next := trimPage(list, pg, func(a actions.Action) int64 { return a.ID })
 	c.JSON(http.StatusOK, gin.H{"actions": list, "nextCursor": next})
 	return nil
 }
