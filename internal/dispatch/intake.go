@@ -3,6 +3,7 @@ package dispatch
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -287,27 +288,16 @@ func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission,
 	q := "INSERT INTO intake_keys (scope, key, request_hash, created_time) SELECT " + sel + " FROM " + from +
 		" WHERE true ON CONFLICT (scope, key) DO NOTHING RETURNING id, scope, key"
 	inserted := map[[2]string]int64{}
-	for _, chunk := range chunks(rows, 1000) {
-		doc, err := json.Marshal(chunk)
-		if err != nil {
-			return nil, nil, nil, err
+	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
+		var id int64
+		var scope, key string
+		if err := r.Scan(&id, &scope, &key); err != nil {
+			return err
 		}
-		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("insert intake keys: %w", err)
-		}
-		for r.Next() {
-			var id int64
-			var scope, key string
-			if err := r.Scan(&id, &scope, &key); err != nil {
-				r.Close()
-				return nil, nil, nil, err
-			}
-			inserted[[2]string{scope, key}] = id
-		}
-		if err := r.Close(); err != nil {
-			return nil, nil, nil, err
-		}
+		inserted[[2]string{scope, key}] = id
+		return nil
+	}); err != nil {
+		return nil, nil, nil, fmt.Errorf("insert intake keys: %w", err)
 	}
 	// Keys seen before: compare the request and look up the first result.
 	type seen struct {
@@ -551,6 +541,33 @@ func jsonRows(pg bool, cols []column) (sel, from string) {
 	return b.String(), "json_each(?)"
 }
 
+// insertJSON runs q, whose one parameter is a JSON array of rows (see
+// jsonRows), on rows in chunks of 1,000, and calls scan on each row it
+// returns.
+func insertJSON[T any](ctx context.Context, tx *gorm.DB, q string, rows []T, scan func(*sql.Rows) error) error {
+	for _, chunk := range chunks(rows, 1000) {
+		doc, err := json.Marshal(chunk)
+		if err != nil {
+			return err
+		}
+		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
+		if err != nil {
+			return err
+		}
+		for r.Next() {
+			if err := scan(r); err != nil {
+				r.Close()
+				return err
+			}
+		}
+		// Close does not report an error that ended the iteration; Err does.
+		if err := errors.Join(r.Err(), r.Close()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func columnList(cols []column) string {
 	names := make([]string, len(cols))
 	for i, c := range cols {
@@ -601,35 +618,23 @@ func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []
 	sel, from := jsonRows(in.pg, notificationColumns)
 	q := "INSERT INTO notifications (" + columnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + " RETURNING id, name"
 	at := 0
-	for _, chunk := range chunks(rows, 1000) {
-		doc, err := json.Marshal(chunk)
-		if err != nil {
+	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
+		var id int64
+		var name string
+		if err := r.Scan(&id, &name); err != nil {
 			return err
 		}
-		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
-		if err != nil {
-			return fmt.Errorf("insert notifications: %w", err)
+		// RETURNING comes back in the rows' order (gorm relies on the same
+		// for VALUES); check it rather than trust it, so a surprise rolls
+		// back loudly.
+		if at >= len(notes) || notes[at].Name != name {
+			return errors.New("RETURNING rows out of order")
 		}
-		for r.Next() {
-			var id int64
-			var name string
-			if err := r.Scan(&id, &name); err != nil {
-				r.Close()
-				return err
-			}
-			// RETURNING comes back in the rows' order (gorm relies on the
-			// same for VALUES); check it rather than trust it, so a surprise
-			// rolls back loudly.
-			if at >= len(notes) || notes[at].Name != name {
-				r.Close()
-				return errors.New("insert notifications: RETURNING rows out of order")
-			}
-			notes[at].ID = id
-			at++
-		}
-		if err := r.Close(); err != nil {
-			return err
-		}
+		notes[at].ID = id
+		at++
+		return nil
+	}); err != nil {
+		return fmt.Errorf("insert notifications: %w", err)
 	}
 	if at != len(notes) {
 		return fmt.Errorf("insert notifications: %d ids for %d rows", at, len(notes))
@@ -684,29 +689,18 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Deliv
 	sel, from := jsonRows(in.pg, deliveryColumns)
 	q := "INSERT INTO deliveries (" + columnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
 		" RETURNING id, notification_id, action_id, recipient_index"
-	for _, chunk := range chunks(rows, 1000) {
-		doc, err := json.Marshal(chunk)
-		if err != nil {
-			return nil, err
+	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
+		var id int64
+		var k planKey
+		if err := r.Scan(&id, &k.notificationID, &k.actionID, &k.recipientIndex); err != nil {
+			return err
 		}
-		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
-		if err != nil {
-			return nil, fmt.Errorf("insert deliveries: %w", err)
+		if d := byKey[k]; d != nil {
+			d.ID = id
 		}
-		for r.Next() {
-			var id int64
-			var k planKey
-			if err := r.Scan(&id, &k.notificationID, &k.actionID, &k.recipientIndex); err != nil {
-				r.Close()
-				return nil, err
-			}
-			if d := byKey[k]; d != nil {
-				d.ID = id
-			}
-		}
-		if err := r.Close(); err != nil {
-			return nil, err
-		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("insert deliveries: %w", err)
 	}
 	for _, d := range ds {
 		if d.ID == 0 {
