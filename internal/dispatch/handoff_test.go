@@ -61,7 +61,8 @@ type handoffBundle struct {
 	*bundle
 	ch                       *gated
 	intakeClock, workerClock atomic.Int64 // unix ms
-	stop                     func()
+	cancel                   func()        // stops Run
+	done                     chan struct{} // closed when Run has returned
 }
 
 func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBundle {
@@ -79,18 +80,17 @@ func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBu
 	h.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil),
 		func() time.Time { return time.UnixMilli(h.intakeClock.Load()) }, h.disp)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = h.disp.Run(ctx); close(done) }()
-	h.stop = func() { cancel(); <-done }
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			h.stop()
+	h.cancel, h.done = cancel, make(chan struct{})
+	go func() { _ = h.disp.Run(ctx); close(h.done) }()
+	t.Cleanup(func() { cancel(); <-h.done })
+	// Hand-offs are taken once Run has started the workers.
+	require.Eventually(t, func() bool {
+		if h.disp.Reserve(1) == 1 {
+			h.disp.Release(1)
+			return true
 		}
-	})
-	// Run has started once a delivery is handed off; give it a moment.
-	time.Sleep(50 * time.Millisecond)
+		return false
+	}, 5*time.Second, time.Millisecond)
 	return h
 }
 
@@ -170,11 +170,9 @@ func TestHandoffsQueuedAtShutdownGoBackToPending(t *testing.T) {
 		second := h.submit(t, "b@example.com")
 		require.Equal(t, dispatch.StatusSending, h.email(t, second)[0].Status, "handed off")
 
-		stopped := make(chan struct{})
-		go func() { h.stop(); close(stopped) }()
-		time.Sleep(50 * time.Millisecond)
+		h.cancel() // the stop comes while the worker is still in Send
 		close(ch.open)
-		<-stopped
+		<-h.done
 
 		require.Equal(t, dispatch.StatusSent, h.email(t, first)[0].Status, "the send in hand is finished")
 		d := h.email(t, second)[0]
