@@ -60,7 +60,7 @@ func (g *gated) Send(ctx context.Context, msgs []channels.Message) []channels.Re
 type handoffBundle struct {
 	*bundle
 	ch                       *gated
-	intakeClock, workerClock atomic.Int64 // unix ms
+	intakeClock, workerClock atomic.Int64  // unix ms
 	cancel                   func()        // stops Run
 	done                     chan struct{} // closed when Run has returned
 }
