@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -531,4 +532,42 @@ func TestRecoverAsksTheChannelWhatItAccepted(t *testing.T) {
 		require.NoError(t, db.Raw("SELECT COUNT(*) FROM sandbox_messages WHERE delivery_id = ?", email.ID).Scan(&sends).Error)
 		require.EqualValues(t, 1, sends, "not sent again")
 	})
+}
+
+// The statements that join a batch of ids to deliveries are never prepared
+// on PostgreSQL, so none of them runs on a generic plan: one made while the
+// table was small is a sequential scan that a growing table keeps
+// (oneshot.go). pg_prepared_statements lists the session's prepared
+// statements with how often each ran on a generic plan.
+func TestClaimAndRecordAreNeverGenericPlans(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	sqlDB, err := db.DB()
+	require.NoError(t, err)
+	// One connection: the workers' statements and the check below share
+	// a session, whose prepared statements the view shows.
+	sqlDB.SetMaxOpenConns(1)
+	b := setup(t, db)
+	ctx := context.Background()
+	// More rounds than the five after which a prepared statement may
+	// switch to its generic plan.
+	for i := range 8 {
+		_, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "k" + strconv.Itoa(i),
+			Request: request(t, b.collectionID, twoRecipients)}})
+		require.NoError(t, err)
+		n, err := b.disp.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 3, n, "round %d: two emails and one SMS", i)
+	}
+	var sent int64
+	require.NoError(t, db.Raw("SELECT count(*) FROM deliveries WHERE status = 'sent'").Row().Scan(&sent))
+	require.EqualValues(t, 24, sent)
+
+	var prepared []struct {
+		Statement    string
+		GenericPlans int64
+	}
+	require.NoError(t, db.Raw("SELECT statement, generic_plans FROM pg_prepared_statements WHERE statement LIKE '%UPDATE deliveries%' AND statement NOT LIKE '%pg_prepared_statements%'").
+		Find(&prepared).Error)
+	require.Empty(t, prepared, "claim and record must run as one-shot statements")
 }

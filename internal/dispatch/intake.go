@@ -536,7 +536,7 @@ func jsonRows(pg bool, cols []column) (sel, from string) {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("value ->> '" + c.name + "'")
+		b.WriteString("value ->> '" + c.name + "' AS " + c.name)
 	}
 	return b.String(), "json_each(?)"
 }

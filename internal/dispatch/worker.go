@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -326,9 +327,7 @@ func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool)
 func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
 	q, args := d.claimSQL(now, nil)
 	var rows []claimed
-	// Find, not Scan: gorm's Scan renders the statement with its
-	// arguments inlined (for a trace it then discards) on every call.
-	if err := d.db.WithContext(ctx).Raw(q, args...).Find(&rows).Error; err != nil {
+	if err := d.oneShotQuery(ctx, &rows, q, args); err != nil {
 		return nil, fmt.Errorf("dispatch: claim: %w", err)
 	}
 	return rows, nil
@@ -348,8 +347,19 @@ func (d *Dispatcher) claimSQL(now int64, exclude []int64) (string, []any) {
 	args := []any{now, now, now}
 	not := ""
 	if len(exclude) > 0 {
-		not = " AND id NOT IN ?"
-		args = append(args, exclude)
+		// One array parameter (PostgreSQL only, as is this branch), not
+		// a list: the statement's text stays the same.
+		var b strings.Builder
+		b.WriteByte('{')
+		for i, id := range exclude {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.FormatInt(id, 10))
+		}
+		b.WriteByte('}')
+		not = " AND id <> ALL (CAST(? AS bigint[]))"
+		args = append(args, b.String())
 	}
 	args = append(args, d.cfg.ClaimBatch)
 	return `
@@ -382,15 +392,17 @@ func (d *Dispatcher) recordAndClaim(ctx context.Context, outs []outcome) ([]clai
 	}
 	last := parts[len(parts)-1]
 	now := d.now().UnixMilli()
-	rec, recArgs := recordSQL(last, now)
+	rec, recArgs, err := d.recordSQL(last, now)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: record outcomes: %w", err)
+	}
 	ids := make([]int64, len(last))
 	for i, o := range last {
 		ids[i] = o.id
 	}
 	cl, clArgs := d.claimSQL(now, ids)
 	var rows []claimed
-	if err := d.db.WithContext(ctx).Raw("WITH recorded AS ("+rec+" RETURNING deliveries.id)"+cl, append(recArgs, clArgs...)...).
-		Find(&rows).Error; err != nil {
+	if err := d.oneShotQuery(ctx, &rows, "WITH recorded AS ("+rec+" RETURNING deliveries.id)"+cl, append(recArgs, clArgs...)); err != nil {
 		return nil, fmt.Errorf("dispatch: record outcomes and claim: %w", err)
 	}
 	return rows, nil
@@ -566,36 +578,53 @@ func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
 func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
 	now := d.now().UnixMilli()
 	for _, chunk := range chunks(outs, 500) {
-		q, args := recordSQL(chunk, now)
-		if err := d.db.WithContext(ctx).Exec(q, args...).Error; err != nil {
+		q, args, err := d.recordSQL(chunk, now)
+		if err != nil {
+			return fmt.Errorf("dispatch: record outcomes: %w", err)
+		}
+		if err := d.oneShotExec(ctx, q, args); err != nil {
 			return fmt.Errorf("dispatch: record outcomes: %w", err)
 		}
 	}
 	return nil
 }
 
-// recordSQL is the UPDATE that writes outs (not empty).
-func recordSQL(outs []outcome, now int64) (string, []any) {
-	var sb strings.Builder
-	args := make([]any, 0, len(outs)*8+1)
-	sb.WriteString("UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
-		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
-		"sent_time = v.sent_time, updated_time = ? FROM (")
-	args = append(args, now)
+// recordColumns are the fields of one outcome in recordSQL's parameter.
+var recordColumns = []column{{"id", "bigint"}, {"attempts", "integer"}, {"status", "text"}, {"reason", "text"},
+	{"provider", "text"}, {"pmid", "text"}, {"next_at", "bigint"}, {"sent_time", "bigint"}}
+
+type recordRow struct {
+	ID       int64  `json:"id"`
+	Attempts int    `json:"attempts"`
+	Status   string `json:"status"`
+	Reason   string `json:"reason"`
+	Provider string `json:"provider"`
+	PMID     string `json:"pmid"`
+	NextAt   int64  `json:"next_at"`
+	SentTime int64  `json:"sent_time"`
+}
+
+// recordSQL is the UPDATE that writes outs (not empty). The outcomes are
+// one JSON parameter, so the statement's text is the same for every batch.
+func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error) {
+	rows := make([]recordRow, len(outs))
 	for i, o := range outs {
-		if i > 0 {
-			sb.WriteString(" UNION ALL ")
-		}
-		sb.WriteString("SELECT CAST(? AS BIGINT) AS id, CAST(? AS INTEGER) AS attempts, CAST(? AS TEXT) AS status, " +
-			"CAST(? AS TEXT) AS reason, CAST(? AS TEXT) AS provider, CAST(? AS TEXT) AS pmid, CAST(? AS BIGINT) AS next_at, CAST(? AS BIGINT) AS sent_time")
-		args = append(args, o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime)
+		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime}
 	}
+	doc, err := json.Marshal(rows)
+	if err != nil {
+		return "", nil, err
+	}
+	sel, from := jsonRows(d.pg, recordColumns)
 	// The claim is (id, attempts). A row Recover put back to pending but
 	// nobody claimed again still takes this outcome (so a slow send is
 	// not repeated); a row claimed again has more attempts and is left
 	// to its new owner.
-	sb.WriteString(") AS v WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts")
-	return sb.String(), args
+	q := "UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
+		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
+		"sent_time = v.sent_time, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
+		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts"
+	return q, []any{now, string(doc)}, nil
 }
 
 // render builds the provider message for recipient rc from action a: the
