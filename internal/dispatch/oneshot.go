@@ -20,7 +20,7 @@ import (
 // benchmark (docs/benchmarks.md) records of 86 to 314 outcomes each read all
 // 5,570 pages of the 100,000-row table, and with the outcomes as one JSON
 // parameter nearly every record did. Planning each run costs a little
-// latency (steady p50 about 2 ms higher, measured) and keeps the plan
+// latency (steady p50 2-3 ms higher, measured) and keeps the plan
 // right for the table's current size; the driver still caches each
 // statement's description, so a run stays one round trip
 // (pgx.QueryExecModeCacheDescribe). Other statements keep their prepared
