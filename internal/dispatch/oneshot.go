@@ -24,7 +24,9 @@ import (
 // right for the table's current size; the driver still caches each
 // statement's description, so a run stays one round trip
 // (pgx.QueryExecModeCacheDescribe). Other statements keep their prepared
-// plans.
+// plans. These statements bypass gorm's callbacks, tracing's statement spans
+// among them; they run in a worker's context, which has no recording span,
+// so they never made one (docs/observability.md).
 
 // oneShotQuery runs q (with ? placeholders) and scans every row into dest.
 func (d *Dispatcher) oneShotQuery(ctx context.Context, dest *[]claimed, q string, args []any) error {
