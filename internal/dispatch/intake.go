@@ -507,8 +507,8 @@ func validEmail(s string) bool {
 	return err == nil && a.Address == strings.TrimSpace(s) && a.Name == ""
 }
 
-// column is a column of a table the intake inserts into, with its
-// PostgreSQL type.
+// column is a column of rows passed as one JSON parameter (jsonRows): the
+// intake's inserts and the workers' record. With its PostgreSQL type.
 type column struct{ name, pgType string }
 
 // jsonRows returns the SELECT list and FROM clause that read rows passed as
