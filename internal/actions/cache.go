@@ -13,9 +13,10 @@ import (
 // action of a large deployment.
 const DefaultCacheSize = 10_000
 
-// Cache keeps recently read actions, by (collection, id), and resolved
-// rules, by (collection, name), so that Service.Get and Rules.Resolve can
-// answer without a database round trip. It is an invalidate.Subscriber: the
+// Cache keeps recently read actions, by (collection, id), resolved rules,
+// by (collection, name), and collections' default senders, so that
+// Service.Get, Rules.Resolve and Rules.ForSend can answer without a
+// database round trip. It is an invalidate.Subscriber: the
 // invalidation bus evicts what mutations change, here and on every other
 // instance, and switches the cache off (Reset(false)) whenever it cannot
 // promise to deliver every change.
@@ -36,20 +37,31 @@ type Cache struct {
 	lru     list.List
 	actions map[actionKey]*list.Element
 	rules   map[int64]map[string]*list.Element // collection → name → entry
+	senders map[int64]*list.Element            // collection → its default sender
 
 	hits, misses uint64
 }
 
 type actionKey struct{ collectionID, id int64 }
 
-// entry is one cached action or rule; rule entries have a name.
+// entryKind is what an entry holds.
+type entryKind uint8
+
+const (
+	kindAction entryKind = iota
+	kindRule
+	kindSender
+)
+
+// entry is one cached action, rule (with its name) or collection sender.
 type entry struct {
+	kind         entryKind
 	collectionID int64
 	id           int64
 	name         string
-	isRule       bool
 	action       Action
 	rule         Rule
+	sender       Sender
 }
 
 // NewCache returns an empty cache of at most size entries, or nil (no
@@ -59,7 +71,8 @@ func NewCache(size int) *Cache {
 	if size <= 0 {
 		return nil
 	}
-	return &Cache{size: size, actions: map[actionKey]*list.Element{}, rules: map[int64]map[string]*list.Element{}}
+	return &Cache{size: size, actions: map[actionKey]*list.Element{}, rules: map[int64]map[string]*list.Element{},
+		senders: map[int64]*list.Element{}}
 }
 
 // CacheStats counts lookups since the cache was made. A lookup while the
@@ -82,7 +95,7 @@ func (c *Cache) Stats() CacheStats {
 
 // Evict drops what k names: an action key drops the action and every rule
 // of its collection (its status or event may have changed what they list);
-// a collection key drops the collection's rules.
+// a collection key drops the collection's rules and its default sender.
 func (c *Cache) Evict(k invalidate.Key) {
 	if c == nil {
 		return
@@ -96,6 +109,9 @@ func (c *Cache) Evict(k invalidate.Key) {
 		}
 	}
 	for _, el := range c.rules[k.CollectionID] {
+		c.remove(el)
+	}
+	if el, ok := c.senders[k.CollectionID]; ok && k.Kind == invalidate.KindCollection {
 		c.remove(el)
 	}
 }
@@ -112,6 +128,7 @@ func (c *Cache) Reset(live bool) {
 	c.lru.Init()
 	clear(c.actions)
 	clear(c.rules)
+	clear(c.senders)
 }
 
 // fill is the permission to cache what a read that missed is about to read
@@ -156,7 +173,7 @@ func (c *Cache) putAction(f fill, a Action) {
 	if el, ok := c.actions[k]; ok {
 		c.remove(el)
 	}
-	c.actions[k] = c.lru.PushFront(&entry{collectionID: a.CollectionID, id: a.ID, action: a.clone()})
+	c.actions[k] = c.lru.PushFront(&entry{kind: kindAction, collectionID: a.CollectionID, id: a.ID, action: a.clone()})
 	c.trim()
 }
 
@@ -198,7 +215,44 @@ func (c *Cache) putRule(f fill, collectionID int64, name string, r Rule) {
 		byName = map[string]*list.Element{}
 		c.rules[collectionID] = byName
 	}
-	byName[name] = c.lru.PushFront(&entry{collectionID: collectionID, name: name, isRule: true, rule: r.clone()})
+	byName[name] = c.lru.PushFront(&entry{kind: kindRule, collectionID: collectionID, name: name, rule: r.clone()})
+	c.trim()
+}
+
+// sender looks up a collection's default sender, as action does.
+func (c *Cache) sender(collectionID int64) (Sender, fill, bool) {
+	if c == nil {
+		return Sender{}, fill{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.live {
+		c.misses++
+		return Sender{}, fill{}, false
+	}
+	if el, ok := c.senders[collectionID]; ok {
+		c.hits++
+		c.lru.MoveToFront(el)
+		return el.Value.(*entry).sender, fill{}, true
+	}
+	c.misses++
+	return Sender{}, fill{gen: c.gen, ok: true}, false
+}
+
+// putSender caches collection collectionID's default sender, read under f.
+func (c *Cache) putSender(f fill, collectionID int64, s Sender) {
+	if c == nil || !f.ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != f.gen {
+		return
+	}
+	if el, ok := c.senders[collectionID]; ok {
+		c.remove(el)
+	}
+	c.senders[collectionID] = c.lru.PushFront(&entry{kind: kindSender, collectionID: collectionID, sender: s})
 	c.trim()
 }
 
@@ -212,8 +266,12 @@ func (c *Cache) trim() {
 // remove drops one entry from the list and its index.
 func (c *Cache) remove(el *list.Element) {
 	e := c.lru.Remove(el).(*entry)
-	if !e.isRule {
+	switch e.kind {
+	case kindAction:
 		delete(c.actions, actionKey{e.collectionID, e.id})
+		return
+	case kindSender:
+		delete(c.senders, e.collectionID)
 		return
 	}
 	byName := c.rules[e.collectionID]

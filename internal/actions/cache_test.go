@@ -230,6 +230,58 @@ func TestCacheServesResolveAndEvictsOnActionChanges(t *testing.T) {
 	})
 }
 
+// The workers' loads (ForSend) come from the cache once read: the action
+// and its collection's default sender. An action change drops the action,
+// a collection change its sender, and each shows at the next load.
+func TestCacheServesForSendAndEvictsOnSenderChanges(t *testing.T) {
+	t.Parallel()
+	eachCachedDialect(t, 100, func(t *testing.T, c *cached) {
+		a := c.create(t, email(c.event, "one"))
+		require.NoError(t, c.db.Exec("UPDATE collections SET default_from_email = 'team@example.com', default_from_name = 'Team' WHERE id = ?", c.coll).Error)
+		c.settle(t)
+		refs := []actions.Ref{{CollectionID: c.coll, ID: a.ID}, {CollectionID: c.coll, ID: a.ID}, {CollectionID: c.coll, ID: -1}}
+		load := func() actions.Action {
+			t.Helper()
+			got, err := c.rules.ForSend(c.ctx, refs)
+			require.NoError(t, err)
+			require.Len(t, got, 1, "one per action; a missing action is left out")
+			return got[0]
+		}
+		got := load()
+		require.Equal(t, a.ID, got.ID)
+		require.Equal(t, "team@example.com", got.Config.FromEmail)
+		require.Equal(t, "Team", got.Config.FromName)
+
+		// Unannounced changes stay invisible: both came from memory.
+		before := c.cache.Stats()
+		require.NoError(t, c.db.Exec("UPDATE collections SET default_from_email = 'new@example.com' WHERE id = ?", c.coll).Error)
+		c.sneak(t, a.ID, "sneaked")
+		got = load()
+		require.Equal(t, "team@example.com", got.Config.FromEmail)
+		require.Equal(t, a.Description, got.Description)
+		// The action and its sender were hits, and the sender again for the
+		// missing action (which is read each time: nothing caches absence).
+		require.Equal(t, before.Hits+3, c.cache.Stats().Hits)
+
+		// A collection change drops the sender (the action is read again
+		// with it, in the same query).
+		c.bus.Committed(invalidate.Collection(c.coll))
+		got = load()
+		require.Equal(t, "new@example.com", got.Config.FromEmail)
+		require.Equal(t, "sneaked", got.Description)
+
+		// An action change drops the action; its own sender wins over the
+		// collection's.
+		require.NoError(t, c.db.Exec("UPDATE actions SET config = ? WHERE id = ?",
+			`{"content": {"subject": "s", "html": "h"}, "fromEmail": "own@example.com"}`, a.ID).Error)
+		c.bus.Committed(invalidate.Action(c.coll, a.ID))
+		got = load()
+		require.Equal(t, "own@example.com", got.Config.FromEmail)
+		require.Empty(t, got.Config.FromName, "the collection's name never goes with the action's address")
+		require.Equal(t, "sneaked", got.Description)
+	})
+}
+
 // A read that missed must not store what it read once an eviction came in
 // between: the row it read may be the one the eviction was for (a change
 // that committed just after the read). Here the eviction lands while Get

@@ -168,10 +168,13 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		SMSFrom:             cfg.Channels.Twilio.From,
 		MessagingServiceSID: cfg.Channels.Twilio.MessagingServiceSID,
 	}
-	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now)
+	// The intake's rule resolution and the workers' action loads read
+	// through the action cache, which the invalidation bus keeps honest.
+	rules := actions.NewRules(db).WithCache(a.ActionCache)
+	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.add("dispatch", a.Dispatcher)
-	intake := dispatch.NewIntake(db, actions.NewRules(db).WithCache(a.ActionCache), a.Outbox, time.Now, a.Dispatcher)
+	intake := dispatch.NewIntake(db, rules, a.Outbox, time.Now, a.Dispatcher)
 	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err

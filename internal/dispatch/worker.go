@@ -43,6 +43,7 @@ type Dispatcher struct {
 	now      func() time.Time
 	wake     chan struct{}
 	local    local // deliveries the intake handed off (handoff.go)
+	actions  ActionSource
 
 	// OnSent, when set, is called once per delivery the provider accepted,
 	// after its status is committed (benchmarks measure latency with it).
@@ -56,8 +57,15 @@ type Dispatcher struct {
 	JoinTraces bool
 }
 
+// ActionSource gives the workers the actions a batch sends, with their
+// collections' default senders (actions.Rules).
+type ActionSource interface {
+	ForSend(ctx context.Context, refs []actions.Ref) ([]actions.Action, error)
+}
+
 // NewDispatcher returns a Dispatcher sending through chans, keyed by channel
-// name (email, sms, push).
+// name (email, sms, push). It reads actions from db on every batch until
+// WithActions gives it a cached source.
 func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, senders Senders, log *slog.Logger, now func() time.Time) *Dispatcher {
 	if now == nil {
 		now = time.Now
@@ -69,8 +77,16 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 	return &Dispatcher{
 		db: db, pg: store.IsPostgres(db), channels: chans, cfg: cfg, senders: senders, log: log, now: now,
 		wake:  make(chan struct{}, max(cfg.Workers, 1)),
-		local: local{capacity: room},
+		local:   local{capacity: room},
+		actions: actions.NewRules(db),
 	}
+}
+
+// WithActions makes the workers read actions through src (the app gives
+// them actions.Rules on the action cache) and returns d. Call it before Run.
+func (d *Dispatcher) WithActions(src ActionSource) *Dispatcher {
+	d.actions = src
+	return d
 }
 
 // Wake tells one idle worker that deliveries may be due. It never blocks.
@@ -425,14 +441,14 @@ type groupKey struct{ notificationID, actionID int64 }
 
 func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, error) {
 	ids := map[int64]bool{}
-	var actionIDs []int64
+	var refs []actions.Ref
 	for _, c := range batch {
 		if !ids[c.ActionID] {
 			ids[c.ActionID] = true
-			actionIDs = append(actionIDs, c.ActionID)
+			refs = append(refs, actions.Ref{CollectionID: c.CollectionID, ID: c.ActionID})
 		}
 	}
-	acts, err := d.loadActions(ctx, actionIDs)
+	acts, err := d.actions.ForSend(ctx, refs)
 	if err != nil {
 		// Leave the batch in sending; nothing was sent.
 		return nil, d.release(ctx, batch, err)
@@ -649,7 +665,7 @@ func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, 
 	switch a.Channel() {
 	case actions.ChannelEmail:
 		// a's sender is its config's, or its collection's default
-		// (loadActions); the service's default comes last.
+		// (ActionSource.ForSend); the service's default comes last.
 		m.From = d.senders.Email
 		if a.Config.FromEmail != "" {
 			m.From = channels.Address{Email: a.Config.FromEmail, Name: a.Config.FromName}

@@ -67,8 +67,11 @@ func benchQueueDrain(b *testing.B, record bool) {
 		e.sandbox = channels.NewSandbox(e.db, nil, nil)
 	}
 	chans := map[string]channels.Channel{"email": e.sandbox, "sms": e.sandbox, "push": e.sandbox}
-	e.disp = dispatch.NewDispatcher(e.db, chans, config.Default().Dispatch, dispatch.Senders{}, discard(), nil)
-	e.intake = dispatch.NewIntake(e.db, actions.NewRules(e.db), nil, nil, e.disp)
+	// As app.New wires them: rules and actions through the action cache,
+	// kept honest by the invalidation bus.
+	rules := actions.NewRules(e.db).WithCache(e.actionCache())
+	e.disp = dispatch.NewDispatcher(e.db, chans, config.Default().Dispatch, dispatch.Senders{}, discard(), nil).WithActions(rules)
+	e.intake = dispatch.NewIntake(e.db, rules, nil, nil, e.disp)
 	// One email action only, as the benchmark asks.
 	require.NoError(b, e.db.Exec("UPDATE actions SET status = 'INACTIVE' WHERE config_name <> 'SendEmailConfig'").Error)
 	e.cfg.Prefetch, e.cfg.BatchSize = 1000, 250

@@ -20,6 +20,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -104,6 +105,21 @@ func newEnv(t testing.TB, mutate ...func(*config.AMQP)) *env {
 	require.NoError(t, ch.Confirm(false))
 	e.pub = ch
 	return e
+}
+
+// actionCache returns an action cache kept by an invalidation bus that
+// listens on the test's schema until the test ends, as app.New wires it.
+func (e *env) actionCache() *actions.Cache {
+	e.t.Helper()
+	cache := actions.NewCache(actions.DefaultCacheSize)
+	bus := invalidate.New(e.dbURL, discard())
+	bus.Subscribe(cache)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bus.Run(ctx) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(e.t, bus.Live, 10*time.Second, 5*time.Millisecond, "invalidation listener never connected")
+	return cache
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
