@@ -76,7 +76,7 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 	}
 	return &Dispatcher{
 		db: db, pg: store.IsPostgres(db), channels: chans, cfg: cfg, senders: senders, log: log, now: now,
-		wake:  make(chan struct{}, max(cfg.Workers, 1)),
+		wake:    make(chan struct{}, max(cfg.Workers, 1)),
 		local:   local{capacity: room},
 		actions: actions.NewRules(db),
 	}
