@@ -130,6 +130,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	}
 	now := in.now().UnixMilli()
 	ctxTrace := traceParent(ctx)
+	keys := keysOf(subs)
 	outcomes := make([]Outcome, len(subs))
 	var pending, envelopes, reserved int
 	var handed []claimed
@@ -138,29 +139,51 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 		for i := range outcomes {
 			outcomes[i] = Outcome{}
 		}
-		fresh, intakeIDs, dupOf, err := in.claimKeys(ctx, tx, subs, outcomes, now)
-		if err != nil {
-			return err
-		}
+		// Plan every submission that may be fresh: the keyless ones and
+		// the first of each key in the batch.
 		var (
 			notes []*NotificationRecord
 			plans [][]*Delivery
 			owner []int // index into subs per note
 		)
 		for i, s := range subs {
-			if !fresh[i] {
+			if s.Key != "" && keys.first[i] != i {
 				continue
 			}
-			for _, n := range s.Request.Notification {
+			for j, n := range s.Request.Notification {
 				note, ds := plan(s, n, rules[ruleKey{int64(s.Request.CollectionID), n.Name}], now)
-				note.IntakeID = intakeIDs[i]
 				note.TraceParent = cmp.Or(s.TraceParent, ctxTrace)
+				if s.Key != "" {
+					note.IntakeScope, note.Ordinal = s.scope(), j
+					if j == 0 {
+						note.RequestHash = keys.hash[i]
+					}
+				}
 				notes = append(notes, note)
 				plans = append(plans, ds)
 				owner = append(owner, i)
 			}
 		}
-		if err := in.insertNotifications(ctx, tx, notes); err != nil {
+		fresh, err := in.claimKeys(ctx, tx, subs, keys, notes, owner, outcomes)
+		if err != nil {
+			return err
+		}
+		// The rest of the fresh submissions' notifications; the planned
+		// notifications of keys seen before are dropped.
+		var rest []*NotificationRecord
+		kept := 0
+		for j, note := range notes {
+			if !fresh[owner[j]] {
+				continue
+			}
+			if note.ID == 0 {
+				rest = append(rest, note)
+			}
+			notes[kept], plans[kept], owner[kept] = note, plans[j], owner[j]
+			kept++
+		}
+		notes, plans, owner = notes[:kept], plans[:kept], owner[:kept]
+		if err := in.insertNotifications(ctx, tx, rest); err != nil {
 			return err
 		}
 		var all []*Delivery
@@ -213,8 +236,12 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 				envelopes++
 			}
 		}
-		for i, first := range dupOf {
-			outcomes[i].Notifications = outcomes[first].Notifications
+		// A key twice in the batch: the later one replays the first's
+		// result, fresh or not.
+		for i, s := range subs {
+			if f := keys.first[i]; s.Key != "" && f != i && outcomes[i].Replayed && outcomes[i].Notifications == nil {
+				outcomes[i].Notifications = outcomes[f].Notifications
+			}
 		}
 		return nil
 	})
@@ -236,160 +263,164 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	return outcomes, nil
 }
 
-// claimKeys inserts the intake records of keyed submissions. It reports,
-// per submission, whether it is fresh (create its notifications) and the
-// intake id to link them to; replays and conflicts get their outcome here.
-func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission, outcomes []Outcome, now int64) (fresh []bool, ids []*int64, dupOf map[int]int, err error) {
-	fresh = make([]bool, len(subs))
-	ids = make([]*int64, len(subs))
-	dupOf = map[int]int{}
-	type keyed struct {
-		scope, key, hash string
-		first            int
-	}
-	byKey := map[[2]string]*keyed{}
-	var order []*keyed
-	// The hash re-encodes the request: compute it once per submission.
-	hashes := make([]string, len(subs))
+// batchKeys are the dedupe keys of a batch of submissions: per submission,
+// the hash of its request and the index of the first submission in the
+// batch with the same (scope, key). Keyless submissions have neither.
+type batchKeys struct {
+	hash  []string
+	first []int
+}
+
+func keysOf(subs []Submission) batchKeys {
+	k := batchKeys{hash: make([]string, len(subs)), first: make([]int, len(subs))}
+	byKey := map[[2]string]int{}
 	for i, s := range subs {
 		if s.Key == "" {
-			fresh[i] = true
 			continue
 		}
-		hashes[i] = s.Request.Hash()
-		k := [2]string{s.scope(), s.Key}
-		if byKey[k] == nil {
-			byKey[k] = &keyed{scope: k[0], key: k[1], hash: hashes[i], first: i}
-			order = append(order, byKey[k])
+		// The hash re-encodes the request: compute it once per submission.
+		k.hash[i] = s.Request.Hash()
+		key := [2]string{s.scope(), s.Key}
+		f, ok := byKey[key]
+		if !ok {
+			f = i
+			byKey[key] = i
+		}
+		k.first[i] = f
+	}
+	return k
+}
+
+// claimKeys is the dedupe. The first notification of each keyed
+// submission (ordinal 0) carries its key and request hash, and is inserted
+// here, before anything else of the batch, with ON CONFLICT DO NOTHING on
+// the unique (intake_scope, idempotency_key, ordinal): the submissions whose
+// row went in are fresh, and nothing else can claim their keys until this
+// transaction ends (a concurrent insert of the same key waits for it, then
+// finds the row). Keyless submissions are fresh. For a key seen before, the
+// submission's outcome is set here: a replay of the first result when the
+// request hash matches, else a conflict; and so for a key repeated in the
+// batch, against the batch's first.
+func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, subs []Submission, keys batchKeys, notes []*NotificationRecord, owner []int, outcomes []Outcome) ([]bool, error) {
+	fresh := make([]bool, len(subs))
+	var firsts []*NotificationRecord
+	firstOf := map[int]*NotificationRecord{} // keyed submission → its ordinal-0 note
+	for j, note := range notes {
+		if subs[owner[j]].Key == "" {
+			fresh[owner[j]] = true
+		} else if note.Ordinal == 0 {
+			firsts = append(firsts, note)
+			firstOf[owner[j]] = note
 		}
 	}
-	if len(order) == 0 {
-		return fresh, ids, dupOf, nil
-	}
-	// A stable order keeps two batches that share keys from deadlocking.
-	sort.Slice(order, func(a, b int) bool {
-		if order[a].scope != order[b].scope {
-			return order[a].scope < order[b].scope
+	if len(firsts) > 0 {
+		// A stable order keeps two batches that share keys from deadlocking.
+		sort.Slice(firsts, func(a, b int) bool {
+			return firsts[a].IntakeScope < firsts[b].IntakeScope ||
+				firsts[a].IntakeScope == firsts[b].IntakeScope && firsts[a].IdempotencyKey < firsts[b].IdempotencyKey
+		})
+		byKey := make(map[[2]string]*NotificationRecord, len(firsts))
+		for _, n := range firsts {
+			byKey[[2]string{n.IntakeScope, n.IdempotencyKey}] = n
 		}
-		return order[a].key < order[b].key
-	})
-	type keyRow struct {
-		Scope       string `json:"scope"`
-		Key         string `json:"key"`
-		RequestHash string `json:"request_hash"`
-		CreatedTime int64  `json:"created_time"`
-	}
-	rows := make([]keyRow, len(order))
-	for j, k := range order {
-		rows[j] = keyRow{k.scope, k.key, k.hash, now}
-	}
-	sel, from := jsonRows(in.pg, []column{{"scope", "text"}, {"key", "text"}, {"request_hash", "text"}, {"created_time", "bigint"}})
-	// WHERE true: SQLite needs it to parse ON CONFLICT after a SELECT.
-	q := "INSERT INTO intake_keys (scope, key, request_hash, created_time) SELECT " + sel + " FROM " + from +
-		" WHERE true ON CONFLICT (scope, key) DO NOTHING RETURNING id, scope, key"
-	inserted := map[[2]string]int64{}
-	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
-		var id int64
-		var scope, key string
-		if err := r.Scan(&id, &scope, &key); err != nil {
-			return err
-		}
-		inserted[[2]string{scope, key}] = id
-		return nil
-	}); err != nil {
-		return nil, nil, nil, fmt.Errorf("insert intake keys: %w", err)
-	}
-	// Keys seen before: compare the request and look up the first result.
-	type seen struct {
-		id   int64
-		hash string
-	}
-	existing := map[[2]string]seen{}
-	var lookups []*keyed
-	for _, k := range order {
-		if _, ok := inserted[[2]string{k.scope, k.key}]; !ok {
-			lookups = append(lookups, k)
+		// WHERE true: SQLite needs it to parse ON CONFLICT after a SELECT.
+		conflict := " WHERE true ON CONFLICT (intake_scope, idempotency_key, ordinal) WHERE idempotency_key <> '' DO NOTHING" +
+			" RETURNING id, intake_scope, idempotency_key"
+		if err := in.insertNotes(ctx, tx, firsts, conflict, func(r *sql.Rows) error {
+			var id int64
+			var k [2]string
+			if err := r.Scan(&id, &k[0], &k[1]); err != nil {
+				return err
+			}
+			n := byKey[k]
+			if n == nil {
+				return fmt.Errorf("RETURNING an unknown key %q/%q", k[0], k[1])
+			}
+			n.ID = id
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("insert keyed notifications: %w", err)
 		}
 	}
-	for len(lookups) > 0 {
-		n := min(len(lookups), 200)
+	var seenBefore [][2]string
+	for i, note := range firstOf {
+		if note.ID != 0 {
+			fresh[i] = true
+		} else {
+			seenBefore = append(seenBefore, [2]string{note.IntakeScope, note.IdempotencyKey})
+		}
+	}
+	earlier, err := in.firstResults(ctx, tx, seenBefore)
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range subs {
+		if s.Key == "" {
+			continue
+		}
+		f := keys.first[i]
+		switch {
+		case f == i && fresh[i]:
+		case fresh[f]: // repeated in the batch: against the batch's first
+			if keys.hash[i] == keys.hash[f] {
+				outcomes[i].Replayed = true
+			} else {
+				outcomes[i].Conflict = true
+			}
+		default:
+			r, ok := earlier[[2]string{s.scope(), s.Key}]
+			switch {
+			case !ok:
+				return nil, fmt.Errorf("intake key %q/%q neither inserted nor found", s.scope(), s.Key)
+			case r.hash != keys.hash[i]:
+				outcomes[i].Conflict = true
+			default:
+				outcomes[i].Replayed = true
+				outcomes[i].Notifications = r.notes
+			}
+		}
+	}
+	return fresh, nil
+}
+
+// firstResult is what a key accepted earlier created.
+type firstResult struct {
+	hash  string
+	notes []Summary
+}
+
+// firstResults reads the notifications of keys accepted before, in order,
+// with the request hash their first one carries.
+func (in *Intake) firstResults(ctx context.Context, tx *gorm.DB, keys [][2]string) (map[[2]string]firstResult, error) {
+	out := map[[2]string]firstResult{}
+	for len(keys) > 0 {
+		n := min(len(keys), 200)
 		var conds []string
 		var args []any
-		for _, k := range lookups[:n] {
-			conds = append(conds, "(scope = ? AND key = ?)")
-			args = append(args, k.scope, k.key)
+		for _, k := range keys[:n] {
+			conds = append(conds, "(intake_scope = ? AND idempotency_key = ?)")
+			args = append(args, k[0], k[1])
 		}
-		lookups = lookups[n:]
-		r, err := tx.WithContext(ctx).Raw("SELECT id, scope, key, request_hash FROM intake_keys WHERE "+strings.Join(conds, " OR "), args...).Rows()
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("read intake keys: %w", err)
-		}
-		for r.Next() {
-			var s seen
-			var scope, key string
-			if err := r.Scan(&s.id, &scope, &key, &s.hash); err != nil {
-				r.Close()
-				return nil, nil, nil, err
-			}
-			existing[[2]string{scope, key}] = s
-		}
-		if err := r.Close(); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	var replayIDs []int64
-	for i, s := range subs {
-		if s.Key == "" {
-			continue
-		}
-		k := [2]string{s.scope(), s.Key}
-		first := byKey[k]
-		hash := hashes[i]
-		if id, ok := inserted[k]; ok {
-			if first.first == i {
-				fresh[i], ids[i] = true, &id
-				continue
-			}
-			// The same key twice in one batch: the later one replays the first.
-			if hash != first.hash {
-				outcomes[i].Conflict = true
-			} else {
-				outcomes[i].Replayed = true
-				dupOf[i] = first.first
-			}
-			continue
-		}
-		ex, ok := existing[k]
-		if !ok {
-			return nil, nil, nil, fmt.Errorf("intake key %q/%q neither inserted nor found", k[0], k[1])
-		}
-		if ex.hash != hash {
-			outcomes[i].Conflict = true
-			continue
-		}
-		outcomes[i].Replayed = true
-		replayIDs = append(replayIDs, ex.id)
-		ids[i] = &ex.id
-	}
-	// First results of replays from earlier batches.
-	if len(replayIDs) > 0 {
+		keys = keys[n:]
 		var notes []NotificationRecord
-		if err := tx.WithContext(ctx).Select("id, intake_id, name, status, reason, delivery_count, skipped_count").
-			Where("intake_id IN ?", replayIDs).Order("id").Find(&notes).Error; err != nil {
-			return nil, nil, nil, fmt.Errorf("read replayed notifications: %w", err)
+		// idempotency_key <> '': the unique index's predicate, so that the
+		// planner may use it.
+		if err := tx.WithContext(ctx).Select("id, intake_scope, idempotency_key, ordinal, request_hash, name, status, reason, delivery_count, skipped_count").
+			Where("idempotency_key <> '' AND ("+strings.Join(conds, " OR ")+")", args...).
+			Order("ordinal").Find(&notes).Error; err != nil {
+			return nil, fmt.Errorf("read notifications of keys seen before: %w", err)
 		}
-		byIntake := map[int64][]Summary{}
 		for i := range notes {
-			byIntake[*notes[i].IntakeID] = append(byIntake[*notes[i].IntakeID], summarize(&notes[i]))
-		}
-		for i := range subs {
-			if outcomes[i].Replayed && ids[i] != nil && !fresh[i] {
-				outcomes[i].Notifications = byIntake[*ids[i]]
-				ids[i] = nil
+			k := [2]string{notes[i].IntakeScope, notes[i].IdempotencyKey}
+			r := out[k]
+			if notes[i].Ordinal == 0 {
+				r.hash = notes[i].RequestHash
 			}
+			r.notes = append(r.notes, summarize(&notes[i]))
+			out[k] = r
 		}
 	}
-	return fresh, ids, dupOf, nil
+	return out, nil
 }
 
 func summarize(n *NotificationRecord) Summary {
@@ -577,18 +608,20 @@ func columnList(cols []column) string {
 }
 
 var notificationColumns = []column{
-	{"collection_id", "bigint"}, {"name", "text"}, {"source", "text"}, {"intake_id", "bigint"}, {"idempotency_key", "text"},
-	{"correlation", "text"}, {"recipients", "text"}, {"status", "text"}, {"reason", "text"}, {"event_id", "bigint"},
-	{"delivery_count", "integer"}, {"skipped_count", "integer"}, {"created_by", "text"}, {"created_time", "bigint"},
-	{"trace_parent", "text"},
+	{"collection_id", "bigint"}, {"name", "text"}, {"source", "text"}, {"intake_scope", "text"}, {"idempotency_key", "text"},
+	{"ordinal", "integer"}, {"request_hash", "text"}, {"correlation", "text"}, {"recipients", "text"}, {"status", "text"},
+	{"reason", "text"}, {"event_id", "bigint"}, {"delivery_count", "integer"}, {"skipped_count", "integer"},
+	{"created_by", "text"}, {"created_time", "bigint"}, {"trace_parent", "text"},
 }
 
 type notificationRow struct {
 	CollectionID   int64  `json:"collection_id"`
 	Name           string `json:"name"`
 	Source         string `json:"source"`
-	IntakeID       *int64 `json:"intake_id"`
+	IntakeScope    string `json:"intake_scope"`
 	IdempotencyKey string `json:"idempotency_key"`
+	Ordinal        int    `json:"ordinal"`
+	RequestHash    string `json:"request_hash"`
 	Correlation    any    `json:"correlation"`
 	Recipients     any    `json:"recipients"`
 	Status         string `json:"status"`
@@ -601,7 +634,10 @@ type notificationRow struct {
 	TraceParent    string `json:"trace_parent"`
 }
 
-func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []*NotificationRecord) error {
+// insertNotes inserts notes with one statement per chunk, the INSERT …
+// SELECT followed by suffix, and calls scan on each row the statement
+// returns.
+func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, notes []*NotificationRecord, suffix string, scan func(*sql.Rows) error) error {
 	rows := make([]notificationRow, len(notes))
 	for i, n := range notes {
 		corr, err := n.Correlation.Value()
@@ -612,13 +648,22 @@ func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []
 		if err != nil {
 			return err
 		}
-		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeID, n.IdempotencyKey, corr, rcpts, n.Status, n.Reason,
-			n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent}
+		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeScope, n.IdempotencyKey, n.Ordinal, n.RequestHash,
+			corr, rcpts, n.Status, n.Reason, n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent}
 	}
 	sel, from := jsonRows(in.pg, notificationColumns)
-	q := "INSERT INTO notifications (" + columnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + " RETURNING id, name"
+	q := "INSERT INTO notifications (" + columnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
+	return insertJSON(ctx, tx, q, rows, scan)
+}
+
+// insertNotifications inserts notes, none of which can conflict, and sets
+// their ids.
+func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []*NotificationRecord) error {
+	if len(notes) == 0 {
+		return nil
+	}
 	at := 0
-	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
+	if err := in.insertNotes(ctx, tx, notes, " RETURNING id, name", func(r *sql.Rows) error {
 		var id int64
 		var name string
 		if err := r.Scan(&id, &name); err != nil {

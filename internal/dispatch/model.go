@@ -42,7 +42,6 @@ type NotificationRecord struct {
 	CollectionID   int64       `json:"collectionId"`
 	Name           string      `json:"name"`
 	Source         string      `json:"source"`
-	IntakeID       *int64      `json:"-"`
 	IdempotencyKey string      `json:"idempotencyKey,omitempty"`
 	Correlation    StringMap   `json:"correlation"`
 	Recipients     Recipients  `json:"recipients,omitempty"`
@@ -54,6 +53,16 @@ type NotificationRecord struct {
 	CreatedBy      string      `json:"createdBy,omitempty"`
 	CreatedTime    int64       `json:"createdTime"`
 	Deliveries     []*Delivery `json:"deliveries,omitempty" gorm:"-"`
+
+	// IntakeScope, Ordinal and RequestHash are the dedupe record of a
+	// keyed request (IdempotencyKey): each of its notifications carries
+	// the key's scope (queue, or api:<collectionId>) and its position in
+	// the request, and the first the SHA-256 of the canonical request. The
+	// unique (intake_scope, idempotency_key, ordinal) is what makes a
+	// redelivered message or a repeated Idempotency-Key create nothing new.
+	IntakeScope string `json:"-"`
+	Ordinal     int    `json:"-"`
+	RequestHash string `json:"-"`
 
 	// TraceParent is the W3C traceparent of the message or request that
 	// created the notification; the worker's provider call joins its trace.

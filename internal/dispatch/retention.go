@@ -17,17 +17,19 @@ const pruneEvery = time.Hour
 
 // Pruned counts what one Prune deleted.
 type Pruned struct {
-	Notifications, Deliveries, SandboxMessages, IntakeKeys int64
+	Notifications, Deliveries, SandboxMessages int64
 }
 
 // Prune applies dispatch.retention: it deletes the notifications accepted
 // more than retention ago whose deliveries are all finished (none pending or
-// sending), with their deliveries and the sandbox's records of them, and
-// then the idempotency keys older than retention that no notification
-// refers to any more. A notification with a delivery still to send is kept
-// whatever its age; a finished delivery never becomes pending again, so one
-// selected here stays prunable. A message redelivered after its key is gone
-// is accepted as new, which is why retention is at least a day.
+// sending), with their deliveries and the sandbox's records of them. A
+// notification with a delivery still to send is kept whatever its age; a
+// finished delivery never becomes pending again, so one selected here stays
+// prunable. The notifications of one keyed request are its dedupe record
+// (intake.go) and go together: none while any of them has a delivery to
+// send, so a redelivery never finds part of a request. A message
+// redelivered after its notifications are gone is accepted as new, which is
+// why retention is at least a day.
 func (d *Dispatcher) Prune(ctx context.Context) (Pruned, error) {
 	var total Pruned
 	if d.cfg.Retention <= 0 {
@@ -41,6 +43,10 @@ func (d *Dispatcher) Prune(ctx context.Context) (Pruned, error) {
 		if err := d.db.WithContext(ctx).Raw(`SELECT id FROM notifications n
 WHERE n.created_time < ? AND NOT EXISTS (
   SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.status IN ('pending', 'sending'))
+AND (n.idempotency_key = '' OR NOT EXISTS (
+  SELECT 1 FROM notifications k JOIN deliveries d ON d.notification_id = k.id
+  WHERE k.idempotency_key <> '' AND k.intake_scope = n.intake_scope AND k.idempotency_key = n.idempotency_key
+  AND k.id <> n.id AND d.status IN ('pending', 'sending')))
 ORDER BY id LIMIT ?`, cutoff, pruneBatch).Find(&ids).Error; err != nil {
 			return total, fmt.Errorf("dispatch: prune: %w", err)
 		}
@@ -70,19 +76,6 @@ ORDER BY id LIMIT ?`, cutoff, pruneBatch).Find(&ids).Error; err != nil {
 			break
 		}
 	}
-	for {
-		res := d.db.WithContext(ctx).Exec(`DELETE FROM intake_keys WHERE id IN (
-  SELECT k.id FROM intake_keys k WHERE k.created_time < ?
-  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.intake_id = k.id)
-  ORDER BY k.created_time LIMIT ?)`, cutoff, pruneBatch)
-		if res.Error != nil {
-			return total, fmt.Errorf("dispatch: prune intake keys: %w", res.Error)
-		}
-		total.IntakeKeys += res.RowsAffected
-		if res.RowsAffected < pruneBatch {
-			break
-		}
-	}
 	return total, nil
 }
 
@@ -96,9 +89,9 @@ func (d *Dispatcher) pruneLoop(ctx context.Context) {
 		switch n, err := d.Prune(ctx); {
 		case err != nil && ctx.Err() == nil:
 			d.log.WarnContext(ctx, "dispatch: retention prune failed; retrying at the next run", "error", err)
-		case n.Notifications > 0 || n.IntakeKeys > 0:
+		case n.Notifications > 0:
 			d.log.InfoContext(ctx, "dispatch: pruned past dispatch.retention", "notifications", n.Notifications,
-				"deliveries", n.Deliveries, "sandboxMessages", n.SandboxMessages, "intakeKeys", n.IntakeKeys, "retention", d.cfg.Retention)
+				"deliveries", n.Deliveries, "sandboxMessages", n.SandboxMessages, "retention", d.cfg.Retention)
 		}
 		select {
 		case <-ctx.Done():

@@ -51,7 +51,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 
 		n, err := disp.Prune(ctx)
 		require.NoError(t, err)
-		require.Equal(t, dispatch.Pruned{Notifications: 1, Deliveries: 2, SandboxMessages: 1, IntakeKeys: 1}, n, "email sent, sms skipped")
+		require.Equal(t, dispatch.Pruned{Notifications: 1, Deliveries: 2, SandboxMessages: 1}, n, "email sent, sms skipped")
 
 		count := func(q string, args ...any) int64 {
 			var c int64
@@ -61,12 +61,12 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 		require.Zero(t, count("SELECT COUNT(*) FROM notifications WHERE id = ?", old))
 		require.Zero(t, count("SELECT COUNT(*) FROM deliveries WHERE notification_id = ?", old))
 		require.Zero(t, count("SELECT COUNT(*) FROM sandbox_messages WHERE notification_id = ?", old))
-		require.Zero(t, count("SELECT COUNT(*) FROM intake_keys WHERE key = 'old'"))
+		require.Zero(t, count("SELECT COUNT(*) FROM notifications WHERE idempotency_key = 'old'"), "the key went with its notification")
 		for _, id := range []int64{live, young} {
 			require.Equal(t, int64(1), count("SELECT COUNT(*) FROM notifications WHERE id = ?", id))
 			require.NotZero(t, count("SELECT COUNT(*) FROM deliveries WHERE notification_id = ?", id))
 		}
-		require.Equal(t, int64(2), count("SELECT COUNT(*) FROM intake_keys WHERE key IN ('live', 'young')"))
+		require.Equal(t, int64(2), count("SELECT COUNT(*) FROM notifications WHERE idempotency_key IN ('live', 'young')"))
 
 		// Nothing more to do; and retention 0 keeps everything.
 		n, err = disp.Prune(ctx)
@@ -86,4 +86,41 @@ func (b *bundle) submitNow(t *testing.T, key string) int64 {
 		Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "c@example.com", "macros": {"FNAME": "C"}}]}]}`)}})
 	require.NoError(t, err)
 	return out[0].Notifications[0].ID
+}
+
+// A keyed request's notifications go together: while one of them has a
+// delivery to send, none is pruned, so a redelivery never finds part of
+// the request (and creates the rest again).
+func TestPruneKeepsAKeyedRequestWhole(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		ctx := context.Background()
+		now := time.Now()
+		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, func() time.Time { return now.Add(-31 * 24 * time.Hour) }, nil)
+		out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "k", Request: request(t, b.collectionID, threeNames)}})
+		require.NoError(t, err)
+		last := out[0].Notifications[2].ID
+		cfg := testConfig()
+		cfg.Retention = 30 * 24 * time.Hour
+		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(),
+			func() time.Time { return now })
+		for {
+			n, err := disp.RunOnce(ctx)
+			require.NoError(t, err)
+			if n == 0 {
+				break
+			}
+		}
+		// The last notification's email is due again (a retry).
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'pending' WHERE notification_id = ? AND action_id = ?", last, b.email).Error)
+		n, err := disp.Prune(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n.Notifications, "the first two are finished, but their request is not")
+
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'failed' WHERE notification_id = ?", last).Error)
+		n, err = disp.Prune(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 3, n.Notifications)
+	})
 }

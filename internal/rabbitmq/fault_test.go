@@ -86,9 +86,13 @@ func TestConnectionFaultsLoseAndDuplicateNothing(t *testing.T) {
 	}
 	wg.Wait()
 	require.Eventually(t, func() bool { return e.settled(faultMessages) }, 5*time.Minute, 50*time.Millisecond)
+	// The last messages can all be committed before the last close (their
+	// acks then go with the connection): the consumer reconnects after it,
+	// but maybe only after everything has settled.
+	require.Eventually(t, func() bool { return e.consumer.Stats().Reconnects >= int64(closed) }, time.Minute, 10*time.Millisecond,
+		"%d connections closed, %d reconnects", closed, e.consumer.Stats().Reconnects)
 	got := e.tally(faultMessages)
 	t.Logf("connection fault (%d connections closed by the broker, %d reconnects): %s", closed, e.consumer.Stats().Reconnects, got)
-	require.GreaterOrEqual(t, e.consumer.Stats().Reconnects, int64(3))
 	require.Zero(t, got.LostMessages(), got.String())
 	require.Zero(t, got.DuplicateNotifications(), got.String())
 	require.EqualValues(t, 2*faultMessages, got.Planned, got.String())
