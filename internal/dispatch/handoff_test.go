@@ -205,3 +205,42 @@ func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
 		require.Equal(t, 1, ch.count(d.ID))
 	})
 }
+
+// A batch of hand-offs is recorded alone and is not followed by a claim:
+// under load nearly every batch is one, and the claims after them found
+// nothing. Overflow and retries are claimed when woken or at the next poll
+// (TestIntakeHandsDeliveriesToRunningWorkers).
+func TestHandOffsAreNotFollowedByClaims(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		cfg := testConfig()
+		cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, 64, time.Hour
+		cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
+		sent := make(chan struct{}, 100)
+		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
+		disp.OnSent = func(*dispatch.Delivery) { sent <- struct{}{} }
+		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = disp.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		// The worker's first cycle claims (nothing); then it waits an hour.
+		require.Eventually(t, func() bool { return disp.Claims() == 1 }, 5*time.Second, time.Millisecond)
+
+		for i := range 5 {
+			out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+				Request: request(t, b.collectionID, twoRecipients)}})
+			require.NoError(t, err)
+			require.Equal(t, 4, out[0].Notifications[0].Deliveries, "submission %d", i)
+			for range 3 { // email to both, SMS to the one with a phone
+				select {
+				case <-sent:
+				case <-time.After(10 * time.Second):
+					t.Fatalf("submission %d: deliveries not sent", i)
+				}
+			}
+		}
+		require.EqualValues(t, 1, disp.Claims(), "15 hand-offs, no claim after any")
+	})
+}
