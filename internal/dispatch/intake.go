@@ -224,7 +224,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 			d := all[i]
 			handed = append(handed, claimed{ID: d.ID, NotificationID: d.NotificationID, CollectionID: d.CollectionID,
 				ActionID: d.ActionID, RecipientIndex: d.RecipientIndex, Channel: d.Channel, Recipient: rcpts[i],
-				Attempts: d.Attempts, CreatedTime: d.CreatedTime, TraceParent: trace[d.NotificationID]})
+				Attempts: d.Attempts, CreatedTime: d.CreatedTime, TraceParent: trace[d.NotificationID], rc: &d.Recipient})
 		}
 		for j, note := range notes {
 			i := owner[j]

@@ -292,6 +292,9 @@ type claimed struct {
 	CreatedTime    int64
 	TraceParent    string // the notification's
 	handedAt       int64  // when the intake handed it off (handoff.go); 0 if claimed
+	// rc is Recipient decoded, when the intake handed the delivery off
+	// with the value it planned it from: no need to decode it again.
+	rc *Recipient
 }
 
 // RunOnce claims one batch of due deliveries, sends them and records the
@@ -540,12 +543,15 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 	send := make([]int, 0, len(idx))
 	for _, i := range idx {
 		c := batch[i]
-		var rc Recipient
-		if err := json.Unmarshal([]byte(c.Recipient), &rc); err != nil {
-			outs[i].status, outs[i].reason = StatusFailed, "stored recipient is unreadable: "+err.Error()
-			continue
+		rc := c.rc
+		if rc == nil {
+			rc = new(Recipient)
+			if err := json.Unmarshal([]byte(c.Recipient), rc); err != nil {
+				outs[i].status, outs[i].reason = StatusFailed, "stored recipient is unreadable: "+err.Error()
+				continue
+			}
 		}
-		m, err := d.render(a, rc)
+		m, err := d.render(a, *rc)
 		if err != nil {
 			outs[i].status, outs[i].reason = StatusFailed, "render: "+err.Error()
 			continue
