@@ -7,11 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // SandboxName is the provider name deliveries record for the sandbox.
@@ -139,45 +140,47 @@ func (s *Sandbox) commit(ctx context.Context, b *sandboxBatch) error {
 	}
 }
 
+// sandboxColumns are the sandbox_messages columns insert writes.
+var sandboxColumns = store.Columns("delivery_id bigint", "notification_id bigint", "channel text",
+	"provider_message_id text", "message text", "created_time bigint")
+
+type sandboxRecord struct {
+	DeliveryID        int64           `json:"delivery_id"`
+	NotificationID    int64           `json:"notification_id"`
+	Channel           string          `json:"channel"`
+	ProviderMessageID string          `json:"provider_message_id"`
+	Message           json.RawMessage `json:"message"`
+	CreatedTime       int64           `json:"created_time"`
+}
+
+// insert writes the rows of batch with one statement per 1,000, whose rows
+// are one JSON parameter (store.JSONRows): the same statement text for
+// every size, where a VALUES list was a new statement, prepared and planned
+// anew, for each count of rows.
 func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	now := s.now().UnixMilli()
-	var (
-		sb   strings.Builder
-		args []any
-		n    int
-	)
-	flush := func() error {
-		if n == 0 {
-			return nil
-		}
-		err := s.db.WithContext(ctx).Exec(sb.String(), args...).Error
-		sb.Reset()
-		args, n = args[:0], 0
-		return err
-	}
+	var rows []sandboxRecord
 	for _, b := range batch {
 		for _, r := range b.rows {
 			body, err := json.Marshal(r.msg)
 			if err != nil {
 				return err
 			}
-			if n == 0 {
-				sb.WriteString("INSERT INTO sandbox_messages (delivery_id, notification_id, channel, provider_message_id, message, created_time) VALUES ")
-			} else {
-				sb.WriteByte(',')
-			}
-			sb.WriteString("(?,?,?,?,?,?)")
-			args = append(args, r.msg.DeliveryID, r.msg.NotificationID, r.msg.Channel, r.id, string(body), now)
-			n++
-			if n == 1000 {
-				if err := flush(); err != nil {
-					return fmt.Errorf("sandbox: record: %w", err)
-				}
-			}
+			rows = append(rows, sandboxRecord{r.msg.DeliveryID, r.msg.NotificationID, r.msg.Channel, r.id, body, now})
 		}
 	}
-	if err := flush(); err != nil {
-		return fmt.Errorf("sandbox: record: %w", err)
+	sel, from := store.JSONRows(store.IsPostgres(s.db), sandboxColumns)
+	q := "INSERT INTO sandbox_messages (" + store.ColumnList(sandboxColumns) + ") SELECT " + sel + " FROM " + from
+	for len(rows) > 0 {
+		n := min(len(rows), 1000)
+		doc, err := json.Marshal(rows[:n])
+		if err != nil {
+			return err
+		}
+		if err := s.db.WithContext(ctx).Exec(q, string(doc)).Error; err != nil {
+			return fmt.Errorf("sandbox: record: %w", err)
+		}
+		rows = rows[n:]
 	}
 	return nil
 }

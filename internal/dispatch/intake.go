@@ -538,42 +538,8 @@ func validEmail(s string) bool {
 	return err == nil && a.Address == strings.TrimSpace(s) && a.Name == ""
 }
 
-// column is a column of rows passed as one JSON parameter (jsonRows): the
-// intake's inserts and the workers' record. With its PostgreSQL type.
-type column struct{ name, pgType string }
-
-// jsonRows returns the SELECT list and FROM clause that read rows passed as
-// one parameter, a JSON array of objects keyed by column name. The
-// statement's text is then the same for every batch size, so it is prepared
-// and planned once, and the driver encodes one argument where a VALUES list
-// had rows × columns. That cut the Go CPU time of Submit by 43% and the
-// allocations of a 50,000-message intake run by 23% (docs/benchmarks.md).
-func jsonRows(pg bool, cols []column) (sel, from string) {
-	var b strings.Builder
-	if pg {
-		for i, c := range cols {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(c.name + " " + c.pgType)
-		}
-		names := make([]string, len(cols))
-		for i, c := range cols {
-			names[i] = c.name
-		}
-		return strings.Join(names, ", "), "json_to_recordset(CAST(? AS json)) AS v(" + b.String() + ")"
-	}
-	for i, c := range cols {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("value ->> '" + c.name + "' AS " + c.name)
-	}
-	return b.String(), "json_each(?)"
-}
-
 // insertJSON runs q, whose one parameter is a JSON array of rows (see
-// jsonRows), on rows in chunks of 1,000, and calls scan on each row it
+// store.JSONRows), on rows in chunks of 1,000, and calls scan on each row it
 // returns.
 func insertJSON[T any](ctx context.Context, tx *gorm.DB, q string, rows []T, scan func(*sql.Rows) error) error {
 	for _, chunk := range chunks(rows, 1000) {
@@ -599,20 +565,12 @@ func insertJSON[T any](ctx context.Context, tx *gorm.DB, q string, rows []T, sca
 	return nil
 }
 
-func columnList(cols []column) string {
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = c.name
-	}
-	return strings.Join(names, ", ")
-}
-
-var notificationColumns = []column{
-	{"collection_id", "bigint"}, {"name", "text"}, {"source", "text"}, {"intake_scope", "text"}, {"idempotency_key", "text"},
-	{"ordinal", "integer"}, {"request_hash", "text"}, {"correlation", "text"}, {"recipients", "text"}, {"status", "text"},
-	{"reason", "text"}, {"event_id", "bigint"}, {"delivery_count", "integer"}, {"skipped_count", "integer"},
-	{"created_by", "text"}, {"created_time", "bigint"}, {"trace_parent", "text"},
-}
+var notificationColumns = store.Columns(
+	"collection_id bigint", "name text", "source text", "intake_scope text", "idempotency_key text",
+	"ordinal integer", "request_hash text", "correlation text", "recipients text", "status text", "reason text",
+	"event_id bigint", "delivery_count integer", "skipped_count integer", "created_by text",
+	"created_time bigint", "trace_parent text",
+)
 
 type notificationRow struct {
 	CollectionID   int64  `json:"collection_id"`
@@ -651,8 +609,8 @@ func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, notes []*Notific
 		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeScope, n.IdempotencyKey, n.Ordinal, n.RequestHash,
 			corr, rcpts, n.Status, n.Reason, n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent}
 	}
-	sel, from := jsonRows(in.pg, notificationColumns)
-	q := "INSERT INTO notifications (" + columnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
+	sel, from := store.JSONRows(in.pg, notificationColumns)
+	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
 	return insertJSON(ctx, tx, q, rows, scan)
 }
 
@@ -687,12 +645,11 @@ func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []
 	return nil
 }
 
-var deliveryColumns = []column{
-	{"notification_id", "bigint"}, {"collection_id", "bigint"}, {"action_id", "bigint"}, {"recipient_index", "integer"},
-	{"channel", "text"}, {"address", "text"}, {"recipient", "text"}, {"status", "text"}, {"reason", "text"},
-	{"attempts", "integer"}, {"next_attempt_at", "bigint"}, {"claimed_at", "bigint"}, {"created_time", "bigint"},
-	{"updated_time", "bigint"},
-}
+var deliveryColumns = store.Columns(
+	"notification_id bigint", "collection_id bigint", "action_id bigint", "recipient_index integer",
+	"channel text", "address text", "recipient text", "status text", "reason text", "attempts integer",
+	"next_attempt_at bigint", "claimed_at bigint", "created_time bigint", "updated_time bigint",
+)
 
 type deliveryRow struct {
 	NotificationID int64  `json:"notification_id"`
@@ -731,8 +688,8 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Deliv
 			d.Status, d.Reason, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.CreatedTime, d.UpdatedTime}
 		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
-	sel, from := jsonRows(in.pg, deliveryColumns)
-	q := "INSERT INTO deliveries (" + columnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
+	sel, from := store.JSONRows(in.pg, deliveryColumns)
+	q := "INSERT INTO deliveries (" + store.ColumnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
 		" RETURNING id, notification_id, action_id, recipient_index"
 	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
 		var id int64

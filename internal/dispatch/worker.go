@@ -634,8 +634,10 @@ func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
 }
 
 // recordColumns are the fields of one outcome in recordSQL's parameter.
-var recordColumns = []column{{"id", "bigint"}, {"attempts", "integer"}, {"status", "text"}, {"reason", "text"},
-	{"provider", "text"}, {"pmid", "text"}, {"next_at", "bigint"}, {"sent_time", "bigint"}}
+var recordColumns = store.Columns(
+	"id bigint", "attempts integer", "status text", "reason text", "provider text", "pmid text",
+	"next_at bigint", "sent_time bigint",
+)
 
 type recordRow struct {
 	ID       int64  `json:"id"`
@@ -659,7 +661,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	if err != nil {
 		return "", nil, err
 	}
-	sel, from := jsonRows(d.pg, recordColumns)
+	sel, from := store.JSONRows(d.pg, recordColumns)
 	// The claim is (id, attempts). A row Recover put back to pending but
 	// nobody claimed again still takes this outcome (so a slow send is
 	// not repeated); a row claimed again has more attempts and is left
