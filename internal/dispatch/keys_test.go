@@ -56,9 +56,7 @@ func TestIntakeDedupesRequestsOfSeveralNotifications(t *testing.T) {
 		require.Empty(t, again[2].Notifications)
 		require.False(t, again[3].Replayed, "no key, no dedupe")
 
-		var notes int64
-		require.NoError(t, db.Raw("SELECT COUNT(*) FROM notifications").Scan(&notes).Error)
-		require.EqualValues(t, 1+3+1+1, notes)
+		require.EqualValues(t, 1+3+1+1, countRows(t, db, "SELECT COUNT(*) FROM notifications"))
 	})
 }
 
@@ -91,9 +89,7 @@ func TestConcurrentSubmitsOfOneKeyCreateItOnce(t *testing.T) {
 		require.Equal(t, outs[0].Notifications[0].ID, o.Notifications[0].ID)
 	}
 	require.Equal(t, 1, fresh)
-	var notes int64
-	require.NoError(t, db.Raw("SELECT COUNT(*) FROM notifications").Scan(&notes).Error)
-	require.EqualValues(t, 3, notes)
+	require.EqualValues(t, 3, countRows(t, db, "SELECT COUNT(*) FROM notifications"))
 }
 
 // Keys accepted before migration 00008, when they were rows of intake_keys,

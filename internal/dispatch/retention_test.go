@@ -38,13 +38,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 		sandbox := channels.NewSandbox(db, discard(), nil)
 		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, cfg, dispatch.Senders{}, discard(),
 			func() time.Time { return now })
-		for {
-			n, err := disp.RunOnce(ctx)
-			require.NoError(t, err)
-			if n == 0 {
-				break
-			}
-		}
+		runUntilIdle(t, disp)
 		// The same age, but its email delivery is still pending (a retry).
 		live := submit("live", "b@example.com")
 		young := b.submitNow(t, "young")
@@ -53,11 +47,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, dispatch.Pruned{Notifications: 1, Deliveries: 2, SandboxMessages: 1}, n, "email sent, sms skipped")
 
-		count := func(q string, args ...any) int64 {
-			var c int64
-			require.NoError(t, db.Raw(q, args...).Scan(&c).Error)
-			return c
-		}
+		count := func(q string, args ...any) int64 { return countRows(t, db, q, args...) }
 		require.Zero(t, count("SELECT COUNT(*) FROM notifications WHERE id = ?", old))
 		require.Zero(t, count("SELECT COUNT(*) FROM deliveries WHERE notification_id = ?", old))
 		require.Zero(t, count("SELECT COUNT(*) FROM sandbox_messages WHERE notification_id = ?", old))
@@ -105,13 +95,7 @@ func TestPruneKeepsAKeyedRequestWhole(t *testing.T) {
 		cfg.Retention = 30 * 24 * time.Hour
 		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(),
 			func() time.Time { return now })
-		for {
-			n, err := disp.RunOnce(ctx)
-			require.NoError(t, err)
-			if n == 0 {
-				break
-			}
-		}
+		runUntilIdle(t, disp)
 		// The last notification's email is due again (a retry).
 		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'pending' WHERE notification_id = ? AND action_id = ?", last, b.email).Error)
 		n, err := disp.Prune(ctx)
@@ -123,4 +107,24 @@ func TestPruneKeepsAKeyedRequestWhole(t *testing.T) {
 		require.NoError(t, err)
 		require.EqualValues(t, 3, n.Notifications)
 	})
+}
+
+// runUntilIdle runs disp's batches until none is due.
+func runUntilIdle(t *testing.T, disp *dispatch.Dispatcher) {
+	t.Helper()
+	for {
+		n, err := disp.RunOnce(context.Background())
+		require.NoError(t, err)
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// countRows runs a SELECT COUNT(*) query.
+func countRows(t *testing.T, db *gorm.DB, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, db.Raw(q, args...).Scan(&n).Error)
+	return n
 }
