@@ -77,7 +77,7 @@ func (d *Dispatcher) Hand(batch []claimed) {
 		return
 	}
 	for range (len(batch) + d.cfg.ClaimBatch - 1) / d.cfg.ClaimBatch {
-		d.Wake()
+		d.signal() // not Wake: hand-offs make nothing due in the table
 	}
 }
 

@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -242,5 +243,40 @@ func TestHandOffsAreNotFollowedByClaims(t *testing.T) {
 			}
 		}
 		require.EqualValues(t, 1, disp.Claims(), "15 hand-offs, no claim after any")
+	})
+}
+
+// Deliveries the intake could not hand off are claimed by the worker that
+// finishes the hand-offs, not left for the next poll: the intake's wake-up
+// for them may reach no idle worker (here the one worker's wake-up slot
+// already holds the hand-off's), and the poll is an hour away.
+func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		cfg := testConfig()
+		cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, 2, time.Hour
+		cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
+		var sent atomic.Int64
+		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
+		disp.OnSent = func(*dispatch.Delivery) { sent.Add(1) }
+		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = disp.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		require.Eventually(t, func() bool { return disp.Claims() == 1 }, 5*time.Second, time.Millisecond, "the first cycle's claim")
+
+		body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`
+		for i := range 5 {
+			if i > 0 {
+				body += ","
+			}
+			body += `{"email": "u` + strconv.Itoa(i) + `@example.com", "phone": "+1555000000` + strconv.Itoa(i) + `", "macros": {"FNAME": "U"}}`
+		}
+		_, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, b.collectionID, body+`]}]}`)}})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return sent.Load() == 10 }, 10*time.Second, 5*time.Millisecond,
+			"5 recipients × email and SMS: 2 handed off, 8 claimed")
 	})
 }

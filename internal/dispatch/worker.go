@@ -46,6 +46,9 @@ type Dispatcher struct {
 	local    local // deliveries the intake handed off (handoff.go)
 	actions  ActionSource
 	claims   atomic.Int64 // claim statements run (tests)
+	// due is set by Wake (deliveries pending, maybe due) and cleared by
+	// each claim statement as it starts.
+	due atomic.Bool
 
 	// OnSent, when set, is called once per delivery the provider accepted,
 	// after its status is committed (benchmarks measure latency with it).
@@ -97,7 +100,18 @@ func (d *Dispatcher) WithActions(src ActionSource) *Dispatcher {
 // while a small one (a few messages at steady load) costs one claim, not one
 // per worker: the others' empty claims were most of the database work per
 // delivery at 1,000 msg/s.
+//
+// It also marks that pending deliveries may be due (see cycle): a worker
+// that finishes a batch of hand-offs then claims too, rather than leave
+// them to whichever worker its wake-up reaches, which may be busy with
+// hand-offs of its own.
 func (d *Dispatcher) Wake() {
+	d.due.Store(true)
+	d.signal()
+}
+
+// signal wakes one idle worker, if any; it never blocks.
+func (d *Dispatcher) signal() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -319,11 +333,12 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 // the next one, which cycle returns: one statement and one commit per batch
 // instead of two, and on PostgreSQL every commit waits for a WAL flush
 // (docs/benchmarks.md). A batch of hand-offs is recorded alone, and is not
-// followed by a claim: under load nearly every batch is a hand-off, and
-// nearly every claim after one found nothing (2,436 empty claims in one
-// BenchmarkQueueDrain run, each planned for its arguments). Deliveries that
-// are due meanwhile are claimed when the intake wakes a worker for those it
-// could not hand off, or at the next poll.
+// followed by a claim, unless Wake has said since the last claim that
+// deliveries are pending (those the intake could not hand off, those
+// Recover put back): under load nearly every batch is a hand-off, and nearly
+// every claim after one found nothing (2,436 empty claims in one
+// BenchmarkQueueDrain run, each planned for its arguments). Retries that
+// come due later are claimed at the next poll.
 func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool) (more bool, next []claimed, err error) {
 	handed := false
 	if len(batch) == 0 {
@@ -343,7 +358,7 @@ func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool)
 	if err != nil {
 		return false, nil, err
 	}
-	if claimNext && !handed && d.localLen() == 0 {
+	if claimNext && d.localLen() == 0 && (!handed || d.due.Load()) {
 		next, err = d.recordAndClaim(ctx, outs)
 	} else {
 		err = d.record(ctx, outs)
@@ -360,11 +375,12 @@ func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool)
 			}
 		}
 	}
-	return (full && !handed) || d.localLen() > 0, next, nil
+	return (full && !handed) || d.localLen() > 0 || d.due.Load(), next, nil
 }
 
 func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
 	d.claims.Add(1)
+	d.due.Store(false) // before the statement: a Wake during it sets it again
 	q, args := d.claimSQL(now, nil)
 	var rows []claimed
 	if err := d.oneShotQuery(ctx, &rows, q, args); err != nil {
@@ -441,6 +457,7 @@ func (d *Dispatcher) recordAndClaim(ctx context.Context, outs []outcome) ([]clai
 		ids[i] = o.id
 	}
 	d.claims.Add(1)
+	d.due.Store(false)
 	cl, clArgs := d.claimSQL(now, ids)
 	var rows []claimed
 	if err := d.oneShotQuery(ctx, &rows, "WITH recorded AS ("+rec+" RETURNING deliveries.id)"+cl, append(recArgs, clArgs...)); err != nil {
