@@ -311,8 +311,9 @@ type claimed struct {
 	rc *Recipient
 }
 
-// RunOnce claims one batch of due deliveries, sends them and records the
-// outcomes. It returns how many it claimed.
+// RunOnce takes one batch, the hand-offs waiting or else a claim of due
+// deliveries, sends it and records the outcomes. It returns how many it
+// took.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	batch := d.takeLocal()
 	if len(batch) == 0 {
