@@ -207,6 +207,26 @@ func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
 	})
 }
 
+// runIdle runs one worker with room for claimBatch hand-offs whose poll is
+// an hour away, after its first cycle's (empty) claim, and counts what it
+// sends: every later claim is one the dispatcher chose to make.
+func runIdle(t *testing.T, db *gorm.DB, b *bundle, claimBatch int) (*dispatch.Dispatcher, *dispatch.Intake, *atomic.Int64) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, claimBatch, time.Hour
+	cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
+	var sent atomic.Int64
+	disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
+	disp.OnSent = func(*dispatch.Delivery) { sent.Add(1) }
+	intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = disp.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return disp.Claims() == 1 }, 5*time.Second, time.Millisecond, "the first cycle's claim")
+	return disp, intake, &sent
+}
+
 // A batch of hand-offs is recorded alone and is not followed by a claim:
 // under load nearly every batch is one, and the claims after them found
 // nothing. Overflow and retries are claimed when woken or at the next poll
@@ -215,32 +235,15 @@ func TestHandOffsAreNotFollowedByClaims(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
-		cfg := testConfig()
-		cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, 64, time.Hour
-		cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
-		sent := make(chan struct{}, 100)
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
-		disp.OnSent = func(*dispatch.Delivery) { sent <- struct{}{} }
-		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = disp.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		// The worker's first cycle claims (nothing); then it waits an hour.
-		require.Eventually(t, func() bool { return disp.Claims() == 1 }, 5*time.Second, time.Millisecond)
-
+		disp, intake, sent := runIdle(t, db, b, 64)
 		for i := range 5 {
-			out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+			out, err := intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue,
 				Request: request(t, b.collectionID, twoRecipients)}})
 			require.NoError(t, err)
 			require.Equal(t, 4, out[0].Notifications[0].Deliveries, "submission %d", i)
-			for range 3 { // email to both, SMS to the one with a phone
-				select {
-				case <-sent:
-				case <-time.After(10 * time.Second):
-					t.Fatalf("submission %d: deliveries not sent", i)
-				}
-			}
+			// Email to both, SMS to the one with a phone.
+			require.Eventually(t, func() bool { return sent.Load() == int64(3*(i+1)) }, 10*time.Second, time.Millisecond,
+				"submission %d: deliveries not sent", i)
 		}
 		require.EqualValues(t, 1, disp.Claims(), "15 hand-offs, no claim after any")
 	})
@@ -254,19 +257,7 @@ func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
-		cfg := testConfig()
-		cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, 2, time.Hour
-		cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
-		var sent atomic.Int64
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
-		disp.OnSent = func(*dispatch.Delivery) { sent.Add(1) }
-		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = disp.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		require.Eventually(t, func() bool { return disp.Claims() == 1 }, 5*time.Second, time.Millisecond, "the first cycle's claim")
-
+		_, intake, sent := runIdle(t, db, b, 2)
 		body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`
 		for i := range 5 {
 			if i > 0 {
@@ -274,7 +265,7 @@ func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
 			}
 			body += `{"email": "u` + strconv.Itoa(i) + `@example.com", "phone": "+1555000000` + strconv.Itoa(i) + `", "macros": {"FNAME": "U"}}`
 		}
-		_, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, b.collectionID, body+`]}]}`)}})
+		_, err := intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, b.collectionID, body+`]}]}`)}})
 		require.NoError(t, err)
 		require.Eventually(t, func() bool { return sent.Load() == 10 }, 10*time.Second, 5*time.Millisecond,
 			"5 recipients × email and SMS: 2 handed off, 8 claimed")
