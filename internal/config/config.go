@@ -50,6 +50,10 @@ type Database struct {
 	URL          string `koanf:"url"`
 	SQLitePath   string `koanf:"sqlitePath"`
 	MaxOpenConns int    `koanf:"maxOpenConns"`
+	// BusyTimeout bounds how long a SQLite statement waits for another
+	// connection's write lock before it fails with BUSY (which the API
+	// answers with 503). Ignored on PostgreSQL.
+	BusyTimeout time.Duration `koanf:"busyTimeout"`
 }
 
 // Postgres reports whether the configured database is PostgreSQL.
@@ -231,6 +235,7 @@ func Default() Config {
 		Database: Database{
 			SQLitePath:   "./data/notificationservice.db",
 			MaxOpenConns: 20,
+			BusyTimeout:  5 * time.Second,
 		},
 		Auth: Auth{
 			HMACSecret: "dev-only-secret-change-me-0123456789",
@@ -468,6 +473,9 @@ func (c Config) Validate() error {
 	}
 	if c.Database.MaxOpenConns <= 0 {
 		bad("database.maxOpenConns", "must be positive")
+	}
+	if c.Database.BusyTimeout <= 0 {
+		bad("database.busyTimeout", "must be positive")
 	}
 	if c.Auth.JWKSURL == "" && len(c.Auth.HMACSecret) < 32 {
 		bad("auth.hmacSecret", "must be at least 32 bytes when auth.jwksURL is empty")

@@ -45,7 +45,11 @@ func Open(ctx context.Context, cfg config.Database) (*gorm.DB, error) {
 				return nil, fmt.Errorf("store: create %s: %w", dir, err)
 			}
 		}
-		db, err = gorm.Open(gormlite.Open(SQLiteDSN(cfg.SQLitePath)), gcfg)
+		busy := cfg.BusyTimeout
+		if busy <= 0 {
+			busy = DefaultBusyTimeout
+		}
+		db, err = gorm.Open(gormlite.Open(SQLiteDSN(cfg.SQLitePath, busy)), gcfg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
@@ -66,12 +70,17 @@ func Open(ctx context.Context, cfg config.Database) (*gorm.DB, error) {
 	return db, nil
 }
 
+// DefaultBusyTimeout is database.busyTimeout's default.
+const DefaultBusyTimeout = 5 * time.Second
+
 // SQLiteDSN is the DSN the service uses for a SQLite file: WAL so readers do
-// not block the writer, a busy timeout instead of immediate SQLITE_BUSY,
-// foreign keys on, and BEGIN IMMEDIATE so a read-then-write transaction never
-// fails on lock upgrade.
-func SQLiteDSN(path string) string {
-	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)&_pragma=foreign_keys(1)&_pragma=synchronous(normal)&_txlock=immediate"
+// not block the writer, a bounded busy timeout instead of immediate
+// SQLITE_BUSY (past it the BUSY error is an outage: IsUnavailable), foreign
+// keys on, and BEGIN IMMEDIATE so a read-then-write transaction never fails
+// on lock upgrade.
+func SQLiteDSN(path string, busy time.Duration) string {
+	return fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(wal)&_pragma=foreign_keys(1)&_pragma=synchronous(normal)&_txlock=immediate",
+		path, max(busy.Milliseconds(), 1))
 }
 
 // IsPostgres reports whether db talks to PostgreSQL. Queries that need row
