@@ -19,6 +19,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Headers the consumer reads on a message.
@@ -46,6 +47,13 @@ const (
 // Intake accepts a batch of submissions in one transaction (dispatch.Intake).
 type Intake interface {
 	Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error)
+}
+
+// Outage records unavailability errors and successful commits
+// (store.Outage implements it, for /readyz).
+type Outage interface {
+	Observe(err error) bool
+	Recovered()
 }
 
 // Observer receives the consumer's counts as they happen (metrics.Metrics
@@ -77,7 +85,8 @@ type Stats struct {
 // amqp.batchSize messages (waiting at most amqp.batchWait for more),
 // dead-letters the poison ones, commits the rest through Intake in one
 // transaction and only then acks the batch. A failed commit is retried with
-// the messages held, so a database outage neither loses nor requeues them.
+// the messages held, so a database outage (down, full, read-only, busy:
+// store.IsUnavailable) neither loses, requeues nor dead-letters them.
 type Consumer struct {
 	cfg    config.AMQP
 	intake Intake
@@ -94,6 +103,10 @@ type Consumer struct {
 	// Tracer starts a span per message (continuing the traceparent header)
 	// and per batch transaction; New sets a no-op one. Set it before Run.
 	Tracer trace.Tracer
+	// Outage, when set, hears the result of every commit, so /readyz
+	// reports a database that answers pings but cannot commit
+	// (store.Outage). Set it before Run.
+	Outage Outage
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -106,9 +119,10 @@ type Consumer struct {
 	deadLetters map[string]int64
 }
 
-// New returns a Consumer. ping checks the database; it tells a message that
-// cannot be committed (dead-lettered as processing_failed) from a database
-// that is down (the message is held and retried).
+// New returns a Consumer. ping checks the database: with the error's class
+// (store.IsUnavailable) it tells a message that cannot be committed
+// (dead-lettered as processing_failed) from a database that is down, full
+// or busy (the message is held and retried).
 func New(cfg config.AMQP, intake Intake, ping func(ctx context.Context) error, log *slog.Logger) *Consumer {
 	host, _ := os.Hostname()
 	return &Consumer{
@@ -434,7 +448,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 }
 
 // submit commits subs, retrying while the database is unavailable. If a
-// whole batch keeps failing while the database answers, it tries the
+// whole batch keeps failing with errors that are not unavailability, it tries the
 // messages one by one, and a message that fails alone is reported in
 // failed (it is dead-lettered as processing_failed) rather than retried
 // forever. It returns an error only when ctx ends first.
@@ -466,9 +480,11 @@ func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission)
 	return outs, failed, nil
 }
 
-// trySubmit retries Submit with backoff. It gives up after tries failures
-// only while the database answers pings (the failure is the message's); a
-// database that is down is waited for until ctx ends.
+// trySubmit retries Submit with backoff. While the errors say the database
+// is unavailable (store.IsUnavailable: down, full, read-only, shutting down,
+// busy) or it does not answer a ping, it waits for it until ctx ends: an
+// outage is never the message's fault. Any other error it gives up on after
+// tries failures.
 func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submission, tries int) ([]dispatch.Outcome, error) {
 	wait := 100 * time.Millisecond
 	failures := 0
@@ -479,18 +495,21 @@ func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submissi
 		}
 		outs, err := c.intake.Submit(sctx, subs)
 		if err == nil {
+			if c.Outage != nil {
+				c.Outage.Recovered()
+			}
 			return outs, nil
 		}
 		failures++
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		dbUp := c.ping == nil || c.ping(ctx) == nil
-		if dbUp && failures >= tries {
+		down := c.unavailable(ctx, err)
+		if !down && failures >= tries {
 			return nil, err
 		}
 		if failures == 1 || failures%50 == 0 {
-			c.log.WarnContext(ctx, "rabbitmq: commit failed; holding the messages and retrying", "messages", len(subs), "error", err, "databaseUp", dbUp, "failures", failures)
+			c.log.WarnContext(ctx, "rabbitmq: commit failed; holding the messages and retrying", "messages", len(subs), "error", err, "databaseUnavailable", down, "failures", failures)
 		}
 		select {
 		case <-ctx.Done():
@@ -499,6 +518,19 @@ func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submissi
 		}
 		wait = min(wait*2, 5*time.Second)
 	}
+}
+
+// unavailable reports whether err is an outage rather than the messages'
+// fault: by its class first, then, for an error of no known class, by a
+// ping. It tells c.Outage, so /readyz reports an outage a ping misses.
+func (c *Consumer) unavailable(ctx context.Context, err error) bool {
+	if c.Outage != nil && c.Outage.Observe(err) {
+		return true
+	}
+	if store.IsUnavailable(err) {
+		return true
+	}
+	return c.ping != nil && c.ping(ctx) != nil
 }
 
 // deadLetter publishes the message to the dead-letter exchange with its

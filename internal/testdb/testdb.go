@@ -112,3 +112,34 @@ func Dialects(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
 // Name returns a random identifier with prefix, for per-test queue names and
 // the like.
 func Name(prefix string) string { return randomName(prefix) }
+
+// InjectError makes every statement db runs through gorm fail with the
+// error fault returns, for as long as it returns one (nil lets statements
+// through). The statement is not sent. Tests use it to stand in for a
+// database that answers pings but cannot work (a full disk, a shutdown) with
+// the driver's real error value, such as a *pgconn.PgError with code 53100.
+// Transaction begin and commit are not statements and are not affected.
+func InjectError(t testing.TB, db *gorm.DB, fault func() error) {
+	t.Helper()
+	name := randomName("testdb:inject_")
+	cb := db.Callback()
+	inject := func(tx *gorm.DB) {
+		if err := fault(); err != nil {
+			_ = tx.AddError(err)
+		}
+	}
+	for _, h := range []struct {
+		register func(string, func(*gorm.DB)) error
+		remove   func(string) error
+	}{
+		{cb.Create().Before("gorm:create").Register, cb.Create().Remove},
+		{cb.Query().Before("gorm:query").Register, cb.Query().Remove},
+		{cb.Update().Before("gorm:update").Register, cb.Update().Remove},
+		{cb.Delete().Before("gorm:delete").Register, cb.Delete().Remove},
+		{cb.Row().Before("gorm:row").Register, cb.Row().Remove},
+		{cb.Raw().Before("gorm:raw").Register, cb.Raw().Remove},
+	} {
+		require.NoError(t, h.register(name, inject))
+		t.Cleanup(func() { _ = h.remove(name) })
+	}
+}
