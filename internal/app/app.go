@@ -62,6 +62,11 @@ type App struct {
 	Metrics *metrics.Metrics
 	Tracing *tracing.Tracing
 
+	// Outage remembers the latest error that said the database cannot
+	// commit (down, full, read-only, busy), so /readyz goes not-ready while
+	// writes fail even if the database answers pings (docs/runbook.md).
+	Outage *store.Outage
+
 	components []namedComponent
 	closers    []func()
 }
@@ -94,6 +99,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		a.Close()
 		return nil, err
 	}
+	a.Outage = store.NewOutage(store.DefaultOutageHold, time.Now)
+	if err := db.Use(a.Outage); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("app: outage plugin: %w", err)
+	}
 
 	verifier, err := auth.NewVerifier(ctx, cfg.Auth)
 	if err != nil {
@@ -114,8 +124,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		HTTP:     cfg.HTTP,
 		Verifier: verifier,
 		Ready: []httpapi.ReadyCheck{
-			{Name: "database", Critical: true, Check: func(ctx context.Context) error { return store.Ready(ctx, db) }},
+			{Name: "database", Critical: true, Check: func(ctx context.Context) error {
+				if err := store.Ready(ctx, db); err != nil {
+					return err
+				}
+				return a.Outage.Check(ctx)
+			}},
 		},
+		Outage: a.Outage,
 	}
 	deps.Middleware, deps.Metrics = a.httpTelemetry()
 	deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "outbox", Critical: false, Check: func(context.Context) error { return a.Relay.Health() }})
@@ -190,6 +206,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		consumer := rabbitmq.New(cfg.AMQP, intake, ping, a.Log)
 		consumer.Observer = a.Metrics
 		consumer.Tracer = a.Tracing.Tracer()
+		consumer.Outage = a.Outage
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
 	}

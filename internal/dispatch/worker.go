@@ -364,6 +364,9 @@ func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool)
 	} else {
 		err = d.record(ctx, outs)
 	}
+	if err != nil && store.IsUnavailable(err) {
+		err = d.recordThroughOutage(ctx, outs, err)
+	}
 	if err != nil {
 		// The rows stay in sending; Recover returns them after
 		// dispatch.staleSending and they are sent again.
@@ -523,6 +526,29 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, e
 	}
 	wg.Wait()
 	return outs, nil
+}
+
+// recordThroughOutage retries recording outcomes the database could not
+// take because it was unavailable (down, full, busy: store.IsUnavailable),
+// with backoff, until it takes them or ctx (the cycle's bound) ends. The
+// sends already happened: dropping their outcomes would leave the rows in
+// sending for Recover, which sends them again (or, at the last attempt,
+// fails them) because of an outage.
+func (d *Dispatcher) recordThroughOutage(ctx context.Context, outs []outcome, err error) error {
+	wait := 100 * time.Millisecond
+	for store.IsUnavailable(err) {
+		d.log.WarnContext(ctx, "dispatch: database unavailable; holding the outcomes and retrying", "deliveries", len(outs), "error", err, "retryIn", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(wait*2, 5*time.Second)
+		err = d.record(ctx, outs)
+	}
+	return err
 }
 
 // release puts a batch back to pending when it could not even be prepared.

@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // httpStatus is the one table that maps error kinds to HTTP statuses.
@@ -43,18 +44,35 @@ func ResponseCode(prefix string, status int) string {
 
 const ctxCodeKey = "notify.responseCode"
 
+// unavailableRetryAfter is the Retry-After, in seconds, of a 503 for a
+// database that is down, full or busy: about one SQLite busy timeout, a
+// consumer retry interval.
+const unavailableRetryAfter = "5"
+
 // writeError renders err as the error body, with the route's code prefix.
 // Internal errors are logged here, once, and never shown to the caller.
+// An error the store classifies as unavailability (the database is down,
+// full, read-only, shutting down or busy: store.IsUnavailable), from any
+// route, is UNAVAILABLE (503) with Retry-After, never INTERNAL.
 func writeError(c *gin.Context, log *slog.Logger, err error) {
 	e, ok := apperr.As(err)
-	if !ok {
+	if (!ok || e.Kind == apperr.Internal) && store.IsUnavailable(err) {
+		e = &apperr.Error{Kind: apperr.Unavailable, Message: "the database is unavailable (down, full or busy); retry later", Err: err}
+	}
+	if e == nil {
 		e = &apperr.Error{Kind: apperr.Internal, Err: err}
 	}
 	status := httpStatus[e.Kind]
 	msg := e.Message
-	if e.Kind == apperr.Internal {
+	switch e.Kind {
+	case apperr.Internal:
 		log.ErrorContext(c.Request.Context(), "request failed", "error", err, "requestId", requestID(c))
 		msg = "internal error; quote requestId " + requestID(c) + " when reporting it"
+	case apperr.Unavailable:
+		if c.Writer.Header().Get("Retry-After") == "" {
+			c.Header("Retry-After", unavailableRetryAfter)
+		}
+		log.WarnContext(c.Request.Context(), "request refused: dependency unavailable", "error", err, "requestId", requestID(c))
 	}
 	details := e.Details
 	if details == nil {

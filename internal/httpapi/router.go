@@ -64,6 +64,11 @@ type Deps struct {
 	// without sending (needs Actions).
 	Webhooks *Webhooks
 	Preview  *PreviewConfig
+
+	// Outage, when set, hears every error a route returns, so a commit that
+	// failed because the database is unavailable (which no statement hook
+	// sees) makes /readyz not-ready too (store.Outage).
+	Outage interface{ Observe(err error) bool }
 }
 
 // Server holds the dependencies the handlers use.
@@ -157,6 +162,9 @@ func (r *router) handle(method, path, code string, acc access, fn handlerFunc) {
 			}
 		}
 		if err := fn(c, p); err != nil {
+			if r.s.Outage != nil {
+				r.s.Outage.Observe(err)
+			}
 			writeError(c, r.s.Log, err)
 		}
 	})

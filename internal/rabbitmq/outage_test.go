@@ -64,7 +64,8 @@ func TestDiskFullHoldsMessagesWhilePingSucceeds(t *testing.T) {
 
 			require.Eventually(t, func() bool { return !down.Load() }, 60*time.Second, 20*time.Millisecond)
 			require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 5 }, 30*time.Second, 20*time.Millisecond)
-			require.NoError(t, outage.Check(ctx), "a successful commit clears the outage")
+			require.Eventually(t, func() bool { return outage.Check(ctx) == nil }, 10*time.Second, 5*time.Millisecond,
+				"a successful commit clears the outage")
 			require.Empty(t, e.consumer.Stats().DeadLettered)
 			require.Zero(t, e.inspectQueue(e.cfg.DeadLetterQueue).Messages)
 			require.Zero(t, e.inspectQueue(e.cfg.Queue).Messages, "all acked")

@@ -9,12 +9,16 @@ package testdb
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -115,19 +119,25 @@ func Name(prefix string) string { return randomName(prefix) }
 
 // InjectError makes every statement db runs through gorm fail with the
 // error fault returns, for as long as it returns one (nil lets statements
-// through). The statement is not sent. Tests use it to stand in for a
-// database that answers pings but cannot work (a full disk, a shutdown) with
-// the driver's real error value, such as a *pgconn.PgError with code 53100.
-// Transaction begin and commit are not statements and are not affected.
+// through). The failing statement goes to a driver that returns the error
+// from Exec and Query, so it reaches the caller as a real one would, through
+// database/sql (a *sql.Row carries it to Scan). Tests use it to stand in for
+// a database that answers pings but cannot work (a full disk, a shutdown)
+// with the driver's real error value, such as a *pgconn.PgError with code
+// 53100. Transaction begin and commit are not statements and still work.
 func InjectError(t testing.TB, db *gorm.DB, fault func() error) {
 	t.Helper()
 	name := randomName("testdb:inject_")
-	cb := db.Callback()
+	conn := &faultConn{}
+	faulty := sql.OpenDB(conn)
+	t.Cleanup(func() { _ = faulty.Close() })
 	inject := func(tx *gorm.DB) {
 		if err := fault(); err != nil {
-			_ = tx.AddError(err)
+			conn.err.Store(&err)
+			tx.Statement.ConnPool = faulty
 		}
 	}
+	cb := db.Callback()
 	for _, h := range []struct {
 		register func(string, func(*gorm.DB)) error
 		remove   func(string) error
@@ -143,3 +153,31 @@ func InjectError(t testing.TB, db *gorm.DB, fault func() error) {
 		t.Cleanup(func() { _ = h.remove(name) })
 	}
 }
+
+// faultConn is a database/sql driver connection (and its own connector)
+// whose every statement fails with the stored error.
+type faultConn struct{ err atomic.Pointer[error] }
+
+func (c *faultConn) fail() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return errors.New("testdb: injected fault")
+}
+
+func (c *faultConn) Connect(context.Context) (driver.Conn, error) { return c, nil }
+func (c *faultConn) Driver() driver.Driver                        { return faultDriver{c} }
+func (c *faultConn) Prepare(string) (driver.Stmt, error)          { return nil, c.fail() }
+func (c *faultConn) Close() error                                 { return nil }
+func (c *faultConn) Begin() (driver.Tx, error)                    { return nil, c.fail() }
+func (c *faultConn) CheckNamedValue(*driver.NamedValue) error     { return nil }
+func (c *faultConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
+	return nil, c.fail()
+}
+func (c *faultConn) QueryContext(context.Context, string, []driver.NamedValue) (driver.Rows, error) {
+	return nil, c.fail()
+}
+
+type faultDriver struct{ c *faultConn }
+
+func (d faultDriver) Open(string) (driver.Conn, error) { return d.c, nil }
