@@ -60,6 +60,11 @@ type Dispatcher struct {
 	// (docs/observability.md), so the app sets it only when spans are
 	// recorded (tracing.enabled). Set it before Run.
 	JoinTraces bool
+	// Outage, when set, hears every failed worker cycle, so /readyz reports
+	// a database the workers cannot write to (store.Outage). On PostgreSQL
+	// the claim and record statements bypass gorm's callbacks. Set it
+	// before Run.
+	Outage interface{ Observe(err error) bool }
 }
 
 // ActionSource gives the workers the actions a batch sends, with their
@@ -149,6 +154,9 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 		cancel()
 		switch {
 		case err != nil:
+			if d.Outage != nil {
+				d.Outage.Observe(err)
+			}
 			failures++
 			if failures == 1 || failures%100 == 0 {
 				d.log.WarnContext(ctx, "dispatch: worker cycle failed; retrying", "worker", worker, "error", err, "failures", failures)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/ncruces/go-sqlite3"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/store"
@@ -77,7 +78,7 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 			}
 
 			var down atomic.Bool
-			testdb.InjectError(t, api.DB, func() error {
+			testdb.InjectError(t, api.DB, func(*gorm.Statement) error {
 				if down.Load() {
 					return fault
 				}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/store"
@@ -35,7 +36,7 @@ func TestDiskFullHoldsMessagesWhilePingSucceeds(t *testing.T) {
 			var down atomic.Bool
 			var injected atomic.Int32
 			down.Store(true)
-			testdb.InjectError(t, e.db, func() error {
+			testdb.InjectError(t, e.db, func(*gorm.Statement) error {
 				if !down.Load() {
 					return nil
 				}

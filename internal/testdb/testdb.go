@@ -118,21 +118,21 @@ func Dialects(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
 func Name(prefix string) string { return randomName(prefix) }
 
 // InjectError makes every statement db runs through gorm fail with the
-// error fault returns, for as long as it returns one (nil lets statements
-// through). The failing statement goes to a driver that returns the error
+// error fault returns for it, for as long as it returns one (nil lets the
+// statement through; a raw statement's SQL is already in stmt.SQL). The failing statement goes to a driver that returns the error
 // from Exec and Query, so it reaches the caller as a real one would, through
 // database/sql (a *sql.Row carries it to Scan). Tests use it to stand in for
 // a database that answers pings but cannot work (a full disk, a shutdown)
 // with the driver's real error value, such as a *pgconn.PgError with code
 // 53100. Transaction begin and commit are not statements and still work.
-func InjectError(t testing.TB, db *gorm.DB, fault func() error) {
+func InjectError(t testing.TB, db *gorm.DB, fault func(stmt *gorm.Statement) error) {
 	t.Helper()
 	name := randomName("testdb:inject_")
 	conn := &faultConn{}
 	faulty := sql.OpenDB(conn)
 	t.Cleanup(func() { _ = faulty.Close() })
 	inject := func(tx *gorm.DB) {
-		if err := fault(); err != nil {
+		if err := fault(tx.Statement); err != nil {
 			conn.err.Store(&err)
 			tx.Statement.ConnPool = faulty
 		}
