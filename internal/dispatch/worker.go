@@ -545,6 +545,9 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, e
 func (d *Dispatcher) recordThroughOutage(ctx context.Context, outs []outcome, err error) error {
 	wait := 100 * time.Millisecond
 	for store.IsUnavailable(err) {
+		if d.Outage != nil {
+			d.Outage.Observe(err)
+		}
 		d.log.WarnContext(ctx, "dispatch: database unavailable; holding the outcomes and retrying", "deliveries", len(outs), "error", err, "retryIn", wait)
 		t := time.NewTimer(wait)
 		select {
