@@ -484,10 +484,10 @@ func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission)
 // is unavailable (store.IsUnavailable: down, full, read-only, shutting down,
 // busy) or it does not answer a ping, it waits for it until ctx ends: an
 // outage is never the message's fault. Any other error it gives up on after
-// tries failures.
+// tries of them.
 func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submission, tries int) ([]dispatch.Outcome, error) {
 	wait := 100 * time.Millisecond
-	failures := 0
+	failures, blamed := 0, 0
 	for {
 		sctx := hctx
 		if failures > 0 {
@@ -504,9 +504,14 @@ func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submissi
 		if ctx.Err() != nil {
 			return nil, err
 		}
+		// Only failures that are not an outage count towards tries: the
+		// messages are blamed for what they meet with the database up.
 		down := c.unavailable(ctx, err)
-		if !down && failures >= tries {
-			return nil, err
+		if !down {
+			blamed++
+			if blamed >= tries {
+				return nil, err
+			}
 		}
 		if failures == 1 || failures%50 == 0 {
 			c.log.WarnContext(ctx, "rabbitmq: commit failed; holding the messages and retrying", "messages", len(subs), "error", err, "databaseUnavailable", down, "failures", failures)
