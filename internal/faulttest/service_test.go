@@ -228,7 +228,7 @@ func (sc *scenario) start(name string, extra ...string) *instance {
 		in.kill()
 		if sc.t.Failed() {
 			b, _ := os.ReadFile(in.logPath)
-			sc.t.Logf("%s log (last 4 KB):\n%s", in.name, tail(b, 4096))
+			sc.t.Logf("%s log (last 2 KB):\n%s", in.name, tail(b, 2048))
 		}
 	})
 	sc.waitFor(fmt.Sprintf("%s ready", name), time.Minute, func() bool {
