@@ -84,12 +84,30 @@ func TestFaults(t *testing.T) {
 		t.Skip("process-level fault suite (minutes); run without -short (make test does)")
 	}
 	s := &suite{n: envInt("FAULT_MESSAGES", 2000), rate: rate.Limit(envInt("FAULT_RATE", 500))}
+	type build struct {
+		bin string
+		err error
+	}
+	built, buildDone := make(chan build, 1), make(chan struct{})
+	dir := t.TempDir()
+	go func() {
+		defer close(buildDone)
+		bin, err := buildService(dir)
+		built <- build{bin, err}
+	}()
+	// Before TempDir's cleanup: a skip must not remove the directory under
+	// a running build.
+	t.Cleanup(func() { <-buildDone })
 	start := time.Now()
 	s.pg = startPostgres(t)
 	s.rabbit = startRabbit(t)
 	t.Logf("private PostgreSQL on :%d and RabbitMQ node %s on :%d up in %s",
 		s.pg.port, s.rabbit.name, s.rabbit.port, time.Since(start).Round(time.Millisecond))
-	s.bin = buildService(t)
+	b := <-built
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	s.bin = b.bin
 	admin, err := store.Open(context.Background(), config.Database{URL: s.pg.url("postgres"), MaxOpenConns: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +305,7 @@ func brokerKill(s *suite, t *testing.T) row {
 	published := sc.goPublish(s.limiter())
 	sc.progress(0.3)
 	s.rabbit.kill()
-	s.rabbit.restart()
+	s.rabbit.restart(t)
 	recovered := time.Now()
 	return sc.measure(recovered, published(), 1)
 }
@@ -316,9 +334,9 @@ func postgresStop(s *suite, t *testing.T) row {
 	sc.start("a")
 	published := sc.goPublish(s.limiter())
 	sc.progress(0.3)
-	s.pg.stopImmediate()
+	s.pg.stopImmediate(t)
 	time.Sleep(outage) // the fault's duration, not a wait for a condition
-	s.pg.restart()
+	s.pg.restart(t)
 	recovered := time.Now()
 	return sc.measure(recovered, published(), 1)
 }
@@ -356,9 +374,9 @@ func restOutage(s *suite, t *testing.T) row {
 		defer sc.mu.Unlock()
 		return len(sc.confirmed) >= s.n/4
 	})
-	s.pg.stopImmediate()
+	s.pg.stopImmediate(t)
 	time.Sleep(outage) // the fault's duration
-	s.pg.restart()
+	s.pg.restart(t)
 	recovered := time.Now()
 	<-done
 	sc.mu.Lock()

@@ -45,7 +45,6 @@ func unavailable(t testing.TB, what string, err error) {
 // pgCluster is a PostgreSQL cluster of the suite's own, in a temporary
 // directory, on a free port, trust auth, listening on loopback only.
 type pgCluster struct {
-	t    testing.TB
 	bin  string // directory holding initdb, pg_ctl
 	dir  string // cluster root: data/, sockets, log
 	port int
@@ -88,7 +87,7 @@ func startPostgres(t testing.TB) *pgCluster {
 	if err != nil {
 		unavailable(t, "PostgreSQL", err)
 	}
-	p := &pgCluster{t: t, bin: bin, port: freePort(t)}
+	p := &pgCluster{bin: bin, port: freePort(t)}
 	uid, gid := -1, -1
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
@@ -157,18 +156,19 @@ func (p *pgCluster) start() error {
 }
 
 // stopImmediate is a crash as far as the database is concerned: every
-// backend is killed, no checkpoint, crash recovery on the next start.
-func (p *pgCluster) stopImmediate() {
-	p.t.Helper()
+// backend is killed, no checkpoint, crash recovery on the next start. t is
+// the scenario's test.
+func (p *pgCluster) stopImmediate(t testing.TB) {
+	t.Helper()
 	if out, err := p.run(time.Minute, "pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop"); err != nil {
-		p.t.Fatalf("pg_ctl stop -m immediate: %v: %s", err, out)
+		t.Fatalf("pg_ctl stop -m immediate: %v: %s", err, out)
 	}
 }
 
-func (p *pgCluster) restart() {
-	p.t.Helper()
+func (p *pgCluster) restart(t testing.TB) {
+	t.Helper()
 	if err := p.start(); err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -180,7 +180,6 @@ func (p *pgCluster) url(db string) string {
 // rabbitNode is a RabbitMQ node of the suite's own: its own node name,
 // AMQP and distribution ports, data and log directories, no plugins.
 type rabbitNode struct {
-	t      testing.TB
 	dir    string
 	name   string
 	port   int
@@ -206,7 +205,7 @@ func startRabbit(t testing.TB) *rabbitNode {
 		}
 		server = p
 	}
-	r := &rabbitNode{t: t, dir: t.TempDir(), port: freePort(t), server: server}
+	r := &rabbitNode{dir: t.TempDir(), port: freePort(t), server: server}
 	r.name = "fault-" + strings.TrimPrefix(testdb.Name("n"), "n") + "@localhost"
 	dist := freePort(t)
 	for _, d := range []string{"mnesia", "log"} {
@@ -257,7 +256,10 @@ func (r *rabbitNode) start() error {
 	}
 	r.exited = make(chan struct{})
 	go func() { _ = r.cmd.Wait(); close(r.exited) }()
-	deadline := time.Now().Add(90 * time.Second)
+	// Three minutes: a first boot takes 5 s on an idle machine and over a
+	// minute on a loaded 2-core one, and a restart replays the queues' logs.
+	const patience = 3 * time.Minute
+	deadline := time.Now().Add(patience)
 	for {
 		conn, err := amqp.Dial(r.url())
 		if err == nil {
@@ -271,7 +273,7 @@ func (r *rabbitNode) start() error {
 		}
 		if time.Now().After(deadline) {
 			r.kill()
-			return fmt.Errorf("rabbitmq node %s did not take connections in 90s: %v", r.name, err)
+			return fmt.Errorf("rabbitmq node %s did not take connections in %s: %v; its output:\n%s", r.name, patience, err, tail(r.log.Bytes(), 2048))
 		}
 		time.Sleep(100 * time.Millisecond) // polling a port: no event to wait on
 	}
@@ -288,10 +290,10 @@ func (r *rabbitNode) kill() {
 }
 
 // restart starts the node again on the same data (durable queues and
-// persistent messages survive).
-func (r *rabbitNode) restart() {
-	r.t.Helper()
+// persistent messages survive). t is the scenario's test.
+func (r *rabbitNode) restart(t testing.TB) {
+	t.Helper()
 	if err := r.start(); err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
 }

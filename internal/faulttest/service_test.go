@@ -30,19 +30,19 @@ import (
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
-// buildService builds the service binary (no -race: the suite measures the
-// binary operators run).
-func buildService(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "notificationservice")
+// buildService builds the service binary into dir (no -race: the suite
+// measures the binary operators run). The suite runs it while its servers
+// start, so it returns the error rather than failing the test.
+func buildService(dir string) (string, error) {
+	bin := filepath.Join(dir, "notificationservice")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin,
 		"github.com/notificationservice/notificationservice/cmd/notificationservice").CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // cleanEnv is the environment without NOTIFY_* variables, which the
