@@ -79,6 +79,11 @@ type row struct {
 	Settled       time.Duration
 }
 
+// TestFaults runs the built binary through each fault in turn against the
+// suite's private PostgreSQL and RabbitMQ, asserts issue 12's targets for
+// each, and logs the figures as a table (docs/runbook.md, "Fault suite").
+// The scenarios run one after another: each one crashes or fills servers
+// the others use.
 func TestFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level fault suite (minutes); run without -short (make test does)")
