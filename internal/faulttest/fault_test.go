@@ -71,6 +71,7 @@ type row struct {
 	Duplicates    int64 // notifications beyond one per key + sandbox sends beyond one per delivery
 	Lost          int64 // confirmed with no notification + deliveries failed
 	DeadLettered  int64
+	Queued        int64 // still on the queue at the count: part of Lost, not consumed (yet)
 	REST5xx       int64
 	REST500       int64
 	Stuck         int64 // pending or sending settleWindow after the fault and the last input
@@ -165,7 +166,7 @@ WHERE table_catalog = current_database() AND table_name = ? AND column_name = ?`
 func (s *suite) table() string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tfaults\tconfirmed\tnotifications\tdistinct sends\tduplicates\tlost\tdead-lettered\tREST 5xx (500)\tstuck after 30 s\tin doubt\tsettled in\t")
+	fmt.Fprintln(w, "scenario\tfaults\tconfirmed\tnotifications\tdistinct sends\tduplicates\tlost (queued)\tdead-lettered\tREST 5xx (500)\tstuck after 30 s\tin doubt\tsettled in\t")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.rows {
@@ -173,8 +174,8 @@ func (s *suite) table() string {
 		if r.Settled >= 0 {
 			settled = r.Settled.Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%d (%s)\t%s\t\n", r.Scenario, r.Faults, r.Confirmed, r.Notifications,
-			r.DistinctSends, r.Duplicates, r.Lost, r.DeadLettered, r.REST5xx, r.REST500, r.Stuck, r.InDoubt, r.InDoubtFrom, settled)
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d\t%d (%d)\t%d\t%d (%s)\t%s\t\n", r.Scenario, r.Faults, r.Confirmed, r.Notifications,
+			r.DistinctSends, r.Duplicates, r.Lost, r.Queued, r.DeadLettered, r.REST5xx, r.REST500, r.Stuck, r.InDoubt, r.InDoubtFrom, settled)
 	}
 	_ = w.Flush()
 	return b.String()
@@ -272,6 +273,7 @@ func (sc *scenario) measure(recovered, lastInput time.Time, faults int64) row {
 	r.DistinctSends = sc.count("SELECT COUNT(DISTINCT delivery_id) FROM sandbox_messages")
 	r.Duplicates += sc.count("SELECT COUNT(*) FROM sandbox_messages") - r.DistinctSends
 	r.DeadLettered = sc.deadLettered()
+	r.Queued = sc.depth(sc.amqp.Queue)
 	// In doubt: deliveries the sandbox accepted but the service had not
 	// recorded when a process died, whether they still sit in sending or
 	// recovery has reconciled them since. A provider that cannot be asked

@@ -459,7 +459,10 @@ func (sc *scenario) sendOne(ctx context.Context, client *http.Client, url, tok s
 }
 
 // deadLettered counts the messages on the scenario's dead-letter queue.
-func (sc *scenario) deadLettered() int64 {
+func (sc *scenario) deadLettered() int64 { return sc.depth(sc.amqp.DeadLetterQueue) }
+
+// depth counts the messages ready or unacked on queue.
+func (sc *scenario) depth(queue string) int64 {
 	sc.t.Helper()
 	conn, err := amqp.Dial(sc.amqp.URL)
 	if err != nil {
@@ -470,7 +473,7 @@ func (sc *scenario) deadLettered() int64 {
 	if err != nil {
 		sc.t.Fatal(err)
 	}
-	q, err := ch.QueueDeclarePassive(sc.amqp.DeadLetterQueue, true, false, false, false, nil)
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
 		sc.t.Fatal(err)
 	}
