@@ -4,7 +4,7 @@ PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: run build test test-short bench fuzz check fmt vet lint tidy clean
+.PHONY: run build test test-short fault bench fuzz check fmt vet lint tidy clean
 
 ## run: start the service on the embedded defaults (SQLite in ./data, sandbox channels, log sink)
 run:
@@ -21,6 +21,11 @@ test:
 ## test-short: the fast subset (skips the long fault and soak tests)
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+## fault: the process-level fault suite alone, with its figures table (docs/runbook.md, "Fault suite");
+## FAULT_MESSAGES=10000 for the runbook's size
+fault:
+	$(GO) test -count=1 -v -timeout 30m -run '^TestFaults$$' ./internal/faulttest
 
 ## bench: the benchmarks in docs/benchmarks.md (needs PostgreSQL and RabbitMQ)
 bench:
