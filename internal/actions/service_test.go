@@ -12,8 +12,8 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/apperr"
-	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )

@@ -46,7 +46,7 @@ type Dispatcher struct {
 	local    local // deliveries the intake handed off (handoff.go)
 	actions  ActionSource
 	render   macros.RenderLimits // bounds each message's render; zero: the defaults
-	claims   atomic.Int64 // claim statements run (tests)
+	claims   atomic.Int64        // claim statements run (tests)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
