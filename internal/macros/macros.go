@@ -7,8 +7,10 @@
 // The parser and evaluator are github.com/mailgun/raymond/v2 (a maintained
 // handlebars implementation); this package adds what raymond does not know:
 // text versus HTML escaping per call, the missing-macro policy, SendGrid's
-// helpers, a cache of compiled templates, and panic safety for admin-written
-// templates. It knows nothing of actions (internal/preview renders an
+// helpers, a cache of compiled templates, panic safety for admin-written
+// templates, and bounds on every render (Budget, RenderLimits) and on what a
+// template may be (Check), with helpers that never reach outside the
+// render. It knows nothing of actions (internal/preview renders an
 // action's content), so the actions package may use it to validate.
 package macros
 
@@ -96,8 +98,8 @@ func Render(tmpl string, vars map[string]string, mode Mode, missing string) (str
 }
 
 // Compile returns the compiled template for tmpl in mode from the shared
-// cache: a *TemplateError when it does not parse. Admin validation can call
-// it to refuse a broken template before it is stored.
+// cache: a *TemplateError when it does not parse. Admin validation calls
+// Check, which also refuses pathological templates, before one is stored.
 func Compile(tmpl string, mode Mode) (*Template, error) { return shared.Compile(tmpl, mode) }
 
 // Renderer compiles templates and keeps the most recently used ones. It is
