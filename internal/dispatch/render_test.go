@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
@@ -30,7 +31,7 @@ func TestRenderLimitFailsTheDelivery(t *testing.T) {
 		sandbox := channels.NewSandbox(db, discard(), nil)
 		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, testConfig(),
 			dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil).
-			WithRenderLimits(macros.RenderLimits{MaxOutputBytes: 1 << 20})
+			WithRenderLimits(macros.RenderLimits{MaxOutputBytes: 1 << 20, Timeout: time.Hour}) // no deadline in reach under load
 		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
 		store := dispatch.NewStore(db, nil)
 		ctx := context.Background()

@@ -137,7 +137,9 @@ func collectionOf(t *testing.T, api *testAPI, actionID int64) int64 {
 // to 10 MB, both answer 400 naming the field and the limit.
 func TestPreviewRenderLimits(t *testing.T) {
 	t.Parallel()
-	api := newAPI(t, "sqlite")
+	// No deadline in reach: the limits asserted are steps and output,
+	// whatever the machine's load.
+	api := newAPI(t, "sqlite", func(c *config.Config) { c.Templates.RenderTimeout = time.Hour })
 	admin := api.superAdmin()
 
 	loops := strings.Repeat("{{#each @root}}", 4) + "{{this}}" + strings.Repeat("{{/each}}", 4)

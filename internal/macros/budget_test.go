@@ -54,19 +54,22 @@ func TestRenderStopsAtOutputLimit(t *testing.T) {
 	// A 50 KB value printed 200 times is a 10 MB message from a 54 KB send.
 	vars := map[string]string{"V": strings.Repeat("a", 50<<10)}
 	tmpl := strings.Repeat("{{V}}", 200)
+	// No deadline in reach: the test is about the output limit, whatever the
+	// machine's load.
+	lim := macros.RenderLimits{Timeout: time.Hour}
 	for _, mode := range []macros.Mode{macros.Text, macros.HTML} {
-		out, err := macros.Render(tmpl, vars, mode, "")
+		out, err := macros.NewBudget(lim).Render(tmpl, vars, mode, "")
 		require.ErrorIs(t, err, macros.ErrRenderLimit)
 		require.Contains(t, err.Error(), "render_limit: output exceeds 1048576 bytes")
 		require.Empty(t, out)
 	}
 	// Literal text repeated by a loop counts too.
-	_, err := macros.NewBudget(macros.RenderLimits{MaxOutputBytes: 1000}).Render(
+	_, err := macros.NewBudget(macros.RenderLimits{MaxOutputBytes: 1000, Timeout: time.Hour}).Render(
 		"{{#each @root}}"+strings.Repeat("x", 100)+"{{/each}}", flatMacros(20), macros.Text, "")
 	require.ErrorIs(t, err, macros.ErrRenderLimit)
 
 	// The fields of one message share the budget.
-	b := macros.NewBudget(macros.RenderLimits{MaxOutputBytes: 100})
+	b := macros.NewBudget(macros.RenderLimits{MaxOutputBytes: 100, Timeout: time.Hour})
 	_, err = b.Render("{{V}}", map[string]string{"V": strings.Repeat("a", 60)}, macros.Text, "")
 	require.NoError(t, err)
 	_, err = b.Render("{{V}}", map[string]string{"V": strings.Repeat("a", 60)}, macros.Text, "")
@@ -82,9 +85,9 @@ func TestRenderLimits(t *testing.T) {
 		tmpl   string
 		reason string
 	}{
-		{"depth", macros.RenderLimits{}, deep, "blocks nested deeper than 16 (templates.maxDepth)"},
-		{"size", macros.RenderLimits{MaxTemplateBytes: 10}, "Hello {{A}}, hello", "template is 18 bytes, more than 10 (templates.maxSize)"},
-		{"steps", macros.RenderLimits{MaxSteps: 10}, strings.Repeat("{{A}}", 11), "more than 10 steps (templates.maxSteps)"},
+		{"depth", macros.RenderLimits{Timeout: time.Hour}, deep, "blocks nested deeper than 16 (templates.maxDepth)"},
+		{"size", macros.RenderLimits{MaxTemplateBytes: 10, Timeout: time.Hour}, "Hello {{A}}, hello", "template is 18 bytes, more than 10 (templates.maxSize)"},
+		{"steps", macros.RenderLimits{MaxSteps: 10, Timeout: time.Hour}, strings.Repeat("{{A}}", 11), "more than 10 steps (templates.maxSteps)"},
 		{"time", macros.RenderLimits{Timeout: time.Nanosecond}, "{{#if A}}{{A}}{{/if}}", "took longer than 1ns (templates.renderTimeout)"},
 	}
 	for _, tc := range cases {
@@ -95,7 +98,7 @@ func TestRenderLimits(t *testing.T) {
 		})
 	}
 	// The defaults render an ordinary template.
-	out, err := macros.NewBudget(macros.RenderLimits{}).Render(strings.Repeat("{{#if A}}", 16)+"{{A}}"+strings.Repeat("{{/if}}", 16),
+	out, err := macros.NewBudget(macros.RenderLimits{Timeout: time.Hour}).Render(strings.Repeat("{{#if A}}", 16)+"{{A}}"+strings.Repeat("{{/if}}", 16),
 		map[string]string{"A": "a"}, macros.HTML, "")
 	require.NoError(t, err)
 	require.Equal(t, "a", out)
