@@ -45,8 +45,8 @@ type Dispatcher struct {
 	wake     chan struct{}
 	local    local // deliveries the intake handed off (handoff.go)
 	actions  ActionSource
-	render   macros.RenderLimits // bounds each message's render; zero: the defaults
-	claims   atomic.Int64        // claim statements run (tests)
+	renderLim macros.RenderLimits // bounds each message's render; zero: the defaults
+	claims    atomic.Int64        // claim statements run (tests)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -98,7 +98,7 @@ func (d *Dispatcher) WithActions(src ActionSource) *Dispatcher {
 // WithRenderLimits bounds the render of each message (templates.* in the
 // config) and returns d. Call it before Run.
 func (d *Dispatcher) WithRenderLimits(lim macros.RenderLimits) *Dispatcher {
-	d.render = lim
+	d.renderLim = lim
 	return d
 }
 
@@ -577,7 +577,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 				continue
 			}
 		}
-		m, err := d.renderMessage(a, *rc)
+		m, err := d.render(a, *rc)
 		if err != nil {
 			// A render limit names itself (render_limit: …); it is the
 			// template's or the data's fault, so retrying cannot help.
@@ -585,7 +585,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 			if errors.Is(err, macros.ErrRenderLimit) {
 				reason = err.Error()
 			}
-			outs[i].status, outs[i].reason = StatusFailed, truncate(reason, 1000)
+			outs[i].status, outs[i].reason = StatusFailed, reason
 			continue
 		}
 		m.DeliveryID, m.NotificationID, m.CollectionID, m.ActionID, m.Channel = c.ID, c.NotificationID, c.CollectionID, c.ActionID, c.Channel
@@ -705,16 +705,16 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	return q, []any{now, string(doc)}, nil
 }
 
-// renderMessage builds the provider message for recipient rc from action a:
-// the content for the recipient's locale, with macros substituted
-// (HTML-escaped in HTML bodies) under the action's missing-macro policy. All
-// fields render within one budget of d.render, so a message over a limit
-// fails (render_limit) instead of being sent.
-func (d *Dispatcher) renderMessage(a *actions.Action, rc Recipient) (channels.Message, error) {
+// render builds the provider message for recipient rc from action a: the
+// content for the recipient's locale, with macros substituted (HTML-escaped
+// in HTML bodies) under the action's missing-macro policy. All fields render
+// within one budget of d.renderLim, so a message over a limit fails
+// (render_limit) instead of being sent.
+func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, error) {
 	c := a.Config.ContentFor(rc.Locale)
 	policy := a.Config.MissingMacro
 	vars := map[string]string(rc.Macros)
-	budget := macros.NewBudget(d.render)
+	budget := macros.NewBudget(d.renderLim)
 	var m channels.Message
 	var errs []error
 	r := func(tmpl string, mode macros.Mode) string {
