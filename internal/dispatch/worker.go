@@ -35,16 +35,16 @@ type Senders struct {
 // records the outcome; a recovery loop returns deliveries that a crash left
 // in sending to the queue (see Recover).
 type Dispatcher struct {
-	db       *gorm.DB
-	pg       bool
-	channels map[string]channels.Channel
-	cfg      config.Dispatch
-	senders  Senders
-	log      *slog.Logger
-	now      func() time.Time
-	wake     chan struct{}
-	local    local // deliveries the intake handed off (handoff.go)
-	actions  ActionSource
+	db        *gorm.DB
+	pg        bool
+	channels  map[string]channels.Channel
+	cfg       config.Dispatch
+	senders   Senders
+	log       *slog.Logger
+	now       func() time.Time
+	wake      chan struct{}
+	local     local // deliveries the intake handed off (handoff.go)
+	actions   ActionSource
 	renderLim macros.RenderLimits // bounds each message's render; zero: the defaults
 	claims    atomic.Int64        // claim statements run (tests)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
