@@ -1,6 +1,7 @@
 package macros
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -186,19 +187,35 @@ func truthy(a any) bool {
 // maxRegexBytes bounds the pattern {{#ifMatchesRegexStr}} compiles.
 const maxRegexBytes = 1024
 
-// helpers are every helper a template may call, bound to b. They shadow
-// raymond's global ones, which know nothing of the budget, and two of
-// which reach outside the render: {{log}} writes its argument (a
-// recipient's data, any macro value) to the process log, and the numeric
-// and regex helpers log the values they cannot convert. Here {{log}} prints
-// nothing and writes nowhere (actions refuse it at save: Check), and no
-// helper logs.
-func (b *Budget) helpers() map[string]any {
+// budgetKey is where a render's Budget sits in raymond's private data frame,
+// which every helper can read (Options.DataFrame) and every nested frame
+// copies. A template cannot name it: no handlebars identifier or [segment]
+// can contain "]".
+const budgetKey = "]budget"
+
+// budgetOf is the Budget of the render o belongs to.
+func budgetOf(o *raymond.Options) *Budget {
+	b, _ := o.DataFrame().Get(budgetKey).(*Budget)
+	if b == nil {
+		panic(errors.New("macros: render without a budget")) // a bug: ExecuteWithin always sets it
+	}
+	return b
+}
+
+// helpers are every helper a template may call. They are registered on each
+// compiled template once and find the render's Budget in its data frame.
+// They shadow raymond's global ones, which know nothing of the budget, and
+// two kinds of which reach outside the render: {{log}} writes its argument
+// (a recipient's data, any macro value) to the process log, and the
+// numeric and regex helpers log the values they cannot convert. Here
+// {{log}} prints nothing and writes nowhere (actions refuse it at save:
+// Check), and no helper logs.
+func helpers() map[string]any {
 	branch := func(o *raymond.Options, cond bool) any {
 		if cond {
-			return b.block(o.Fn)
+			return budgetOf(o).block(o.Fn)
 		}
-		return b.block(o.Inverse)
+		return budgetOf(o).block(o.Inverse)
 	}
 	numeric := func(cmp func(x, y float64) bool) func(a, c any, o *raymond.Options) any {
 		return func(a, c any, o *raymond.Options) any {
@@ -216,19 +233,19 @@ func (b *Budget) helpers() map[string]any {
 		},
 		"with": func(ctx any, o *raymond.Options) any {
 			if truthy(ctx) {
-				return b.block(func() string { return o.FnWith(ctx) })
+				return budgetOf(o).block(func() string { return o.FnWith(ctx) })
 			}
-			return b.block(o.Inverse)
+			return budgetOf(o).block(o.Inverse)
 		},
-		"each": func(ctx any, o *raymond.Options) any { return b.each(ctx, o) },
-		"log":  func(...any) any { b.step(); return "" },
+		"each": func(ctx any, o *raymond.Options) any { return budgetOf(o).each(ctx, o) },
+		"log":  func(...any) any { return "" },
 		"lookup": func(obj any, field string, o *raymond.Options) any {
-			b.step()
+			budgetOf(o).step()
 			return o.Eval(obj, field) // a value counts itself when printed
 		},
 		"equal": func(a, c any, o *raymond.Options) any {
 			if str(a) == str(c) {
-				return b.block(o.Fn)
+				return budgetOf(o).block(o.Fn)
 			}
 			return ""
 		},
@@ -236,23 +253,23 @@ func (b *Budget) helpers() map[string]any {
 		"ifLt": numeric(func(x, y float64) bool { return x < y }),
 		"ifEq": numeric(func(x, y float64) bool { return x == y }),
 		"ifMatchesRegexStr": func(a, c any, o *raymond.Options) any {
-			b.step()
+			budgetOf(o).step()
 			pattern := str(a)
 			if len(pattern) > maxRegexBytes {
-				return b.block(o.Inverse)
+				return budgetOf(o).block(o.Inverse)
 			}
 			re, err := regexp.Compile(pattern) // RE2: linear in the input
 			return branch(o, err == nil && re.MatchString(str(c)))
 		},
-		"pluralize": func(count, plural, singular any) any {
-			b.step()
+		"pluralize": func(count, plural, singular any, o *raymond.Options) any {
+			budgetOf(o).step()
 			if c, err := toFloat(count); err != nil || c <= 1 {
 				return singular
 			}
 			return plural
 		},
 	}
-	for name, fn := range sendGridHelpers(b, branch) {
+	for name, fn := range sendGridHelpers(branch) {
 		h[name] = fn
 	}
 	return h

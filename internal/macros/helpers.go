@@ -16,10 +16,10 @@ var sendGridHelperNames = map[string]struct{}{
 	"equals": {}, "notEquals": {}, "and": {}, "or": {}, "greaterThan": {}, "lessThan": {}, "insert": {},
 }
 
-// sendGridHelpers returns the helper functions bound to b, registered per
-// render (not globally) so no package state changes. branch runs a block's
-// body or its {{else}} within b.
-func sendGridHelpers(b *Budget, branch func(*raymond.Options, bool) any) map[string]any {
+// sendGridHelpers returns the helper functions, registered per template (not
+// globally) so no package state changes. branch runs a block's body or its
+// {{else}} within the render's budget.
+func sendGridHelpers(branch func(*raymond.Options, bool) any) map[string]any {
 	return map[string]any{
 		// {{#equals A B}}yes{{else}}no{{/equals}}: string comparison.
 		"equals": func(x, y any, o *raymond.Options) any {
@@ -45,7 +45,8 @@ func sendGridHelpers(b *Budget, branch func(*raymond.Options, bool) any) map[str
 		},
 		// {{insert NAME "default=Customer"}}: NAME, or the default when NAME
 		// is absent or empty. The result is escaped like any {{...}} output.
-		"insert": func(v any, def string) any {
+		"insert": func(v any, def string, o *raymond.Options) any {
+			b := budgetOf(o)
 			b.step()
 			if s := str(v); s != "" {
 				return b.emit(s)

@@ -203,7 +203,7 @@ func (r *Renderer) Len() int {
 
 // Template is a compiled template, safe for concurrent Execute.
 type Template struct {
-	tpl  *raymond.Template // parsed only: helpers are bound per render
+	tpl  *raymond.Template // with helpers(); the budget comes per render
 	size int               // bytes of the source
 	mode Mode
 	// refs are the macros the template prints unconditionally, in template
@@ -260,10 +260,9 @@ func (t *Template) ExecuteWithin(b *Budget, vars map[string]string, missing stri
 			out, err = "", &TemplateError{Err: fmt.Errorf("evaluation panicked: %v", v)}
 		}
 	}()
-	// A clone shares the parsed program; only the helpers are its own.
-	tpl := t.tpl.Clone()
-	tpl.RegisterHelpers(b.helpers())
-	out, err = tpl.Exec(ctx)
+	frame := raymond.NewDataFrame()
+	frame.Set(budgetKey, b)
+	out, err = t.tpl.ExecWith(ctx, frame)
 	if b.err != nil {
 		return "", b.err // raymond may have printed "" for a value over the limit
 	}
@@ -304,6 +303,7 @@ func compile(src string, mode Mode) (t *Template, err error) {
 	if err != nil {
 		return nil, &TemplateError{Err: err}
 	}
+	tpl.RegisterHelpers(helpers())
 	return &Template{tpl: tpl, size: size, mode: mode, refs: refs}, nil
 }
 
