@@ -12,6 +12,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/invalidate"
+	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
@@ -132,6 +133,7 @@ type Service struct {
 	repo  repository
 	cache *Cache
 	inv   Invalidator
+	lim   macros.RenderLimits // what a template may be; zero: the defaults
 }
 
 // New returns a Service on db that records envelopes with out. now is
@@ -141,6 +143,13 @@ func New(db *gorm.DB, out Recorder, now func() time.Time) *Service {
 		now = time.Now
 	}
 	return &Service{db: db, out: out, now: now}
+}
+
+// WithRenderLimits makes create and update refuse templates over lim
+// (templates.* in the config), and returns s. Without it the defaults apply.
+func (s *Service) WithRenderLimits(lim macros.RenderLimits) *Service {
+	s.lim = lim
+	return s
 }
 
 // WithCache makes Get read through cache and every mutation announce itself
@@ -191,7 +200,7 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, collectionID int
 		a.Status = StatusActive
 	}
 	var f apperr.Fields
-	validate(a, &f)
+	validate(a, &f, s.lim)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := s.checkEvent(ctx, tx, &f, collectionID, a.EventID, true); err != nil {
 			return err
@@ -296,7 +305,7 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, collectionID, id
 			next.UpdatedTime = s.now().UnixMilli()
 
 			var f apperr.Fields
-			validate(next, &f)
+			validate(next, &f, s.lim)
 			moved := next.EventID != cur.EventID
 			renamed := next.Name != cur.Name
 			if moved && next.EventID > 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -171,6 +172,23 @@ func TestCreateValidation(t *testing.T) {
 			map[string]string{"config.condition.macro": "is required"}},
 		{"condition with a bad macro", func(_ *bundle, in *actions.Input) { in.Config.Condition = &actions.Condition{Macro: "{{X}}"} },
 			map[string]string{"config.condition.macro": "macro name"}},
+		// Templates are tenants' code: what would make a render explode is
+		// refused before it is stored.
+		{"nested each over the macros", func(_ *bundle, in *actions.Input) {
+			in.Config.HTML = "{{#each @root}}{{#each @root}}{{#each @root}}{{this}}{{/each}}{{/each}}{{/each}}"
+		}, map[string]string{"config.html": "the template has an {{#each}} inside another {{#each}}"}},
+		{"log helper", func(_ *bundle, in *actions.Input) { in.Config.Subject = "Hi {{log FNAME}}" },
+			map[string]string{"config.subject": "{{log}}"}},
+		{"partial in a locale", func(_ *bundle, in *actions.Input) {
+			in.Config.Locales = map[string]actions.Content{"fr": {Text: "{{> footer}}"}}
+		}, map[string]string{"config.locales.fr.text": "partial"}},
+		{"template too large", func(_ *bundle, in *actions.Input) { in.Config.Text = strings.Repeat("x", 64<<10+1) },
+			map[string]string{"config.text": "more than 65536 (templates.maxSize)"}},
+		{"template too deep", func(_ *bundle, in *actions.Input) {
+			in.Config.Data = map[string]string{"k": strings.Repeat("{{#if A}}", 17) + strings.Repeat("{{/if}}", 17)}
+		}, map[string]string{"config.data.k": "deeper than 16 (templates.maxDepth)"}},
+		{"template that does not parse", func(_ *bundle, in *actions.Input) { in.Config.HTML = "{{#if A}}never closed" },
+			map[string]string{"config.html": "does not parse"}},
 		{"every problem at once", func(_ *bundle, in *actions.Input) {
 			in.Name = ""
 			in.Status = "x"
@@ -517,4 +535,18 @@ func TestServiceChecksThePrincipal(t *testing.T) {
 	requireKind(t, err, apperr.PermissionDenied)
 	_, err = b.svc.List(b.ctx, outsider, b.coll, actions.Filter{}, actions.Page{Limit: 1})
 	requireKind(t, err, apperr.PermissionDenied)
+}
+
+// TestTemplateLimitsAreConfig: the size a template may have is the
+// service's templates.maxSize, not a constant.
+func TestTemplateLimitsAreConfig(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		b.svc.WithRenderLimits(macros.RenderLimits{MaxTemplateBytes: 16})
+		in := email(b.event, testdb.Name("a"))
+		in.Config.Subject = "Hello {{FNAME}}, welcome"
+		_, err := b.svc.Create(b.ctx, b.admin, b.coll, in)
+		require.Contains(t, fields(t, err)["config.subject"], "more than 16 (templates.maxSize)")
+	})
 }

@@ -1,12 +1,14 @@
 package actions
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/macros"
 )
 
 // Limits on free-text fields, in characters.
@@ -34,7 +36,7 @@ var (
 // validate checks a whole action (a create, or an update after the patch is
 // merged) and records every problem; it needs no database. Whether EventID
 // names an event of the collection is the service's check.
-func validate(a Action, f *apperr.Fields) {
+func validate(a Action, f *apperr.Fields, lim macros.RenderLimits) {
 	checkName(f, a.Name)
 	f.MaxLen("description", a.Description, MaxDescriptionLen)
 	f.OneOf("status", a.Status, StatusActive, StatusInactive)
@@ -52,6 +54,49 @@ func validate(a Action, f *apperr.Fields) {
 	}
 	checkTemplate(f, a.ConfigName, a.Template)
 	checkConfig(f, a.ConfigName, a.Template, a.Config)
+	checkContent(f, "config.", a.Config.Content, lim)
+	for _, k := range sortedKeys(a.Config.Locales) {
+		if localeKey.MatchString(k) {
+			checkContent(f, "config.locales."+k+".", a.Config.Locales[k], lim)
+		}
+	}
+}
+
+// checkContent refuses the templates of c that cannot be stored: one that
+// does not parse, or one macros.Check finds pathological (too large, blocks
+// nested too deep, a loop inside a loop, a partial, {{log}}). What only a
+// render can tell is bounded when the delivery renders.
+func checkContent(f *apperr.Fields, prefix string, c Content, lim macros.RenderLimits) {
+	check := func(field, src string) {
+		err := macros.Check(src, lim)
+		var le *macros.LimitError
+		var te *macros.TemplateError
+		switch {
+		case errors.As(err, &le):
+			f.Add(prefix+field, "the template "+le.Reason)
+		case errors.As(err, &te):
+			f.Add(prefix+field, "the template does not parse: "+te.Err.Error())
+		}
+	}
+	for _, fl := range []struct{ name, src string }{
+		{"subject", c.Subject}, {"html", c.HTML}, {"text", c.Text}, {"title", c.Title}, {"body", c.Body},
+	} {
+		if fl.src != "" {
+			check(fl.name, fl.src)
+		}
+	}
+	for _, k := range sortedKeys(c.Data) {
+		check("data."+k, c.Data[k])
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // checkName requires a name that is not blank, fits the limit, and has no

@@ -138,7 +138,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
 	a.wireCache(&deps)
 	deps.Collections = collections.New(db, a.Outbox, time.Now).WithInvalidator(a.Invalidation)
-	deps.Actions = actions.New(db, a.Outbox, time.Now).WithCache(a.ActionCache, a.Invalidation)
+	deps.Actions = actions.New(db, a.Outbox, time.Now).WithCache(a.ActionCache, a.Invalidation).
+		WithRenderLimits(renderLimits(a.Config.Templates))
 	if err := a.wireDispatch(ctx, &deps); err != nil {
 		a.Close()
 		return nil, err
@@ -187,7 +188,8 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The intake's rule resolution and the workers' action loads read
 	// through the action cache, which the invalidation bus keeps honest.
 	rules := actions.NewRules(db).WithCache(a.ActionCache)
-	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules)
+	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
+		WithRenderLimits(renderLimits(cfg.Templates))
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.add("dispatch", a.Dispatcher)
@@ -229,8 +231,15 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps) error {
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,
-	}}
+		Render: renderLimits(a.Config.Templates),
+	}, RatePerMinute: a.Config.Preview.RatePerMinute}
 	return nil
+}
+
+// renderLimits are the templates.* settings as package macros takes them.
+func renderLimits(t config.Templates) macros.RenderLimits {
+	return macros.RenderLimits{MaxTemplateBytes: t.MaxSize, MaxOutputBytes: t.MaxOutput, MaxDepth: t.MaxDepth,
+		MaxSteps: t.MaxSteps, Timeout: t.RenderTimeout}
 }
 
 // newRelay builds the outbox relay and the sink outbox.sink names: the log

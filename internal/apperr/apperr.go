@@ -24,6 +24,7 @@ const (
 	PermissionDenied
 	Unauthenticated
 	Unavailable
+	ResourceExhausted // the caller is over a rate limit (429, with Retry-After)
 )
 
 // String is the canonical status name used in response bodies.
@@ -43,6 +44,8 @@ func (k Kind) String() string {
 		return "UNAUTHENTICATED"
 	case Unavailable:
 		return "UNAVAILABLE"
+	case ResourceExhausted:
+		return "RESOURCE_EXHAUSTED"
 	default:
 		return "INTERNAL"
 	}

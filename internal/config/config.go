@@ -25,16 +25,18 @@ const EnvPrefix = "NOTIFY_"
 // Config is the whole service configuration. Every field has a default (see
 // Default), a YAML key (the koanf tag path) and an environment variable.
 type Config struct {
-	HTTP     HTTP     `koanf:"http"`
-	Database Database `koanf:"database"`
-	Auth     Auth     `koanf:"auth"`
-	Log      Log      `koanf:"log"`
-	Outbox   Outbox   `koanf:"outbox"`
-	AMQP     AMQP     `koanf:"amqp"`
-	Dispatch Dispatch `koanf:"dispatch"`
-	Channels Channels `koanf:"channels"`
-	Metrics  Metrics  `koanf:"metrics"`
-	Tracing  Tracing  `koanf:"tracing"`
+	HTTP      HTTP      `koanf:"http"`
+	Database  Database  `koanf:"database"`
+	Auth      Auth      `koanf:"auth"`
+	Log       Log       `koanf:"log"`
+	Outbox    Outbox    `koanf:"outbox"`
+	AMQP      AMQP      `koanf:"amqp"`
+	Dispatch  Dispatch  `koanf:"dispatch"`
+	Channels  Channels  `koanf:"channels"`
+	Templates Templates `koanf:"templates"`
+	Preview   Preview   `koanf:"preview"`
+	Metrics   Metrics   `koanf:"metrics"`
+	Tracing   Tracing   `koanf:"tracing"`
 }
 
 // HTTP configures the REST server.
@@ -135,6 +137,25 @@ type Dispatch struct {
 	// Retention is how long finished notifications are kept, with their
 	// deliveries, sandbox records and idempotency keys; 0 keeps them forever.
 	Retention time.Duration `koanf:"retention"`
+}
+
+// Templates bounds what an action's templates may be and what one render
+// may cost (docs/channels.md, "Template limits"). Templates are written by
+// tenants: actions refuse at save what can be decided statically, and a
+// delivery whose render goes over a limit fails with render_limit.
+type Templates struct {
+	MaxSize       int           `koanf:"maxSize"`       // bytes of one template field
+	MaxOutput     int           `koanf:"maxOutput"`     // bytes of one rendered message, all fields together
+	MaxDepth      int           `koanf:"maxDepth"`      // nested blocks
+	MaxSteps      int           `koanf:"maxSteps"`      // helper calls, loop iterations and values printed per message
+	RenderTimeout time.Duration `koanf:"renderTimeout"` // wall time of one message's render
+}
+
+// Preview configures the action preview route.
+type Preview struct {
+	// RatePerMinute is how many previews one user (the token's subject)
+	// may ask for per minute, with as many in a burst; over it: 429.
+	RatePerMinute int `koanf:"ratePerMinute"`
 }
 
 // Metrics configures the Prometheus endpoint /metrics (docs/observability.md).
@@ -315,6 +336,14 @@ func Default() Config {
 			BreakerFailures: 5,
 			BreakerCooldown: 30 * time.Second,
 		},
+		Templates: Templates{
+			MaxSize:       64 << 10,
+			MaxOutput:     1 << 20,
+			MaxDepth:      16,
+			MaxSteps:      50_000,
+			RenderTimeout: 2 * time.Second,
+		},
+		Preview: Preview{RatePerMinute: 60},
 		Metrics: Metrics{Enabled: true, DBTimeout: 5 * time.Second, DBCacheTTL: 5 * time.Second},
 		Tracing: Tracing{
 			Endpoint:    "http://127.0.0.1:4318",
@@ -502,6 +531,18 @@ func (c Config) Validate() error {
 	case "log", "eventbridge":
 	default:
 		bad("outbox.sink", "must be log or eventbridge")
+	}
+	for key, v := range map[string]int{"templates.maxSize": c.Templates.MaxSize, "templates.maxOutput": c.Templates.MaxOutput,
+		"templates.maxDepth": c.Templates.MaxDepth, "templates.maxSteps": c.Templates.MaxSteps} {
+		if v <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+	if c.Templates.RenderTimeout <= 0 {
+		bad("templates.renderTimeout", "must be positive")
+	}
+	if c.Preview.RatePerMinute <= 0 {
+		bad("preview.ratePerMinute", "must be positive")
 	}
 	if c.Outbox.Source == "" {
 		bad("outbox.source", "must be set")

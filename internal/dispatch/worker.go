@@ -35,17 +35,18 @@ type Senders struct {
 // records the outcome; a recovery loop returns deliveries that a crash left
 // in sending to the queue (see Recover).
 type Dispatcher struct {
-	db       *gorm.DB
-	pg       bool
-	channels map[string]channels.Channel
-	cfg      config.Dispatch
-	senders  Senders
-	log      *slog.Logger
-	now      func() time.Time
-	wake     chan struct{}
-	local    local // deliveries the intake handed off (handoff.go)
-	actions  ActionSource
-	claims   atomic.Int64 // claim statements run (tests)
+	db        *gorm.DB
+	pg        bool
+	channels  map[string]channels.Channel
+	cfg       config.Dispatch
+	senders   Senders
+	log       *slog.Logger
+	now       func() time.Time
+	wake      chan struct{}
+	local     local // deliveries the intake handed off (handoff.go)
+	actions   ActionSource
+	renderLim macros.RenderLimits // bounds each message's render; zero: the defaults
+	claims    atomic.Int64        // claim statements run (tests)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -96,6 +97,13 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 // them actions.Rules on the action cache) and returns d. Call it before Run.
 func (d *Dispatcher) WithActions(src ActionSource) *Dispatcher {
 	d.actions = src
+	return d
+}
+
+// WithRenderLimits bounds the render of each message (templates.* in the
+// config) and returns d. Call it before Run.
+func (d *Dispatcher) WithRenderLimits(lim macros.RenderLimits) *Dispatcher {
+	d.renderLim = lim
 	return d
 }
 
@@ -608,7 +616,13 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 		}
 		m, err := d.render(a, *rc)
 		if err != nil {
-			outs[i].status, outs[i].reason = StatusFailed, "render: "+err.Error()
+			// A render limit names itself (render_limit: …); it is the
+			// template's or the data's fault, so retrying cannot help.
+			reason := "render: " + err.Error()
+			if errors.Is(err, macros.ErrRenderLimit) {
+				reason = err.Error()
+			}
+			outs[i].status, outs[i].reason = StatusFailed, reason
 			continue
 		}
 		m.DeliveryID, m.NotificationID, m.CollectionID, m.ActionID, m.Channel = c.ID, c.NotificationID, c.CollectionID, c.ActionID, c.Channel
@@ -730,18 +744,21 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 
 // render builds the provider message for recipient rc from action a: the
 // content for the recipient's locale, with macros substituted (HTML-escaped
-// in HTML bodies) under the action's missing-macro policy.
+// in HTML bodies) under the action's missing-macro policy. All fields render
+// within one budget of d.renderLim, so a message over a limit fails
+// (render_limit) instead of being sent.
 func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, error) {
 	c := a.Config.ContentFor(rc.Locale)
 	policy := a.Config.MissingMacro
 	vars := map[string]string(rc.Macros)
+	budget := macros.NewBudget(d.renderLim)
 	var m channels.Message
 	var errs []error
 	r := func(tmpl string, mode macros.Mode) string {
 		if tmpl == "" {
 			return ""
 		}
-		out, err := macros.Render(tmpl, vars, mode, policy)
+		out, err := budget.Render(tmpl, vars, mode, policy)
 		if err != nil {
 			errs = append(errs, err)
 		}

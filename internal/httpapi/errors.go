@@ -21,6 +21,7 @@ var httpStatus = map[apperr.Kind]int{
 	apperr.FailedPrecondition: http.StatusConflict,
 	apperr.PreconditionFailed: http.StatusPreconditionFailed,
 	apperr.Unavailable:        http.StatusServiceUnavailable,
+	apperr.ResourceExhausted:  http.StatusTooManyRequests,
 	apperr.Internal:           http.StatusInternalServerError,
 }
 

@@ -2,9 +2,14 @@ package httpapi
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/time/rate"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
@@ -13,9 +18,13 @@ import (
 )
 
 // PreviewConfig enables the preview route: the limits it checks are the
-// channels' (channels.twilio.maxSegments, channels.fcm.maxPayloadBytes).
+// channels' (channels.twilio.maxSegments, channels.fcm.maxPayloadBytes) and
+// the render's (templates.*), as the dispatcher applies them.
 type PreviewConfig struct {
 	Limits macros.Limits
+	// RatePerMinute is each user's preview rate (preview.ratePerMinute),
+	// with as many in a burst; 0: unlimited.
+	RatePerMinute int
 }
 
 // previewBody is the recipient a preview renders for.
@@ -27,6 +36,7 @@ type previewBody struct {
 // preview registers the route that renders an action for given macros and
 // locale without sending. Anyone who may read the collection may preview.
 func (r *router) preview() {
+	rates := newUserRates(r.s.Preview.RatePerMinute)
 	r.handle(http.MethodPost, "/collections/:collectionId/actions/:actionId/preview", "NOPVCRT", readCollection,
 		func(c *gin.Context, p auth.Principal) error {
 			cid, err := pathID(c, "collectionId")
@@ -36,6 +46,13 @@ func (r *router) preview() {
 			aid, err := pathID(c, "actionId")
 			if err != nil {
 				return err
+			}
+			// A preview renders a tenant's template on demand: each user
+			// gets a rate, so one cannot keep the renderer busy.
+			if wait, ok := rates.allow(p.UserID, time.Now()); !ok {
+				c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				return &apperr.Error{Kind: apperr.ResourceExhausted,
+					Message: "too many previews; retry after " + strconv.Itoa(int(math.Ceil(wait.Seconds()))) + "s (preview.ratePerMinute)"}
 			}
 			var body previewBody
 			if err := decodeJSON(c, &body); err != nil {
@@ -47,6 +64,13 @@ func (r *router) preview() {
 			}
 			out, err := preview.Action(a, body.Locale, body.Macros, r.s.Preview.Limits)
 			var fe *macros.FieldError
+			if errors.As(err, &fe) && errors.Is(err, macros.ErrRenderLimit) {
+				// Over a render limit with these macros: what the
+				// dispatcher would fail the delivery with.
+				return &apperr.Error{Kind: apperr.InvalidArgument, Err: err,
+					Message: "the action does not render within the template limits for these macros",
+					Details: []apperr.Detail{{Field: "config." + fe.Field, Reason: fe.Err.Error()}}}
+			}
 			if errors.As(err, &fe) {
 				return &apperr.Error{Kind: apperr.FailedPrecondition, Err: err, Message: "the action's template does not render; fix the action",
 					Details: []apperr.Detail{{Field: "config." + fe.Field, Reason: fe.Err.Error()}}}
@@ -57,4 +81,46 @@ func (r *router) preview() {
 			c.JSON(http.StatusOK, gin.H{"preview": out})
 			return nil
 		})
+}
+
+// userRates holds one token bucket per user.
+type userRates struct {
+	mu        sync.Mutex
+	perMinute int
+	users     map[string]*rate.Limiter
+}
+
+// maxUserRates bounds the buckets kept; past it, full buckets (users idle
+// for a minute) are dropped, which loses nothing.
+const maxUserRates = 10_000
+
+func newUserRates(perMinute int) *userRates {
+	return &userRates{perMinute: perMinute, users: map[string]*rate.Limiter{}}
+}
+
+// allow takes a token from user's bucket, or says how long until one.
+func (u *userRates) allow(user string, now time.Time) (time.Duration, bool) {
+	if u.perMinute <= 0 {
+		return 0, true
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	l := u.users[user]
+	if l == nil {
+		if len(u.users) >= maxUserRates {
+			for k, v := range u.users {
+				if v.TokensAt(now) >= float64(v.Burst()) {
+					delete(u.users, k)
+				}
+			}
+		}
+		l = rate.NewLimiter(rate.Limit(float64(u.perMinute)/60), u.perMinute)
+		u.users[user] = l
+	}
+	res := l.ReserveN(now, 1)
+	if wait := res.DelayFrom(now); wait > 0 {
+		res.CancelAt(now)
+		return wait, false
+	}
+	return 0, true
 }

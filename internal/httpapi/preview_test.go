@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/config"
 )
 
 // seedAction stores an action of configName with cfg in a fresh collection.
@@ -126,4 +128,62 @@ func collectionOf(t *testing.T, api *testAPI, actionID int64) int64 {
 	var cid int64
 	require.NoError(t, api.DB.Raw("SELECT collection_id FROM actions WHERE id = ?", actionID).Scan(&cid).Error)
 	return cid
+}
+
+// TestPreviewRenderLimits: the preview renders within the same limits as
+// the dispatcher. A template stored before the limits existed (written here
+// straight to the database: the API refuses it) that loops over the macros
+// inside itself, and a template whose output the request's macros blow up
+// to 10 MB, both answer 400 naming the field and the limit.
+func TestPreviewRenderLimits(t *testing.T) {
+	t.Parallel()
+	// No deadline in reach: the limits asserted are steps and output,
+	// whatever the machine's load.
+	api := newAPI(t, "sqlite", func(c *config.Config) { c.Templates.RenderTimeout = time.Hour })
+	admin := api.superAdmin()
+
+	loops := strings.Repeat("{{#each @root}}", 4) + "{{this}}" + strings.Repeat("{{/each}}", 4)
+	cid, aid := seedAction(t, api, actions.ConfigEmail, "", actions.Config{MissingMacro: actions.MissingBlank,
+		Content: actions.Content{Subject: "s", HTML: loops}})
+	vars := map[string]string{}
+	for i := range 20 { // 20^4 iterations
+		vars[fmt.Sprintf("M%02d", i)] = "v"
+	}
+	res := api.do(http.MethodPost, previewPath(cid, aid), admin, map[string]any{"macros": vars})
+	requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NOPVCRT0400")
+	require.Contains(t, details(res)["config.html"], "render_limit: more than 50000 steps")
+
+	cid, aid = seedAction(t, api, actions.ConfigEmail, "", actions.Config{
+		Content: actions.Content{Subject: "s", HTML: strings.Repeat("{{V}}", 200)}})
+	res = api.do(http.MethodPost, previewPath(cid, aid), admin, map[string]any{"macros": map[string]string{"V": strings.Repeat("a", 50<<10)}})
+	requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NOPVCRT0400")
+	require.Contains(t, details(res)["config.html"], "render_limit: output exceeds 1048576 bytes (templates.maxOutput)")
+
+	// The same action with ordinary macros renders.
+	res = api.do(http.MethodPost, previewPath(cid, aid), admin, map[string]any{"macros": map[string]string{"V": "a"}})
+	require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+}
+
+// TestPreviewRateLimit: each user has preview.ratePerMinute previews a
+// minute; past it, 429 with Retry-After and the error body, and other users
+// are not affected.
+func TestPreviewRateLimit(t *testing.T) {
+	t.Parallel()
+	api := newAPI(t, "sqlite", func(c *config.Config) { c.Preview.RatePerMinute = 2 })
+	cid, aid := seedAction(t, api, actions.ConfigSMS, "", actions.Config{Content: actions.Content{Body: "Hi {{FNAME}}"}})
+	one := api.token(auth.Principal{UserID: "1", Roles: []string{auth.RoleViewer}, Collections: []int64{cid}})
+	two := api.token(auth.Principal{UserID: "2", Roles: []string{auth.RoleViewer}, Collections: []int64{cid}})
+	body := map[string]any{"macros": map[string]string{"FNAME": "Ann"}}
+	for range 2 {
+		res := api.do(http.MethodPost, previewPath(cid, aid), one, body)
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+	}
+	res := api.do(http.MethodPost, previewPath(cid, aid), one, body)
+	requireError(t, res, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED", "NOPVCRT0429")
+	wait, err := strconv.Atoi(res.Header.Get("Retry-After"))
+	require.NoError(t, err, "Retry-After: %q", res.Header.Get("Retry-After"))
+	require.InDelta(t, 30, wait, 1, "one preview every 30 s at 2 a minute")
+
+	res = api.do(http.MethodPost, previewPath(cid, aid), two, body)
+	require.Equal(t, http.StatusOK, res.Code, "another user has their own rate: %s", res.Raw)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notificationservice/notificationservice/internal/macros"
 )
@@ -15,8 +16,10 @@ var htmlEscape = strings.NewReplacer("&", "&amp;", "'", "&apos;", "<", "&lt;", "
 // renderer. It must never panic, and: a value printed by {{V}} is escaped in
 // HTML mode and untouched in text mode; without HTML-special characters
 // anywhere, text and HTML mode agree (the text-mode rewrite changes escaping
-// only); the fail policy names only macros that are really absent; and blank
-// succeeds wherever fail does, with the same output.
+// only); the fail policy names only macros that are really absent; blank
+// succeeds wherever fail does, with the same output; every render within
+// small RenderLimits fits them or stops with a render limit; and a template
+// Check accepts never goes deeper at render than the depth Check allowed.
 //
 // CI runs it for a bounded time: make fuzz (FUZZTIME=30s by default).
 func FuzzRender(f *testing.F) {
@@ -31,6 +34,9 @@ func FuzzRender(f *testing.F) {
 		{"{{#if}}{{/unless}}", "x"},
 		{"{{> partial}}", "x"},
 		{"Привет {{V}} 😀", "мир"},
+		{"{{#each @root}}{{#each @root}}{{#each ..}}{{this}}{{/each}}{{/each}}{{/each}}", "x"},
+		{"{{log V}}{{#ifGt V 1}}a{{/ifGt}}{{lookup @root \"V\"}}", "2"},
+		{"{{#if V}}{{#if V}}{{#if V}}{{#if V}}{{#if V}}{{V}}{{/if}}{{/if}}{{/if}}{{/if}}{{/if}}", "deep"},
 	} {
 		f.Add(seed.tmpl, seed.value)
 	}
@@ -64,6 +70,19 @@ func FuzzRender(f *testing.F) {
 			if err != nil || blank != failOut {
 				t.Fatalf("blank (%q, %v) differs from fail (%q)", blank, err, failOut)
 			}
+		}
+
+		// Every render is bounded.
+		lim := macros.RenderLimits{MaxOutputBytes: 2048, MaxSteps: 500, MaxDepth: 4, Timeout: time.Minute}
+		out, err := macros.NewBudget(lim).Render(tmpl, vars, macros.HTML, macros.MissingBlank)
+		var le *macros.LimitError
+		switch {
+		case err == nil && len(out) > lim.MaxOutputBytes:
+			t.Fatalf("%d bytes of output, over the limit of %d", len(out), lim.MaxOutputBytes)
+		case errors.Is(err, macros.ErrRenderLimit) && (!errors.As(err, &le) || le.What != macros.WhatRender):
+			t.Fatalf("a render limit that is not a render LimitError: %v", err)
+		case errors.As(err, &le) && strings.Contains(le.Reason, "templates.maxDepth") && macros.Check(tmpl, lim) == nil:
+			t.Fatalf("Check accepted %q but the render went deeper than %d", tmpl, lim.MaxDepth)
 		}
 
 		// Escaping of a printed value.

@@ -17,51 +17,47 @@ var sendGridHelperNames = map[string]struct{}{
 }
 
 // sendGridHelpers returns the helper functions, registered per template (not
-// globally) so no package state changes.
-func sendGridHelpers() map[string]any {
+// globally) so no package state changes. branch runs a block's body or its
+// {{else}} within the render's budget.
+func sendGridHelpers(branch func(*raymond.Options, bool) any) map[string]any {
 	return map[string]any{
 		// {{#equals A B}}yes{{else}}no{{/equals}}: string comparison.
-		"equals": func(a, b any, o *raymond.Options) any {
-			return branch(o, raymond.Str(a) == raymond.Str(b))
+		"equals": func(x, y any, o *raymond.Options) any {
+			return branch(o, str(x) == str(y))
 		},
-		"notEquals": func(a, b any, o *raymond.Options) any {
-			return branch(o, raymond.Str(a) != raymond.Str(b))
+		"notEquals": func(x, y any, o *raymond.Options) any {
+			return branch(o, str(x) != str(y))
 		},
-		"and": func(a, b any, o *raymond.Options) any {
-			return branch(o, raymond.IsTrue(a) && raymond.IsTrue(b))
+		"and": func(x, y any, o *raymond.Options) any {
+			return branch(o, truthy(x) && truthy(y))
 		},
-		"or": func(a, b any, o *raymond.Options) any {
-			return branch(o, raymond.IsTrue(a) || raymond.IsTrue(b))
+		"or": func(x, y any, o *raymond.Options) any {
+			return branch(o, truthy(x) || truthy(y))
 		},
 		// Numeric comparisons; a value that is not a number is false.
-		"greaterThan": func(a, b any, o *raymond.Options) any {
-			x, y, ok := numbers(a, b)
-			return branch(o, ok && x > y)
+		"greaterThan": func(x, y any, o *raymond.Options) any {
+			n, m, ok := numbers(x, y)
+			return branch(o, ok && n > m)
 		},
-		"lessThan": func(a, b any, o *raymond.Options) any {
-			x, y, ok := numbers(a, b)
-			return branch(o, ok && x < y)
+		"lessThan": func(x, y any, o *raymond.Options) any {
+			n, m, ok := numbers(x, y)
+			return branch(o, ok && n < m)
 		},
 		// {{insert NAME "default=Customer"}}: NAME, or the default when NAME
 		// is absent or empty. The result is escaped like any {{...}} output.
-		"insert": func(v any, def string) any {
-			if s := raymond.Str(v); s != "" {
-				return s
+		"insert": func(v any, def string, o *raymond.Options) any {
+			b := budgetOf(o)
+			b.step()
+			if s := str(v); s != "" {
+				return b.emit(s)
 			}
-			return strings.TrimPrefix(def, "default=")
+			return b.emit(strings.TrimPrefix(def, "default="))
 		},
 	}
 }
 
-func branch(o *raymond.Options, cond bool) string {
-	if cond {
-		return o.Fn()
-	}
-	return o.Inverse()
-}
-
 func numbers(a, b any) (float64, float64, bool) {
-	x, err1 := strconv.ParseFloat(strings.TrimSpace(raymond.Str(a)), 64)
-	y, err2 := strconv.ParseFloat(strings.TrimSpace(raymond.Str(b)), 64)
+	x, err1 := strconv.ParseFloat(strings.TrimSpace(str(a)), 64)
+	y, err2 := strconv.ParseFloat(strings.TrimSpace(str(b)), 64)
 	return x, y, err1 == nil && err2 == nil
 }

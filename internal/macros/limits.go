@@ -2,7 +2,9 @@ package macros
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
@@ -109,26 +111,48 @@ func utf16Len(r rune) int {
 	return 1
 }
 
-// LimitError is rendered content too large or empty for its channel. It is
-// permanent: the same content fails the same way on every attempt.
+// LimitError is rendered content too large or empty for its channel, a
+// render that went over its RenderLimits, or a template refused before it is
+// stored. It is permanent: the same content fails the same way on every
+// attempt.
 type LimitError struct {
-	What   string // "sms" or "push"
+	What   string // WhatSMS, WhatPush, WhatRender or WhatTemplate
 	Limit  int
 	Actual int
 	Reason string
 }
 
-func (e *LimitError) Error() string { return "macros: " + e.What + ": " + e.Reason }
+// What a LimitError is about.
+const (
+	WhatSMS      = "sms"
+	WhatPush     = "push"
+	WhatRender   = "render"   // a render went over its RenderLimits
+	WhatTemplate = "template" // a template refused by Check
+)
+
+// ErrRenderLimit matches (errors.Is) every render that stopped at one of its
+// RenderLimits. Its text is the prefix of the delivery reason.
+var ErrRenderLimit = errors.New("render_limit")
+
+func (e *LimitError) Error() string {
+	if e.What == WhatRender {
+		return ErrRenderLimit.Error() + ": " + e.Reason
+	}
+	return "macros: " + e.What + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrRenderLimit) true for a render limit.
+func (e *LimitError) Is(target error) bool { return target == ErrRenderLimit && e.What == WhatRender }
 
 // CheckSMS returns body's SMSInfo and an error when the body is empty or
 // needs more than maxSegments segments (maxSegments <= 0: no limit).
 func CheckSMS(body string, maxSegments int) (SMSInfo, error) {
 	info := SMS(body)
 	if info.Segments == 0 {
-		return info, &LimitError{What: "sms", Reason: "body is empty"}
+		return info, &LimitError{What: WhatSMS, Reason: "body is empty"}
 	}
 	if maxSegments > 0 && info.Segments > maxSegments {
-		return info, &LimitError{What: "sms", Limit: maxSegments, Actual: info.Segments,
+		return info, &LimitError{What: WhatSMS, Limit: maxSegments, Actual: info.Segments,
 			Reason: fmt.Sprintf("body needs %d %s segments, more than the limit of %d", info.Segments, info.Encoding, maxSegments)}
 	}
 	return info, nil
@@ -164,18 +188,62 @@ func CheckPush(title, body string, data map[string]string, limit int) (int, erro
 	}
 	size := PushPayloadSize(title, body, data)
 	if title == "" && body == "" && len(data) == 0 {
-		return size, &LimitError{What: "push", Reason: "title, body and data are all empty"}
+		return size, &LimitError{What: WhatPush, Reason: "title, body and data are all empty"}
 	}
 	if size > limit {
-		return size, &LimitError{What: "push", Limit: limit, Actual: size,
+		return size, &LimitError{What: WhatPush, Limit: limit, Actual: size,
 			Reason: fmt.Sprintf("payload is %d bytes, more than the limit of %d", size, limit)}
 	}
 	return size, nil
 }
 
 // Limits are the channel limits rendered content must fit, as the channels
-// check them before sending.
+// check them before sending, and the bounds of the render itself.
 type Limits struct {
 	SMSMaxSegments      int // 0: no limit
 	PushMaxPayloadBytes int // 0: the FCM limit
+	Render              RenderLimits
+}
+
+// Defaults of RenderLimits (docs/configuration.md, templates.*).
+const (
+	DefaultMaxTemplateBytes = 64 << 10
+	DefaultMaxOutputBytes   = 1 << 20
+	DefaultMaxDepth         = 16
+	DefaultMaxSteps         = 50_000
+	DefaultRenderTimeout    = 2 * time.Second
+)
+
+// RenderLimits bound the work one message's render may do. Templates are
+// written by tenants and run with recipients' data, so a render is stopped
+// where it goes over any of them: the helpers that loop or recurse check the
+// budget as they go (raymond has no context to cancel), so the work really
+// stops rather than running on in the background. A zero field takes its
+// default.
+type RenderLimits struct {
+	MaxTemplateBytes int           // one template source (templates.maxSize)
+	MaxOutputBytes   int           // all fields of one message together (templates.maxOutput)
+	MaxDepth         int           // nested blocks: {{#if}}, {{#each}}, … (templates.maxDepth)
+	MaxSteps         int           // helper calls, loop iterations and values printed (templates.maxSteps)
+	Timeout          time.Duration // wall time of one message's render (templates.renderTimeout)
+}
+
+// WithDefaults fills the zero fields with the defaults.
+func (l RenderLimits) WithDefaults() RenderLimits {
+	if l.MaxTemplateBytes <= 0 {
+		l.MaxTemplateBytes = DefaultMaxTemplateBytes
+	}
+	if l.MaxOutputBytes <= 0 {
+		l.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	if l.MaxSteps <= 0 {
+		l.MaxSteps = DefaultMaxSteps
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = DefaultRenderTimeout
+	}
+	return l
 }

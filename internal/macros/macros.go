@@ -7,8 +7,10 @@
 // The parser and evaluator are github.com/mailgun/raymond/v2 (a maintained
 // handlebars implementation); this package adds what raymond does not know:
 // text versus HTML escaping per call, the missing-macro policy, SendGrid's
-// helpers, a cache of compiled templates, and panic safety for admin-written
-// templates. It knows nothing of actions (internal/preview renders an
+// helpers, a cache of compiled templates, panic safety for admin-written
+// templates, and bounds on every render (Budget, RenderLimits) and on what a
+// template may be (Check), with helpers that never reach outside the
+// render. It knows nothing of actions (internal/preview renders an
 // action's content), so the actions package may use it to validate.
 package macros
 
@@ -88,14 +90,16 @@ const maxCacheBytes = 32 << 20
 var shared = New(DefaultCacheSize)
 
 // Render renders tmpl with vars. mode picks the escaping; missing is the
-// missing-macro policy ("" means fail). Compiled templates are cached.
+// missing-macro policy ("" means fail). Compiled templates are cached. The
+// render is bounded by the default RenderLimits; a message renders its
+// fields through one Budget (NewBudget) to share configured ones.
 func Render(tmpl string, vars map[string]string, mode Mode, missing string) (string, error) {
 	return shared.Render(tmpl, vars, mode, missing)
 }
 
 // Compile returns the compiled template for tmpl in mode from the shared
-// cache: a *TemplateError when it does not parse. Admin validation can call
-// it to refuse a broken template before it is stored.
+// cache: a *TemplateError when it does not parse. Admin validation calls
+// Check, which also refuses pathological templates, before one is stored.
 func Compile(tmpl string, mode Mode) (*Template, error) { return shared.Compile(tmpl, mode) }
 
 // Renderer compiles templates and keeps the most recently used ones. It is
@@ -127,16 +131,30 @@ type entry struct {
 	err error
 }
 
-// Render renders tmpl with vars; see the package-level Render.
+// Render renders tmpl with vars within the default RenderLimits; see the
+// package-level Render.
 func (r *Renderer) Render(tmpl string, vars map[string]string, mode Mode, missing string) (string, error) {
+	return r.RenderWithin(NewBudget(RenderLimits{}), tmpl, vars, mode, missing)
+}
+
+// RenderWithin renders tmpl with vars, spending from b: a render over one of
+// b's limits returns a *LimitError that matches ErrRenderLimit.
+func (r *Renderer) RenderWithin(b *Budget, tmpl string, vars map[string]string, mode Mode, missing string) (string, error) {
+	if err := b.checkSource(tmpl); err != nil {
+		return "", err
+	}
 	if !strings.Contains(tmpl, "{{") {
-		return tmpl, nil // nothing to substitute; skip the cache
+		// Nothing to substitute; skip the cache.
+		if err := b.produce(len(tmpl)); err != nil {
+			return "", err
+		}
+		return tmpl, nil
 	}
 	t, err := r.Compile(tmpl, mode)
 	if err != nil {
 		return "", err
 	}
-	return t.Execute(vars, missing)
+	return t.ExecuteWithin(b, vars, missing)
 }
 
 // Compile returns the compiled template for tmpl in mode, from the cache when
@@ -185,7 +203,8 @@ func (r *Renderer) Len() int {
 
 // Template is a compiled template, safe for concurrent Execute.
 type Template struct {
-	tpl  *raymond.Template
+	tpl  *raymond.Template // with helpers(); the budget comes per render
+	size int               // bytes of the source
 	mode Mode
 	// refs are the macros the template prints unconditionally, in template
 	// order: the names the missing-macro policy applies to.
@@ -197,12 +216,19 @@ type Template struct {
 // fail policy.
 func (t *Template) Macros() []string { return append([]string(nil), t.refs...) }
 
-// Execute renders the template with vars under the missing-macro policy.
-func (t *Template) Execute(vars map[string]string, missing string) (out string, err error) {
-	ctx := make(map[string]any, len(vars)+len(t.refs))
-	for k, v := range vars {
-		ctx[k] = v
+// Execute renders the template with vars under the missing-macro policy,
+// within the default RenderLimits.
+func (t *Template) Execute(vars map[string]string, missing string) (string, error) {
+	return t.ExecuteWithin(NewBudget(RenderLimits{}), vars, missing)
+}
+
+// ExecuteWithin renders the template with vars under the missing-macro
+// policy, spending from b.
+func (t *Template) ExecuteWithin(b *Budget, vars map[string]string, missing string) (out string, err error) {
+	if t.size > b.lim.MaxTemplateBytes {
+		return "", b.fail(b.lim.MaxTemplateBytes, t.size, "template is %d bytes, more than %d (templates.maxSize)", t.size, b.lim.MaxTemplateBytes)
 	}
+	ctx := b.context(vars, len(t.refs))
 	var absent []string
 	for _, name := range t.refs {
 		if _, ok := vars[name]; !ok {
@@ -221,14 +247,35 @@ func (t *Template) Execute(vars map[string]string, missing string) (out string, 
 			return "", &MissingError{Name: absent[0], Names: absent}
 		}
 	}
+	if err := b.check(); err != nil {
+		return "", err // spent by an earlier field
+	}
+	start := b.produced
 	defer func() {
 		if v := recover(); v != nil {
+			if le, ok := v.(*LimitError); ok {
+				out, err = "", le
+				return
+			}
 			out, err = "", &TemplateError{Err: fmt.Errorf("evaluation panicked: %v", v)}
 		}
 	}()
-	out, err = t.tpl.Exec(ctx)
+	frame := raymond.NewDataFrame()
+	frame.Set(budgetKey, b)
+	out, err = t.tpl.ExecWith(ctx, frame)
+	if b.err != nil {
+		return "", b.err // raymond may have printed "" for a value over the limit
+	}
+	var le *LimitError
+	if errors.As(err, &le) {
+		return "", le
+	}
 	if err != nil {
 		return "", &TemplateError{Err: err}
+	}
+	// The literal text outside blocks is counted here, once it is known.
+	if err := b.produce(start + len(out) - b.produced); err != nil {
+		return "", err
 	}
 	return out, nil
 }
@@ -243,6 +290,7 @@ func compile(src string, mode Mode) (t *Template, err error) {
 			t, err = nil, &TemplateError{Err: fmt.Errorf("parser panicked: %v", v)}
 		}
 	}()
+	size := len(src)
 	prog, err := parser.Parse(src)
 	if err != nil {
 		return nil, &TemplateError{Err: err}
@@ -255,8 +303,8 @@ func compile(src string, mode Mode) (t *Template, err error) {
 	if err != nil {
 		return nil, &TemplateError{Err: err}
 	}
-	tpl.RegisterHelpers(sendGridHelpers())
-	return &Template{tpl: tpl, mode: mode, refs: refs}, nil
+	tpl.RegisterHelpers(helpers())
+	return &Template{tpl: tpl, size: size, mode: mode, refs: refs}, nil
 }
 
 // unescapeAll inserts & into every escaped mustache of prog (parsed from src).

@@ -14,11 +14,18 @@ import (
 // Content renders every field of c with vars: HTML in HTML mode, the
 // subject, text, title, body and data values in text mode. missing is the
 // action's missing-macro policy. The first failure is returned as a
-// *macros.FieldError wrapping the *macros.MissingError or *macros.TemplateError.
+// *macros.FieldError wrapping the *macros.MissingError, *macros.TemplateError
+// or *macros.LimitError. The render is bounded by the default RenderLimits.
 func Content(c actions.Content, vars map[string]string, missing string) (actions.Content, error) {
+	return ContentWithin(macros.NewBudget(macros.RenderLimits{}), c, vars, missing)
+}
+
+// ContentWithin is Content with every field rendered within b: one message,
+// one budget, as the dispatcher renders it.
+func ContentWithin(b *macros.Budget, c actions.Content, vars map[string]string, missing string) (actions.Content, error) {
 	var out actions.Content
 	for _, f := range fields(c) {
-		s, err := macros.Render(f.src, vars, f.mode, missing)
+		s, err := b.Render(f.src, vars, f.mode, missing)
 		if err != nil {
 			return actions.Content{}, &macros.FieldError{Field: f.name, Err: err}
 		}
@@ -104,10 +111,11 @@ type Result struct {
 }
 
 // Action renders a for a recipient with locale and vars, as the dispatcher
-// would, and reports what would stop the send. Missing macros under the fail
-// policy render as their placeholders and are listed in Problems. A template
-// that does not parse is an error (a *macros.FieldError wrapping a
-// *macros.TemplateError).
+// would, within lim.Render, and reports what would stop the send. Missing
+// macros under the fail policy render as their placeholders and are listed
+// in Problems. A template that does not parse, or a render over a limit
+// (errors.Is macros.ErrRenderLimit), is an error: a *macros.FieldError
+// wrapping the *macros.TemplateError or *macros.LimitError.
 func Action(a actions.Action, locale string, vars map[string]string, lim macros.Limits) (Result, error) {
 	cfg := a.Config
 	p := Result{
@@ -149,11 +157,11 @@ func Action(a actions.Action, locale string, vars map[string]string, lim macros.
 		}
 	}
 
-	content, err := Content(src, vars, cfg.MissingMacro)
+	content, err := ContentWithin(macros.NewBudget(lim.Render), src, vars, cfg.MissingMacro)
 	var miss *macros.MissingError
 	if errors.As(err, &miss) {
 		p.Problems = append(p.Problems, err.Error())
-		content, err = Content(src, vars, macros.MissingKeep)
+		content, err = ContentWithin(macros.NewBudget(lim.Render), src, vars, macros.MissingKeep)
 	}
 	if err != nil {
 		return Result{}, err
