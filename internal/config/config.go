@@ -22,6 +22,12 @@ import (
 // EnvPrefix starts every environment variable the service reads.
 const EnvPrefix = "NOTIFY_"
 
+// TestEnvPrefix starts the variables the test suite reads
+// (NOTIFY_TEST_DATABASE_URL, NOTIFY_TEST_AMQP_URL). The loader ignores them:
+// a developer who exports them for `make test` must still be able to run the
+// service, and the tests that run the command line inherit them.
+const TestEnvPrefix = EnvPrefix + "TEST_"
+
 // Config is the whole service configuration. Every field has a default (see
 // Default), a YAML key (the koanf tag path) and an environment variable.
 type Config struct {
@@ -370,6 +376,7 @@ func Load(path string, environ []string) (Config, error) {
 // ignored when matching, so NOTIFY_DATABASE_URL sets database.url and
 // NOTIFY_HTTP_MAX_BODY_BYTES sets http.maxBodyBytes. An unknown NOTIFY_*
 // variable is an error: a typo must not silently fall back to a default.
+// NOTIFY_TEST_* variables belong to the test suite and are skipped.
 func fromEnv(environ []string) (map[string]string, error) {
 	byNorm := map[string]string{}
 	for _, key := range Keys() {
@@ -378,7 +385,7 @@ func fromEnv(environ []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || strings.HasPrefix(name, TestEnvPrefix) {
 			continue
 		}
 		key, known := byNorm[normalize(strings.TrimPrefix(name, EnvPrefix))]

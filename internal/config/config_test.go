@@ -118,3 +118,19 @@ func TestConfigurationReferenceIsComplete(t *testing.T) {
 		require.Contains(t, known, k+"\n", "docs/configuration.md documents %s, which is not a config key", k)
 	}
 }
+
+// The test suite's own variables (README: make test with
+// NOTIFY_TEST_DATABASE_URL) must not stop the service from loading its
+// configuration, while a typo of a real key still does.
+func TestTestVariablesAreIgnored(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("", []string{
+		"NOTIFY_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+		"NOTIFY_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/",
+	})
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), cfg)
+
+	_, err = config.Load("", []string{"NOTIFY_TESTS_DATABASE_URL=x"})
+	require.ErrorContains(t, err, "unknown environment variable NOTIFY_TESTS_DATABASE_URL")
+}
