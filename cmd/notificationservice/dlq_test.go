@@ -74,6 +74,13 @@ func declareTopology(t *testing.T, conn *amqp.Connection, cfg config.AMQP) *amqp
 	require.NoError(t, err)
 	ch, err = rabbitmq.Declare(ch, cfg, slog.New(slog.DiscardHandler), conn.Channel)
 	require.NoError(t, err)
+	deleteTopology(t, conn, cfg)
+	return ch
+}
+
+// deleteTopology deletes cfg's queues and exchanges when t ends.
+func deleteTopology(t *testing.T, conn *amqp.Connection, cfg config.AMQP) {
+	t.Helper()
 	t.Cleanup(func() {
 		del, err := conn.Channel()
 		if err != nil {
@@ -92,7 +99,6 @@ func declareTopology(t *testing.T, conn *amqp.Connection, cfg config.AMQP) *amqp
 			}
 		}
 	})
-	return ch
 }
 
 // requireGone checks with passive declares that cfg's queues and exchanges

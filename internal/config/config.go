@@ -73,7 +73,14 @@ type Auth struct {
 	Issuer             string        `koanf:"issuer"`
 	JWKSURL            string        `koanf:"jwksURL"`
 	TokenTTL           time.Duration `koanf:"tokenTTL"`
+	// AllowDevSecret lets serve listen on a non-loopback address with the
+	// built-in DevHMACSecret, for a throwaway demo; see CheckExposure.
+	AllowDevSecret bool `koanf:"allowDevSecret"`
 }
+
+// DevHMACSecret is the built-in auth.hmacSecret. It is printed in the README,
+// so anyone can mint a super-admin token with it.
+const DevHMACSecret = "dev-only-secret-change-me-0123456789"
 
 // Log configures structured logging.
 type Log struct {
@@ -239,7 +246,7 @@ func Default() Config {
 			MaxOpenConns: 20,
 		},
 		Auth: Auth{
-			HMACSecret: "dev-only-secret-change-me-0123456789",
+			HMACSecret: DevHMACSecret,
 			Issuer:     "notificationservice",
 			TokenTTL:   12 * time.Hour,
 		},
@@ -451,6 +458,38 @@ func Keys() []string {
 	walk("", reflect.TypeOf(Config{}))
 	sort.Strings(keys)
 	return keys
+}
+
+// CheckExposure refuses a configuration that would let anyone who can reach
+// the server mint tokens: the built-in development secret on an address
+// other than loopback. serve calls it before listening; the other commands
+// (token, migrate, healthcheck) do not listen and need not.
+// auth.allowDevSecret overrides it for a demo.
+func (c Config) CheckExposure() error {
+	dev := c.Auth.HMACSecret == DevHMACSecret || c.Auth.PreviousHMACSecret == DevHMACSecret
+	if !dev || c.Auth.AllowDevSecret || IsLoopback(c.HTTP.Addr) {
+		return nil
+	}
+	return fmt.Errorf("config: auth.hmacSecret (%s) is the built-in development secret and http.addr (%s) %q is not a loopback address, "+
+		"so anyone who reaches it can mint a super-admin token: set your own secret of at least 32 bytes, listen on 127.0.0.1, "+
+		"or, for a throwaway demo only, set auth.allowDevSecret (%s=true)",
+		EnvName("auth.hmacSecret"), EnvName("http.addr"), c.HTTP.Addr, EnvName("auth.allowDevSecret"))
+}
+
+// IsLoopback reports whether the host of addr (host:port) is a loopback
+// address or localhost. An empty host or a wildcard (0.0.0.0, ::) listens on
+// every interface, and any other name may resolve to a public address: both
+// count as exposed.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Validate reports the first invalid setting, naming its key.
