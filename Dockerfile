@@ -25,8 +25,15 @@ COPY --from=build --chown=65532:65532 /out/data /app/data
 VOLUME /app/data
 USER nonroot:nonroot
 # Listen on every interface inside the container (the default is loopback).
-# /healthz, /readyz and /metrics are on the same port.
+# /healthz, /readyz and /metrics are on the same port. On this address serve
+# refuses the built-in development secret: give the container your own with
+#   docker run -e NOTIFY_AUTH_HMAC_SECRET=<at least 32 bytes> ...
+# (or NOTIFY_AUTH_ALLOW_DEV_SECRET=true for a throwaway demo; docs/configuration.md).
 ENV NOTIFY_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080
+# The image has no shell or curl: the binary probes itself (GET /healthz on
+# http.addr; `healthcheck -ready` would probe /readyz instead).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/app/notificationservice", "healthcheck", "-timeout", "4s"]
 ENTRYPOINT ["/app/notificationservice"]
 CMD ["serve"]

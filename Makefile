@@ -6,13 +6,18 @@ LDFLAGS := -X main.version=$(VERSION)
 
 .PHONY: run build test test-short fault bench fuzz check fmt vet lint tidy clean
 
-## run: start the service on the embedded defaults (SQLite in ./data, sandbox channels, log sink)
-run:
-	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/notificationservice serve
+## run: build bin/notificationservice, then start it on the embedded defaults (SQLite in ./data, sandbox
+## channels, log sink). The other commands (token, publish, ...) run the same binary: no re-link each time.
+run: build
+	@echo "==> starting bin/notificationservice serve on http://127.0.0.1:8080 (Ctrl-C stops it)"
+	./bin/notificationservice serve
 
-## build: build bin/notificationservice
+## build: build bin/notificationservice. -v names each package as it compiles, so the first build (every
+## dependency, a few minutes on two cores) shows progress; later builds reuse Go's cache and take seconds.
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
+	@echo "==> building bin/notificationservice (the first build compiles every dependency: minutes; then seconds)"
+	CGO_ENABLED=0 $(GO) build -v -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
+	@echo "==> built bin/notificationservice ($(VERSION))"
 
 ## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ
 test:

@@ -4,6 +4,8 @@
 //	notificationservice migrate up|down|status        manage the schema
 //	notificationservice token [flags]                 mint a JWT for local use
 //	notificationservice dlq list|redrive [flags]      read or re-drive the dead-letter queue
+//	notificationservice publish [flags] [JSON]        put a message on NotificationQueue
+//	notificationservice healthcheck [-ready]          probe /healthz (or /readyz); exit 0 or 1
 //	notificationservice version                       print the version
 package main
 
@@ -64,12 +66,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return token(cfg, rest, stdout, stderr)
 	case "dlq":
 		return dlq(cfg, rest, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(cfg, rest, stdout, stderr)
+	case "publish":
+		return publish(cfg, rest, os.Stdin, stdout, stderr)
 	default:
-		return fmt.Errorf("unknown command %q (want serve, migrate, token, dlq or version)", cmd)
+		return fmt.Errorf("unknown command %q (want serve, migrate, token, dlq, publish, healthcheck or version)", cmd)
 	}
 }
 
 func serve(cfg config.Config, logOut io.Writer) error {
+	if err := cfg.CheckExposure(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := app.NewLogger(cfg.Log, logOut)

@@ -82,3 +82,17 @@ func TestUnknownCommandAndBadConfig(t *testing.T) {
 	_, err = runCmd(t, filepath.Join(t.TempDir(), "x.db"), "migrate", "status")
 	require.ErrorContains(t, err, "log.level (NOTIFY_LOG_LEVEL)")
 }
+
+// README: `make test` with NOTIFY_TEST_DATABASE_URL / NOTIFY_TEST_AMQP_URL
+// exported. The commands (and the tests that run them) inherit those, and
+// they must not be taken for unknown configuration.
+func TestCommandsIgnoreTheTestSuiteVariables(t *testing.T) {
+	t.Setenv("NOTIFY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	t.Setenv("NOTIFY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+	db := filepath.Join(t.TempDir(), "x.db")
+	_, err := runCmd(t, db, "token")
+	require.NoError(t, err)
+	out, err := runCmd(t, db, "migrate", "status")
+	require.NoError(t, err)
+	require.Contains(t, out, "00001  pending")
+}

@@ -22,6 +22,12 @@ import (
 // EnvPrefix starts every environment variable the service reads.
 const EnvPrefix = "NOTIFY_"
 
+// TestEnvPrefix starts the variables the test suite reads
+// (NOTIFY_TEST_DATABASE_URL, NOTIFY_TEST_AMQP_URL). The loader ignores them:
+// a developer who exports them for `make test` must still be able to run the
+// service, and the tests that run the command line inherit them.
+const TestEnvPrefix = EnvPrefix + "TEST_"
+
 // Config is the whole service configuration. Every field has a default (see
 // Default), a YAML key (the koanf tag path) and an environment variable.
 type Config struct {
@@ -73,7 +79,14 @@ type Auth struct {
 	Issuer             string        `koanf:"issuer"`
 	JWKSURL            string        `koanf:"jwksURL"`
 	TokenTTL           time.Duration `koanf:"tokenTTL"`
+	// AllowDevSecret lets serve listen on a non-loopback address with the
+	// built-in DevHMACSecret, for a throwaway demo; see CheckExposure.
+	AllowDevSecret bool `koanf:"allowDevSecret"`
 }
+
+// DevHMACSecret is the built-in auth.hmacSecret. It is printed in the README,
+// so anyone can mint a super-admin token with it.
+const DevHMACSecret = "dev-only-secret-change-me-0123456789"
 
 // Log configures structured logging.
 type Log struct {
@@ -259,7 +272,7 @@ func Default() Config {
 			BusyTimeout:  5 * time.Second,
 		},
 		Auth: Auth{
-			HMACSecret: "dev-only-secret-change-me-0123456789",
+			HMACSecret: DevHMACSecret,
 			Issuer:     "notificationservice",
 			TokenTTL:   12 * time.Hour,
 		},
@@ -404,6 +417,7 @@ func Load(path string, environ []string) (Config, error) {
 // ignored when matching, so NOTIFY_DATABASE_URL sets database.url and
 // NOTIFY_HTTP_MAX_BODY_BYTES sets http.maxBodyBytes. An unknown NOTIFY_*
 // variable is an error: a typo must not silently fall back to a default.
+// NOTIFY_TEST_* variables belong to the test suite and are skipped.
 func fromEnv(environ []string) (map[string]string, error) {
 	byNorm := map[string]string{}
 	for _, key := range Keys() {
@@ -412,7 +426,7 @@ func fromEnv(environ []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || strings.HasPrefix(name, TestEnvPrefix) {
 			continue
 		}
 		key, known := byNorm[normalize(strings.TrimPrefix(name, EnvPrefix))]
@@ -478,6 +492,38 @@ func Keys() []string {
 	walk("", reflect.TypeOf(Config{}))
 	sort.Strings(keys)
 	return keys
+}
+
+// CheckExposure refuses a configuration that would let anyone who can reach
+// the server mint tokens: the built-in development secret on an address
+// other than loopback. serve calls it before listening; the other commands
+// (token, migrate, healthcheck) do not listen and need not.
+// auth.allowDevSecret overrides it for a demo.
+func (c Config) CheckExposure() error {
+	dev := c.Auth.HMACSecret == DevHMACSecret || c.Auth.PreviousHMACSecret == DevHMACSecret
+	if !dev || c.Auth.AllowDevSecret || IsLoopback(c.HTTP.Addr) {
+		return nil
+	}
+	return fmt.Errorf("config: auth.hmacSecret (%s) is the built-in development secret and http.addr (%s) %q is not a loopback address, "+
+		"so anyone who reaches it can mint a super-admin token: set your own secret of at least 32 bytes, listen on 127.0.0.1, "+
+		"or, for a throwaway demo only, set auth.allowDevSecret (%s=true)",
+		EnvName("auth.hmacSecret"), EnvName("http.addr"), c.HTTP.Addr, EnvName("auth.allowDevSecret"))
+}
+
+// IsLoopback reports whether the host of addr (host:port) is a loopback
+// address or localhost. An empty host or a wildcard (0.0.0.0, ::) listens on
+// every interface, and any other name may resolve to a public address: both
+// count as exposed.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Validate reports the first invalid setting, naming its key.

@@ -118,3 +118,57 @@ func TestConfigurationReferenceIsComplete(t *testing.T) {
 		require.Contains(t, known, k+"\n", "docs/configuration.md documents %s, which is not a config key", k)
 	}
 }
+
+// The test suite's own variables (README: make test with
+// NOTIFY_TEST_DATABASE_URL) must not stop the service from loading its
+// configuration, while a typo of a real key still does.
+func TestTestVariablesAreIgnored(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("", []string{
+		"NOTIFY_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+		"NOTIFY_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/",
+	})
+	require.NoError(t, err)
+	require.Equal(t, config.Default(), cfg)
+
+	_, err = config.Load("", []string{"NOTIFY_TESTS_DATABASE_URL=x"})
+	require.ErrorContains(t, err, "unknown environment variable NOTIFY_TESTS_DATABASE_URL")
+}
+
+// The built-in secret is refused beyond loopback unless a demo asks for it.
+func TestCheckExposure(t *testing.T) {
+	t.Parallel()
+	own := "an-operator-secret-of-at-least-32-bytes"
+	cases := []struct {
+		addr, secret, previous string
+		allow                  bool
+		refused                bool
+	}{
+		{addr: "127.0.0.1:8080", secret: config.DevHMACSecret},
+		{addr: "127.0.0.2:8080", secret: config.DevHMACSecret},
+		{addr: "[::1]:8080", secret: config.DevHMACSecret},
+		{addr: "localhost:8080", secret: config.DevHMACSecret},
+		{addr: "0.0.0.0:8080", secret: config.DevHMACSecret, refused: true},
+		{addr: ":8080", secret: config.DevHMACSecret, refused: true},
+		{addr: "[::]:8080", secret: config.DevHMACSecret, refused: true},
+		{addr: "10.1.2.3:8080", secret: config.DevHMACSecret, refused: true},
+		{addr: "svc.example.com:8080", secret: config.DevHMACSecret, refused: true},
+		{addr: "0.0.0.0:8080", secret: own, previous: config.DevHMACSecret, refused: true},
+		{addr: "0.0.0.0:8080", secret: config.DevHMACSecret, allow: true},
+		{addr: "0.0.0.0:8080", secret: own},
+	}
+	for _, tc := range cases {
+		c := config.Default()
+		c.HTTP.Addr, c.Auth.HMACSecret, c.Auth.PreviousHMACSecret, c.Auth.AllowDevSecret = tc.addr, tc.secret, tc.previous, tc.allow
+		err := c.CheckExposure()
+		if !tc.refused {
+			require.NoError(t, err, "%+v", tc)
+			continue
+		}
+		require.ErrorContains(t, err, "auth.hmacSecret (NOTIFY_AUTH_HMAC_SECRET)", "%+v", tc)
+		require.ErrorContains(t, err, "NOTIFY_AUTH_ALLOW_DEV_SECRET=true", "%+v", tc)
+	}
+	cfg, err := config.Load("", []string{"NOTIFY_HTTP_ADDR=0.0.0.0:8080", "NOTIFY_AUTH_ALLOW_DEV_SECRET=true"})
+	require.NoError(t, err)
+	require.NoError(t, cfg.CheckExposure())
+}

@@ -437,6 +437,9 @@ func sendChange(n *NotificationRecord, actor auth.Principal) outbox.Change {
 			Recipients []Recipient `json:"recipients"`
 		}{n.Name, n.Recipients}},
 		Actor: actor,
+		// A send with many recipients outgrows EventBridge's 256 KB entry: its
+		// envelope then points here instead (outbox.ClaimCheck).
+		Href: fmt.Sprintf("/v1/collections/%d/notifications/%d", n.CollectionID, n.ID),
 	}
 }
 

@@ -40,6 +40,11 @@ type Change struct {
 	CollectionID int64
 	Payload      any // {"action": {...}}, or a delete payload
 	Actor        auth.Principal
+	// Href is the API path a consumer reads the entity from when the
+	// envelope is too large to carry it (see ClaimCheck). Empty: derived
+	// from DetailType, CollectionID and EntityID, which serves collections,
+	// events and actions; a send sets its notification's path.
+	Href string
 }
 
 // Detail is the envelope's detail object, field for field as the event
@@ -60,7 +65,21 @@ type Detail struct {
 	// change, so a consumer can join its trace; left out when there was
 	// none (docs/observability.md).
 	TraceParent string `json:"traceparent,omitempty"`
+	// ClaimCheck is set, and Payload cut down to the entity's identifying
+	// fields, when the whole detail would not fit EventBridge's 256 KB entry
+	// limit: the consumer fetches the entity from ClaimCheck.Href.
+	ClaimCheck *ClaimCheck `json:"claimCheck,omitempty"`
 }
+
+// ClaimCheck points at the entity an envelope was too large to carry.
+type ClaimCheck struct {
+	Href   string `json:"href"`   // API path of the entity (GET it with a token that may read the collection)
+	Reason string `json:"reason"` // ClaimCheckTooLarge
+	Size   int    `json:"size"`   // bytes of the detail it replaces
+}
+
+// ClaimCheckTooLarge is ClaimCheck.Reason for an envelope over the limit.
+const ClaimCheckTooLarge = "too_large"
 
 // Row is one outbox table row.
 type Row struct {
@@ -124,14 +143,9 @@ func BuildDetail(c Change, envelopeID string, now time.Time) (Detail, error) {
 func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 	now := w.now()
 	id := uuid.NewString()
-	d, err := BuildDetail(c, id, now)
+	body, err := EncodeDetail(c, id, now, traceParent(ctx))
 	if err != nil {
 		return err
-	}
-	d.TraceParent = traceParent(ctx)
-	body, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("outbox: marshal detail: %w", err)
 	}
 	row := Row{
 		EnvelopeID:   id,

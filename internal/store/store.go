@@ -93,17 +93,22 @@ func provider(db *gorm.DB) (*goose.Provider, error) {
 		return nil, err
 	}
 	dialect, dir := goose.DialectSQLite3, "sqlite"
+	var opts []goose.ProviderOption
 	if IsPostgres(db) {
 		dialect, dir = goose.DialectPostgres, "postgres"
+		// Up, Down and Status hold the lock; HasPending (readiness) reads without it.
+		opts = append(opts, goose.WithSessionLocker(schemaLocker{}))
 	}
 	sub, err := fs.Sub(migrations.FS, dir)
 	if err != nil {
 		return nil, err
 	}
-	return goose.NewProvider(dialect, sqlDB, sub)
+	return goose.NewProvider(dialect, sqlDB, sub, opts...)
 }
 
-// Migrate applies every pending migration.
+// Migrate applies every pending migration. On PostgreSQL concurrent callers
+// (replicas starting together) take turns on an advisory lock; each applies
+// what the ones before it left pending, usually nothing.
 func Migrate(ctx context.Context, db *gorm.DB, log *slog.Logger) error {
 	p, err := provider(db)
 	if err != nil {

@@ -60,6 +60,20 @@ func randomName(prefix string) string {
 func Postgres(t testing.TB) (*gorm.DB, string) {
 	t.Helper()
 	ctx := context.Background()
+	u := PostgresSchema(t)
+	db, err := store.Open(ctx, config.Database{URL: u, MaxOpenConns: 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close(db) })
+	require.NoError(t, store.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	return db, u
+}
+
+// PostgresSchema creates an empty schema of its own, dropped when the test
+// ends, and returns the URL that reaches it (search_path set), for tests of
+// migrating itself.
+func PostgresSchema(t testing.TB) string {
+	t.Helper()
+	ctx := context.Background()
 	base := PostgresURL()
 	admin, err := store.Open(ctx, config.Database{URL: base, MaxOpenConns: 2})
 	if err != nil {
@@ -77,11 +91,7 @@ func Postgres(t testing.TB) (*gorm.DB, string) {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	db, err := store.Open(ctx, config.Database{URL: u.String(), MaxOpenConns: 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close(db) })
-	require.NoError(t, store.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))))
-	return db, u.String()
+	return u.String()
 }
 
 // SQLite returns a migrated database in a temporary file, and the file's path.
