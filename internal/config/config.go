@@ -22,6 +22,10 @@ import (
 // EnvPrefix starts every environment variable the service reads.
 const EnvPrefix = "NOTIFY_"
 
+// maxAuthLeeway bounds auth.leeway: skew is seconds, and a larger value would
+// quietly extend every token's life.
+const maxAuthLeeway = 5 * time.Minute
+
 // Config is the whole service configuration. Every field has a default (see
 // Default), a YAML key (the koanf tag path) and an environment variable.
 type Config struct {
@@ -67,6 +71,9 @@ type Auth struct {
 	Issuer             string        `koanf:"issuer"`
 	JWKSURL            string        `koanf:"jwksURL"`
 	TokenTTL           time.Duration `koanf:"tokenTTL"`
+	// Leeway is the clock skew tolerated on a token's exp and nbf: a token is
+	// accepted until exp+Leeway. 0 (the default): exp is exact.
+	Leeway time.Duration `koanf:"leeway"`
 }
 
 // Log configures structured logging.
@@ -474,6 +481,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.PreviousHMACSecret != "" && (len(c.Auth.PreviousHMACSecret) < 32 || c.Auth.PreviousHMACSecret == c.Auth.HMACSecret) {
 		bad("auth.previousHMACSecret", "must be empty or at least 32 bytes and differ from auth.hmacSecret")
+	}
+	if c.Auth.Leeway < 0 || c.Auth.Leeway > maxAuthLeeway {
+		bad("auth.leeway", "must be between 0 and "+maxAuthLeeway.String())
 	}
 	if c.Auth.JWKSURL != "" {
 		if u, err := url.Parse(c.Auth.JWKSURL); err != nil || u.Host == "" {
