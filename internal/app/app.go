@@ -189,6 +189,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		}
 		consumer := rabbitmq.New(cfg.AMQP, intake, ping, a.Log)
 		consumer.Observer = a.Metrics
+		a.Metrics.InitDeadLetterReasons(rabbitmq.DeadLetterReasons()...)
 		consumer.Tracer = a.Tracing.Tracer()
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
