@@ -20,7 +20,9 @@ type statementCounter struct {
 	n atomic.Int64
 }
 
-func (c *statementCounter) Trace(context.Context, time.Time, func() (string, int64), error) { c.n.Add(1) }
+func (c *statementCounter) Trace(context.Context, time.Time, func() (string, int64), error) {
+	c.n.Add(1)
+}
 
 // insertDeliveries inserts one delivery per status, in order, and returns
 // their ids.
