@@ -21,7 +21,9 @@ func TestSandboxRefusesAddressesTheProviderWould(t *testing.T) {
 		return channels.Message{Channel: "email", Subject: "s", Text: "t", To: []channels.Address{{Email: to}}}
 	}
 	sms := func(phone string) channels.Message { return channels.Message{Channel: "sms", Body: "hi", Phone: phone} }
-	push := func(token string) channels.Message { return channels.Message{Channel: "push", Body: "hi", PushToken: token} }
+	push := func(token string) channels.Message {
+		return channels.Message{Channel: "push", Body: "hi", PushToken: token}
+	}
 	fcmToken := "dQw4w9WgXcQ:APA91bH" + strings.Repeat("x", 140)
 	cases := []struct {
 		name    string
