@@ -103,3 +103,40 @@ func TestMarkReportsAppliesABatchInOneStatement(t *testing.T) {
 		require.Error(t, err)
 	})
 }
+
+// BenchmarkMarkReports is the statement of a SendGrid batch of 1,000
+// delivered reports alone, deliveries reset to sent between iterations.
+func BenchmarkMarkReports(b *testing.B) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		b.Run(dialect, func(b *testing.B) {
+			var db *gorm.DB
+			if dialect == "sqlite" {
+				db, _ = testdb.SQLite(b)
+			} else {
+				db, _ = testdb.Postgres(b)
+			}
+			benchMarkReports(b, db)
+		})
+	}
+}
+
+func benchMarkReports(b *testing.B, db *gorm.DB) {
+	statuses := make([]string, 1000)
+	for i := range statuses {
+		statuses[i] = dispatch.StatusSent
+	}
+	ids := insertDeliveries(b, db, statuses...)
+	reports := make([]dispatch.Report, len(ids))
+	for i, id := range ids {
+		reports[i] = dispatch.Report{DeliveryID: id, Status: dispatch.StatusDelivered}
+	}
+	store := dispatch.NewStore(db, nil)
+	for b.Loop() {
+		b.StopTimer()
+		require.NoError(b, db.Exec(`UPDATE deliveries SET status = 'sent'`).Error)
+		b.StartTimer()
+		if _, err := store.MarkReports(context.Background(), reports); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
