@@ -174,9 +174,11 @@ func TestInitCreatesAlertSeriesAtZero(t *testing.T) {
 		require.Equal(t, 0.0, gauge(t, m, s[0], s[1:]...), "%v", s)
 	}
 	// An increment after Init lands on the same series.
-	m.Channel(&scriptedChannel{errs: []error{channels.Permanent("twilio", "bad number", nil)}}).
+	m.InitProvider("fakeprovider", "sms")
+	m.Channel(&scriptedChannel{errs: []error{channels.Permanent("fakeprovider", "bad number", nil)}}).
 		Send(context.Background(), []channels.Message{{Channel: "sms"}})
-	require.EqualValues(t, 1, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassPermanent)))
+	require.Equal(t, 1.0, gauge(t, m, "notify_provider_errors_total", "provider", "fakeprovider", "channel", "sms", "class", ClassPermanent))
+	require.Equal(t, 0.0, gauge(t, m, "notify_provider_errors_total", "provider", "twilio", "channel", "sms", "class", ClassPermanent))
 }
 
 // TestHandlerNegotiatesOpenMetrics: OpenMetrics for a scraper that asks for
