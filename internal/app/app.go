@@ -173,7 +173,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	if cfg.Dispatch.RecordSandbox {
 		record = db
 	}
-	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now)
+	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now, channels.SandboxCountryCode(cfg.Channels.Twilio.DefaultCountryCode))
 	// Each channel's provider when its credentials are configured, else the sandbox.
 	chans, err := channels.Select(ctx, cfg.Channels, a.Sandbox, a.Log)
 	if err != nil {
@@ -208,6 +208,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		}
 		consumer := rabbitmq.New(cfg.AMQP, intake, ping, a.Log)
 		consumer.Observer = a.Metrics
+		a.Metrics.InitDeadLetterReasons(rabbitmq.DeadLetterReasons()...)
 		consumer.Tracer = a.Tracing.Tracer()
 		consumer.Outage = a.Outage
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})

@@ -98,6 +98,7 @@ func (a *App) httpTelemetry() ([]gin.HandlerFunc, http.Handler) {
 func (a *App) instrumentChannels(chans map[string]channels.Channel) map[string]channels.Channel {
 	out := make(map[string]channels.Channel, len(chans))
 	for name, ch := range chans {
+		a.Metrics.InitProvider(ch.Name(), name)
 		out[name] = a.Tracing.Channel(a.Metrics.Channel(logOutcomes(ch, a.Log)))
 	}
 	return out
@@ -106,6 +107,7 @@ func (a *App) instrumentChannels(chans map[string]channels.Channel) map[string]c
 // instrumentSink wraps the outbox sink named name so publishes are traced,
 // timed and counted.
 func (a *App) instrumentSink(name string, s outbox.Sink) outbox.Sink {
+	a.Metrics.InitSink(name)
 	return a.Tracing.Sink(name, a.Metrics.Sink(name, s))
 }
 

@@ -84,6 +84,7 @@ type Verifier struct {
 	previous []byte
 	jwks     keyfunc.Keyfunc
 	issuer   string
+	leeway   time.Duration
 	now      func() time.Time
 	cache    *verified
 }
@@ -91,7 +92,7 @@ type Verifier struct {
 // NewVerifier builds a Verifier. With a JWKS URL it fetches the key set once
 // and then refreshes it in the background until ctx ends.
 func NewVerifier(ctx context.Context, cfg config.Auth) (*Verifier, error) {
-	v := &Verifier{secret: []byte(cfg.HMACSecret), issuer: cfg.Issuer, now: time.Now, cache: newVerified()}
+	v := &Verifier{secret: []byte(cfg.HMACSecret), issuer: cfg.Issuer, leeway: cfg.Leeway, now: time.Now, cache: newVerified()}
 	if cfg.PreviousHMACSecret != "" {
 		v.previous = []byte(cfg.PreviousHMACSecret)
 	}
@@ -138,7 +139,8 @@ func (v *Verifier) Verify(raw string) (Principal, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256"}),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(30 * time.Second),
+		// auth.leeway (default 0): a token is accepted until exp+leeway.
+		jwt.WithLeeway(v.leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	}
 	if v.issuer != "" {

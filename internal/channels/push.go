@@ -130,8 +130,8 @@ func (p *Push) Message(m Message) *messaging.Message {
 }
 
 func (p *Push) sendOne(ctx context.Context, m Message) Result {
-	if strings.TrimSpace(m.PushToken) == "" {
-		return Result{Err: Permanent(FCMName, "no device token (pushId)", nil)}
+	if err := pushTokenError(FCMName, m.PushToken); err != nil {
+		return Result{Err: err}
 	}
 	if _, err := macros.CheckPush(m.Title, m.Body, m.Data, p.maxPayloadBytes); err != nil {
 		return Result{Err: Permanent(FCMName, err.Error(), err)}
@@ -313,4 +313,29 @@ func (g *attemptGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return resp, nil
+}
+
+// maxPushToken bounds a device token; FCM's are about 160 bytes, APNs' 64.
+const maxPushToken = 4096
+
+// pushTokenError refuses a device token no push service would take: empty,
+// longer than maxPushToken, or with a byte outside the token alphabet (FCM
+// registration tokens are letters, digits, '-', '_' and ':'; '.' is allowed
+// for other issuers). FCM would refuse it with INVALID_ARGUMENT; checking
+// first spares the call, and the sandbox applies the same check.
+func pushTokenError(provider, token string) error {
+	if strings.TrimSpace(token) == "" {
+		return Permanent(provider, "no device token (pushId)", nil)
+	}
+	if len(token) > maxPushToken {
+		return Permanent(provider, fmt.Sprintf("device token (pushId) of %d bytes; at most %d", len(token), maxPushToken), nil)
+	}
+	for i := 0; i < len(token); i++ {
+		switch c := token[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == ':', c == '.':
+		default:
+			return Permanent(provider, fmt.Sprintf("device token (pushId) %q is not a valid registration token", truncate(token, 40)), nil)
+		}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -30,9 +31,10 @@ const sandboxKeep = 1000
 // Concurrent Send calls share one INSERT (group commit), so a worker that
 // sends many small groups at once costs one round trip, not one per group.
 type Sandbox struct {
-	db  *gorm.DB
-	log *slog.Logger
-	now func() time.Time
+	db          *gorm.DB
+	log         *slog.Logger
+	now         func() time.Time
+	countryCode string // channels.twilio.defaultCountryCode, as Twilio would apply it
 
 	mu       sync.Mutex
 	ring     []sandboxRow // the last sandboxKeep messages; next is the oldest once full
@@ -51,34 +53,56 @@ type sandboxRow struct {
 	id  string
 }
 
+// SandboxOption configures a Sandbox.
+type SandboxOption func(*Sandbox)
+
+// SandboxCountryCode makes the sandbox accept national phone numbers as
+// Twilio does with channels.twilio.defaultCountryCode set to cc.
+func SandboxCountryCode(cc string) SandboxOption {
+	return func(s *Sandbox) { s.countryCode = cc }
+}
+
 // NewSandbox returns a Sandbox. db may be nil: then it records in memory
 // (the last 1000 messages) and in the debug log only.
-func NewSandbox(db *gorm.DB, log *slog.Logger, now func() time.Time) *Sandbox {
+func NewSandbox(db *gorm.DB, log *slog.Logger, now func() time.Time, opts ...SandboxOption) *Sandbox {
 	if now == nil {
 		now = time.Now
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Sandbox{db: db, log: log, now: now}
+	s := &Sandbox{db: db, log: log, now: now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Name is the provider name.
 func (s *Sandbox) Name() string { return SandboxName }
 
-// Send records msgs and accepts them all, each with a fresh provider message
-// id. It fails (retryably) only when the record cannot be written.
+// Send refuses, permanently, each message whose address the real provider
+// would refuse (see check), and records and accepts the others, each with a
+// fresh provider message id. It fails (retryably) only when the record
+// cannot be written.
 func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 	out := make([]Result, len(msgs))
-	b := &sandboxBatch{rows: make([]sandboxRow, len(msgs)), done: make(chan error, 1)}
+	b := &sandboxBatch{rows: make([]sandboxRow, 0, len(msgs)), done: make(chan error, 1)}
+	idx := make([]int, 0, len(msgs)) // the message of each row
 	for i, m := range msgs {
-		b.rows[i] = sandboxRow{msg: m, id: sandboxID(m.DeliveryID)}
+		if err := s.check(m); err != nil {
+			out[i] = Result{Err: err}
+			continue
+		}
+		b.rows = append(b.rows, sandboxRow{msg: m, id: sandboxID(m.DeliveryID)})
+		idx = append(idx, i)
 	}
 	var err error
-	if s.db != nil {
+	if s.db != nil && len(b.rows) > 0 {
 		err = s.commit(ctx, b)
 	}
-	for i, r := range b.rows {
+	for j, r := range b.rows {
+		i := idx[j]
 		if err != nil {
 			out[i] = Result{Err: Retryable(SandboxName, "record: "+err.Error(), 0, err)}
 			continue
@@ -99,6 +123,27 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 		s.mu.Unlock()
 	}
 	return out
+}
+
+// check refuses m's address as the provider of its channel would, with the
+// same permanent error (under the sandbox's name), so a delivery that would
+// fail in production fails here too instead of showing as sent: email
+// addresses as SendGrid checks them, phone numbers as E.164 after the
+// normalisation Twilio's channel applies (with channels.twilio.
+// defaultCountryCode), device tokens as FCM's channel checks them. What
+// needs an account (a configured sender, a template id) is not checked.
+func (s *Sandbox) check(m Message) error {
+	switch m.Channel {
+	case actions.ChannelEmail:
+		return emailAddressError(SandboxName, m, m.From)
+	case actions.ChannelSMS:
+		if _, err := NormalizePhone(m.Phone, s.countryCode); err != nil {
+			return Permanent(SandboxName, err.Error(), err)
+		}
+	case actions.ChannelPush:
+		return pushTokenError(SandboxName, m.PushToken)
+	}
+	return nil
 }
 
 // commit queues b and waits until a flush has written it. The first caller

@@ -293,18 +293,8 @@ func validateEmail(m Message, from Address) error {
 	if from.Email == "" {
 		return Permanent(SendGridName, "no sender: the action has no fromEmail, its collection no defaultFromEmail, and channels.sendgrid.fromEmail is empty", nil)
 	}
-	if _, err := mail.ParseAddress(from.Email); err != nil {
-		return Permanent(SendGridName, fmt.Sprintf("invalid sender address %q", from.Email), err)
-	}
-	if len(m.To) == 0 {
-		return Permanent(SendGridName, "no recipient: the message has no to address", nil)
-	}
-	for _, list := range [][]Address{m.To, m.Cc, m.Bcc} {
-		for _, a := range list {
-			if _, err := mail.ParseAddress(a.Email); err != nil || strings.ContainsAny(a.Email, "<> ") {
-				return Permanent(SendGridName, fmt.Sprintf("invalid recipient address %q", a.Email), err)
-			}
-		}
+	if err := emailAddressError(SendGridName, m, from); err != nil {
+		return err
 	}
 	if n := len(m.To) + len(m.Cc) + len(m.Bcc); n > sendGridMaxRecipients {
 		return Permanent(SendGridName, fmt.Sprintf("%d recipients in one message; SendGrid allows %d", n, sendGridMaxRecipients), nil)
@@ -314,6 +304,28 @@ func validateEmail(m Message, from Address) error {
 	}
 	if m.TemplateID == "" && m.Subject == "" {
 		return Permanent(SendGridName, "no subject", nil)
+	}
+	return nil
+}
+
+// emailAddressError checks the addresses of m as SendGrid does: a sender
+// (when from has one) and at least one recipient, each a bare address. The
+// sandbox applies the same check, as provider.
+func emailAddressError(provider string, m Message, from Address) error {
+	if from.Email != "" {
+		if _, err := mail.ParseAddress(from.Email); err != nil {
+			return Permanent(provider, fmt.Sprintf("invalid sender address %q", from.Email), err)
+		}
+	}
+	if len(m.To) == 0 {
+		return Permanent(provider, "no recipient: the message has no to address", nil)
+	}
+	for _, list := range [][]Address{m.To, m.Cc, m.Bcc} {
+		for _, a := range list {
+			if _, err := mail.ParseAddress(a.Email); err != nil || strings.ContainsAny(a.Email, "<> ") {
+				return Permanent(provider, fmt.Sprintf("invalid recipient address %q", a.Email), err)
+			}
+		}
 	}
 	return nil
 }

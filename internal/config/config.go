@@ -27,6 +27,9 @@ const EnvPrefix = "NOTIFY_"
 // a developer who exports them for `make test` must still be able to run the
 // service, and the tests that run the command line inherit them.
 const TestEnvPrefix = EnvPrefix + "TEST_"
+// maxAuthLeeway bounds auth.leeway: skew is seconds, and a larger value would
+// quietly extend every token's life.
+const maxAuthLeeway = 5 * time.Minute
 
 // Config is the whole service configuration. Every field has a default (see
 // Default), a YAML key (the koanf tag path) and an environment variable.
@@ -82,6 +85,9 @@ type Auth struct {
 	// AllowDevSecret lets serve listen on a non-loopback address with the
 	// built-in DevHMACSecret, for a throwaway demo; see CheckExposure.
 	AllowDevSecret bool `koanf:"allowDevSecret"`
+	// Leeway is the clock skew tolerated on a token's exp and nbf: a token is
+	// accepted until exp+Leeway. 0 (the default): exp is exact.
+	Leeway time.Duration `koanf:"leeway"`
 }
 
 // DevHMACSecret is the built-in auth.hmacSecret. It is printed in the README,
@@ -557,6 +563,9 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.PreviousHMACSecret != "" && (len(c.Auth.PreviousHMACSecret) < 32 || c.Auth.PreviousHMACSecret == c.Auth.HMACSecret) {
 		bad("auth.previousHMACSecret", "must be empty or at least 32 bytes and differ from auth.hmacSecret")
+	}
+	if c.Auth.Leeway < 0 || c.Auth.Leeway > maxAuthLeeway {
+		bad("auth.leeway", "must be between 0 and "+maxAuthLeeway.String())
 	}
 	if c.Auth.JWKSURL != "" {
 		if u, err := url.Parse(c.Auth.JWKSURL); err != nil || u.Host == "" {

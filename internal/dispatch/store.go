@@ -167,15 +167,11 @@ const webhookFrom = "status IN ('sent', 'delivered')"
 // provider's reason) on delivery id. It returns ErrNotFound (NOT_FOUND)
 // when no delivery in sent or delivered has that id.
 func (s *Store) MarkByID(ctx context.Context, id int64, status, reason string) error {
-	if !slices.Contains(webhookStatuses, status) {
-		return fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
+	applied, err := s.MarkReports(ctx, []Report{{DeliveryID: id, Status: status, Reason: reason}})
+	if err != nil {
+		return err
 	}
-	res := s.db.WithContext(ctx).Model(&Delivery{}).Where("id = ? AND "+webhookFrom, id).
-		Updates(map[string]any{"status": status, "reason": truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
-	if res.Error != nil {
-		return fmt.Errorf("dispatch: mark delivery %d: %w", id, res.Error)
-	}
-	if res.RowsAffected == 0 {
+	if !applied[0] {
 		return &apperr.Error{Kind: apperr.NotFound, Err: ErrNotFound, Message: fmt.Sprintf("no sent delivery %d", id)}
 	}
 	return nil

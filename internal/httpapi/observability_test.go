@@ -113,11 +113,49 @@ func TestMetricsCountTheWorkload(t *testing.T) {
 			require.Equal(t, want, m[s], s)
 		}
 		require.Greater(t, m[series("notify_outbox_oldest_pending_age_seconds")], -0.001)
-		for s := range m {
-			require.False(t, strings.HasPrefix(s, "notify_provider_errors_total"), "no provider failed: %s", s)
-			require.False(t, strings.HasPrefix(s, "notify_retry_queue_depth"), "nothing is waiting for a retry: %s", s)
+		// The series alerts rely on exist from the start, at zero, for every
+		// channel's provider and the configured sink (docs/runbook.md).
+		zero := []string{series("notify_outbox_publish_errors_total", "class", "unavailable", "sink", "log")}
+		for _, ch := range []string{"email", "sms", "push"} {
+			zero = append(zero,
+				series("notify_provider_errors_total", "channel", ch, "class", "permanent", "provider", "sandbox"),
+				series("notify_provider_errors_total", "channel", ch, "class", "retryable", "provider", "sandbox"),
+				series("notify_retry_queue_depth", "channel", ch),
+				series("notify_deliveries", "channel", ch, "status", "failed"))
+		}
+		for _, s := range zero {
+			require.Contains(t, m, s)
+			require.Zero(t, m[s], s)
 		}
 	})
+}
+
+// TestMetricsServeOpenMetricsWhenAsked: a scraper that accepts OpenMetrics
+// (Prometheus by default) gets it; any other gets the Prometheus text format.
+func TestMetricsServeOpenMetricsWhenAsked(t *testing.T) {
+	t.Parallel()
+	api := newAPI(t, "sqlite")
+	get := func(accept string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		rec := httptest.NewRecorder()
+		api.App.HTTP.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code)
+		return rec
+	}
+	// What Prometheus 2.x and 3.x send.
+	rec := get("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+	require.True(t, strings.HasPrefix(rec.Header().Get("Content-Type"), "application/openmetrics-text; version=1.0.0"), rec.Header().Get("Content-Type"))
+	require.True(t, strings.HasSuffix(rec.Body.String(), "# EOF\n"), "an OpenMetrics exposition ends with # EOF")
+	require.Contains(t, rec.Body.String(), `notify_provider_errors_total{channel="sms",class="permanent",provider="sandbox"} 0.0`)
+
+	for _, accept := range []string{"", "text/plain", "*/*"} {
+		rec = get(accept)
+		require.True(t, strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain; version=0.0.4"), "Accept %q: %s", accept, rec.Header().Get("Content-Type"))
+		require.NotContains(t, rec.Body.String(), "# EOF")
+	}
 }
 
 // eachDialectWith is eachDialect with a config change.

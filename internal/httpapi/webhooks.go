@@ -15,13 +15,16 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 )
 
 // DeliveryReports records provider reports on deliveries; dispatch.Store
-// implements it. Both return a NOT_FOUND apperr when no sent delivery
-// matches.
+// implements it. MarkReports applies a whole batch in one statement and
+// says which reports applied (a report that did not is for a delivery not
+// in sent or delivered); MarkByProviderID returns a NOT_FOUND apperr when
+// no sent delivery matches.
 type DeliveryReports interface {
-	MarkByID(ctx context.Context, id int64, status, reason string) error
+	MarkReports(ctx context.Context, reports []dispatch.Report) ([]bool, error)
 	MarkByProviderID(ctx context.Context, provider, providerMessageID, status, reason string) (int64, error)
 }
 
@@ -95,8 +98,10 @@ type WebhookResult struct {
 	Unmatched       int    `json:"unmatched"` // reports for deliveries not in sent/delivered, dropped
 }
 
-// applyReports records each event. Reports for deliveries not yet recorded
-// as sent, if recent, make the response 503 so the provider sends the batch
+// applyReports records each event: those naming a delivery id in one
+// statement for the whole batch, Twilio's by message SID one by one (Twilio
+// posts one event per request). Reports for deliveries not yet recorded as
+// sent, if recent, make the response 503 so the provider sends the batch
 // again (recording the same status twice is harmless).
 func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) error {
 	ctx := c.Request.Context()
@@ -104,37 +109,55 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 	if s.Webhooks.Now != nil {
 		now = s.Webhooks.Now
 	}
-	var res WebhookResult
-	pending := 0
-	for _, ev := range events {
-		if ev.Status == "" {
-			res.Ignored++
-			continue
-		}
-		var err error
+	var (
+		res     WebhookResult
+		pending int
+		reports []dispatch.Report
+		byID    []int // the event of each report
+		matched = make([]bool, len(events))
+		ours    = make([]bool, len(events))
+	)
+	for i, ev := range events {
 		switch {
+		case ev.Status == "":
 		case ev.DeliveryID > 0:
-			err = s.Webhooks.Reports.MarkByID(ctx, ev.DeliveryID, ev.Status, ev.Reason)
+			ours[i] = true
+			reports = append(reports, dispatch.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason})
+			byID = append(byID, i)
 		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "":
 			// A Twilio SID names one message. (SendGrid's id is shared by a
 			// batched request, so SendGrid events need their delivery_id.)
-			_, err = s.Webhooks.Reports.MarkByProviderID(ctx, ev.Provider, ev.ProviderMessageID, ev.Status, ev.Reason)
-		default:
-			res.Ignored++
-			continue
-		}
-		if e, ok := apperr.As(err); ok && e.Kind == apperr.NotFound {
-			if !ev.Time.IsZero() && now().Sub(ev.Time) < reportRetryWindow {
-				pending++
-			} else {
-				res.Unmatched++
+			ours[i] = true
+			_, err := s.Webhooks.Reports.MarkByProviderID(ctx, ev.Provider, ev.ProviderMessageID, ev.Status, ev.Reason)
+			if e, ok := apperr.As(err); ok && e.Kind == apperr.NotFound {
+				continue
 			}
-			continue
+			if err != nil {
+				return fmt.Errorf("httpapi: record %s report: %w", ev.Provider, err)
+			}
+			matched[i] = true
 		}
+	}
+	if len(reports) > 0 {
+		applied, err := s.Webhooks.Reports.MarkReports(ctx, reports)
 		if err != nil {
-			return fmt.Errorf("httpapi: record %s report: %w", ev.Provider, err)
+			return fmt.Errorf("httpapi: record %d %s reports: %w", len(reports), events[byID[0]].Provider, err)
 		}
-		res.Updated++
+		for j, ok := range applied {
+			matched[byID[j]] = ok
+		}
+	}
+	for i, ev := range events {
+		switch {
+		case !ours[i]:
+			res.Ignored++
+		case matched[i]:
+			res.Updated++
+		case !ev.Time.IsZero() && now().Sub(ev.Time) < reportRetryWindow:
+			pending++
+		default:
+			res.Unmatched++
+		}
 	}
 	if pending > 0 {
 		c.Header("Retry-After", "30")

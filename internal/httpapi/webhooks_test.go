@@ -34,7 +34,7 @@ type webhookFixture struct {
 	email1, email2, sms, smsStill int64
 }
 
-func newWebhookFixture(t *testing.T, dialect string) *webhookFixture {
+func newWebhookFixture(t testing.TB, dialect string) *webhookFixture {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -73,12 +73,12 @@ func (f *webhookFixture) status(t *testing.T, id int64) (status, reason string) 
 
 // sendGrid posts body signed as SendGrid signs it (signedBody, when not nil,
 // is what the signature covers).
-func (f *webhookFixture) sendGrid(t *testing.T, body string, headers ...string) response {
+func (f *webhookFixture) sendGrid(t testing.TB, body string, headers ...string) response {
 	t.Helper()
 	return f.api.do(http.MethodPost, "/v1/webhooks/sendgrid/events", "", body, headers...)
 }
 
-func (f *webhookFixture) sign(t *testing.T, body string, at time.Time) []string {
+func (f *webhookFixture) sign(t testing.TB, body string, at time.Time) []string {
 	t.Helper()
 	ts := strconv.FormatInt(at.Unix(), 10)
 	h := sha256.Sum256([]byte(ts + body))

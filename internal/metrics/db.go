@@ -10,7 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
+	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 )
 
 // RegisterDB adds the gauges read from the database at scrape time: the
@@ -33,6 +35,11 @@ type dbCollector struct {
 	now     func() time.Time
 
 	up, outboxPending, outboxOldest, outboxParked, deliveries, retryDepth *prometheus.Desc
+
+	// channels and statuses are reported even when no row has them (at 0),
+	// so an alert on, say, the retry queue of sms sees a series from the
+	// start; values the database has beyond them are reported as well.
+	channels, statuses []string
 
 	mu     sync.Mutex
 	last   dbReading
@@ -71,6 +78,9 @@ func newDBCollector(db *gorm.DB, cfg config.Metrics, log *slog.Logger, now func(
 		outboxParked:  d("outbox_parked", "Envelopes set aside as unpublishable, waiting for an operator (replay API)."),
 		deliveries:    d("deliveries", "Deliveries in the database by channel and current status.", "channel", "status"),
 		retryDepth:    d("retry_queue_depth", "Deliveries pending again after a failed attempt (status pending, attempts > 0), by channel.", "channel"),
+		channels:      []string{actions.ChannelEmail, actions.ChannelSMS, actions.ChannelPush},
+		statuses: []string{dispatch.StatusPending, dispatch.StatusSending, dispatch.StatusSent, dispatch.StatusDelivered,
+			dispatch.StatusBounced, dispatch.StatusFailed, dispatch.StatusSkipped},
 	}
 }
 
@@ -100,11 +110,33 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g(c.outboxOldest, age)
 	g(c.outboxParked, float64(r.outboxParked))
+	type key struct{ channel, status string }
+	deliveries := make(map[key]int64, len(r.deliveries))
 	for _, d := range r.deliveries {
-		g(c.deliveries, float64(d.N), d.Channel, d.Status)
+		deliveries[key{d.Channel, d.Status}] = d.N
+	}
+	retry := make(map[string]int64, len(r.retryByChannel))
+	for _, d := range r.retryByChannel {
+		retry[d.Channel] = d.N
+	}
+	for _, ch := range c.channels {
+		for _, st := range c.statuses {
+			k := key{ch, st}
+			g(c.deliveries, float64(deliveries[k]), ch, st)
+			delete(deliveries, k)
+		}
+		g(c.retryDepth, float64(retry[ch]), ch)
+		delete(retry, ch)
+	}
+	for _, d := range r.deliveries {
+		if n, ok := deliveries[key{d.Channel, d.Status}]; ok {
+			g(c.deliveries, float64(n), d.Channel, d.Status)
+		}
 	}
 	for _, d := range r.retryByChannel {
-		g(c.retryDepth, float64(d.N), d.Channel)
+		if n, ok := retry[d.Channel]; ok {
+			g(c.retryDepth, float64(n), d.Channel)
+		}
 	}
 }
 

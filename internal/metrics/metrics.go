@@ -117,10 +117,43 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Register adds a collector of the caller's to the registry.
 func (m *Metrics) Register(c prometheus.Collector) error { return m.reg.Register(c) }
 
-// Handler serves the registry in the Prometheus text (or OpenMetrics)
-// format.
+// Handler serves the registry in the Prometheus text format, or in
+// OpenMetrics when the scraper's Accept header asks for it (Prometheus does
+// by default), as api/openapi.yaml promises.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, EnableOpenMetrics: true})
+}
+
+// A counter series is born at its first increment, so until then an alert
+// on it sees nothing, and rate() or increase() over its first sample sees no
+// change: the first provider error or dead letter would go unnoticed. The
+// Init methods create the series the service knows it may use at zero, at
+// start-up.
+
+// InitProvider creates the message and error counters of provider on
+// channel (both error classes) at zero.
+func (m *Metrics) InitProvider(provider, channel string) {
+	m.providerMessages.WithLabelValues(provider, channel)
+	for _, class := range []string{ClassPermanent, ClassRetryable} {
+		m.providerErrors.WithLabelValues(provider, channel, class)
+	}
+}
+
+// InitSink creates the published and error counters of the outbox sink
+// named sink (every error class) at zero.
+func (m *Metrics) InitSink(sink string) {
+	m.sinkPublished.WithLabelValues(sink)
+	for _, class := range []string{ClassUnavailable, ClassRejected, ClassEntryRetryable, ClassEntryPermanent} {
+		m.sinkErrors.WithLabelValues(sink, class)
+	}
+}
+
+// InitDeadLetterReasons creates the dead-letter counter of each reason at
+// zero.
+func (m *Metrics) InitDeadLetterReasons(reasons ...string) {
+	for _, r := range reasons {
+		m.queueDeadLettered.WithLabelValues(r)
+	}
 }
 
 // knownMethods bounds the method label: anything else is "OTHER", so a

@@ -149,6 +149,60 @@ func TestHTTPMiddlewareLabelsByRouteTemplate(t *testing.T) {
 	require.Contains(t, body, "process_cpu_seconds_total ")
 }
 
+// TestInitCreatesAlertSeriesAtZero: the counters alerts watch exist at zero
+// before their first increment, so rate() and increase() see the first one.
+func TestInitCreatesAlertSeriesAtZero(t *testing.T) {
+	t.Parallel()
+	m := New()
+	_, found := find(t, m, "notify_provider_errors_total")
+	require.False(t, found, "nothing before Init")
+	m.InitProvider("twilio", "sms")
+	m.InitSink("eventbridge")
+	m.InitDeadLetterReasons("not_json", "processing_failed")
+	for _, s := range [][]string{
+		{"notify_provider_messages_total", "provider", "twilio", "channel", "sms"},
+		{"notify_provider_errors_total", "provider", "twilio", "channel", "sms", "class", ClassPermanent},
+		{"notify_provider_errors_total", "provider", "twilio", "channel", "sms", "class", ClassRetryable},
+		{"notify_outbox_published_total", "sink", "eventbridge"},
+		{"notify_outbox_publish_errors_total", "sink", "eventbridge", "class", ClassUnavailable},
+		{"notify_outbox_publish_errors_total", "sink", "eventbridge", "class", ClassRejected},
+		{"notify_outbox_publish_errors_total", "sink", "eventbridge", "class", ClassEntryRetryable},
+		{"notify_outbox_publish_errors_total", "sink", "eventbridge", "class", ClassEntryPermanent},
+		{"notify_queue_messages_dead_lettered_total", "reason", "not_json"},
+		{"notify_queue_messages_dead_lettered_total", "reason", "processing_failed"},
+	} {
+		require.Equal(t, 0.0, gauge(t, m, s[0], s[1:]...), "%v", s)
+	}
+	// An increment after Init lands on the same series.
+	m.InitProvider("fakeprovider", "sms")
+	m.Channel(&scriptedChannel{errs: []error{channels.Permanent("fakeprovider", "bad number", nil)}}).
+		Send(context.Background(), []channels.Message{{Channel: "sms"}})
+	require.Equal(t, 1.0, gauge(t, m, "notify_provider_errors_total", "provider", "fakeprovider", "channel", "sms", "class", ClassPermanent))
+	require.Equal(t, 0.0, gauge(t, m, "notify_provider_errors_total", "provider", "twilio", "channel", "sms", "class", ClassPermanent))
+}
+
+// TestHandlerNegotiatesOpenMetrics: OpenMetrics for a scraper that asks for
+// it, the Prometheus text format otherwise.
+func TestHandlerNegotiatesOpenMetrics(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.InitProvider("sendgrid", "email")
+	get := func(accept string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", accept)
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code)
+		return rec
+	}
+	rec := get("application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5")
+	require.Contains(t, rec.Header().Get("Content-Type"), "application/openmetrics-text")
+	require.Contains(t, rec.Body.String(), "# EOF")
+	rec = get("text/plain")
+	require.Contains(t, rec.Header().Get("Content-Type"), "text/plain")
+	require.NotContains(t, rec.Body.String(), "# EOF")
+}
+
 func TestDatabaseGauges(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
@@ -163,10 +217,16 @@ func TestDatabaseGauges(t *testing.T) {
 		c := newDBCollector(db, config.Metrics{Enabled: true, DBTimeout: 5 * time.Second, DBCacheTTL: time.Hour}, nil, func() time.Time { return now })
 		require.NoError(t, m.Register(c))
 
-		// Empty: the gauges are there, at zero.
+		// Empty: the gauges are there, at zero, for every channel and status.
 		require.Equal(t, 1.0, gauge(t, m, "notify_metrics_db_up"))
 		require.Equal(t, 0.0, gauge(t, m, "notify_outbox_pending"))
 		require.Equal(t, 0.0, gauge(t, m, "notify_outbox_oldest_pending_age_seconds"))
+		for _, ch := range []string{"email", "sms", "push"} {
+			require.Equal(t, 0.0, gauge(t, m, "notify_retry_queue_depth", "channel", ch))
+			for _, st := range []string{"pending", "sending", "sent", "delivered", "bounced", "failed", "skipped"} {
+				require.Equal(t, 0.0, gauge(t, m, "notify_deliveries", "channel", ch, "status", st))
+			}
+		}
 
 		// Outbox: two pending (the oldest 90 s old), one published, one parked.
 		ins := `INSERT INTO outbox (envelope_id, detail_type, detail, created_at, published_at, parked_at) VALUES (?, 'x', '{}', ?, ?, ?)`
@@ -191,6 +251,7 @@ VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
 		del("email", "pending", 1)
 		del("sms", "failed", 8)
 		del("sms", "pending", 3)
+		del("webhook", "pending", 2) // a channel the collector does not list is reported all the same
 
 		// The first reading is cached: a scrape within metrics.dbCacheTTL
 		// does not query again.
@@ -207,6 +268,13 @@ VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
 		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "failed"))
 		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "email"))
 		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "sms"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_retry_queue_depth", "channel", "push"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "sent"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "webhook", "status", "pending"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "webhook"))
+		n, err := testutil.GatherAndCount(m.Registry(), "notify_deliveries")
+		require.NoError(t, err)
+		require.Equal(t, 3*7+1, n, "each series once")
 
 		// A database that fails: up is 0 and the gauges are left out.
 		broken := newDBCollector(db, config.Metrics{DBTimeout: time.Second}, nil, time.Now)

@@ -1,6 +1,9 @@
 package outbox
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetJitter replaces the backoff jitter (tests use the identity, so delays
 // are exact lower bounds).
@@ -8,3 +11,13 @@ func (r *Relay) SetJitter(f func(time.Duration) time.Duration) { r.jitter = f }
 
 // SetPruneEvery sets how often Run prunes.
 func (r *Relay) SetPruneEvery(d time.Duration) { r.pruneEvery = d }
+
+// SetNow replaces the relay's clock.
+func (r *Relay) SetNow(now func() time.Time) { r.now = now }
+
+// Cycle runs one claim-publish-record cycle and reports how many rows it
+// claimed.
+func (r *Relay) Cycle(ctx context.Context) (int, error) {
+	res, err := r.cycle(ctx, false)
+	return res.claimed, err
+}

@@ -44,6 +44,13 @@ const (
 	ReasonProcessingFailed    = "processing_failed"
 )
 
+// DeadLetterReasons lists every reason the consumer dead-letters a message
+// with (x-notify-reason), so /metrics can report each at zero from the start.
+func DeadLetterReasons() []string {
+	return []string{dispatch.ProblemNotJSON, dispatch.ProblemSchema, dispatch.ProblemTooLarge,
+		ReasonIdempotencyConflict, ReasonProcessingFailed}
+}
+
 // Intake accepts a batch of submissions in one transaction (dispatch.Intake).
 type Intake interface {
 	Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error)
