@@ -27,6 +27,7 @@ const EnvPrefix = "NOTIFY_"
 // a developer who exports them for `make test` must still be able to run the
 // service, and the tests that run the command line inherit them.
 const TestEnvPrefix = EnvPrefix + "TEST_"
+
 // maxAuthLeeway bounds auth.leeway: skew is seconds, and a larger value would
 // quietly extend every token's life.
 const maxAuthLeeway = 5 * time.Minute
