@@ -74,6 +74,13 @@ func (h *held) remove(outs []outcome) {
 	h.mu.Unlock()
 }
 
+func (h *held) has(id int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.ids[id]
+	return ok
+}
+
 func (h *held) list() []int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -106,6 +113,8 @@ func (d *Dispatcher) renewLoop(ctx context.Context, stop <-chan struct{}) {
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.Lease/3)
 		_, err := d.Renew(rctx)
+		if err != nil {
+		}
 		cancel()
 		switch {
 		case err != nil:

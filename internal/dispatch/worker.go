@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -263,8 +264,9 @@ func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
 }
 
 // recoverBatch moves up to limit deliveries whose lease expired. It returns
-// how many it moved and how many it found: a row whose owner renewed it (or
-// recorded it) between the SELECT and the write is found but not moved.
+// how many it moved and how many it found (in doubt): a row whose owner
+// renewed it (or recorded it) between the SELECT and the write is found but
+// not moved.
 func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, int, error) {
 	now := d.now()
 	// Each row comes with what the channels may need to be asked about it:
@@ -275,6 +277,10 @@ func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, int, e
 WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit).Scan(&stale).Error; err != nil {
 		return 0, 0, fmt.Errorf("dispatch: recover: %w", err)
 	}
+	// This instance's own expired leases on deliveries it still holds are
+	// not its to recover (its renewals failed, or a clock jumped): it will
+	// record them. Other instances may take them.
+	stale = slices.DeleteFunc(stale, func(c claimed) bool { return c.LeaseOwner == d.owner && d.held.has(c.ID) })
 	if len(stale) == 0 {
 		return 0, 0, nil
 	}
