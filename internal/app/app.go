@@ -173,6 +173,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	rules := actions.NewRules(db).WithCache(a.ActionCache)
 	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
+	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
 	intake := dispatch.NewIntake(db, rules, a.Outbox, time.Now, a.Dispatcher)
 	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
