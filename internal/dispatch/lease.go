@@ -149,7 +149,6 @@ func (d *Dispatcher) Renew(ctx context.Context) (int64, error) {
 	if d.pg {
 		list = "SELECT CAST(json_array_elements_text(CAST(? AS json)) AS bigint)"
 	}
-	d.renewals.Add(1)
 	res := d.db.WithContext(ctx).Exec(`UPDATE deliveries SET lease_until = ?
 WHERE status = 'sending' AND lease_owner = ? AND id IN (`+list+`)`, until, d.owner, string(doc))
 	if res.Error != nil {

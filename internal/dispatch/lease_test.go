@@ -120,6 +120,8 @@ func TestDeadOwnersDeliveriesAreRecoveredWhenTheLeaseExpires(t *testing.T) {
 		a := instance(db, ch, cfg, &clock)
 		bInst := instance(db, b.sandbox, cfg, &clock)
 		require.NotEqual(t, a.Owner(), bInst.Owner(), "every process is its own owner")
+		var inDoubt atomic.Int64
+		bInst.OnInDoubt = func(n int) { inDoubt.Add(int64(n)) }
 
 		id := submitEmails(t, b, "a@example.com")
 		d := deliveries(t, b, id, "email")[0]
@@ -142,6 +144,7 @@ func TestDeadOwnersDeliveriesAreRecoveredWhenTheLeaseExpires(t *testing.T) {
 		n, err = bInst.Recover(context.Background())
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n, "recovered as soon as the lease expired")
+		require.EqualValues(t, 1, inDoubt.Load(), "counted as in doubt")
 		got = lease(t, db, d.ID)
 		require.Equal(t, dispatch.StatusPending, got.Status)
 		require.Contains(t, got.Reason, "outcome unknown")

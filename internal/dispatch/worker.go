@@ -46,7 +46,6 @@ type Dispatcher struct {
 	local    local // deliveries the intake handed off (handoff.go)
 	actions  ActionSource
 	claims   atomic.Int64 // claim statements run (tests)
-	renewals atomic.Int64 // renew statements run (tests)
 	owner    string       // lease_owner of this instance's claims (lease.go)
 	held     held         // the deliveries this instance holds (lease.go)
 	rec      *recorder
