@@ -91,18 +91,16 @@ func (r *recorder) run(ctx context.Context) {
 			if n == 0 || n >= r.d.cfg.RecordBatch || wait <= 0 {
 				break
 			}
+			// Since Go 1.23 a stopped timer delivers no stale value, and
+			// draining one that fired unseen would block: Stop only.
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
 			case <-r.kick:
-				if !timer.Stop() {
-					<-timer.C
-				}
+				timer.Stop()
 			case <-r.stop:
 				stopping = true
-				if !timer.Stop() {
-					<-timer.C
-				}
+				timer.Stop()
 			}
 		}
 		r.mu.Lock()
