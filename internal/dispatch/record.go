@@ -22,22 +22,32 @@ type recorder struct {
 	done chan struct{} // closed when the writer has written everything
 
 	mu      sync.Mutex
+	taken   *sync.Cond // the writer took the buffer, or stopped
 	running bool
 	buf     []outcome
 	since   time.Time // when the oldest outcome in buf arrived
 }
 
 func newRecorder(d *Dispatcher) *recorder {
-	return &recorder{d: d, kick: make(chan struct{}, 1)}
+	r := &recorder{d: d, kick: make(chan struct{}, 1)}
+	r.taken = sync.NewCond(&r.mu)
+	return r
 }
 
 // add queues outs for the writer. Without a running writer (RunOnce alone,
-// tests) it writes them at once.
+// tests) it writes them at once. While dispatch.recordBatch outcomes are
+// already waiting it waits for the writer to take them: the workers must
+// not send faster than their outcomes are written, or what a crash leaves
+// in doubt would grow with the backlog instead of staying within a record
+// group or two.
 func (r *recorder) add(ctx context.Context, outs []outcome) {
 	if len(outs) == 0 {
 		return
 	}
 	r.mu.Lock()
+	for r.running && len(r.buf) >= r.d.cfg.RecordBatch {
+		r.taken.Wait()
+	}
 	if !r.running {
 		r.mu.Unlock()
 		r.d.write(ctx, outs)
@@ -109,6 +119,7 @@ func (r *recorder) run(ctx context.Context) {
 		}
 		buf := r.buf
 		r.buf = nil
+		r.taken.Broadcast()
 		r.mu.Unlock()
 		if len(buf) > 0 {
 			r.d.write(context.WithoutCancel(ctx), buf)
