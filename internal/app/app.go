@@ -192,6 +192,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		WithRenderLimits(renderLimits(cfg.Templates))
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
+	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
 	intake := dispatch.NewIntake(db, rules, a.Outbox, time.Now, a.Dispatcher)
 	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}

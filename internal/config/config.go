@@ -145,15 +145,22 @@ type AMQP struct {
 
 // Dispatch configures the delivery workers and their retry policy.
 type Dispatch struct {
-	Workers       int           `koanf:"workers"`
-	ClaimBatch    int           `koanf:"claimBatch"`
-	PollInterval  time.Duration `koanf:"pollInterval"`
-	MaxAttempts   int           `koanf:"maxAttempts"`
-	BackoffBase   time.Duration `koanf:"backoffBase"`
-	BackoffMax    time.Duration `koanf:"backoffMax"`
-	SendTimeout   time.Duration `koanf:"sendTimeout"`
-	StaleSending  time.Duration `koanf:"staleSending"`
-	RecordSandbox bool          `koanf:"recordSandbox"`
+	Workers      int           `koanf:"workers"`
+	ClaimBatch   int           `koanf:"claimBatch"`
+	PollInterval time.Duration `koanf:"pollInterval"`
+	MaxAttempts  int           `koanf:"maxAttempts"`
+	BackoffBase  time.Duration `koanf:"backoffBase"`
+	BackoffMax   time.Duration `koanf:"backoffMax"`
+	SendTimeout  time.Duration `koanf:"sendTimeout"`
+	// Lease is how long a claimed delivery stays this instance's without a
+	// renewal; the instance renews its leases every Lease/3, and recovery
+	// takes the deliveries whose lease has expired (a dead instance's).
+	Lease time.Duration `koanf:"lease"`
+	// RecordInterval is how long an outcome may wait to be written with
+	// others in one statement (also written when recordBatch are waiting).
+	RecordInterval time.Duration `koanf:"recordInterval"`
+	RecordBatch    int           `koanf:"recordBatch"`
+	RecordSandbox  bool          `koanf:"recordSandbox"`
 	// Retention is how long finished notifications are kept, with their
 	// deliveries, sandbox records and idempotency keys; 0 keeps them forever.
 	Retention time.Duration `koanf:"retention"`
@@ -318,16 +325,18 @@ func Default() Config {
 			ReconnectMax:       30 * time.Second,
 		},
 		Dispatch: Dispatch{
-			Workers:       8,
-			ClaimBatch:    64,
-			PollInterval:  500 * time.Millisecond,
-			MaxAttempts:   8,
-			BackoffBase:   time.Second,
-			BackoffMax:    10 * time.Minute,
-			SendTimeout:   30 * time.Second,
-			StaleSending:  5 * time.Minute,
-			RecordSandbox: true,
-			Retention:     30 * 24 * time.Hour,
+			Workers:        8,
+			ClaimBatch:     64,
+			PollInterval:   500 * time.Millisecond,
+			MaxAttempts:    8,
+			BackoffBase:    time.Second,
+			BackoffMax:     10 * time.Minute,
+			SendTimeout:    30 * time.Second,
+			Lease:          10 * time.Second,
+			RecordInterval: 5 * time.Millisecond,
+			RecordBatch:    500,
+			RecordSandbox:  true,
+			Retention:      30 * 24 * time.Hour,
 		},
 		Channels: Channels{
 			SendGrid: SendGrid{
@@ -719,9 +728,16 @@ func (c Config) Validate() error {
 	if c.Dispatch.Retention < 0 || (c.Dispatch.Retention > 0 && c.Dispatch.Retention < 24*time.Hour) {
 		bad("dispatch.retention", "must be 0 (keep forever) or at least 24h")
 	}
-	// A send still in flight must never look stale, or it would be sent twice.
-	if c.Dispatch.StaleSending <= c.Dispatch.SendTimeout {
-		bad("dispatch.staleSending", "must be longer than dispatch.sendTimeout")
+	// Renewals come every lease/3: under a second they would be most of
+	// an idle instance's statements.
+	if c.Dispatch.Lease < time.Second {
+		bad("dispatch.lease", "must be at least 1s")
+	}
+	if c.Dispatch.RecordInterval < 0 || c.Dispatch.RecordInterval > time.Second {
+		bad("dispatch.recordInterval", "must be from 0 to 1s")
+	}
+	if c.Dispatch.RecordBatch < 1 {
+		bad("dispatch.recordBatch", "must be at least 1")
 	}
 	return errors.Join(errs...)
 }

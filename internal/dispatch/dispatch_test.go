@@ -41,7 +41,7 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func testConfig() config.Dispatch {
 	cfg := config.Default().Dispatch
 	cfg.BackoffBase = time.Second
-	cfg.StaleSending = time.Minute
+	cfg.Lease = time.Minute
 	return cfg
 }
 
@@ -383,7 +383,7 @@ func TestRenderFailureFailsWithoutSending(t *testing.T) {
 	require.Equal(t, `render: macros: missing macro "FNAME"`, d.Reason)
 }
 
-func TestRecoverStaleSending(t *testing.T) {
+func TestRecoverExpiredLeases(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
@@ -394,8 +394,8 @@ func TestRecoverStaleSending(t *testing.T) {
 		id := out[0].Notifications[0].ID
 		// A worker claimed both and died: one on its first attempt, one on its last.
 		old := time.Now().Add(-2 * time.Minute).UnixMilli()
-		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ?, attempts = 1 WHERE notification_id = ? AND channel = 'email'", old, id).Error)
-		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ?, attempts = ? WHERE notification_id = ? AND channel = 'sms'", old, testConfig().MaxAttempts, id).Error)
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ?, lease_owner = 'dead', lease_until = ?, attempts = 1 WHERE notification_id = ? AND channel = 'email'", old, old+1, id).Error)
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ?, lease_owner = 'dead', lease_until = ?, attempts = ? WHERE notification_id = ? AND channel = 'sms'", old, old+1, testConfig().MaxAttempts, id).Error)
 		n, err := b.disp.Recover(ctx)
 		require.NoError(t, err)
 		require.EqualValues(t, 2, n)
@@ -406,8 +406,8 @@ func TestRecoverStaleSending(t *testing.T) {
 		require.Equal(t, dispatch.StatusFailed, sms.Status)
 		require.Contains(t, sms.Reason, "outcome of the last attempt unknown")
 
-		// A fresh claim is not stale.
-		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ? WHERE id = ?", time.Now().UnixMilli(), email.ID).Error)
+		// A lease that has not expired is left alone.
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', lease_until = ? WHERE id = ?", time.Now().Add(time.Second).UnixMilli(), email.ID).Error)
 		n, err = b.disp.Recover(ctx)
 		require.NoError(t, err)
 		require.Zero(t, n)
@@ -516,7 +516,7 @@ func TestRecoverAsksTheChannelWhatItAccepted(t *testing.T) {
 		email := deliveries(t, b, id, "email")[0]
 		// Undo the record of the email only, as if the worker died just after Send.
 		old := time.Now().Add(-2 * time.Minute).UnixMilli()
-		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', claimed_at = ?, provider_message_id = NULL, provider = '' WHERE id = ?", old, email.ID).Error)
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', lease_until = ?, provider_message_id = NULL, provider = '' WHERE id = ?", old, email.ID).Error)
 
 		n, err := b.disp.Recover(ctx)
 		require.NoError(t, err)

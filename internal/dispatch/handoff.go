@@ -22,13 +22,16 @@ type Local interface {
 	Reserve(n int) int
 	Release(n int)
 	Hand(batch []claimed)
+	// Lease returns the lease_owner and lease_until the caller writes on
+	// the deliveries it inserts claimed at now (epoch ms).
+	Lease(now int64) (owner string, until int64)
 	// Wake tells an idle worker that pending deliveries may be due.
 	Wake()
 }
 
-// local is the queue of handed-off deliveries. Its capacity bounds how long
-// one waits for a worker: the rule that keeps a handed-off delivery from
-// being recovered while still queued (see takeLocal).
+// local is the queue of handed-off deliveries. Their leases are renewed
+// while they wait, like those of claimed ones; its capacity bounds how long
+// one waits for a worker.
 type local struct {
 	mu       sync.Mutex
 	items    []claimed
@@ -61,10 +64,7 @@ func (d *Dispatcher) Release(n int) {
 // as it fills claim batches. After the Dispatcher stopped it puts batch back
 // to pending instead.
 func (d *Dispatcher) Hand(batch []claimed) {
-	now := d.now().UnixMilli()
-	for i := range batch {
-		batch[i].handedAt = now
-	}
+	d.held.add(batch)
 	d.local.mu.Lock()
 	d.local.reserved -= len(batch)
 	closed := d.local.closed
@@ -82,10 +82,7 @@ func (d *Dispatcher) Hand(batch []claimed) {
 }
 
 // takeLocal returns up to one claim batch of handed-off deliveries. One
-// that waited in the queue so long that it could be recovered as stale
-// before its send ends (dispatch.staleSending less dispatch.sendTimeout and
-// a margin) is put back to pending instead of sent, so the recovery rule
-// never sees a delivery that is still on its way.
+// whose lease lapsed while it waited is not sent (sendGroup).
 func (d *Dispatcher) takeLocal() []claimed {
 	d.local.mu.Lock()
 	k := min(d.cfg.ClaimBatch, len(d.local.items))
@@ -97,29 +94,7 @@ func (d *Dispatcher) takeLocal() []claimed {
 	copy(batch, d.local.items)
 	d.local.items = append(d.local.items[:0], d.local.items[k:]...)
 	d.local.mu.Unlock()
-
-	limit := d.now().UnixMilli() - handoffWait(d.cfg.StaleSending, d.cfg.SendTimeout).Milliseconds()
-	fresh := batch[:0]
-	var late []claimed
-	for _, c := range batch {
-		if c.handedAt < limit {
-			late = append(late, c)
-			continue
-		}
-		fresh = append(fresh, c)
-	}
-	if len(late) > 0 {
-		d.requeue(late, "waited too long for a worker after intake; back to the queue")
-	}
-	return fresh
-}
-
-// handoffWait is how long a hand-off may wait for a worker: what is left of
-// dispatch.staleSending after the longest send (dispatch.sendTimeout) and
-// 30 s to record its outcome. With less than 10 s left there is no
-// hand-off (NewDispatcher gives it no room).
-func handoffWait(staleSending, sendTimeout time.Duration) time.Duration {
-	return staleSending - sendTimeout - 30*time.Second
+	return batch
 }
 
 func (d *Dispatcher) localLen() int {
@@ -148,7 +123,8 @@ func (d *Dispatcher) closeLocal() {
 }
 
 // requeue puts claimed deliveries back to pending, due now, with reason. If
-// that fails they stay in sending and the stale-sending rule returns them.
+// that fails they stay in sending and Recover returns them when their lease
+// expires.
 func (d *Dispatcher) requeue(batch []claimed, reason string) {
 	now := d.now().UnixMilli()
 	outs := make([]outcome, len(batch))
@@ -157,7 +133,8 @@ func (d *Dispatcher) requeue(batch []claimed, reason string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	defer d.held.remove(outs)
 	if err := d.record(ctx, outs); err != nil {
-		d.log.WarnContext(ctx, "dispatch: cannot put deliveries back to pending; the stale-sending rule will", "count", len(batch), "error", err)
+		d.log.WarnContext(ctx, "dispatch: cannot put deliveries back to pending; Recover will when their lease expires", "count", len(batch), "error", err)
 	}
 }

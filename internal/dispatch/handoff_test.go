@@ -74,8 +74,9 @@ func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBu
 	h.workerClock.Store(now + 1000)
 	cfg := testConfig()
 	cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, claimBatch, 20*time.Millisecond
-	// A hand-off may wait staleSending - sendTimeout - 30 s = 1 min.
-	cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
+	// Leases of an hour: the renewer (every 20 min) never runs in a test,
+	// so a lease lapses when a test moves the worker's clock past it.
+	cfg.Lease = time.Hour
 	h.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, dispatch.Senders{}, discard(),
 		func() time.Time { return time.UnixMilli(h.workerClock.Load()) })
 	h.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil),
@@ -183,9 +184,10 @@ func TestHandoffsQueuedAtShutdownGoBackToPending(t *testing.T) {
 	})
 }
 
-// A hand-off that waited for a worker so long that the stale-sending rule
-// could recover it during its send is not sent from the queue: it goes back
-// to pending and is claimed (a second attempt), so it is sent once.
+// A hand-off whose lease lapsed while it waited for a worker (no renewal
+// came: here the renewer is an hour away) may be another instance's by now,
+// so it is not sent from the queue: it goes back to pending and is claimed
+// (a second attempt), so it is sent once.
 func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
@@ -194,8 +196,8 @@ func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
 		first := h.submit(t, "a@example.com")
 		<-ch.entered
 		second := h.submit(t, "b@example.com")
-		// It may wait 1 min (runHandoff).
-		h.workerClock.Add((time.Minute + time.Second).Milliseconds())
+		// Its lease is an hour from the intake's clock (runHandoff).
+		h.workerClock.Add((time.Hour + time.Second).Milliseconds())
 		close(ch.open)
 		require.Eventually(t, func() bool {
 			return h.email(t, second)[0].Status == dispatch.StatusSent && h.email(t, first)[0].Status == dispatch.StatusSent
@@ -214,7 +216,6 @@ func runIdle(t *testing.T, db *gorm.DB, b *bundle, claimBatch int) (*dispatch.Di
 	t.Helper()
 	cfg := testConfig()
 	cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, claimBatch, time.Hour
-	cfg.StaleSending, cfg.SendTimeout = 2*time.Minute, 30*time.Second
 	var sent atomic.Int64
 	disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
 	disp.OnSent = func(*dispatch.Delivery) { sent.Add(1) }

@@ -201,12 +201,13 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 		var handOff []int // index into all
 		if in.local != nil && pending > 0 {
 			reserved = in.local.Reserve(pending)
+			owner, until := in.local.Lease(now)
 			for i, d := range all {
 				if len(handOff) == reserved {
 					break
 				}
 				if d.Status == StatusPending {
-					d.Status, d.Attempts, d.ClaimedAt = StatusSending, 1, now
+					d.Status, d.Attempts, d.ClaimedAt, d.LeaseOwner, d.LeaseUntil = StatusSending, 1, now, owner, until
 					handOff = append(handOff, i)
 				}
 			}
@@ -224,7 +225,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 			d := all[i]
 			handed = append(handed, claimed{ID: d.ID, NotificationID: d.NotificationID, CollectionID: d.CollectionID,
 				ActionID: d.ActionID, RecipientIndex: d.RecipientIndex, Channel: d.Channel, Recipient: rcpts[i],
-				Attempts: d.Attempts, CreatedTime: d.CreatedTime, TraceParent: trace[d.NotificationID], rc: &d.Recipient})
+				Attempts: d.Attempts, CreatedTime: d.CreatedTime, TraceParent: trace[d.NotificationID], LeaseUntil: d.LeaseUntil, rc: &d.Recipient})
 		}
 		for j, note := range notes {
 			i := owner[j]
@@ -651,7 +652,7 @@ func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []
 var deliveryColumns = store.Columns(
 	"notification_id bigint", "collection_id bigint", "action_id bigint", "recipient_index integer",
 	"channel text", "address text", "recipient text", "status text", "reason text", "attempts integer",
-	"next_attempt_at bigint", "claimed_at bigint", "created_time bigint", "updated_time bigint",
+	"next_attempt_at bigint", "claimed_at bigint", "lease_owner text", "lease_until bigint", "created_time bigint", "updated_time bigint",
 )
 
 type deliveryRow struct {
@@ -667,6 +668,8 @@ type deliveryRow struct {
 	Attempts       int    `json:"attempts"`
 	NextAttemptAt  int64  `json:"next_attempt_at"`
 	ClaimedAt      int64  `json:"claimed_at"`
+	LeaseOwner     string `json:"lease_owner"`
+	LeaseUntil     int64  `json:"lease_until"`
 	CreatedTime    int64  `json:"created_time"`
 	UpdatedTime    int64  `json:"updated_time"`
 }
@@ -688,7 +691,7 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*Deliv
 		}
 		rcpts[i] = string(rc)
 		rows[i] = deliveryRow{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, rcpts[i],
-			d.Status, d.Reason, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.CreatedTime, d.UpdatedTime}
+			d.Status, d.Reason, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.LeaseOwner, d.LeaseUntil, d.CreatedTime, d.UpdatedTime}
 		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
 	sel, from := store.JSONRows(in.pg, deliveryColumns)

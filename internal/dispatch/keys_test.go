@@ -99,9 +99,13 @@ func TestKeysAcceptedBeforeTheMoveStillDedupe(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
-		version, err := store.MigrateDown(ctx, db)
-		require.NoError(t, err)
-		require.EqualValues(t, 8, version)
+		// Roll back every migration down to and including 00008.
+		for version := int64(0); version != 8; {
+			var err error
+			version, err = store.MigrateDown(ctx, db)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, version, int64(8))
+		}
 		b := setup(t, db)
 		req := request(t, b.collectionID, threeNames)
 		// As the intake wrote them before: one key row, its notifications

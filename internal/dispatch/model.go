@@ -87,6 +87,8 @@ type Delivery struct {
 	Attempts          int       `json:"attempts"`
 	NextAttemptAt     int64     `json:"nextAttemptTime"`
 	ClaimedAt         int64     `json:"-"`
+	LeaseOwner        string    `json:"-"` // the instance holding it while sending (lease.go)
+	LeaseUntil        int64     `json:"-"` // when that lease expires, epoch ms
 	Provider          string    `json:"provider"`
 	ProviderMessageID *string   `json:"providerMessageId"`
 	SentTime          int64     `json:"sentTime"`

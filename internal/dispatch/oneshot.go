@@ -10,7 +10,7 @@ import (
 )
 
 // The statements that join a batch of delivery ids to deliveries (claim,
-// record, record-and-claim) run on PostgreSQL as one-shot statements,
+// record) run on PostgreSQL as one-shot statements,
 // planned for their arguments at every run, instead of as prepared
 // statements.
 //
@@ -54,17 +54,22 @@ func (d *Dispatcher) oneShotQuery(ctx context.Context, dest *[]claimed, q string
 	return errors.Join(rows.Err(), rows.Close())
 }
 
-// oneShotExec runs q (with ? placeholders).
-func (d *Dispatcher) oneShotExec(ctx context.Context, q string, args []any) error {
+// oneShotExec runs q (with ? placeholders) and returns how many rows it
+// changed.
+func (d *Dispatcher) oneShotExec(ctx context.Context, q string, args []any) (int64, error) {
 	if !d.pg {
-		return d.db.WithContext(ctx).Exec(q, args...).Error
+		res := d.db.WithContext(ctx).Exec(q, args...)
+		return res.RowsAffected, res.Error
 	}
 	sqlDB, err := d.db.DB()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = sqlDB.ExecContext(ctx, dollars(q), oneShotArgs(args)...)
-	return err
+	res, err := sqlDB.ExecContext(ctx, dollars(q), oneShotArgs(args)...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // oneShotArgs puts the execution mode first: pgx's database/sql driver

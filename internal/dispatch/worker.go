@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,10 +28,12 @@ type Senders struct {
 	MessagingServiceSID string
 }
 
-// Dispatcher runs the delivery workers: each claims due deliveries, renders
-// them, sends each (notification, action) group with one Channel.Send, and
-// records the outcome; a recovery loop returns deliveries that a crash left
-// in sending to the queue (see Recover).
+// Dispatcher runs the delivery workers: each claims due deliveries (under
+// a lease, lease.go), renders them, sends each (notification, action) group
+// with one Channel.Send, and hands the outcomes to the recorder, which
+// writes them within dispatch.recordInterval (record.go); a recovery loop
+// returns deliveries whose lease expired (a dead instance's) to the queue
+// (see Recover).
 type Dispatcher struct {
 	db        *gorm.DB
 	pg        bool
@@ -47,6 +47,9 @@ type Dispatcher struct {
 	actions   ActionSource
 	renderLim macros.RenderLimits // bounds each message's render; zero: the defaults
 	claims    atomic.Int64        // claim statements run (tests)
+	owner     string              // lease_owner of this instance's claims (lease.go)
+	held      held                // the deliveries this instance holds (lease.go)
+	rec       *recorder
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -66,6 +69,11 @@ type Dispatcher struct {
 	// the claim and record statements bypass gorm's callbacks. Set it
 	// before Run.
 	Outage interface{ Observe(err error) bool }
+	// OnInDoubt, when set, is called with how many deliveries each Recover
+	// round found in sending with an expired lease: deliveries whose send
+	// may or may not have reached the provider (the app counts them in
+	// notify_deliveries_in_doubt_total).
+	OnInDoubt func(n int)
 }
 
 // ActionSource gives the workers the actions a batch sends, with their
@@ -81,16 +89,15 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 	if now == nil {
 		now = time.Now
 	}
-	room := cfg.Workers * cfg.ClaimBatch
-	if handoffWait(cfg.StaleSending, cfg.SendTimeout) < 10*time.Second {
-		room = 0
-	}
-	return &Dispatcher{
+	d := &Dispatcher{
 		db: db, pg: store.IsPostgres(db), channels: chans, cfg: cfg, senders: senders, log: log, now: now,
 		wake:    make(chan struct{}, max(cfg.Workers, 1)),
-		local:   local{capacity: room},
+		local:   local{capacity: cfg.Workers * cfg.ClaimBatch},
 		actions: actions.NewRules(db),
+		owner:   newOwner(),
 	}
+	d.rec = newRecorder(d)
+	return d
 }
 
 // WithActions makes the workers read actions through src (the app gives
@@ -131,19 +138,27 @@ func (d *Dispatcher) signal() {
 	}
 }
 
-// Run runs the workers, the recovery loop and the retention prune until ctx
-// ends. A worker finishes the batch it holds (sends and records, bounded by
-// dispatch.sendTimeout) before it stops.
+// Run runs the workers, the recorder, the lease renewer, the recovery loop
+// and the retention prune until ctx ends. A worker finishes the batch it
+// holds (sends, bounded by dispatch.sendTimeout) before it stops, and the
+// recorder writes every outcome before Run returns; the leases are renewed
+// until then.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
+	var wg, workers sync.WaitGroup
+	d.rec.start(ctx)
+	stopRenew := make(chan struct{})
+	wg.Go(func() { d.renewLoop(ctx, stopRenew) })
 	d.openLocal()
 	for i := range d.cfg.Workers {
-		wg.Go(func() { d.work(ctx, i) })
+		workers.Go(func() { d.work(ctx, i) })
 	}
 	wg.Go(func() { d.recoverLoop(ctx) })
 	wg.Go(func() { d.pruneLoop(ctx) })
-	wg.Wait()
+	workers.Wait()
 	d.closeLocal()
+	d.rec.finish()
+	close(stopRenew)
+	wg.Wait()
 	return ctx.Err()
 }
 
@@ -151,14 +166,14 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 	idle := time.NewTimer(0)
 	defer idle.Stop()
 	failures := 0
-	var next []claimed // claimed by the statement that recorded the last batch
 	for {
+		if ctx.Err() != nil {
+			return
+		}
 		// A cycle in hand is finished on shutdown, within a bound: a database
 		// that hangs leaves the claim in sending, for Recover.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.SendTimeout+30*time.Second)
-		var more bool
-		var err error
-		more, next, err = d.cycle(cctx, next, ctx.Err() == nil)
+		more, _, err := d.cycle(cctx)
 		cancel()
 		switch {
 		case err != nil:
@@ -172,9 +187,6 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 		case failures > 0:
 			d.log.InfoContext(ctx, "dispatch: worker recovered", "worker", worker, "failures", failures)
 			failures = 0
-		}
-		if len(next) > 0 {
-			continue // claimed while recording: process it, even on shutdown
 		}
 		if ctx.Err() != nil {
 			return
@@ -202,15 +214,17 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 	}
 }
 
+// recoverLoop runs Recover at start and every dispatch.lease/4, so a dead
+// instance's deliveries are back in the queue about 1.25 leases after its
+// last renewal at worst.
 func (d *Dispatcher) recoverLoop(ctx context.Context) {
-	every := min(max(d.cfg.StaleSending/4, 100*time.Millisecond), time.Minute)
+	every := min(max(d.cfg.Lease/4, 100*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		if n, err := d.Recover(ctx); err != nil && ctx.Err() == nil {
-			d.log.WarnContext(ctx, "dispatch: stale-sending recovery failed", "error", err)
+			d.log.WarnContext(ctx, "dispatch: recovery of expired leases failed", "error", err)
 		} else if n > 0 {
-			d.log.WarnContext(ctx, "dispatch: recovered deliveries left in sending", "count", n, "staleAfter", d.cfg.StaleSending)
 			d.Wake()
 		}
 		select {
@@ -231,37 +245,59 @@ type Reconciler interface {
 	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
 }
 
-// Recover applies the stale-sending rule: a delivery in sending whose claim
-// is older than dispatch.staleSending belonged to a worker that died
-// mid-send (dispatch.staleSending must exceed dispatch.sendTimeout, so a
-// live send never looks stale). If its channel is a Reconciler and says it
+// Recover applies the lease rule: a delivery in sending whose lease has
+// expired belonged to an instance that died (or lost the database for
+// longer than a lease) mid-send; a live instance renews the leases of what
+// it holds, so its sends never look expired. Whether the provider got such
+// a delivery is in doubt. If its channel is a Reconciler and says it
 // accepted the delivery, the delivery is marked sent. Otherwise whether the
 // provider got it is unknown, and it goes back to pending, due now (the
 // attempt stays counted), to be sent again: at least once. If that attempt
 // was its last (dispatch.maxAttempts) it is failed with a reason that says
 // the outcome is unknown. It is never left in sending and never dropped
-// without a reason. Recover returns how many deliveries it moved.
+// without a reason. Recover returns how many deliveries it moved, logs the
+// count (the in-doubt deliveries of a crash) and reports it to OnInDoubt.
 func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
-	var total int64
+	var total, found int64
+	defer func() {
+		if found > 0 {
+			d.log.WarnContext(ctx, "dispatch: deliveries in doubt: found in sending with an expired lease (an instance stopped mid-send)",
+				"inDoubt", found, "moved", total)
+			if d.OnInDoubt != nil {
+				d.OnInDoubt(int(found))
+			}
+		}
+	}()
 	for {
-		n, err := d.recoverBatch(ctx, 1000)
+		n, seen, err := d.recoverBatch(ctx, 1000)
 		total += n
-		if err != nil || n < 1000 {
+		found += int64(seen)
+		if err != nil || seen < 1000 {
 			return total, err
 		}
 	}
 }
 
-func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, error) {
+// recoverBatch moves up to limit deliveries whose lease expired. It returns
+// how many it moved and how many it found (in doubt): a row whose owner
+// renewed it (or recorded it) between the SELECT and the write is found but
+// not moved.
+func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, int, error) {
 	now := d.now()
-	cutoff := now.UnixMilli() - d.cfg.StaleSending.Milliseconds()
+	// Each row comes with what the channels may need to be asked about it:
+	// its recipient address, when it was claimed and by whom, and its
+	// lease expiry.
 	var stale []claimed
-	if err := d.db.WithContext(ctx).Raw(`SELECT id, channel, attempts FROM deliveries
-WHERE status = 'sending' AND claimed_at < ? ORDER BY id LIMIT ?`, cutoff, limit).Scan(&stale).Error; err != nil {
-		return 0, fmt.Errorf("dispatch: recover: %w", err)
+	if err := d.db.WithContext(ctx).Raw(`SELECT id, channel, attempts, address, claimed_at, lease_owner, lease_until FROM deliveries
+WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit).Scan(&stale).Error; err != nil {
+		return 0, 0, fmt.Errorf("dispatch: recover: %w", err)
 	}
+	// This instance's own expired leases on deliveries it still holds are
+	// not its to recover (its renewals failed, or a clock jumped): it will
+	// record them. Other instances may take them.
+	stale = slices.DeleteFunc(stale, func(c claimed) bool { return c.LeaseOwner == d.owner && d.held.has(c.ID) })
 	if len(stale) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	byChannel := map[string][]int64{}
 	for _, c := range stale {
@@ -301,15 +337,32 @@ WHERE status = 'sending' AND claimed_at < ? ORDER BY id LIMIT ?`, cutoff, limit)
 		}
 		outs[i] = o
 	}
-	if err := d.record(ctx, outs); err != nil {
-		return 0, err
+	n, err := d.recordRecovered(ctx, now.UnixMilli(), stale, outs)
+	if err != nil {
+		return 0, 0, err
 	}
-	return int64(len(stale)), nil
+	return n, len(stale), nil
+}
+
+// recordRecovered writes Recover's outcomes for stale, fenced as each row
+// was found: still the same owner's, same attempt, and its lease still
+// expired at now (a live owner that renewed in between keeps it).
+func (d *Dispatcher) recordRecovered(ctx context.Context, now int64, stale []claimed, outs []outcome) (int64, error) {
+	found := make(map[int64]claimed, len(stale))
+	for _, c := range stale {
+		found[c.ID] = c
+	}
+	for i := range outs {
+		c := found[outs[i].id]
+		outs[i].owner, outs[i].leaseBefore = c.LeaseOwner, now
+	}
+	return d.recordCount(ctx, outs)
 }
 
 // claimed is a delivery a worker owns until it records the outcome. Its
-// (ID, Attempts) pair is the claim: the outcome is written only if the row
-// is still in sending with that attempt count.
+// (ID, Attempts) pair and this instance's lease_owner are the claim: the
+// outcome is written only if the row is still this owner's with that
+// attempt count.
 type claimed struct {
 	ID             int64
 	NotificationID int64
@@ -321,7 +374,14 @@ type claimed struct {
 	Attempts       int
 	CreatedTime    int64
 	TraceParent    string // the notification's
-	handedAt       int64  // when the intake handed it off (handoff.go); 0 if claimed
+	// Address is the recipient's address on the channel, and ClaimedAt,
+	// LeaseOwner and LeaseUntil the claim: Recover reads them, so the
+	// channels can be asked about the delivery; a worker's claim sets
+	// LeaseUntil (and leaves the rest empty).
+	Address    string
+	ClaimedAt  int64
+	LeaseOwner string
+	LeaseUntil int64
 	// rc is Recipient decoded, when the intake handed the delivery off
 	// with the value it planned it from: no need to decode it again.
 	rc *Recipient
@@ -331,87 +391,63 @@ type claimed struct {
 // deliveries, sends it and records the outcomes. It returns how many it
 // took.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
-	batch := d.takeLocal()
-	if len(batch) == 0 {
-		var err error
-		if batch, err = d.claim(ctx, d.now().UnixMilli()); err != nil || len(batch) == 0 {
-			return 0, err
-		}
-	}
-	_, _, err := d.cycle(ctx, batch, false)
-	return len(batch), err
+	_, n, err := d.cycle(ctx)
+	return n, err
 }
 
-// cycle sends batch (when batch is empty: the intake's hand-offs, else a
-// claim) and records the outcomes. more reports whether more work may be
-// ready right now: a full claim (more may be due), or hand-offs waiting.
+// cycle sends one batch: the intake's hand-offs, else a claim. Each
+// (notification, action) group's outcomes go to the recorder as soon as its
+// Channel.Send returns, so the recorder writes them within
+// dispatch.recordInterval, while the rest of the batch may still be on its
+// way. cycle returns when the batch is sent; with the recorder running it
+// does not wait for the write, the next batch's sends overlap it. Without
+// it (RunOnce alone) the outcomes are written before cycle returns. more
+// reports whether more work may be ready right now: a full claim (more may
+// be due), hand-offs waiting, or a Wake since the last claim (deliveries
+// the intake could not hand off, those Recover put back).
 //
-// With claimNext, the statement that records a claimed batch also claims
-// the next one, which cycle returns: one statement and one commit per batch
-// instead of two, and on PostgreSQL every commit waits for a WAL flush
-// (docs/benchmarks.md). A batch of hand-offs is recorded alone, and is not
-// followed by a claim, unless Wake has said since the last claim that
-// deliveries are pending (those the intake could not hand off, those
-// Recover put back): under load nearly every batch is a hand-off, and nearly
-// every claim after one found nothing (2,436 empty claims in one
+// A batch of hand-offs is not followed by a claim unless Wake said
+// deliveries are pending: under load nearly every batch is a hand-off, and
+// nearly every claim after one found nothing (2,436 empty claims in one
 // BenchmarkQueueDrain run, each planned for its arguments). Retries that
 // come due later are claimed at the next poll.
-func (d *Dispatcher) cycle(ctx context.Context, batch []claimed, claimNext bool) (more bool, next []claimed, err error) {
-	handed := false
-	if len(batch) == 0 {
-		batch = d.takeLocal()
-		handed = len(batch) > 0
-	}
-	if len(batch) == 0 {
+func (d *Dispatcher) cycle(ctx context.Context) (more bool, n int, err error) {
+	batch := d.takeLocal()
+	handed := len(batch) > 0
+	if !handed {
 		if batch, err = d.claim(ctx, d.now().UnixMilli()); err != nil || len(batch) == 0 {
-			return false, nil, err
+			return false, 0, err
 		}
 	}
 	full := len(batch) == d.cfg.ClaimBatch
 	if full && !handed {
 		d.Wake() // more may be due: let another worker claim them meanwhile
 	}
-	outs, err := d.process(ctx, batch)
-	if err != nil {
-		return false, nil, err
+	if err := d.process(ctx, batch); err != nil {
+		return false, len(batch), err
 	}
-	if claimNext && d.localLen() == 0 && (!handed || d.due.Load()) {
-		next, err = d.recordAndClaim(ctx, outs)
-	} else {
-		err = d.record(ctx, outs)
-	}
-	if err != nil && store.IsUnavailable(err) {
-		err = d.recordThroughOutage(ctx, outs, err)
-	}
-	if err != nil {
-		// The rows stay in sending; Recover returns them after
-		// dispatch.staleSending and they are sent again.
-		return false, nil, err
-	}
-	if d.OnSent != nil {
-		for _, o := range outs {
-			if o.status == StatusSent {
-				d.OnSent(&Delivery{ID: o.id, NotificationID: o.notificationID, CreatedTime: o.createdTime, SentTime: o.sentTime})
-			}
-		}
-	}
-	return (full && !handed) || d.localLen() > 0 || d.due.Load(), next, nil
+	return (full && !handed) || d.localLen() > 0 || d.due.Load(), len(batch), nil
 }
 
 func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
 	d.claims.Add(1)
 	d.due.Store(false) // before the statement: a Wake during it sets it again
-	q, args := d.claimSQL(now, nil)
+	_, until := d.Lease(now)
+	q, args := d.claimSQL(now, until)
 	var rows []claimed
 	if err := d.oneShotQuery(ctx, &rows, q, args); err != nil {
 		return nil, fmt.Errorf("dispatch: claim: %w", err)
 	}
+	for i := range rows {
+		rows[i].LeaseUntil = until
+	}
+	d.held.add(rows)
 	return rows, nil
 }
 
 // claimSQL is the claim statement: due pending deliveries, oldest first,
-// to sending with one more attempt, except the ids in exclude.
-func (d *Dispatcher) claimSQL(now int64, exclude []int64) (string, []any) {
+// to sending with one more attempt, leased to this instance until until.
+func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 	lock := ""
 	if d.pg {
 		lock = " FOR UPDATE SKIP LOCKED"
@@ -420,70 +456,16 @@ func (d *Dispatcher) claimSQL(now int64, exclude []int64) (string, []any) {
 	if d.JoinTraces {
 		traceParent = "(SELECT n.trace_parent FROM notifications n WHERE n.id = deliveries.notification_id)"
 	}
-	args := []any{now, now, now}
-	not := ""
-	if len(exclude) > 0 {
-		// One array parameter (PostgreSQL only, as is this branch), not
-		// a list: the statement's text stays the same.
-		var b strings.Builder
-		b.WriteByte('{')
-		for i, id := range exclude {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(strconv.FormatInt(id, 10))
-		}
-		b.WriteByte('}')
-		not = " AND id <> ALL (CAST(? AS bigint[]))"
-		args = append(args, b.String())
-	}
-	args = append(args, d.cfg.ClaimBatch)
+	args := []any{now, d.owner, until, now, now, d.cfg.ClaimBatch}
 	return `
-UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, updated_time = ?
+UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, lease_owner = ?, lease_until = ?, updated_time = ?
 WHERE id IN (
   SELECT id FROM deliveries
-  WHERE status = 'pending' AND next_attempt_at <= ?` + not + `
+  WHERE status = 'pending' AND next_attempt_at <= ?
   ORDER BY next_attempt_at, id
   LIMIT ?` + lock + `)
 RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
   ` + traceParent + ` AS trace_parent`, args
-}
-
-// recordAndClaim records outs and claims the next batch. On PostgreSQL it
-// is one statement: the record UPDATE as a data-modifying CTE beside the
-// claim UPDATE (both run, in one snapshot, and commit together). The claim
-// skips the recorded ids: a row Recover put back to pending may be in both,
-// and one statement must not update a row twice. SQLite runs the two
-// statements in turn.
-func (d *Dispatcher) recordAndClaim(ctx context.Context, outs []outcome) ([]claimed, error) {
-	parts := chunks(outs, 500)
-	if !d.pg || len(parts) == 0 {
-		if err := d.record(ctx, outs); err != nil {
-			return nil, err
-		}
-		return d.claim(ctx, d.now().UnixMilli())
-	}
-	if err := d.record(ctx, slices.Concat(parts[:len(parts)-1]...)); err != nil {
-		return nil, err
-	}
-	last := parts[len(parts)-1]
-	now := d.now().UnixMilli()
-	rec, recArgs, err := d.recordSQL(last, now)
-	if err != nil {
-		return nil, fmt.Errorf("dispatch: record outcomes: %w", err)
-	}
-	ids := make([]int64, len(last))
-	for i, o := range last {
-		ids[i] = o.id
-	}
-	d.claims.Add(1)
-	d.due.Store(false)
-	cl, clArgs := d.claimSQL(now, ids)
-	var rows []claimed
-	if err := d.oneShotQuery(ctx, &rows, "WITH recorded AS ("+rec+" RETURNING deliveries.id)"+cl, append(recArgs, clArgs...)); err != nil {
-		return nil, fmt.Errorf("dispatch: record outcomes and claim: %w", err)
-	}
-	return rows, nil
 }
 
 // outcome is what happened to one claimed delivery.
@@ -497,11 +479,19 @@ type outcome struct {
 	nextAttemptAt      int64
 	sentTime           int64
 	createdTime        int64
+	// owner is the lease_owner the write is fenced on (this instance's
+	// when empty); leaseBefore, when set, also requires the lease to have
+	// expired before it (Recover's writes).
+	owner       string
+	leaseBefore int64
 }
 
 type groupKey struct{ notificationID, actionID int64 }
 
-func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, error) {
+// process sends batch and gives each group's outcomes to the recorder as
+// its send returns. Without a running recorder they are written before it
+// returns.
+func (d *Dispatcher) process(ctx context.Context, batch []claimed) error {
 	ids := map[int64]bool{}
 	var refs []actions.Ref
 	for _, c := range batch {
@@ -512,8 +502,8 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, e
 	}
 	acts, err := d.actions.ForSend(ctx, refs)
 	if err != nil {
-		// Leave the batch in sending; nothing was sent.
-		return nil, d.release(ctx, batch, err)
+		// Nothing was sent: back to pending after a backoff.
+		return d.release(ctx, batch, err)
 	}
 	byID := make(map[int64]*actions.Action, len(acts))
 	for i := range acts {
@@ -537,37 +527,17 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) ([]outcome, e
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			d.sendGroup(ctx, byID[k.actionID], batch, groups[k], outs)
+			idx := groups[k]
+			d.sendGroup(ctx, byID[k.actionID], batch, idx, outs)
+			mine := make([]outcome, len(idx))
+			for j, i := range idx {
+				mine[j] = outs[i]
+			}
+			d.rec.add(ctx, mine)
 		})
 	}
 	wg.Wait()
-	return outs, nil
-}
-
-// recordThroughOutage retries recording outcomes the database could not
-// take because it was unavailable (down, full, busy: store.IsUnavailable),
-// with backoff, until it takes them or ctx (the cycle's bound) ends. The
-// sends already happened: dropping their outcomes would leave the rows in
-// sending for Recover, which sends them again (or, at the last attempt,
-// fails them) because of an outage.
-func (d *Dispatcher) recordThroughOutage(ctx context.Context, outs []outcome, err error) error {
-	wait := 100 * time.Millisecond
-	for store.IsUnavailable(err) {
-		if d.Outage != nil {
-			d.Outage.Observe(err)
-		}
-		d.log.WarnContext(ctx, "dispatch: database unavailable; holding the outcomes and retrying", "deliveries", len(outs), "error", err, "retryIn", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-		wait = min(wait*2, 5*time.Second)
-		err = d.record(ctx, outs)
-	}
-	return err
+	return nil
 }
 
 // release puts a batch back to pending when it could not even be prepared.
@@ -578,6 +548,7 @@ func (d *Dispatcher) release(ctx context.Context, batch []claimed, cause error) 
 		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now + d.cfg.BackoffBase.Milliseconds(),
 			reason: "not sent: " + truncate(cause.Error(), 500)}
 	}
+	defer d.held.remove(outs)
 	if err := d.record(ctx, outs); err != nil {
 		return errors.Join(cause, err)
 	}
@@ -606,6 +577,15 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 	send := make([]int, 0, len(idx))
 	for _, i := range idx {
 		c := batch[i]
+		// A lease that lapsed (renewals failing, or a hand-off that waited
+		// past it) may be another instance's by now: its Recover may send
+		// the delivery too. Not sent here; back to the queue (the write is
+		// fenced, so if Recover moved it first this changes nothing).
+		if d.held.validUntil(c) <= now.UnixMilli() {
+			outs[i].status, outs[i].nextAttemptAt = StatusPending, now.UnixMilli()
+			outs[i].reason = "not sent: this instance's lease on it lapsed before the send; back to the queue"
+			continue
+		}
 		rc := c.rc
 		if rc == nil {
 			rc = new(Recipient)
@@ -687,25 +667,35 @@ func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
 	return d/2 + time.Duration(r*float64(d/2))
 }
 
-// record writes the outcomes of one batch in one statement per 500.
+// record writes outs in one statement per 500.
 func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
+	_, err := d.recordCount(ctx, outs)
+	return err
+}
+
+// recordCount is record, returning how many rows took their outcome (the
+// others were fenced out: claimed again, or renewed by a live owner).
+func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, error) {
 	now := d.now().UnixMilli()
+	var n int64
 	for _, chunk := range chunks(outs, 500) {
 		q, args, err := d.recordSQL(chunk, now)
 		if err != nil {
-			return fmt.Errorf("dispatch: record outcomes: %w", err)
+			return n, fmt.Errorf("dispatch: record outcomes: %w", err)
 		}
-		if err := d.oneShotExec(ctx, q, args); err != nil {
-			return fmt.Errorf("dispatch: record outcomes: %w", err)
+		k, err := d.oneShotExec(ctx, q, args)
+		n += k
+		if err != nil {
+			return n, fmt.Errorf("dispatch: record outcomes: %w", err)
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // recordColumns are the fields of one outcome in recordSQL's parameter.
 var recordColumns = store.Columns(
 	"id bigint", "attempts integer", "status text", "reason text", "provider text", "pmid text",
-	"next_at bigint", "sent_time bigint",
+	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint",
 )
 
 type recordRow struct {
@@ -717,6 +707,9 @@ type recordRow struct {
 	PMID     string `json:"pmid"`
 	NextAt   int64  `json:"next_at"`
 	SentTime int64  `json:"sent_time"`
+	// Owner and LeaseBefore fence the write (outcome.owner).
+	Owner       string `json:"owner"`
+	LeaseBefore int64  `json:"lease_before"`
 }
 
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
@@ -724,21 +717,29 @@ type recordRow struct {
 func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error) {
 	rows := make([]recordRow, len(outs))
 	for i, o := range outs {
-		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime}
+		owner := o.owner
+		if owner == "" {
+			owner = d.owner
+		}
+		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore}
 	}
 	doc, err := json.Marshal(rows)
 	if err != nil {
 		return "", nil, err
 	}
 	sel, from := store.JSONRows(d.pg, recordColumns)
-	// The claim is (id, attempts). A row Recover put back to pending but
-	// nobody claimed again still takes this outcome (so a slow send is
-	// not repeated); a row claimed again has more attempts and is left
-	// to its new owner.
+	// The claim is (id, attempts, lease_owner): the write is fenced on
+	// all three. A row Recover put back to pending but nobody claimed
+	// again still takes this outcome (so a send that outlived its lease
+	// is not repeated); a row claimed again, by this instance or another,
+	// has more attempts and a new lease, and is left to its new owner.
+	// Recover's own writes also require the lease to be still expired, so
+	// an owner that renewed in the meantime keeps its row.
 	q := "UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
 		"sent_time = v.sent_time, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
-		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts"
+		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts " +
+		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before)"
 	return q, []any{now, string(doc)}, nil
 }
 

@@ -47,6 +47,8 @@ type Metrics struct {
 	queueConsumed     prometheus.Counter
 	queueAcked        prometheus.Counter
 	queueDeadLettered *prometheus.CounterVec
+
+	deliveriesInDoubt prometheus.Counter
 }
 
 // New returns Metrics on a fresh registry that also carries the Go runtime
@@ -108,6 +110,10 @@ func New() *Metrics {
 		Namespace: Namespace, Subsystem: "queue", Name: "messages_dead_lettered_total",
 		Help: "Messages published to the dead-letter queue, by reason.",
 	}, []string{"reason"})).(*prometheus.CounterVec)
+	m.deliveriesInDoubt = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "deliveries", Name: "in_doubt_total",
+		Help: "Deliveries recovery found in sending with an expired lease (an instance stopped mid-send): the provider may or may not have them.",
+	})).(prometheus.Counter)
 	return m
 }
 
@@ -186,6 +192,10 @@ func (m *Metrics) MessageConsumed() { m.queueConsumed.Inc() }
 
 // MessagesAcked counts n messages acked.
 func (m *Metrics) MessagesAcked(n int) { m.queueAcked.Add(float64(n)) }
+
+// DeliveriesInDoubt counts n deliveries found in sending with an expired
+// lease (dispatch.Dispatcher.OnInDoubt).
+func (m *Metrics) DeliveriesInDoubt(n int) { m.deliveriesInDoubt.Add(float64(n)) }
 
 // MessageDeadLettered counts a message the broker confirmed in the
 // dead-letter queue, by reason.

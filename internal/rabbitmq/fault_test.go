@@ -128,7 +128,7 @@ func TestProcessKilledMidBatchLosesNothing(t *testing.T) {
 			config.EnvName("amqp.deadLetterExchange")+"="+e.cfg.DeadLetterExchange,
 			config.EnvName("amqp.deadLetterQueue")+"="+e.cfg.DeadLetterQueue,
 			config.EnvName("dispatch.sendTimeout")+"=5s",
-			config.EnvName("dispatch.staleSending")+"=10s",
+			config.EnvName("dispatch.lease")+"=5s",
 		)
 		var logs bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs

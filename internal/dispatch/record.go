@@ -1,0 +1,176 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// recorder writes outcomes as the provider calls return, grouped by time
+// rather than by claim batch: an outcome waits at most
+// dispatch.recordInterval (or until dispatch.recordBatch are waiting) and is
+// then written with every other outcome waiting, from any worker, in one
+// statement. A crash then leaves in doubt (sent, not recorded) only the
+// outcomes of that last interval and the provider calls still in flight,
+// where recording per claim batch left every finished send of every batch
+// still being sent (docs/queue.md). One writer, so under load one commit
+// carries the outcomes of all the workers.
+type recorder struct {
+	d    *Dispatcher
+	kick chan struct{} // an outcome arrived (capacity 1)
+	stop chan struct{} // closed by Run when the workers have stopped
+	done chan struct{} // closed when the writer has written everything
+
+	mu      sync.Mutex
+	taken   *sync.Cond // the writer took the buffer, or stopped
+	running bool
+	buf     []outcome
+	since   time.Time // when the oldest outcome in buf arrived
+}
+
+func newRecorder(d *Dispatcher) *recorder {
+	r := &recorder{d: d, kick: make(chan struct{}, 1)}
+	r.taken = sync.NewCond(&r.mu)
+	return r
+}
+
+// add queues outs for the writer. Without a running writer (RunOnce alone,
+// tests) it writes them at once. While dispatch.recordBatch outcomes are
+// already waiting it waits for the writer to take them: the workers must
+// not send faster than their outcomes are written, or what a crash leaves
+// in doubt would grow with the backlog instead of staying within a record
+// group or two.
+func (r *recorder) add(ctx context.Context, outs []outcome) {
+	if len(outs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	for r.running && len(r.buf) >= r.d.cfg.RecordBatch {
+		r.taken.Wait()
+	}
+	if !r.running {
+		r.mu.Unlock()
+		r.d.write(ctx, outs)
+		return
+	}
+	if len(r.buf) == 0 {
+		r.since = time.Now()
+	}
+	r.buf = append(r.buf, outs...)
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// start runs the writer until finish is called.
+func (r *recorder) start(ctx context.Context) {
+	r.mu.Lock()
+	r.running = true
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	r.mu.Unlock()
+	go r.run(ctx)
+}
+
+// finish writes what is waiting and stops the writer; later outcomes are
+// written at once by add.
+func (r *recorder) finish() {
+	close(r.stop)
+	<-r.done
+}
+
+func (r *recorder) run(ctx context.Context) {
+	defer close(r.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		stopping := false
+		select {
+		case <-r.kick:
+		case <-r.stop:
+			stopping = true
+		}
+		// Wait out the interval from the oldest outcome's arrival, unless
+		// a statement's worth is waiting: outcomes that arrived during the
+		// last write have often waited long enough already.
+		for !stopping {
+			r.mu.Lock()
+			n, wait := len(r.buf), r.d.cfg.RecordInterval-time.Since(r.since)
+			r.mu.Unlock()
+			if n == 0 || n >= r.d.cfg.RecordBatch || wait <= 0 {
+				break
+			}
+			// Since Go 1.23 a stopped timer delivers no stale value, and
+			// draining one that fired unseen would block: Stop only.
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-r.kick:
+				timer.Stop()
+			case <-r.stop:
+				stopping = true
+				timer.Stop()
+			}
+		}
+		r.mu.Lock()
+		if stopping {
+			r.running = false
+		}
+		buf := r.buf
+		r.buf = nil
+		r.taken.Broadcast()
+		r.mu.Unlock()
+		if len(buf) > 0 {
+			r.d.write(context.WithoutCancel(ctx), buf)
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// recordRetry bounds how long a write of outcomes is retried. Meanwhile
+// their deliveries stay held and their leases renewed (a database that
+// refuses writes usually refuses the renewals too, and then the leases
+// expire anyway); after it they are left to Recover.
+const recordRetry = 30 * time.Second
+
+// write records outs (this instance's), retrying a failed statement for up
+// to recordRetry, then forgets their deliveries: recorded, or left in
+// sending for Recover once their lease expires. It reports sent deliveries
+// to OnSent.
+func (d *Dispatcher) write(ctx context.Context, outs []outcome) {
+	defer d.held.remove(outs)
+	wait := 50 * time.Millisecond
+	deadline := time.Now().Add(recordRetry)
+	for failures := 1; ; failures++ {
+		err := d.record(ctx, outs)
+		if err == nil {
+			break
+		}
+		if d.Outage != nil {
+			d.Outage.Observe(err) // /readyz: the workers cannot write
+		}
+		if time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
+			d.log.WarnContext(ctx, "dispatch: cannot record outcomes; their deliveries stay in sending until their lease expires and Recover takes them",
+				"count", len(outs), "error", err, "failures", failures)
+			return
+		}
+		if failures == 1 {
+			d.log.WarnContext(ctx, "dispatch: cannot record outcomes; retrying", "count", len(outs), "error", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+	if d.OnSent != nil {
+		for _, o := range outs {
+			if o.status == StatusSent {
+				d.OnSent(&Delivery{ID: o.id, NotificationID: o.notificationID, CreatedTime: o.createdTime, SentTime: o.sentTime})
+			}
+		}
+	}
+}
