@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
 )
 
 // twilioMessage is a message resource as Twilio's Messages list shows it.
@@ -66,7 +69,7 @@ func TestTwilioAcceptedAsksTheMessagesList(t *testing.T) {
 		{DeliveryID: 3, Address: "+15550002", Sender: "+15005550006", Body: "Hi Bob", Since: since, Until: until}, // other body
 		{DeliveryID: 4, Address: "+15550003", Sender: service, Body: "Code 1", Since: since, Until: until},
 		{DeliveryID: 5, Address: "+15550004", Sender: service, Body: "Code 2", Since: since, Until: until}, // other service
-		{DeliveryID: 6, Address: "+15550009", Body: "Hi", Since: since, Until: until},                       // nothing sent
+		{DeliveryID: 6, Address: "+15550009", Body: "Hi", Since: since, Until: until},                      // nothing sent
 	})
 	require.NoError(t, err)
 	require.Equal(t, map[int64]string{1: "SMann", 4: "SMsvc"}, got)
@@ -96,4 +99,62 @@ func TestTwilioAcceptedFailsWhenTwilioCannotBeAsked(t *testing.T) {
 	now := time.Now()
 	_, err := tw.Accepted(context.Background(), []channels.InDoubt{{DeliveryID: 1, Address: "+15550001", Body: "Hi", Since: now, Until: now}})
 	require.ErrorContains(t, err, "HTTP 503")
+}
+
+// sgActivity answers GET /v3/messages like the Email Activity API: the
+// messages whose query names one of the delivery ids in found.
+func sgActivity(found map[int64]string) func(w http.ResponseWriter, r *http.Request, body []byte, n int) {
+	return func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) {
+		msgs := []map[string]any{}
+		for id, msgID := range found {
+			if strings.Contains(r.URL.Query().Get("query"), `unique_args['delivery_id']="`+strconv.FormatInt(id, 10)+`"`) {
+				msgs = append(msgs, map[string]any{"msg_id": msgID, "from_email": "noreply@example.test", "subject": "Hi",
+					"to_email": "a@example.com", "status": "delivered", "opens_count": 0, "clicks_count": 0, "last_event_time": "2026-12-03T15:00:20Z"})
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"messages": msgs})
+	}
+}
+
+func TestSendGridAcceptedAsksTheEmailActivityAPI(t *testing.T) {
+	t.Parallel()
+	since := time.Date(2026, 12, 3, 15, 0, 0, 0, time.UTC)
+	until := since.Add(90 * time.Second)
+	f := newFake(t, sgActivity(map[int64]string{7: "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"}))
+	sg := newSendGrid(t, f, func(c *config.SendGrid) { c.Reconcile = true })
+	got, err := sg.Accepted(context.Background(), []channels.InDoubt{
+		{DeliveryID: 7, NotificationID: 70, Address: "a@example.com", Since: since, Until: until},
+		{DeliveryID: 8, NotificationID: 70, Address: "b@example.com", Since: since, Until: until},
+	})
+	require.NoError(t, err)
+	require.Equal(t, map[int64]string{7: "14c5d75ce93"}, got, "found: msg_id up to its first dot, as X-Message-Id; not found: left out")
+
+	reqs := f.requests()
+	require.Len(t, reqs, 2)
+	for _, r := range reqs {
+		require.Equal(t, http.MethodGet, r.Method)
+		require.Equal(t, "/v3/messages", r.Path)
+		require.Equal(t, "Bearer SG.test-key", r.Header.Get("Authorization"))
+		require.Equal(t, "10", r.Query.Get("limit"))
+	}
+	queries := []string{reqs[0].Query.Get("query"), reqs[1].Query.Get("query")}
+	require.Contains(t, queries, `unique_args['delivery_id']="7" AND unique_args['notification_id']="70"`+
+		` AND last_event_time BETWEEN TIMESTAMP "2026-12-03T14:59:00Z" AND TIMESTAMP "2026-12-03T16:01:30Z"`)
+}
+
+func TestSendGridAcceptedNeedsTheSwitchAndAnAnswer(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, sgActivity(nil))
+	_, err := newSendGrid(t, f).Accepted(context.Background(), []channels.InDoubt{{DeliveryID: 1}})
+	require.ErrorIs(t, err, channels.ErrCannotReconcile, "channels.sendgrid.reconcile is off by default")
+	require.Zero(t, f.count(), "and nothing is asked")
+
+	down := newFake(t, func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) {
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"errors":[{"message":"access forbidden","field":null}]}`))
+	})
+	_, err = newSendGrid(t, down, func(c *config.SendGrid) { c.Reconcile = true }).Accepted(context.Background(), []channels.InDoubt{{DeliveryID: 1}})
+	require.ErrorContains(t, err, "HTTP 403", "an account without the add-on answers 403")
+	require.NotErrorIs(t, err, channels.ErrCannotReconcile)
 }
