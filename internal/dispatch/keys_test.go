@@ -99,9 +99,15 @@ func TestKeysAcceptedBeforeTheMoveStillDedupe(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
-		version, err := store.MigrateDown(ctx, db)
-		require.NoError(t, err)
-		require.EqualValues(t, 8, version)
+		// Roll back to before 00008, the later migrations first.
+		for {
+			version, err := store.MigrateDown(ctx, db)
+			require.NoError(t, err)
+			if version == 8 {
+				break
+			}
+			require.Greater(t, version, int64(8))
+		}
 		b := setup(t, db)
 		req := request(t, b.collectionID, threeNames)
 		// As the intake wrote them before: one key row, its notifications
