@@ -2,7 +2,12 @@ package dispatch_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +16,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -167,5 +173,63 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, ds, 1)
 		require.Equal(t, s1, ds[0].ID)
+	})
+}
+
+// Recovery through the real Twilio channel (twilio-go against a fake of the
+// Messages list): the SMS the dead worker sent is found by its rendered
+// body, recipient and sender, and marked sent with Twilio's SID.
+func TestRecoverFindsTheSMSTwilioAccepted(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		clock := time.Now().Truncate(time.Second)
+		var queries []url.Values
+		var mu sync.Mutex
+		fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			queries = append(queries, r.URL.Query())
+			mu.Unlock()
+			msgs := []map[string]any{}
+			if r.URL.Query().Get("To") == "+15550001" {
+				created := clock.Add(-90 * time.Second).UTC().Format(time.RFC1123Z)
+				msgs = append(msgs, map[string]any{"sid": "SM0000000000000000000000000000ann", "to": "+15550001", "from": "+15550100",
+					"body": "Hi Ann", "status": "delivered", "date_created": created, "date_sent": created})
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"messages": msgs, "next_page_uri": nil})
+		}))
+		t.Cleanup(fake.Close)
+		tc := config.Default().Channels.Twilio
+		tc.AccountSID, tc.AuthToken, tc.BaseURL, tc.RatePerSecond = "AC0123456789abcdef0123456789abcdef", "token", fake.URL, 0
+		tw, err := channels.NewTwilio(tc, 3, time.Minute, nil)
+		require.NoError(t, err)
+
+		cid, _ := seedRule(t, db, "USER_INVITEUSER", smsAction())
+		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"sms": tw}, testConfig(),
+			dispatch.Senders{SMSFrom: "+15550100"}, discard(), func() time.Time { return clock })
+		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, cid,
+			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"phone": "+1 555 0001", "macros": {"FNAME": "Ann"}}, {"phone": "+15550002", "macros": {"FNAME": "Bob"}}]}]}`)}})
+		require.NoError(t, err)
+		nid := out[0].Notifications[0].ID
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 1, claimed_at = ? WHERE notification_id = ?",
+			clock.Add(-2*time.Minute).UnixMilli(), nid).Error)
+
+		n, err := disp.Recover(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n)
+		var ds []dispatch.Delivery
+		require.NoError(t, db.Where("notification_id = ?", nid).Order("recipient_index").Find(&ds).Error)
+		require.Equal(t, dispatch.StatusSent, ds[0].Status)
+		require.Equal(t, "SM0000000000000000000000000000ann", *ds[0].ProviderMessageID)
+		require.Equal(t, channels.TwilioName, ds[0].Provider)
+		require.Equal(t, dispatch.ReconciledAccepted, ds[0].Reconciled)
+		require.Equal(t, dispatch.StatusPending, ds[1].Status, "Twilio has no message to Bob: sent again")
+		require.Equal(t, dispatch.ReconciledNotFound, ds[1].Reconciled)
+		require.Len(t, queries, 2)
+		for _, q := range queries {
+			require.Equal(t, "+15550100", q.Get("From"))
+		}
 	})
 }
