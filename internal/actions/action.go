@@ -117,7 +117,18 @@ type Config struct {
 
 	MissingMacro string     `json:"missingMacro,omitempty"` // fail | blank | keep
 	Condition    *Condition `json:"condition,omitempty"`
+	// InDoubt is what recovery does with a delivery whose last attempt is
+	// in doubt (its worker stopped mid-send) when the provider cannot be
+	// asked whether it accepted it: resend (the default; at least once) or
+	// markUnknown (at most once: the delivery ends unknown).
+	InDoubt string `json:"inDoubt,omitempty"`
 }
+
+// InDoubt policies (Config.InDoubt).
+const (
+	InDoubtResend      = "resend"
+	InDoubtMarkUnknown = "markUnknown"
+)
 
 // Value stores Config as JSON text.
 func (c Config) Value() (driver.Value, error) {

@@ -151,6 +151,9 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 	if c.MissingMacro != "" {
 		f.OneOf("config.missingMacro", c.MissingMacro, MissingFail, MissingBlank, MissingKeep)
 	}
+	if c.InDoubt != "" {
+		f.OneOf("config.inDoubt", c.InDoubt, InDoubtResend, InDoubtMarkUnknown)
+	}
 	if c.From != "" && !e164.MatchString(c.From) {
 		f.Add("config.from", "must be an E.164 phone number such as +14155550100")
 	}

@@ -116,16 +116,7 @@ func (a *App) instrumentSink(name string, s outbox.Sink) outbox.Sink {
 // address or body is logged; the refusal reason goes through the redacting
 // handler like every line.
 func logOutcomes(ch channels.Channel, log *slog.Logger) channels.Channel {
-	c := &outcomeLogger{next: ch, log: log}
-	if r, ok := ch.(reconciler); ok {
-		return &reconcilingOutcomeLogger{outcomeLogger: c, r: r}
-	}
-	return c
-}
-
-// reconciler is dispatch.Reconciler, restated so the wrapper can keep it.
-type reconciler interface {
-	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
+	return channels.KeepReconciler(&outcomeLogger{next: ch, log: log}, ch)
 }
 
 type outcomeLogger struct {
@@ -162,13 +153,4 @@ func (c *outcomeLogger) Send(ctx context.Context, msgs []channels.Message) []cha
 		c.log.LogAttrs(ctx, slog.LevelWarn, "delivery refused by provider", append(attrs, slog.String("class", class), slog.String("reason", e.Reason))...)
 	}
 	return res
-}
-
-type reconcilingOutcomeLogger struct {
-	*outcomeLogger
-	r reconciler
-}
-
-func (c *reconcilingOutcomeLogger) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
-	return c.r.Accepted(ctx, deliveryIDs)
 }

@@ -105,3 +105,67 @@ func Classify(provider string, err error) *Error {
 	}
 	return Retryable(provider, err.Error(), 0, err)
 }
+
+// InDoubt is a delivery whose last attempt may have reached the provider:
+// its worker stopped (crash, lost lease) between the provider call and the
+// record of its outcome.
+type InDoubt struct {
+	DeliveryID     int64
+	NotificationID int64
+	// Address is where the attempt went: an email address, a phone number
+	// (as the recipient gave it; providers normalise it as Send does) or a
+	// push token.
+	Address string
+	// Sender is the email From address, the SMS From number or Twilio
+	// Messaging Service SID; "" when it could not be worked out.
+	Sender string
+	// Body is the rendered SMS or push body (the email subject for email),
+	// when the delivery could be rendered again; "" otherwise. A provider
+	// that can search by content matches on it.
+	Body string
+	// Since and Until bound when the attempt reached the provider, if it
+	// did: from its claim to its lease's expiry (or the recovery, if later).
+	Since, Until time.Time
+}
+
+// Reconciler is a Channel whose provider can be asked which in-doubt
+// deliveries it accepted. Recovery asks before sending them again, so a crash
+// between the provider's accept and the outcome's record does not send
+// twice.
+//
+// Accepted returns the provider message id of each delivery the provider
+// has accepted, keyed by delivery id; a delivery it leaves out was not
+// accepted and is sent again. An error means the provider could not be
+// asked, for any of them (ErrCannotReconcile when the lookup is switched
+// off): the action's inDoubt policy decides.
+type Reconciler interface {
+	Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error)
+}
+
+// ErrCannotReconcile is Accepted's error when the provider has a lookup but
+// this account or configuration cannot use it (SendGrid without
+// channels.sendgrid.reconcile).
+var ErrCannotReconcile = errors.New("channels: the provider cannot be asked what it accepted")
+
+// KeepReconciler returns wrapper, a decorator of inner, with inner's
+// Accepted when inner is a Reconciler, so decorators (metrics, tracing,
+// logging) never hide the capability.
+func KeepReconciler(wrapper, inner Channel) Channel {
+	r, ok := inner.(Reconciler)
+	if !ok {
+		return wrapper
+	}
+	return reconciling{Channel: wrapper, r: r}
+}
+
+type reconciling struct {
+	Channel
+	r Reconciler
+}
+
+func (c reconciling) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error) {
+	return c.r.Accepted(ctx, deliveries)
+}
+
+// Unwrap returns the decorator it wraps.
+func (c reconciling) Unwrap() Channel { return c.Channel }

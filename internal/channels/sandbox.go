@@ -230,11 +230,15 @@ func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	return nil
 }
 
-// Accepted returns, for those of deliveryIDs the sandbox has recorded, the
-// provider message id it gave them: after a crash, the dispatcher asks
-// before sending a delivery again. Without a database it only knows the
-// messages it keeps in memory.
-func (s *Sandbox) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
+// Accepted returns, for those of deliveries the sandbox has recorded, the
+// provider message id it gave them (channels.Reconciler): after a crash,
+// the dispatcher asks before sending a delivery again. Without a database it
+// only knows the messages it keeps in memory.
+func (s *Sandbox) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error) {
+	deliveryIDs := make([]int64, len(deliveries))
+	for i, d := range deliveries {
+		deliveryIDs[i] = d.DeliveryID
+	}
 	out := map[int64]string{}
 	if s.db == nil {
 		want := map[int64]bool{}

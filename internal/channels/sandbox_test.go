@@ -56,7 +56,7 @@ func TestSandboxRecordsEverySend(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(rows[0].Message), &got))
 	require.Equal(t, msg, got)
 
-	acc, err := sb.Accepted(ctx, []int64{7, 100, 9999})
+	acc, err := sb.Accepted(ctx, inDoubt(7, 100, 9999))
 	require.NoError(t, err)
 	require.Equal(t, second[0].ProviderMessageID, acc[7])
 	require.Contains(t, acc, int64(100))
@@ -74,7 +74,7 @@ func TestSandboxWithoutDatabaseKeepsTheLastMessages(t *testing.T) {
 	msgs := sb.Messages()
 	require.Len(t, msgs, 1000)
 	require.EqualValues(t, 200, msgs[0].DeliveryID)
-	acc, err := sb.Accepted(context.Background(), []int64{5, 1199})
+	acc, err := sb.Accepted(context.Background(), inDoubt(5, 1199))
 	require.NoError(t, err)
 	require.Equal(t, []int64{1199}, keys(acc))
 }
@@ -83,6 +83,14 @@ func keys(m map[int64]string) []int64 {
 	var out []int64
 	for k := range m {
 		out = append(out, k)
+	}
+	return out
+}
+
+func inDoubt(ids ...int64) []channels.InDoubt {
+	out := make([]channels.InDoubt, len(ids))
+	for i, id := range ids {
+		out[i].DeliveryID = id
 	}
 	return out
 }

@@ -3,12 +3,14 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/mail"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sendgrid/rest"
@@ -47,6 +49,8 @@ type SendGrid struct {
 	limiter  *Limiter
 	breaker  *Breaker
 	now      func() time.Time
+	// reconcile: the account has the Email Activity API (Accepted).
+	reconcile bool
 }
 
 // NewSendGrid returns the SendGrid channel for cfg; breaker settings come
@@ -61,7 +65,93 @@ func NewSendGrid(cfg config.SendGrid, breakerFailures int, breakerCooldown time.
 		limiter:  NewLimiter(SendGridName, cfg.RatePerSecond, cfg.Burst),
 		breaker:  NewBreaker(SendGridName, breakerFailures, breakerCooldown, log),
 		now:      time.Now,
+
+		reconcile: cfg.Reconcile,
 	}
+}
+
+// sendGridLookups is how many Email Activity requests Accepted has in
+// flight: the API is rate limited per account, and recovery is not urgent.
+const sendGridLookups = 4
+
+// sendGridActivityLag bounds how long after an attempt's window SendGrid
+// may still record events for its message (last_event_time moves on with
+// every event).
+const sendGridActivityLag = time.Hour
+
+// Accepted asks SendGrid's Email Activity API which in-doubt deliveries it
+// accepted (channels.Reconciler), one query per delivery by the custom_args
+// every personalization carries (delivery_id, notification_id), over the
+// attempt's window. The provider message id is the message's msg_id up to
+// its first dot: the X-Message-Id mail/send would have answered. Without
+// channels.sendgrid.reconcile (the API is a paid add-on) it returns
+// ErrCannotReconcile. The activity feed lags the send by seconds to minutes
+// (SendGrid's figure), so a message accepted just before a crash may not be
+// found yet, and is sent again.
+func (s *SendGrid) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error) {
+	if !s.reconcile {
+		return nil, ErrCannotReconcile
+	}
+	out := map[int64]string{}
+	var mu sync.Mutex
+	errs := make([]error, len(deliveries))
+	each(len(deliveries), sendGridLookups, func(i int) {
+		id, err := s.activity(ctx, deliveries[i])
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		if id != "" {
+			mu.Lock()
+			out[deliveries[i].DeliveryID] = id
+			mu.Unlock()
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// activity returns the message id SendGrid's Email Activity shows for d,
+// "" when it shows none.
+func (s *SendGrid) activity(ctx context.Context, d InDoubt) (string, error) {
+	q := fmt.Sprintf(`unique_args['%s']="%d"`, ArgDeliveryID, d.DeliveryID)
+	if d.NotificationID != 0 {
+		q += fmt.Sprintf(` AND unique_args['%s']="%d"`, ArgNotificationID, d.NotificationID)
+	}
+	if !d.Since.IsZero() {
+		q += fmt.Sprintf(` AND last_event_time BETWEEN TIMESTAMP "%s" AND TIMESTAMP "%s"`,
+			d.Since.Add(-time.Minute).UTC().Format(time.RFC3339), d.Until.Add(sendGridActivityLag).UTC().Format(time.RFC3339))
+	}
+	req := sendgrid.GetRequest(s.apiKey, "/v3/messages", s.endpoint)
+	req.Method = rest.Get
+	req.QueryParams = map[string]string{"query": q, "limit": "10"}
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.client.SendWithContext(cctx, req)
+	if err != nil {
+		return "", fmt.Errorf("sendgrid: email activity: %w", transportError(SendGridName, err))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e, _ := s.classify(resp)
+		return "", fmt.Errorf("sendgrid: email activity: %w", e)
+	}
+	var body struct {
+		Messages []struct {
+			MsgID string `json:"msg_id"`
+		} `json:"messages"`
+	}
+	if err := json.Unmarshal([]byte(resp.Body), &body); err != nil {
+		return "", fmt.Errorf("sendgrid: email activity: unreadable answer: %w", err)
+	}
+	for _, m := range body.Messages {
+		if m.MsgID != "" {
+			id, _, _ := strings.Cut(m.MsgID, ".")
+			return id, nil
+		}
+	}
+	return "", nil
 }
 
 // Name is the provider name.

@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twilio/twilio-go/client"
@@ -139,16 +141,8 @@ func (t *Twilio) sendOne(ctx context.Context, m Message) Result {
 
 	cctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	call := &twilioCall{ctx: cctx, base: t.base, next: t.transport}
-	sdk := &client.Client{
-		Credentials: t.creds,
-		HTTPClient: &http.Client{
-			Transport:     call,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-	}
-	sdk.SetAccountSid(t.accountSID)
-	resp, err := twilioapi.NewApiServiceWithClient(sdk).CreateMessage(params)
+	api, call := t.api(cctx)
+	resp, err := api.CreateMessage(params)
 	if err != nil {
 		e := t.classify(err, call)
 		done(e)
@@ -160,6 +154,150 @@ func (t *Twilio) sendOne(ctx context.Context, m Message) Result {
 		sid = *resp.Sid
 	}
 	return Result{ProviderMessageID: sid}
+}
+
+// api is a twilio-go client for one call under ctx (see Twilio).
+func (t *Twilio) api(ctx context.Context) (*twilioapi.ApiService, *twilioCall) {
+	call := &twilioCall{ctx: ctx, base: t.base, next: t.transport}
+	sdk := &client.Client{
+		Credentials: t.creds,
+		HTTPClient: &http.Client{
+			Transport:     call,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	sdk.SetAccountSid(t.accountSID)
+	return twilioapi.NewApiServiceWithClient(sdk), call
+}
+
+// twilioClockSlack widens an in-doubt attempt's window on both sides for
+// the clocks of this host and Twilio's.
+const twilioClockSlack = time.Minute
+
+// twilioListLimit bounds the messages read per lookup: the messages to one
+// number from one sender in an attempt's window of a few minutes.
+const twilioListLimit = 200
+
+// Accepted asks Twilio which in-doubt deliveries it accepted
+// (channels.Reconciler): the Messages list filtered by recipient, sender
+// (a From number; a Messaging Service is matched on the results) and sent
+// date within the attempts' window, matched on the body. Twilio keeps no
+// field of ours on a message (the status callback URL is not listed), so
+// deliveries to one number with the same sender and body are matched to the
+// messages found in order, oldest first, at most one message each: two
+// in-doubt deliveries and one message found means one was accepted. A
+// message Twilio accepted but had not yet sent has no sent date and is not
+// found by the filter; the delivery is then sent again.
+func (t *Twilio) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error) {
+	type group struct {
+		to, sender, body string
+		since, until     time.Time
+		ids              []int64
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	for _, d := range deliveries {
+		to, err := NormalizePhone(d.Address, t.countryCode)
+		if err != nil {
+			continue // Send refuses it without calling Twilio
+		}
+		sender := d.Sender
+		if sender == "" { // as Send: the Messaging Service over the number
+			sender = t.from
+			if t.serviceSID != "" {
+				sender = t.serviceSID
+			}
+		}
+		key := to + "\x00" + sender + "\x00" + d.Body
+		g := byKey[key]
+		if g == nil {
+			g = &group{to: to, sender: sender, body: d.Body, since: d.Since, until: d.Until}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		g.ids = append(g.ids, d.DeliveryID)
+		if d.Since.Before(g.since) {
+			g.since = d.Since
+		}
+		if d.Until.After(g.until) {
+			g.until = d.Until
+		}
+	}
+	out := map[int64]string{}
+	var mu sync.Mutex
+	errs := make([]error, len(groups))
+	each(len(groups), t.concurrency, func(i int) {
+		g := groups[i]
+		sids, err := t.find(ctx, g.to, g.sender, g.body, g.since.Add(-twilioClockSlack), g.until.Add(twilioClockSlack))
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		slices.Sort(g.ids)
+		mu.Lock()
+		defer mu.Unlock()
+		for j, id := range g.ids {
+			if j < len(sids) {
+				out[id] = sids[j]
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// find returns the SIDs of the messages to `to` from sender (a number or a
+// Messaging Service SID) with body ("" matches any) created from since to
+// until, oldest first.
+func (t *Twilio) find(ctx context.Context, to, sender, body string, since, until time.Time) ([]string, error) {
+	params := &twilioapi.ListMessageParams{}
+	params.SetTo(to)
+	service := strings.HasPrefix(sender, "MG")
+	if sender != "" && !service {
+		params.SetFrom(sender)
+	}
+	params.SetDateSentAfter(since.UTC())
+	params.SetDateSentBefore(until.UTC())
+	params.SetPageSize(twilioListLimit)
+	params.SetLimit(twilioListLimit)
+	cctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	api, call := t.api(cctx)
+	msgs, err := api.ListMessage(params)
+	if err != nil {
+		return nil, fmt.Errorf("twilio: list messages: %w", t.classify(err, call))
+	}
+	type found struct {
+		sid     string
+		created time.Time
+	}
+	var hits []found
+	for _, m := range msgs {
+		if m.Sid == nil || (body != "" && (m.Body == nil || *m.Body != body)) {
+			continue
+		}
+		if service && (m.MessagingServiceSid == nil || *m.MessagingServiceSid != sender) {
+			continue
+		}
+		var created time.Time
+		if m.DateCreated != nil {
+			if c, err := time.Parse(time.RFC1123Z, *m.DateCreated); err == nil {
+				created = c
+				if c.Before(since) || c.After(until) {
+					continue
+				}
+			}
+		}
+		hits = append(hits, found{*m.Sid, created})
+	}
+	slices.SortStableFunc(hits, func(a, b found) int { return a.created.Compare(b.created) })
+	sids := make([]string, len(hits))
+	for i, h := range hits {
+		sids[i] = h.sid
+	}
+	return sids, nil
 }
 
 // classify turns a twilio-go error into an *Error. Twilio's error codes

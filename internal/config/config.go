@@ -235,6 +235,9 @@ type SendGrid struct {
 	// ECDSA, as SendGrid shows it). Empty: the webhook route refuses events.
 	WebhookPublicKey string        `koanf:"webhookPublicKey"`
 	WebhookMaxSkew   time.Duration `koanf:"webhookMaxSkew"`
+	// Reconcile lets recovery ask the Email Activity API (a paid add-on of
+	// the account) which in-doubt deliveries SendGrid accepted.
+	Reconcile bool `koanf:"reconcile"`
 }
 
 // Twilio configures SMS delivery. Credentials: AccountSID and AuthToken.

@@ -399,12 +399,14 @@ func TestRecoverExpiredLeases(t *testing.T) {
 		n, err := b.disp.Recover(ctx)
 		require.NoError(t, err)
 		require.EqualValues(t, 2, n)
+		// The sandbox is asked, and has not got them.
 		email := deliveries(t, b, id, "email")[0]
 		require.Equal(t, dispatch.StatusPending, email.Status)
-		require.Contains(t, email.Reason, "outcome unknown, sending again")
+		require.Contains(t, email.Reason, "the provider had not accepted it, sending again")
+		require.Equal(t, dispatch.ReconciledNotFound, email.Reconciled)
 		sms := deliveries(t, b, id, "sms")[0]
 		require.Equal(t, dispatch.StatusFailed, sms.Status)
-		require.Contains(t, sms.Reason, "outcome of the last attempt unknown")
+		require.Contains(t, sms.Reason, "gave up after")
 
 		// A lease that has not expired is left alone.
 		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', lease_until = ? WHERE id = ?", time.Now().Add(time.Second).UnixMilli(), email.ID).Error)

@@ -30,10 +30,31 @@ const (
 	StatusBounced   = "bounced"   // the provider reported a bounce or block (webhook); Reason has its words
 	StatusFailed    = "failed"    // permanently failed, or out of attempts; Reason says why
 	StatusSkipped   = "skipped"   // never sent: no address, condition not met; Reason says why
+	// StatusUnknown is final: an attempt was in doubt (its worker stopped
+	// mid-send), the provider could not be asked, and the action's
+	// config.inDoubt is markUnknown, so it was not sent again.
+	StatusUnknown = "unknown"
 )
 
 // DeliveryStatuses lists every delivery status, for validation.
-var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped}
+var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown}
+
+// How recovery resolved an in-doubt attempt (Delivery.Reconciled).
+const (
+	// ReconciledAccepted: the provider said it had accepted the attempt;
+	// the delivery is sent with the provider's message id.
+	ReconciledAccepted = "provider_accepted"
+	// ReconciledNotFound: the provider said it had not; the delivery is
+	// sent again (or failed when out of attempts).
+	ReconciledNotFound = "provider_not_found"
+	// ReconciledResent: the provider could not be asked and the action's
+	// policy is resend: sent again, at least once.
+	ReconciledResent = "resent"
+	// ReconciledUnknown: the provider could not be asked and the delivery
+	// was not sent again (config.inDoubt markUnknown, or out of attempts):
+	// whether it reached the provider is unknown.
+	ReconciledUnknown = "unknown"
+)
 
 // NotificationRecord is one stored notification: one named entry of an
 // accepted request. Deliveries is filled only by Store.Get.
@@ -92,8 +113,13 @@ type Delivery struct {
 	Provider          string    `json:"provider"`
 	ProviderMessageID *string   `json:"providerMessageId"`
 	SentTime          int64     `json:"sentTime"`
-	CreatedTime       int64     `json:"createdTime"`
-	UpdatedTime       int64     `json:"updatedTime"`
+	// InDoubt counts the attempts whose outcome recovery had to work out
+	// (the worker stopped between the provider call and its record), and
+	// Reconciled says how the last was resolved (Reconciled*; "" when none).
+	InDoubt     int    `json:"inDoubt"`
+	Reconciled  string `json:"reconciled"`
+	CreatedTime int64  `json:"createdTime"`
+	UpdatedTime int64  `json:"updatedTime"`
 	// SandboxMessages are what the sandbox channel recorded for this
 	// delivery (one per send), shown by Store.Get: exactly what a provider
 	// would have been sent. Empty for real providers.

@@ -158,10 +158,12 @@ func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f Delive
 var webhookStatuses = []string{StatusDelivered, StatusBounced, StatusFailed}
 
 // webhookFrom lists the statuses a provider report may change: only
-// deliveries the provider accepted (sent) or already reported on. A report
-// never resurrects a skipped delivery or races a send in flight, and a
-// bounce or failure may follow delivered, not the other way round.
-const webhookFrom = "status IN ('sent', 'delivered')"
+// deliveries the provider accepted (sent) or already reported on, or whose
+// last attempt was in doubt and left unknown (the report shows the provider
+// got it). A report never resurrects a skipped delivery or races a send in
+// flight, and a bounce or failure may follow delivered, not the other way
+// round.
+const webhookFrom = "status IN ('sent', 'delivered', 'unknown')"
 
 // MarkByID records a provider report (delivered or failed, with the
 // provider's reason) on delivery id. It returns ErrNotFound (NOT_FOUND)

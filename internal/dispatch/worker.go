@@ -235,28 +235,21 @@ func (d *Dispatcher) recoverLoop(ctx context.Context) {
 	}
 }
 
-// Reconciler is a channel that can say which deliveries it already
-// accepted, by delivery id, with the provider message id it gave each. Recover
-// asks it before sending a stale delivery again, so a crash between the
-// provider's accept and the status commit does not send twice. The sandbox
-// implements it; a provider without a lookup does not, and its stale
-// deliveries are sent again (at least once).
-type Reconciler interface {
-	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
-}
-
 // Recover applies the lease rule: a delivery in sending whose lease has
 // expired belonged to an instance that died (or lost the database for
 // longer than a lease) mid-send; a live instance renews the leases of what
-// it holds, so its sends never look expired. Whether the provider got such
-// a delivery is in doubt. If its channel is a Reconciler and says it
-// accepted the delivery, the delivery is marked sent. Otherwise whether the
-// provider got it is unknown, and it goes back to pending, due now (the
-// attempt stays counted), to be sent again: at least once. If that attempt
-// was its last (dispatch.maxAttempts) it is failed with a reason that says
-// the outcome is unknown. It is never left in sending and never dropped
-// without a reason. Recover returns how many deliveries it moved, logs the
-// count (the in-doubt deliveries of a crash) and reports it to OnInDoubt.
+// it holds, so its sends never look expired. Its last attempt is in doubt.
+// If its channel is a channels.Reconciler, the provider is asked: accepted,
+// the delivery is sent; not accepted, it is sent again. If the provider
+// cannot be asked (no lookup, or the lookup failed) the action's
+// config.inDoubt decides: resend (the default) puts it back to pending, due
+// now, to be sent again (at least once); markUnknown ends it unknown (at
+// most once). An attempt that was the last (dispatch.maxAttempts) is not
+// sent again: it fails with a reason that says so. Each resolution counts
+// on the delivery (in_doubt, reconciled). A delivery is never left in
+// sending and never dropped without a reason. Recover returns how many
+// deliveries it moved, logs the count (the in-doubt deliveries of a crash)
+// and reports it to OnInDoubt.
 func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
 	var total, found int64
 	defer func() {
@@ -288,7 +281,7 @@ func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, int, e
 	// its recipient address, when it was claimed and by whom, and its
 	// lease expiry.
 	var stale []claimed
-	if err := d.db.WithContext(ctx).Raw(`SELECT id, channel, attempts, address, claimed_at, lease_owner, lease_until FROM deliveries
+	if err := d.db.WithContext(ctx).Raw(`SELECT id, notification_id, collection_id, action_id, channel, recipient, attempts, address, claimed_at, lease_owner, lease_until FROM deliveries
 WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit).Scan(&stale).Error; err != nil {
 		return 0, 0, fmt.Errorf("dispatch: recover: %w", err)
 	}
@@ -299,41 +292,39 @@ WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli
 	if len(stale) == 0 {
 		return 0, 0, nil
 	}
-	byChannel := map[string][]int64{}
-	for _, c := range stale {
-		byChannel[c.Channel] = append(byChannel[c.Channel], c.ID)
+	acts, err := d.recoveryActions(ctx, stale)
+	if err != nil {
+		return 0, 0, err
 	}
-	accepted := map[int64]string{}
-	provider := map[string]string{}
-	for name, ids := range byChannel {
-		ch := d.channels[name]
-		rec, ok := ch.(Reconciler)
-		if !ok {
-			continue
-		}
-		got, err := rec.Accepted(ctx, ids)
-		if err != nil {
-			d.log.WarnContext(ctx, "dispatch: cannot ask the channel what it accepted; sending again", "channel", name, "error", err)
-			continue
-		}
-		provider[name] = ch.Name()
-		for id, pm := range got {
-			accepted[id] = pm
-		}
-	}
+	res := d.reconcile(ctx, stale, acts, now)
 	outs := make([]outcome, len(stale))
 	for i, c := range stale {
 		o := outcome{id: c.ID, attempts: c.Attempts}
-		switch pm, ok := accepted[c.ID]; {
-		case ok:
-			o.status, o.provider, o.providerMessageID, o.sentTime = StatusSent, provider[c.Channel], pm, now.UnixMilli()
+		pm, accepted := res.accepted[c.ID]
+		policy := actions.InDoubtResend
+		if a := acts[c.ActionID]; a != nil && a.Config.InDoubt != "" {
+			policy = a.Config.InDoubt
+		}
+		switch {
+		case accepted:
+			o.status, o.provider, o.providerMessageID, o.sentTime = StatusSent, res.provider[c.Channel], pm, now.UnixMilli()
+			o.reconciled = ReconciledAccepted
 			o.reason = "the worker stopped while sending; the provider had accepted it"
+		case res.asked[c.Channel] && c.Attempts >= d.cfg.MaxAttempts:
+			o.status, o.reconciled = StatusFailed, ReconciledNotFound
+			o.reason = fmt.Sprintf("gave up after %d attempts: the worker stopped while sending the last and the provider had not accepted it", c.Attempts)
+		case res.asked[c.Channel]:
+			o.status, o.nextAttemptAt, o.reconciled = StatusPending, now.UnixMilli(), ReconciledNotFound
+			o.reason = "the worker stopped while sending; the provider had not accepted it, sending again"
+		case policy == actions.InDoubtMarkUnknown:
+			o.status, o.reconciled = StatusUnknown, ReconciledUnknown
+			o.reason = "outcome unknown: the worker stopped while sending and " + res.why(c.Channel) + "; not sent again (config.inDoubt is markUnknown)"
 		case c.Attempts >= d.cfg.MaxAttempts:
-			o.status = StatusFailed
+			o.status, o.reconciled = StatusFailed, ReconciledUnknown
 			o.reason = "outcome of the last attempt unknown: the worker stopped while sending and dispatch.maxAttempts is reached"
 		default:
-			o.status, o.nextAttemptAt = StatusPending, now.UnixMilli()
-			o.reason = "the worker stopped while sending; attempt outcome unknown, sending again"
+			o.status, o.nextAttemptAt, o.reconciled = StatusPending, now.UnixMilli(), ReconciledResent
+			o.reason = "the worker stopped while sending and " + res.why(c.Channel) + "; attempt outcome unknown, sending again"
 		}
 		outs[i] = o
 	}
@@ -357,6 +348,114 @@ func (d *Dispatcher) recordRecovered(ctx context.Context, now int64, stale []cla
 		outs[i].owner, outs[i].leaseBefore = c.LeaseOwner, now
 	}
 	return d.recordCount(ctx, outs)
+}
+
+// recoveryActions reads the actions of the stale deliveries: their inDoubt
+// policy, and what the provider is asked about (sender, body).
+func (d *Dispatcher) recoveryActions(ctx context.Context, stale []claimed) (map[int64]*actions.Action, error) {
+	seen := map[int64]bool{}
+	var refs []actions.Ref
+	for _, c := range stale {
+		if !seen[c.ActionID] {
+			seen[c.ActionID] = true
+			refs = append(refs, actions.Ref{CollectionID: c.CollectionID, ID: c.ActionID})
+		}
+	}
+	list, err := d.actions.ForSend(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: recover: actions: %w", err)
+	}
+	out := make(map[int64]*actions.Action, len(list))
+	for i := range list {
+		out[list[i].ID] = &list[i]
+	}
+	return out, nil
+}
+
+// reconciled is what the channels answered about in-doubt deliveries.
+type reconciled struct {
+	accepted map[int64]string // delivery id → provider message id
+	asked    map[string]bool  // channels whose provider answered
+	provider map[string]string
+	errs     map[string]error // channels whose provider could not be asked, and why
+}
+
+func (r reconciled) why(channel string) string {
+	if err := r.errs[channel]; err != nil && !errors.Is(err, channels.ErrCannotReconcile) {
+		return "the provider could not be asked whether it accepted it (" + truncate(err.Error(), 300) + ")"
+	}
+	return "the provider cannot be asked whether it accepted it"
+}
+
+// reconcile asks each channel that is a channels.Reconciler which of its
+// stale deliveries it accepted, within dispatch.sendTimeout.
+func (d *Dispatcher) reconcile(ctx context.Context, stale []claimed, acts map[int64]*actions.Action, now time.Time) reconciled {
+	res := reconciled{accepted: map[int64]string{}, asked: map[string]bool{}, provider: map[string]string{}, errs: map[string]error{}}
+	byChannel := map[string][]channels.InDoubt{}
+	for _, c := range stale {
+		byChannel[c.Channel] = append(byChannel[c.Channel], d.inDoubt(c, acts[c.ActionID], now))
+	}
+	for name, list := range byChannel {
+		rec, ok := d.channels[name].(channels.Reconciler)
+		if !ok {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+		got, err := rec.Accepted(actx, list)
+		cancel()
+		if err != nil {
+			res.errs[name] = err
+			if !errors.Is(err, channels.ErrCannotReconcile) {
+				d.log.WarnContext(ctx, "dispatch: cannot ask the provider what it accepted; applying each action's inDoubt policy", "channel", name, "error", err)
+			}
+			continue
+		}
+		res.asked[name], res.provider[name] = true, d.channels[name].Name()
+		for id, pm := range got {
+			res.accepted[id] = pm
+		}
+	}
+	return res
+}
+
+// inDoubt describes stale delivery c for its provider's lookup: where it
+// went and from whom, as it would be rendered now (a is nil when its action
+// is gone; then only the address is known), and when.
+func (d *Dispatcher) inDoubt(c claimed, a *actions.Action, now time.Time) channels.InDoubt {
+	q := channels.InDoubt{DeliveryID: c.ID, NotificationID: c.NotificationID, Since: time.UnixMilli(c.ClaimedAt), Until: now}
+	var rc Recipient
+	if json.Unmarshal([]byte(c.Recipient), &rc) != nil {
+		return q
+	}
+	switch c.Channel {
+	case actions.ChannelEmail:
+		if to := rc.To(); len(to) > 0 {
+			q.Address = to[0].Email
+		}
+	case actions.ChannelSMS:
+		q.Address = rc.Phone
+	case actions.ChannelPush:
+		q.Address = rc.PushID
+	}
+	if a == nil {
+		return q
+	}
+	m, err := d.render(a, rc)
+	if err != nil {
+		return q
+	}
+	switch c.Channel {
+	case actions.ChannelEmail:
+		q.Sender, q.Body = m.From.Email, m.Subject
+	case actions.ChannelSMS:
+		q.Sender, q.Body = m.SMSFrom, m.Body
+		if m.MessagingServiceSID != "" {
+			q.Sender = m.MessagingServiceSID
+		}
+	case actions.ChannelPush:
+		q.Body = m.Body
+	}
+	return q
 }
 
 // claimed is a delivery a worker owns until it records the outcome. Its
@@ -484,6 +583,7 @@ type outcome struct {
 	// expired before it (Recover's writes).
 	owner       string
 	leaseBefore int64
+	reconciled  string // Recover's resolution of an in-doubt attempt (Reconciled*)
 }
 
 type groupKey struct{ notificationID, actionID int64 }
@@ -695,7 +795,7 @@ func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, er
 // recordColumns are the fields of one outcome in recordSQL's parameter.
 var recordColumns = store.Columns(
 	"id bigint", "attempts integer", "status text", "reason text", "provider text", "pmid text",
-	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint",
+	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint", "reconciled text",
 )
 
 type recordRow struct {
@@ -710,6 +810,9 @@ type recordRow struct {
 	// Owner and LeaseBefore fence the write (outcome.owner).
 	Owner       string `json:"owner"`
 	LeaseBefore int64  `json:"lease_before"`
+	// Reconciled is set by Recover only: it counts one more in-doubt
+	// attempt and records how it was resolved.
+	Reconciled string `json:"reconciled"`
 }
 
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
@@ -721,7 +824,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 		if owner == "" {
 			owner = d.owner
 		}
-		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore}
+		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore, o.reconciled}
 	}
 	doc, err := json.Marshal(rows)
 	if err != nil {
@@ -737,7 +840,8 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	// an owner that renewed in the meantime keeps its row.
 	q := "UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
-		"sent_time = v.sent_time, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
+		"sent_time = v.sent_time, in_doubt = deliveries.in_doubt + CASE WHEN v.reconciled = '' THEN 0 ELSE 1 END, " +
+		"reconciled = CASE WHEN v.reconciled = '' THEN deliveries.reconciled ELSE v.reconciled END, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
 		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts " +
 		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before)"
 	return q, []any{now, string(doc)}, nil

@@ -273,3 +273,42 @@ func TestNotificationListsReportEveryBadParameter(t *testing.T) {
 	require.Contains(t, got, "limit", "body: %s", res.Raw)
 	require.Contains(t, got, "status", "body: %s", res.Raw)
 }
+
+// A delivery shows whether an attempt was in doubt and how recovery
+// resolved it, and the unknown status is a filter like the others.
+func TestDeliveriesShowHowAnInDoubtAttemptWasResolved(t *testing.T) {
+	t.Parallel()
+	eachDialect(t, func(t *testing.T, api *testAPI) {
+		cid, _ := seedInvite(t, api)
+		admin := api.token(auth.Principal{Roles: []string{auth.RoleAdmin}, Collections: []int64{cid}})
+		res := api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/notifications", cid), admin, sendBody)
+		require.Equal(t, http.StatusAccepted, res.Code, "body: %s", res.Raw)
+		nid := int64(res.JSON["notifications"].([]any)[0].(map[string]any)["id"].(float64))
+		var ids []int64
+		require.NoError(t, api.DB.Raw("SELECT id FROM deliveries WHERE notification_id = ? AND status <> 'skipped' ORDER BY id", nid).Scan(&ids).Error)
+		require.NotEmpty(t, ids)
+		require.NoError(t, api.DB.Exec("UPDATE deliveries SET status = 'unknown', in_doubt = 1, reconciled = 'unknown' WHERE id = ?", ids[0]).Error)
+
+		res = api.do(http.MethodGet, fmt.Sprintf("/v1/collections/%d/deliveries?status=unknown", cid), admin, nil)
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+		ds := res.JSON["deliveries"].([]any)
+		require.Len(t, ds, 1)
+		d := ds[0].(map[string]any)
+		require.EqualValues(t, ids[0], d["id"])
+		require.Equal(t, "unknown", d["status"])
+		require.EqualValues(t, 1, d["inDoubt"])
+		require.Equal(t, "unknown", d["reconciled"])
+
+		res = api.do(http.MethodGet, fmt.Sprintf("/v1/collections/%d/notifications/%d", cid, nid), admin, nil)
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+		for _, v := range res.JSON["notification"].(map[string]any)["deliveries"].([]any) {
+			d := v.(map[string]any)
+			if int64(d["id"].(float64)) == ids[0] {
+				require.Equal(t, "unknown", d["reconciled"])
+				continue
+			}
+			require.EqualValues(t, 0, d["inDoubt"], "never in doubt")
+			require.Equal(t, "", d["reconciled"])
+		}
+	})
+}

@@ -11,18 +11,9 @@ import (
 
 // Channel wraps ch so every Send is timed and its messages and errors
 // counted by provider (ch.Name()), channel and error class. The wrapper keeps
-// ch's Accepted method (dispatch's Reconciler) when ch has one.
+// ch's Accepted method (channels.Reconciler) when ch has one.
 func (m *Metrics) Channel(ch channels.Channel) channels.Channel {
-	c := &channel{next: ch, m: m}
-	if r, ok := ch.(reconciler); ok {
-		return &reconcilingChannel{channel: c, r: r}
-	}
-	return c
-}
-
-// reconciler is dispatch.Reconciler, restated so the wrapper can keep it.
-type reconciler interface {
-	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
+	return channels.KeepReconciler(&channel{next: ch, m: m}, ch)
 }
 
 type channel struct {
@@ -55,15 +46,6 @@ func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.
 		c.m.providerErrors.WithLabelValues(provider, name, class).Inc()
 	}
 	return res
-}
-
-type reconcilingChannel struct {
-	*channel
-	r reconciler
-}
-
-func (c *reconcilingChannel) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
-	return c.r.Accepted(ctx, deliveryIDs)
 }
 
 // Sink wraps s, the outbox sink named name (log, eventbridge), so every Put

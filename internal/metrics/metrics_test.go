@@ -36,7 +36,7 @@ func (c *scriptedChannel) Send(_ context.Context, msgs []channels.Message) []cha
 
 type reconcilingChannel2 struct{ scriptedChannel }
 
-func (c *reconcilingChannel2) Accepted(context.Context, []int64) (map[int64]string, error) {
+func (c *reconcilingChannel2) Accepted(context.Context, []channels.InDoubt) (map[int64]string, error) {
 	return map[int64]string{7: "pm-7"}, nil
 }
 
@@ -62,12 +62,12 @@ func TestChannelCountsMessagesAndErrorsByClass(t *testing.T) {
 	require.EqualValues(t, 4, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassRetryable)))
 	require.Equal(t, 1, testutil.CollectAndCount(m.providerDuration))
 
-	_, ok := ch.(reconciler)
+	_, ok := ch.(channels.Reconciler)
 	require.False(t, ok, "a channel that cannot reconcile must not pretend to")
 	rc := m.Channel(&reconcilingChannel2{})
-	r, ok := rc.(reconciler)
+	r, ok := rc.(channels.Reconciler)
 	require.True(t, ok, "the wrapper keeps the sandbox's Accepted, which dispatch's stale-send recovery needs")
-	got, err := r.Accepted(context.Background(), []int64{7})
+	got, err := r.Accepted(context.Background(), []channels.InDoubt{{DeliveryID: 7}})
 	require.NoError(t, err)
 	require.Equal(t, map[int64]string{7: "pm-7"}, got)
 }

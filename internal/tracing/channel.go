@@ -19,18 +19,9 @@ import (
 // message that created the notification). The span names the provider, the
 // delivery and notification ids, and records each refused message as an
 // event with its class and reason; never an address or a body. The wrapper
-// keeps ch's Accepted method (dispatch's Reconciler) when ch has one.
+// keeps ch's Accepted method (channels.Reconciler) when ch has one.
 func (t *Tracing) Channel(ch channels.Channel) channels.Channel {
-	c := &channel{next: ch, tracer: t.tracer}
-	if r, ok := ch.(reconciler); ok {
-		return &reconcilingChannel{channel: c, r: r}
-	}
-	return c
-}
-
-// reconciler is dispatch.Reconciler, restated so the wrapper can keep it.
-type reconciler interface {
-	Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error)
+	return channels.KeepReconciler(&channel{next: ch, tracer: t.tracer}, ch)
 }
 
 type channel struct {
@@ -88,15 +79,6 @@ func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.
 		span.SetStatus(codes.Error, strconv.Itoa(failed)+" of "+strconv.Itoa(len(msgs))+" messages refused")
 	}
 	return res
-}
-
-type reconcilingChannel struct {
-	*channel
-	r reconciler
-}
-
-func (c *reconcilingChannel) Accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
-	return c.r.Accepted(ctx, deliveryIDs)
 }
 
 // Sink wraps s, the outbox sink named name, so every Put is a producer span

@@ -152,7 +152,9 @@ func (fakeChannel) Send(_ context.Context, msgs []channels.Message) []channels.R
 
 type fakeReconciler struct{ fakeChannel }
 
-func (fakeReconciler) Accepted(context.Context, []int64) (map[int64]string, error) { return nil, nil }
+func (fakeReconciler) Accepted(context.Context, []channels.InDoubt) (map[int64]string, error) {
+	return nil, nil
+}
 
 func TestChannelSpanIsAChildOfTheNotificationsTrace(t *testing.T) {
 	t.Parallel()
@@ -175,13 +177,9 @@ func TestChannelSpanIsAChildOfTheNotificationsTrace(t *testing.T) {
 		require.NotContains(t, a.Value.Emit(), "jane@example.com", "no address on a span")
 	}
 
-	_, ok := ch.(interface {
-		Accepted(context.Context, []int64) (map[int64]string, error)
-	})
+	_, ok := ch.(channels.Reconciler)
 	require.False(t, ok)
-	_, ok = tr.Channel(fakeReconciler{}).(interface {
-		Accepted(context.Context, []int64) (map[int64]string, error)
-	})
+	_, ok = tr.Channel(fakeReconciler{}).(channels.Reconciler)
 	require.True(t, ok, "the wrapper keeps the sandbox's Accepted")
 }
 
