@@ -15,6 +15,7 @@ import (
 	"github.com/sendgrid/sendgrid-go"
 	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 )
 
@@ -252,7 +253,7 @@ func (s *SendGrid) classify(resp *rest.Response) (*Error, map[int]string) {
 	if len(msgs) > 0 {
 		reason += ": " + strings.Join(msgs, "; ")
 	} else if t := strings.TrimSpace(resp.Body); t != "" {
-		reason += ": " + truncate(t, 300)
+		reason += ": " + apperr.Truncate(t, 300)
 	}
 	h := http.Header(resp.Headers)
 	switch {
@@ -320,11 +321,4 @@ func validateEmail(m Message, from Address) error {
 
 func header(h map[string][]string, name string) string {
 	return http.Header(h).Get(name)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -171,7 +171,7 @@ func (s *Store) MarkByID(ctx context.Context, id int64, status, reason string) e
 		return fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
 	}
 	res := s.db.WithContext(ctx).Model(&Delivery{}).Where("id = ? AND "+webhookFrom, id).
-		Updates(map[string]any{"status": status, "reason": truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
+		Updates(map[string]any{"status": status, "reason": apperr.Truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
 	if res.Error != nil {
 		return fmt.Errorf("dispatch: mark delivery %d: %w", id, res.Error)
 	}
@@ -192,7 +192,7 @@ func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageI
 	}
 	res := s.db.WithContext(ctx).Model(&Delivery{}).
 		Where("provider = ? AND provider_message_id = ? AND "+webhookFrom, provider, providerMessageID).
-		Updates(map[string]any{"status": status, "reason": truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
+		Updates(map[string]any{"status": status, "reason": apperr.Truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
 	if res.Error != nil {
 		return 0, fmt.Errorf("dispatch: mark %s message %q: %w", provider, providerMessageID, res.Error)
 	}

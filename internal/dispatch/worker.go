@@ -17,6 +17,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/macros"
@@ -531,7 +532,7 @@ func (d *Dispatcher) release(ctx context.Context, batch []claimed, cause error) 
 	now := d.now().UnixMilli()
 	for i, c := range batch {
 		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now + d.cfg.BackoffBase.Milliseconds(),
-			reason: "not sent: " + truncate(cause.Error(), 500)}
+			reason: "not sent: " + apperr.Truncate(cause.Error(), 500)}
 	}
 	if err := d.record(ctx, outs); err != nil {
 		return errors.Join(cause, err)
@@ -608,7 +609,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 // retry decides what a failed attempt leads to: failed (permanent error, or
 // out of attempts) or pending again after a backoff.
 func (d *Dispatcher) retry(o *outcome, e *channels.Error, now time.Time) {
-	reason := truncate(e.Reason, 1000)
+	reason := apperr.Truncate(e.Reason, 1000)
 	switch {
 	case e.Permanent:
 		o.status, o.reason = StatusFailed, reason
