@@ -20,6 +20,7 @@ var httpStatus = map[apperr.Kind]int{
 	apperr.FailedPrecondition: http.StatusConflict,
 	apperr.PreconditionFailed: http.StatusPreconditionFailed,
 	apperr.Unavailable:        http.StatusServiceUnavailable,
+	apperr.MethodNotAllowed:   http.StatusMethodNotAllowed,
 	apperr.Internal:           http.StatusInternalServerError,
 }
 

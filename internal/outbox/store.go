@@ -185,12 +185,9 @@ type ReplayResult struct {
 // time: the rows are the same rows, not copies. A consumer that already
 // has an envelopeId drops the repeat; one recovering from an outage gets
 // what it missed. Published rows older than outbox.retention are gone and
-// cannot be replayed.
+// cannot be replayed. f.Since 0 is the beginning: the API requires since,
+// so a caller that gets everything asked for it.
 func (s *Store) Replay(ctx context.Context, f Filter) (ReplayResult, error) {
-	if f.Since <= 0 {
-		return ReplayResult{}, apperr.Invalid("a replay needs a start time",
-			apperr.Detail{Field: "since", Reason: "is required: epoch milliseconds or an RFC 3339 time"})
-	}
 	if f.State != "" {
 		return ReplayResult{}, apperr.Invalid("a replay cannot filter by state",
 			apperr.Detail{Field: "state", Reason: "is not supported: a replay takes every envelope in the range"})
