@@ -195,7 +195,9 @@ func (s *Store) Replay(ctx context.Context, f Filter) (ReplayResult, error) {
 	if err := f.validate(); err != nil {
 		return ReplayResult{}, err
 	}
-	q := f.apply(s.db.WithContext(ctx).Model(&Row{}))
+	// Since 0 and no other filter is every row, which gorm refuses to
+	// update unless told the whole table is meant.
+	q := f.apply(s.db.WithContext(ctx).Session(&gorm.Session{AllowGlobalUpdate: true}).Model(&Row{}))
 	res := q.Updates(map[string]any{
 		"published_at":    nil,
 		"parked_at":       nil,
