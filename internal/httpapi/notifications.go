@@ -210,7 +210,7 @@ func apiCorrelation(c *gin.Context) map[string]string {
 			}
 			slices.Sort(keys)
 			for _, k := range keys[:min(len(keys), 20)] {
-				if s, ok := m[k].(string); ok && len(k) <= 64 && len(s) <= 256 {
+				if s, ok := m[k].(string); ok && len(k) <= 64 && len(s) <= 256 && apperr.ValidText(k) && apperr.ValidText(s) {
 					out[k] = s
 				}
 			}
