@@ -115,9 +115,11 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 		switch {
 		case ev.DeliveryID > 0:
 			err = s.Webhooks.Reports.MarkByID(ctx, ev.DeliveryID, ev.Status, ev.Reason)
-		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "":
+		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "" && apperr.ValidText(ev.ProviderMessageID):
 			// A Twilio SID names one message. (SendGrid's id is shared by a
-			// batched request, so SendGrid events need their delivery_id.)
+			// batched request, so SendGrid events need their delivery_id.) An
+			// id that is not text cannot be one we stored, and PostgreSQL
+			// would refuse it in the query: ignored.
 			_, err = s.Webhooks.Reports.MarkByProviderID(ctx, ev.Provider, ev.ProviderMessageID, ev.Status, ev.Reason)
 		default:
 			res.Ignored++
