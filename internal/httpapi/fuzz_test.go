@@ -88,7 +88,7 @@ func fuzzAPI(f *testing.F, dialect string) {
 		{method("GET"), route("GET", "/v1/envelopes/:envelopeId"), "a\x00b", "", authSuperAdmin, "", "", ""},
 		{method("PUT"), route("GET", "/v1/collections"), "", "", authSuperAdmin, "", "", ""},
 		{method("PATCH"), route("PATCH", "/v1/collections/:collectionId/actions/:actionId"), "", "", authSuperAdmin, "", "application/json",
-			`{"config":{"subject":"Hi {{FNAME}}","locales":{"fr":{"subject":"Salut \u0000"}}}}`},
+			`{"config":{"subject":"Hi {{FNAME}}","text":"Hi","locales":{"fr":{"subject":"Salut \u0000"}}}}`},
 		{method("POST"), route("POST", "/v1/collections/:collectionId/actions"), "", "", authSuperAdmin, "", "application/json",
 			`{"name":"A","eventId":1,"configName":"SendSmsConfig","config":{"body":"Hi {{FNAME}}"}}`},
 		{method("POST"), route("POST", "/v1/collections/:collectionId/actions/:actionId/preview"), "", "", authViewer, "", "application/json",
