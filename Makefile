@@ -36,10 +36,13 @@ fault:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(PKGS)
 
-## fuzz: the fuzz targets, each for a short bounded time (FUZZTIME=30s by default)
+## fuzz: the fuzz targets, one after another, each for FUZZTIME (30s by default): the template
+## renderer, and the HTTP API on SQLite and on PostgreSQL (docs/api.md)
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./internal/macros
+	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIPostgres$$' -fuzztime $(FUZZTIME) ./internal/httpapi
 
 ## check: what a reviewer runs: formatting, vet, tests
 check: fmt vet test

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"strings"
+	"unicode/utf8"
 )
 
 // Kind is the canonical class of an error, named after the API's statuses.
@@ -25,6 +27,9 @@ const (
 	Unauthenticated
 	Unavailable
 	ResourceExhausted // the caller is over a rate limit (429, with Retry-After)
+	// MethodNotAllowed is a request with a method its resource does not
+	// take (405, with the Allow header); only the HTTP edge raises it.
+	MethodNotAllowed
 )
 
 // String is the canonical status name used in response bodies.
@@ -46,6 +51,8 @@ func (k Kind) String() string {
 		return "UNAVAILABLE"
 	case ResourceExhausted:
 		return "RESOURCE_EXHAUSTED"
+	case MethodNotAllowed:
+		return "METHOD_NOT_ALLOWED"
 	default:
 		return "INTERNAL"
 	}
@@ -180,4 +187,53 @@ func (f Fields) Err() error {
 		return nil
 	}
 	return Invalid("request has invalid fields", f...)
+}
+
+// TextReason is the detail reason for a string that Text refuses.
+const TextReason = "must be valid UTF-8 without NUL characters"
+
+// ValidText reports whether s can be stored as text by every database the
+// service runs on: PostgreSQL refuses NUL and invalid UTF-8 in text (the
+// write fails, which would surface as a 500), while SQLite stores them, so
+// the same request would behave differently on the two. Every string that
+// comes from outside (body fields, query and path parameters, idempotency
+// keys, queue message fields) is checked with it before it is used.
+func ValidText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// Text records field as invalid unless ValidText(value).
+func (f *Fields) Text(field, value string) bool {
+	if !ValidText(value) {
+		f.Add(field, TextReason)
+		return false
+	}
+	return true
+}
+
+// Truncate shortens s, a text on its way to a column, a header, a span or a
+// log line (an error text, a reason, an identifier), to at most n bytes. It
+// cuts between characters, never inside one, and marks the cut with "…"
+// (when n leaves room for it); invalid UTF-8 and NUL become U+FFFD. So the
+// result is always storable text (ValidText), which a byte cut of valid
+// input is not.
+func Truncate(s string, n int) string {
+	if !ValidText(s) {
+		s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	}
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n
+	if n > len(mark) {
+		cut = n - len(mark)
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	if n > len(mark) {
+		return s[:cut] + mark
+	}
+	return s[:cut]
 }

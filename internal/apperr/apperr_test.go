@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -67,4 +68,58 @@ func TestFieldsEmail(t *testing.T) {
 			require.Equal(t, apperr.Fields{{Field: "from", Reason: "must be an email address such as noreply@example.com"}}, f)
 		})
 	}
+}
+
+func TestValidText(t *testing.T) {
+	t.Parallel()
+	for s, ok := range map[string]bool{
+		"":            true,
+		"plain":       true,
+		"héllo, 世界 🎉": true,
+		"a\x00b":      false,
+		"\xff":        false,
+		"ab\xe4\xb8":  false, // a three-byte character cut after two
+	} {
+		require.Equal(t, ok, apperr.ValidText(s), "%q", s)
+		var f apperr.Fields
+		require.Equal(t, ok, f.Text("name", s))
+		if !ok {
+			require.Equal(t, apperr.Fields{{Field: "name", Reason: apperr.TextReason}}, f)
+		}
+	}
+}
+
+// TestTruncate cuts strings of one- to four-byte characters at every length
+// and checks the result is valid text, within the bound, and a prefix of the
+// input (marked when cut): a byte cut would split the multi-byte ones.
+func TestTruncate(t *testing.T) {
+	t.Parallel()
+	inputs := []string{
+		"plain ascii text",
+		"é" + strings.Repeat("ü", 40),           // two bytes each
+		strings.Repeat("世界", 30),                // three bytes each
+		strings.Repeat("🎉x", 20),                // four bytes, then one
+		"mixed: aé世🎉 " + strings.Repeat("ß", 9), // all widths
+	}
+	for _, s := range inputs {
+		for n := 0; n <= len(s)+1; n++ {
+			got := apperr.Truncate(s, n)
+			require.True(t, utf8.ValidString(got), "Truncate(%q, %d) = %q splits a character", s, n, got)
+			require.LessOrEqual(t, len(got), n, "Truncate(%q, %d) = %q", s, n, got)
+			if len(s) <= n {
+				require.Equal(t, s, got)
+				continue
+			}
+			prefix := got
+			if n > len("…") {
+				require.True(t, strings.HasSuffix(got, "…"), "a cut is marked: %q", got)
+				prefix = strings.TrimSuffix(got, "…")
+			}
+			require.True(t, strings.HasPrefix(s, prefix), "Truncate(%q, %d) = %q", s, n, got)
+			require.Greater(t, len(prefix), n-len("…")-utf8.UTFMax, "cuts no more than one character short")
+		}
+	}
+	// What it cannot cut cleanly, it makes storable.
+	require.Equal(t, "a\uFFFDb\uFFFD", apperr.Truncate("a\x00b\xff", 100))
+	require.True(t, apperr.ValidText(apperr.Truncate("ab\xe4\xb8"+strings.Repeat("x", 50), 10)))
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/macros"
 )
@@ -334,7 +335,7 @@ func pushTokenError(provider, token string) error {
 		switch c := token[i]; {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == ':', c == '.':
 		default:
-			return Permanent(provider, fmt.Sprintf("device token (pushId) %q is not a valid registration token", truncate(token, 40)), nil)
+			return Permanent(provider, fmt.Sprintf("device token (pushId) %q is not a valid registration token", apperr.Truncate(token, 40)), nil)
 		}
 	}
 	return nil

@@ -70,7 +70,7 @@ func TestSandboxRefusesAddressesTheProviderWould(t *testing.T) {
 			m.DeliveryID = int64(1000 + i)
 			res := sb.Send(context.Background(), []channels.Message{m})
 			require.Len(t, res, 1)
-			acc, err := sb.Accepted(context.Background(), []int64{m.DeliveryID})
+			acc, err := sb.Accepted(context.Background(), []channels.InDoubt{{DeliveryID: m.DeliveryID}})
 			require.NoError(t, err)
 			if tc.reason == "" {
 				require.NoError(t, res[0].Err)

@@ -17,6 +17,7 @@ import (
 	"github.com/sendgrid/sendgrid-go"
 	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 )
 
@@ -342,7 +343,7 @@ func (s *SendGrid) classify(resp *rest.Response) (*Error, map[int]string) {
 	if len(msgs) > 0 {
 		reason += ": " + strings.Join(msgs, "; ")
 	} else if t := strings.TrimSpace(resp.Body); t != "" {
-		reason += ": " + truncate(t, 300)
+		reason += ": " + apperr.Truncate(t, 300)
 	}
 	h := http.Header(resp.Headers)
 	switch {
@@ -422,11 +423,4 @@ func emailAddressError(provider string, m Message, from Address) error {
 
 func header(h map[string][]string, name string) string {
 	return http.Header(h).Get(name)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

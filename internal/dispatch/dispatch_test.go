@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
@@ -572,4 +573,28 @@ func TestClaimAndRecordAreNeverGenericPlans(t *testing.T) {
 	require.NoError(t, db.Raw("SELECT statement, generic_plans FROM pg_prepared_statements WHERE statement LIKE '%UPDATE deliveries%' AND statement NOT LIKE '%pg_prepared_statements%'").
 		Find(&prepared).Error)
 	require.Empty(t, prepared, "claim and record must run as one-shot statements")
+}
+
+// TestLongReasonIsCutBetweenCharacters records a provider reason whose
+// 1000th byte falls inside a three-byte character: a byte cut writes invalid
+// UTF-8, which PostgreSQL refuses (the report would fail) and SQLite stores.
+func TestLongReasonIsCutBetweenCharacters(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db, &scripted{})
+		ctx := context.Background()
+		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
+		require.NoError(t, err)
+		d := deliveries(t, b, out[0].Notifications[0].ID, "email")[0]
+		_, err = b.disp.RunOnce(ctx)
+		require.NoError(t, err)
+
+		reason := strings.Repeat("€", 400) // 1,200 bytes; byte 1,000 is inside a character
+		require.NoError(t, b.store.MarkByID(ctx, d.ID, dispatch.StatusBounced, reason))
+		got := deliveries(t, b, d.NotificationID, "email")[0].Reason
+		require.True(t, utf8.ValidString(got), "reason %q", got)
+		require.LessOrEqual(t, len(got), 1000)
+		require.True(t, strings.HasPrefix(reason, strings.TrimSuffix(got, "…")))
+	})
 }

@@ -515,7 +515,7 @@ func address(channel, configName string, rc Recipient) (addr, reason string) {
 		for _, l := range [][]Address{to, rc.Ccs, rc.Bccs} {
 			for _, a := range l {
 				if !validEmail(a.Email) {
-					return "", fmt.Sprintf("invalid email address %q", truncate(a.Email, 100))
+					return "", fmt.Sprintf("invalid email address %q", apperr.Truncate(a.Email, 100))
 				}
 			}
 		}

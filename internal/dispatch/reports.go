@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -58,7 +59,7 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 	}
 	rows := make([]reportRow, 0, len(final))
 	for id, f := range final {
-		rows = append(rows, reportRow{ID: id, Status: reports[f].Status, Reason: truncate(reports[f].Reason, 1000)})
+		rows = append(rows, reportRow{ID: id, Status: reports[f].Status, Reason: apperr.Truncate(reports[f].Reason, 1000)})
 	}
 	// In id order, so concurrent batches lock rows in the same order.
 	slices.SortFunc(rows, func(a, b reportRow) int { return cmp.Compare(a.ID, b.ID) })

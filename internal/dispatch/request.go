@@ -104,7 +104,7 @@ func (id *ID) UnmarshalJSON(b []byte) error {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return &json.UnmarshalTypeError{Value: "value " + truncate(s, 40), Type: idType}
+		return &json.UnmarshalTypeError{Value: "value " + apperr.Truncate(s, 40), Type: idType}
 	}
 	*id = ID(n)
 	return nil
@@ -238,7 +238,7 @@ func syntaxReason(body []byte) string {
 	if err == nil {
 		return "is not valid JSON"
 	}
-	return truncate(err.Error(), 200)
+	return apperr.Truncate(err.Error(), 200)
 }
 
 func schemaProblem(err error) *Problem {
@@ -257,7 +257,7 @@ func schemaProblem(err error) *Problem {
 			Details: []apperr.Detail{{Field: strings.Trim(name, `"`), Reason: "is not a known field"}}}
 	}
 	return &Problem{Code: ProblemSchema, Message: "message does not match the schema",
-		Details: []apperr.Detail{{Field: "body", Reason: truncate(msg, 200)}}}
+		Details: []apperr.Detail{{Field: "body", Reason: apperr.Truncate(msg, 200)}}}
 }
 
 func kindName(kind string) string {
@@ -311,8 +311,8 @@ func (r Request) Validate() error {
 				f.Add(rp+".macros", fmt.Sprintf("must have at most %d entries", MaxMacros))
 			}
 			for _, s := range rc.strings() {
-				if strings.ContainsRune(s, 0) {
-					f.Add(rp, "must not contain NUL characters")
+				if !apperr.ValidText(s) {
+					f.Add(rp, apperr.TextReason)
 					break
 				}
 				if len(s) > MaxValueLen {
@@ -322,8 +322,8 @@ func (r Request) Validate() error {
 			}
 		}
 	}
-	if strings.ContainsRune(strings.Join(r.names(), ""), 0) {
-		f.Add("notification.name", "must not contain NUL characters")
+	if !apperr.ValidText(strings.Join(r.names(), "")) {
+		f.Add("notification.name", apperr.TextReason)
 	}
 	if len(f) == 0 {
 		return nil
@@ -359,13 +359,6 @@ func (r Request) Hash() string {
 	b, _ := json.Marshal(r) // cannot fail: strings, ints, slices and string maps only
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // sortedKeys returns m's keys in order, for deterministic output.

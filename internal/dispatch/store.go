@@ -190,7 +190,7 @@ func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageI
 	}
 	res := s.db.WithContext(ctx).Model(&Delivery{}).
 		Where("provider = ? AND provider_message_id = ? AND "+webhookFrom, provider, providerMessageID).
-		Updates(map[string]any{"status": status, "reason": truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
+		Updates(map[string]any{"status": status, "reason": apperr.Truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
 	if res.Error != nil {
 		return 0, fmt.Errorf("dispatch: mark %s message %q: %w", provider, providerMessageID, res.Error)
 	}

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/macros"
@@ -382,7 +383,7 @@ type reconciled struct {
 
 func (r reconciled) why(channel string) string {
 	if err := r.errs[channel]; err != nil && !errors.Is(err, channels.ErrCannotReconcile) {
-		return "the provider could not be asked whether it accepted it (" + truncate(err.Error(), 300) + ")"
+		return "the provider could not be asked whether it accepted it (" + apperr.Truncate(err.Error(), 300) + ")"
 	}
 	return "the provider cannot be asked whether it accepted it"
 }
@@ -646,7 +647,7 @@ func (d *Dispatcher) release(ctx context.Context, batch []claimed, cause error) 
 	now := d.now().UnixMilli()
 	for i, c := range batch {
 		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now + d.cfg.BackoffBase.Milliseconds(),
-			reason: "not sent: " + truncate(cause.Error(), 500)}
+			reason: "not sent: " + apperr.Truncate(cause.Error(), 500)}
 	}
 	defer d.held.remove(outs)
 	if err := d.record(ctx, outs); err != nil {
@@ -739,7 +740,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 // retry decides what a failed attempt leads to: failed (permanent error, or
 // out of attempts) or pending again after a backoff.
 func (d *Dispatcher) retry(o *outcome, e *channels.Error, now time.Time) {
-	reason := truncate(e.Reason, 1000)
+	reason := apperr.Truncate(e.Reason, 1000)
 	switch {
 	case e.Permanent:
 		o.status, o.reason = StatusFailed, reason

@@ -47,10 +47,6 @@ type actionPatchBody struct {
 	Config      json.RawMessage `json:"config"`
 }
 
-// actionListQuery names the query parameters the list accepts; others are
-// refused so a misspelt filter is not silently ignored.
-var actionListQuery = map[string]bool{"limit": true, "cursor": true, "eventId": true, "status": true, "configName": true}
-
 func (r *router) actions() {
 	const (
 		list = "/collections/:collectionId/actions"
@@ -94,13 +90,7 @@ func (r *router) listActions(c *gin.Context, p auth.Principal) error {
 	if err != nil {
 		return err
 	}
-	var fields apperr.Fields
-	for name := range c.Request.URL.Query() {
-		if !actionListQuery[name] {
-			fields.Add(name, "is not a query parameter of this list; use limit, cursor, eventId, status, configName")
-		}
-	}
-	if err := fields.Err(); err != nil {
+	if err := allowQuery(c, "limit", "cursor", "eventId", "status", "configName"); err != nil {
 		return err
 	}
 	pg, err := pageParams(c)

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,7 +48,106 @@ func decodeStrict(body []byte, dst any) error {
 	if dec.More() {
 		return apperr.Invalid("request body is malformed", apperr.Detail{Field: "body", Reason: "has data after the JSON value"})
 	}
+	// JSON can carry NUL only escaped, so a body without the escape needs no
+	// walk. (Invalid UTF-8 needs no check: the decoder replaces it.)
+	if bytes.Contains(body, []byte(`\u0000`)) {
+		if bad := textFields(body); len(bad) > 0 {
+			return apperr.Invalid("request has fields that are not valid text", bad...)
+		}
+	}
 	return nil
+}
+
+// textFields names every string of a JSON document (object keys too, at any
+// depth) that apperr.ValidText refuses, by its path: name, config.subject,
+// macros.code, tos[0].email. It walks the tokens rather than the decoded
+// value so that fields decoded later (an action's raw config) and map keys
+// are covered by the same check.
+func textFields(body []byte) []apperr.Detail {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type level struct {
+		path   string
+		object bool
+		index  int  // next element of an array
+		key    bool // an object's next string token is a key
+	}
+	var (
+		stack []level
+		out   []apperr.Detail
+		key   string
+	)
+	// here is the path of the value the next token starts.
+	here := func() string {
+		if len(stack) == 0 {
+			return "body"
+		}
+		top := &stack[len(stack)-1]
+		switch {
+		case top.object && top.path == "":
+			return key
+		case top.object:
+			return top.path + "." + key
+		default:
+			p := fmt.Sprintf("%s[%d]", top.path, top.index)
+			if top.path == "" {
+				p = fmt.Sprintf("body[%d]", top.index)
+			}
+			return p
+		}
+	}
+	// done moves past one value of the enclosing container.
+	done := func() {
+		if len(stack) == 0 {
+			return
+		}
+		top := &stack[len(stack)-1]
+		if top.object {
+			top.key = true
+		} else {
+			top.index++
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return out // io.EOF, or malformed JSON the strict decode already reported
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object && stack[len(stack)-1].key {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				done()
+				continue
+			}
+			key, _ = tok.(string)
+			stack[len(stack)-1].key = false
+			if !apperr.ValidText(key) {
+				out = append(out, apperr.Detail{Field: here(), Reason: apperr.TextReason})
+			}
+			continue
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				p := here()
+				if len(stack) == 0 {
+					p = ""
+				}
+				stack = append(stack, level{path: p, object: v == '{', key: v == '{'})
+			default: // ']'; '}' is handled with the keys
+				stack = stack[:len(stack)-1]
+				done()
+			}
+		case string:
+			if !apperr.ValidText(v) {
+				out = append(out, apperr.Detail{Field: here(), Reason: apperr.TextReason})
+			}
+			done()
+		default:
+			done()
+		}
+	}
 }
 
 func jsonError(err error) error {
@@ -207,4 +309,45 @@ func ifMatch(c *gin.Context) (int64, error) {
 			apperr.Detail{Field: "If-Match", Reason: "must be a quoted version such as \"3\""})
 	}
 	return v, nil
+}
+
+// checkParams refuses a request whose query string is malformed or whose
+// query or path parameters (names and values) are not storable text
+// (apperr.ValidText): `?name=%00` and `?name=%FF` would otherwise reach a
+// PostgreSQL query and fail there as a 500. It runs for every route, before
+// the handler, so no handler can forget it. A malformed query is refused
+// rather than half-read: url.Values drops the pairs it cannot parse.
+func checkParams(c *gin.Context) error {
+	var fields apperr.Fields
+	query, err := url.ParseQuery(c.Request.URL.RawQuery)
+	if err != nil {
+		fields.Add("query", "is not a valid query string: "+apperr.Truncate(err.Error(), 200))
+	}
+	for _, name := range slices.Sorted(maps.Keys(query)) {
+		if !fields.Text(name, name) {
+			continue
+		}
+		for _, v := range query[name] {
+			if !fields.Text(name, v) {
+				break
+			}
+		}
+	}
+	for _, p := range c.Params {
+		fields.Text(p.Key, p.Value)
+	}
+	return fields.Err()
+}
+
+// allowQuery refuses query parameters a list route does not take, naming
+// each, so a misspelt filter (`?stauts=sent`) is a 400 rather than a list of
+// everything.
+func allowQuery(c *gin.Context, allowed ...string) error {
+	var fields apperr.Fields
+	for _, name := range slices.Sorted(maps.Keys(c.Request.URL.Query())) {
+		if !slices.Contains(allowed, name) {
+			fields.Add(name, "is not a query parameter of this list; use "+strings.Join(allowed, ", "))
+		}
+	}
+	return fields.Err()
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/collections"
 )
@@ -190,21 +189,10 @@ func (r *router) collections() {
 	})
 }
 
-// listQuery names the query parameters the collection and event lists
-// accept; any other is refused so a misspelt filter never silently lists
-// everything.
-var listQuery = map[string]bool{"limit": true, "cursor": true, "status": true, "name": true}
-
 // listParams reads the page (?limit, ?cursor) and the filters (?status,
 // ?name) of a collection or event list.
 func listParams(c *gin.Context) (Page, collections.Filter, error) {
-	var fields apperr.Fields
-	for name := range c.Request.URL.Query() {
-		if !listQuery[name] {
-			fields.Add(name, "is not a query parameter of this list; use limit, cursor, status, name")
-		}
-	}
-	if err := fields.Err(); err != nil {
+	if err := allowQuery(c, "limit", "cursor", "status", "name"); err != nil {
 		return Page{}, collections.Filter{}, err
 	}
 	pg, err := pageParams(c)

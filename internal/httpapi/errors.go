@@ -22,6 +22,7 @@ var httpStatus = map[apperr.Kind]int{
 	apperr.PreconditionFailed: http.StatusPreconditionFailed,
 	apperr.Unavailable:        http.StatusServiceUnavailable,
 	apperr.ResourceExhausted:  http.StatusTooManyRequests,
+	apperr.MethodNotAllowed:   http.StatusMethodNotAllowed,
 	apperr.Internal:           http.StatusInternalServerError,
 }
 

@@ -54,6 +54,12 @@ func (r *router) notifications() {
 			return apperr.Invalid("header "+IdempotencyKeyHeader+" is too long",
 				apperr.Detail{Field: IdempotencyKeyHeader, Reason: fmt.Sprintf("must be at most %d characters", maxKeyLen)})
 		}
+		if !apperr.ValidText(key) {
+			// HTTP allows any octet above 0x7F in a header; the key is stored
+			// as text, which PostgreSQL refuses unless it is UTF-8.
+			return apperr.Invalid("header "+IdempotencyKeyHeader+" is not valid text",
+				apperr.Detail{Field: IdempotencyKeyHeader, Reason: apperr.TextReason})
+		}
 		body, err := io.ReadAll(c.Request.Body)
 		if err != nil {
 			var tooBig *http.MaxBytesError
@@ -114,6 +120,9 @@ func (r *router) notifications() {
 		if err != nil {
 			return err
 		}
+		if err := allowQuery(c, "limit", "cursor", "name", "status", "from", "to"); err != nil {
+			return err
+		}
 		pg, err := pageParams(c)
 		var f apperr.Fields
 		f.Collect(err)
@@ -140,6 +149,9 @@ func (r *router) notifications() {
 	r.handle(http.MethodGet, "/collections/:collectionId/deliveries", "NODLLST", readCollection, func(c *gin.Context, p auth.Principal) error {
 		cid, err := pathID(c, "collectionId")
 		if err != nil {
+			return err
+		}
+		if err := allowQuery(c, "limit", "cursor", "status", "channel", "notificationId"); err != nil {
 			return err
 		}
 		pg, err := pageParams(c)
@@ -198,7 +210,7 @@ func apiCorrelation(c *gin.Context) map[string]string {
 			}
 			slices.Sort(keys)
 			for _, k := range keys[:min(len(keys), 20)] {
-				if s, ok := m[k].(string); ok && len(k) <= 64 && len(s) <= 256 {
+				if s, ok := m[k].(string); ok && len(k) <= 64 && len(s) <= 256 && apperr.ValidText(k) && apperr.ValidText(s) {
 					out[k] = s
 				}
 			}

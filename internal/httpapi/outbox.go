@@ -28,6 +28,9 @@ type OutboxService interface {
 func (r *router) outbox() {
 	svc := r.s.Outbox
 	r.handle(http.MethodGet, "/envelopes", "NOOBLST", superAdminOnly, func(c *gin.Context, _ auth.Principal) error {
+		if err := allowQuery(c, "limit", "cursor", "since", "until", "detailType", "collectionId", "state"); err != nil {
+			return err
+		}
 		pg, err := pageParams(c)
 		if err != nil {
 			return err
@@ -66,6 +69,9 @@ func (r *router) outbox() {
 			return err
 		}
 		var fields apperr.Fields
+		if isAbsent(in.Since) {
+			fields.Add("since", "is required: epoch milliseconds (0 for the beginning) or an RFC 3339 time")
+		}
 		f := outbox.Filter{
 			Since:        parseTime(&fields, "since", in.Since),
 			Until:        parseTime(&fields, "until", in.Until),
@@ -99,12 +105,20 @@ type replayInput struct {
 
 const timeReason = "must be epoch milliseconds or an RFC 3339 time such as 2024-03-07T04:40:05Z"
 
-// parseTime reads one time field; 0 when absent or null.
-func parseTime(fields *apperr.Fields, name string, raw []byte) int64 {
+// isAbsent reports whether a JSON field was left out or sent as null.
+func isAbsent(raw []byte) bool {
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
+}
+
+// parseTime reads one time field; 0 when absent or null. since may be 0
+// (the epoch, so from the beginning), as the schema allows; until must be
+// after it, since 0 there means no bound.
+func parseTime(fields *apperr.Fields, name string, raw []byte) int64 {
+	if isAbsent(raw) {
 		return 0
 	}
+	raw = bytes.TrimSpace(raw)
 	s := string(raw)
 	if raw[0] == '"' {
 		if err := json.Unmarshal(raw, &s); err != nil {
@@ -113,7 +127,7 @@ func parseTime(fields *apperr.Fields, name string, raw []byte) int64 {
 		}
 	}
 	ms, err := outbox.ParseTime(s)
-	if err != nil || ms <= 0 {
+	if err != nil || ms < 0 || (ms == 0 && name != "since") {
 		fields.Add(name, timeReason)
 		return 0
 	}

@@ -88,9 +88,10 @@ func New(d Deps) *Server {
 	e.NoRoute(func(c *gin.Context) {
 		writeError(c, s.Log, apperr.New(apperr.NotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
+	// gin has set the Allow header by the time NoMethod runs.
 	e.NoMethod(func(c *gin.Context) {
-		c.Status(http.StatusMethodNotAllowed)
-		writeError(c, s.Log, apperr.New(apperr.InvalidArgument, "method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+		writeError(c, s.Log, apperr.New(apperr.MethodNotAllowed, "method %s is not allowed on %s; use %s",
+			c.Request.Method, c.Request.URL.Path, c.Writer.Header().Get("Allow")))
 	})
 
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
@@ -160,6 +161,10 @@ func (r *router) handle(method, path, code string, acc access, fn handlerFunc) {
 				writeError(c, r.s.Log, err)
 				return
 			}
+		}
+		if err := checkParams(c); err != nil {
+			writeError(c, r.s.Log, err)
+			return
 		}
 		if err := fn(c, p); err != nil {
 			if r.s.Outage != nil {

@@ -124,9 +124,11 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 			ours[i] = true
 			reports = append(reports, dispatch.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason})
 			byID = append(byID, i)
-		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "":
+		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "" && apperr.ValidText(ev.ProviderMessageID):
 			// A Twilio SID names one message. (SendGrid's id is shared by a
-			// batched request, so SendGrid events need their delivery_id.)
+			// batched request, so SendGrid events need their delivery_id.) An
+			// id that is not text cannot be one we stored, and PostgreSQL
+			// would refuse it in the query: ignored.
 			ours[i] = true
 			_, err := s.Webhooks.Reports.MarkByProviderID(ctx, ev.Provider, ev.ProviderMessageID, ev.Status, ev.Reason)
 			if e, ok := apperr.As(err); ok && e.Kind == apperr.NotFound {

@@ -212,6 +212,13 @@ func TestTwilioStatusRoute(t *testing.T) {
 		res = f.twilio(t, "", form, channels.TwilioSignature(whTwilioToken, whCallbackURL, form))
 		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
 		require.EqualValues(t, 1, res.JSON["ignored"])
+
+		// A SID that is not text cannot be ours (and PostgreSQL would refuse
+		// it in the query): ignored, not a 500.
+		form = url.Values{"MessageSid": {"SM\xff\x00"}, "MessageStatus": {"delivered"}}
+		res = f.twilio(t, "", form, channels.TwilioSignature(whTwilioToken, whCallbackURL, form))
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+		require.EqualValues(t, 1, res.JSON["ignored"])
 	})
 }
 

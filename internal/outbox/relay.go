@@ -12,6 +12,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -494,7 +495,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 			}
 			at := nowMs + r.backoff(attempts).Milliseconds()
 			err := tx.Exec(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
-				attempts, at, truncate(res.err.Error()), row.ID).Error
+				attempts, at, apperr.Truncate(res.err.Error(), maxErrorLen), row.ID).Error
 			if err != nil {
 				return time.Time{}, err
 			}
@@ -504,7 +505,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 		}
 		if res.kind == parked {
 			err := tx.Exec(`UPDATE outbox SET attempts = ?, parked_at = ?, last_error = ? WHERE id = ?`,
-				attempts, nowMs, truncate(res.err.Error()), row.ID).Error
+				attempts, nowMs, apperr.Truncate(res.err.Error(), maxErrorLen), row.ID).Error
 			if err != nil {
 				return time.Time{}, err
 			}
@@ -538,13 +539,6 @@ func (r *Relay) count(rows []Row, results []rowResult) {
 
 // maxErrorLen bounds last_error so a verbose sink cannot bloat the table.
 const maxErrorLen = 1000
-
-func truncate(s string) string {
-	if len(s) <= maxErrorLen {
-		return s
-	}
-	return s[:maxErrorLen]
-}
 
 // Prune deletes rows published more than outbox.retention ago. Pending and
 // parked rows are never pruned.

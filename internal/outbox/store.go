@@ -185,12 +185,9 @@ type ReplayResult struct {
 // time: the rows are the same rows, not copies. A consumer that already
 // has an envelopeId drops the repeat; one recovering from an outage gets
 // what it missed. Published rows older than outbox.retention are gone and
-// cannot be replayed.
+// cannot be replayed. f.Since 0 is the beginning: the API requires since,
+// so a caller that gets everything asked for it.
 func (s *Store) Replay(ctx context.Context, f Filter) (ReplayResult, error) {
-	if f.Since <= 0 {
-		return ReplayResult{}, apperr.Invalid("a replay needs a start time",
-			apperr.Detail{Field: "since", Reason: "is required: epoch milliseconds or an RFC 3339 time"})
-	}
 	if f.State != "" {
 		return ReplayResult{}, apperr.Invalid("a replay cannot filter by state",
 			apperr.Detail{Field: "state", Reason: "is not supported: a replay takes every envelope in the range"})
@@ -198,7 +195,9 @@ func (s *Store) Replay(ctx context.Context, f Filter) (ReplayResult, error) {
 	if err := f.validate(); err != nil {
 		return ReplayResult{}, err
 	}
-	q := f.apply(s.db.WithContext(ctx).Model(&Row{}))
+	// Since 0 and no other filter is every row, which gorm refuses to
+	// update unless told the whole table is meant.
+	q := f.apply(s.db.WithContext(ctx).Session(&gorm.Session{AllowGlobalUpdate: true}).Model(&Row{}))
 	res := q.Updates(map[string]any{
 		"published_at":    nil,
 		"parked_at":       nil,

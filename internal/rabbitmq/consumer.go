@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/store"
@@ -32,7 +33,7 @@ const (
 
 // Headers the consumer sets on a message it dead-letters.
 const (
-	HeaderReason         = "x-notify-reason"           // not_json | schema | too_large | idempotency_conflict | processing_failed
+	HeaderReason         = "x-notify-reason"           // not_json | schema | too_large | invalid_key | idempotency_conflict | processing_failed
 	HeaderError          = "x-notify-error"            // the detail, for a human
 	HeaderQueue          = "x-notify-queue"            // the queue it came from
 	HeaderDeadLetteredAt = "x-notify-dead-lettered-at" // epoch ms
@@ -40,6 +41,10 @@ const (
 
 // Dead-letter reasons the consumer adds to the dispatch.Problem codes.
 const (
+	// ReasonInvalidKey is a message whose idempotency-key header or
+	// message_id is not valid UTF-8 or holds NUL: the key cannot be stored,
+	// so no retry could ever commit the message.
+	ReasonInvalidKey          = "invalid_key"
 	ReasonIdempotencyConflict = "idempotency_conflict"
 	ReasonProcessingFailed    = "processing_failed"
 )
@@ -410,6 +415,10 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			bad = append(bad, poison{d, code, err.Error()})
 			continue
 		}
+		if key, field := rawKey(d); !apperr.ValidText(key) {
+			bad = append(bad, poison{d, ReasonInvalidKey, field + " " + apperr.TextReason})
+			continue
+		}
 		subs = append(subs, dispatch.Submission{Source: dispatch.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d),
 			TraceParent: tr.traceParent(d)})
 		from = append(from, i)
@@ -556,7 +565,7 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 		headers[k] = v
 	}
 	headers[HeaderReason] = p.reason
-	headers[HeaderError] = truncate(p.text, 1024)
+	headers[HeaderError] = apperr.Truncate(p.text, 1024)
 	headers[HeaderQueue] = c.cfg.Queue
 	headers[HeaderDeadLetteredAt] = c.now().UnixMilli()
 	injectTrace(ctx, headers, p.reason)
@@ -579,19 +588,26 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 	c.deadLetters[p.reason]++
 	c.mu.Unlock()
 	c.Observer.MessageDeadLettered(p.reason)
-	c.log.WarnContext(ctx, "rabbitmq: message dead-lettered", "reason", p.reason, "error", truncate(p.text, 300),
+	c.log.WarnContext(ctx, "rabbitmq: message dead-lettered", "reason", p.reason, "error", apperr.Truncate(p.text, 300),
 		"messageId", d.MessageId, "correlation", correlation(d), "bytes", len(d.Body), "deadLetterQueue", c.cfg.DeadLetterQueue)
 	return nil
 }
 
-// dedupeKey is the idempotency-key header, else the message_id property.
+// dedupeKey is the idempotency-key header, else the message_id property,
+// cut to 255 bytes.
 func dedupeKey(d *amqp.Delivery) string {
+	key, _ := rawKey(d)
+	return apperr.Truncate(key, 255)
+}
+
+// rawKey is the key dedupeKey cuts, and the name of where it came from.
+func rawKey(d *amqp.Delivery) (key, field string) {
 	if v, ok := d.Headers[HeaderIdempotencyKey]; ok {
 		if s := headerString(v); s != "" {
-			return truncate(s, 255)
+			return s, HeaderIdempotencyKey
 		}
 	}
-	return truncate(d.MessageId, 255)
+	return d.MessageId, "message_id"
 }
 
 // correlation gathers the correlation ids a message carries: the
@@ -607,22 +623,22 @@ func correlation(d *amqp.Delivery) map[string]string {
 					break
 				}
 				if s, ok := v.(string); ok {
-					out[truncate(k, 64)] = truncate(s, 256)
+					out[apperr.Truncate(k, 64)] = apperr.Truncate(s, 256)
 				}
 			}
 		}
 	}
 	if v := headerString(d.Headers[HeaderCorrelationID]); v != "" {
-		out["correlationId"] = truncate(v, 256)
+		out["correlationId"] = apperr.Truncate(v, 256)
 	}
 	if d.CorrelationId != "" {
-		out["correlationId"] = truncate(d.CorrelationId, 256)
+		out["correlationId"] = apperr.Truncate(d.CorrelationId, 256)
 	}
 	if v := headerString(d.Headers[HeaderTraceID]); v != "" {
-		out["traceId"] = truncate(v, 256)
+		out["traceId"] = apperr.Truncate(v, 256)
 	}
 	if d.MessageId != "" {
-		out["messageId"] = truncate(d.MessageId, 256)
+		out["messageId"] = apperr.Truncate(d.MessageId, 256)
 	}
 	if len(out) == 0 {
 		return nil
@@ -641,13 +657,6 @@ func headerString(v any) string {
 	default:
 		return fmt.Sprint(s)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 // redact hides the password in an AMQP URL for logs.

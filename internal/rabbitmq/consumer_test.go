@@ -412,3 +412,29 @@ func TestConsumerComesBackAfterTheBrokerCancelsIt(t *testing.T) {
 	e.publish(e.message(2), amqp.Publishing{MessageId: "after"})
 	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 2 }, 20*time.Second, 20*time.Millisecond)
 }
+
+// TestInvalidKeyIsDeadLetteredAtOnce publishes messages whose key (the
+// message_id, or the idempotency-key header) is not storable text. The
+// database refuses such a key on every try, so before the check a message
+// went through the retry loop and ended as processing_failed; now it is
+// dead-lettered as invalid_key (not stored under a repaired key, which
+// could merge two messages).
+func TestInvalidKeyIsDeadLetteredAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.publish(e.message(1), amqp.Publishing{MessageId: "bad-\xff"})
+	e.publish(e.message(2), amqp.Publishing{MessageId: "fine", Headers: amqp.Table{rabbitmq.HeaderIdempotencyKey: "k\x00"}})
+	e.publish(e.message(3), amqp.Publishing{MessageId: "caf\xc3"}) // a character cut in two
+	e.publish(e.message(4), amqp.Publishing{MessageId: "café-ok"})
+	e.start(false)
+
+	dead := e.deadLetters(3)
+	require.Len(t, dead, 3)
+	for _, d := range dead {
+		require.Equal(t, rabbitmq.ReasonInvalidKey, d.Headers[rabbitmq.HeaderReason], "message %q", d.MessageId)
+		require.Contains(t, d.Headers[rabbitmq.HeaderError], "must be valid UTF-8")
+	}
+	require.Eventually(t, func() bool { return e.count("SELECT COUNT(*) FROM notifications") == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM notifications WHERE idempotency_key = 'café-ok'"))
+	require.EqualValues(t, 3, e.consumer.Stats().DeadLettered[rabbitmq.ReasonInvalidKey])
+}

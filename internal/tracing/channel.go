@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
@@ -72,7 +73,7 @@ func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.
 		span.AddEvent("message refused", trace.WithAttributes(
 			attribute.Int64("notify.delivery_id", msgs[i].DeliveryID),
 			attribute.String("notify.error_class", class),
-			attribute.String("notify.reason", truncate(e.Reason, 300)),
+			attribute.String("notify.reason", apperr.Truncate(e.Reason, 300)),
 		))
 	}
 	if failed > 0 {
@@ -133,7 +134,7 @@ func (s *sink) Put(ctx context.Context, entries []outbox.Entry) ([]error, error)
 			failed++
 			span.AddEvent("entry refused", trace.WithAttributes(
 				attribute.String("notify.envelope_id", entries[i].EnvelopeID),
-				attribute.String("notify.error", truncate(e.Error(), 300)),
+				attribute.String("notify.error", apperr.Truncate(e.Error(), 300)),
 			))
 		}
 	}
@@ -141,11 +142,4 @@ func (s *sink) Put(ctx context.Context, entries []outbox.Entry) ([]error, error)
 		span.SetStatus(codes.Error, strconv.Itoa(failed)+" entries refused")
 	}
 	return errs, err
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
