@@ -32,7 +32,7 @@ func TestInstrumentedChannelsKeepTheReconciler(t *testing.T) {
 	sg := channels.NewSendGrid(config.Default().Channels.SendGrid, 3, 0, nil)
 	out := a.instrumentChannels(map[string]channels.Channel{"email": sg, "sms": sb, "push": plainChannel{}})
 
-	res := out["sms"].Send(context.Background(), []channels.Message{{DeliveryID: 41, Channel: "sms"}})
+	res := out["sms"].Send(context.Background(), []channels.Message{{DeliveryID: 41, Channel: "sms", To: []channels.Address{{}}, Phone: "+14155550100"}})
 	require.NoError(t, res[0].Err)
 	rec, ok := out["sms"].(channels.Reconciler)
 	require.True(t, ok, "a logged, metered and traced sandbox is still a Reconciler")

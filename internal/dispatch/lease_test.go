@@ -147,7 +147,7 @@ func TestDeadOwnersDeliveriesAreRecoveredWhenTheLeaseExpires(t *testing.T) {
 		require.EqualValues(t, 1, inDoubt.Load(), "counted as in doubt")
 		got = lease(t, db, d.ID)
 		require.Equal(t, dispatch.StatusPending, got.Status)
-		require.Contains(t, got.Reason, "outcome unknown")
+		require.Contains(t, got.Reason, "sending again", "the sandbox (a Reconciler) had not accepted it")
 	})
 }
 

@@ -77,7 +77,7 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 				`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "phone": "+15550001", "macros": {"FNAME": "Ann"}}]}]}`)}})
 			require.NoError(t, err)
 			nid := out[0].Notifications[0].ID
-			require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 1, claimed_at = ? WHERE notification_id = ?", claimedAt.UnixMilli(), nid).Error)
+			require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 1, lease_owner = 'a-dead-instance', lease_until = 1, claimed_at = ? WHERE notification_id = ?", claimedAt.UnixMilli(), nid).Error)
 			var e, s dispatch.Delivery
 			require.NoError(t, db.Where("notification_id = ? AND channel = 'email'", nid).First(&e).Error)
 			require.NoError(t, db.Where("notification_id = ? AND channel = 'sms'", nid).First(&s).Error)
@@ -141,7 +141,7 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 
 		// The same email crashes again and the provider has it now: two
 		// in-doubt attempts, the last accepted.
-		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 2, claimed_at = ? WHERE id IN (?, ?)", claimedAt.UnixMilli(), e2, s2).Error)
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 2, lease_owner = 'a-dead-instance', lease_until = 1, claimed_at = ? WHERE id IN (?, ?)", claimedAt.UnixMilli(), e2, s2).Error)
 		email.accepted = map[int64]string{e2: "pm-second"}
 		recoverAll(2)
 		got = get(e2)
@@ -213,7 +213,7 @@ func TestRecoverFindsTheSMSTwilioAccepted(t *testing.T) {
 			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"phone": "+1 555 0001", "macros": {"FNAME": "Ann"}}, {"phone": "+15550002", "macros": {"FNAME": "Bob"}}]}]}`)}})
 		require.NoError(t, err)
 		nid := out[0].Notifications[0].ID
-		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 1, claimed_at = ? WHERE notification_id = ?",
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'sending', attempts = 1, lease_owner = 'a-dead-instance', lease_until = 1, claimed_at = ? WHERE notification_id = ?",
 			clock.Add(-2*time.Minute).UnixMilli(), nid).Error)
 
 		n, err := disp.Recover(ctx)
