@@ -74,6 +74,7 @@ type scenario struct {
 	mu        sync.Mutex
 	confirmed map[string]bool // message ids the broker confirmed, REST keys answered 202
 	rest      map[int]int     // REST answers by status code (0: no answer)
+	bodies500 []string        // the first few 500 bodies, logged: a 500 is a target miss to explain
 }
 
 // newScenario creates database name (in tablespace, if given), migrates
@@ -414,9 +415,12 @@ func (sc *scenario) sendREST(ctx context.Context, in *instance, n, workers int, 
 					if lim.Wait(ctx) != nil {
 						return
 					}
-					code, retryAfter := sc.sendOne(ctx, client, url, tok, i)
+					code, retryAfter, body := sc.sendOne(ctx, client, url, tok, i)
 					sc.mu.Lock()
 					sc.rest[code]++
+					if code == http.StatusInternalServerError && len(sc.bodies500) < 10 {
+						sc.bodies500 = append(sc.bodies500, body)
+					}
 					if code == http.StatusAccepted {
 						sc.confirmed[sc.messageID(i)] = true
 					}
@@ -437,25 +441,54 @@ func (sc *scenario) sendREST(ctx context.Context, in *instance, n, workers int, 
 	}
 	close(next)
 	wg.Wait()
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, b := range sc.bodies500 {
+		sc.t.Logf("REST 500: %s", b)
+	}
+	if len(sc.bodies500) > 0 {
+		sc.logLines(in, `"request failed"`, 10)
+	}
 }
 
-func (sc *scenario) sendOne(ctx context.Context, client *http.Client, url, tok string, i int) (int, time.Duration) {
+// logLines logs the first max lines of in's log that contain substr.
+func (sc *scenario) logLines(in *instance, substr string, max int) {
+	b, err := os.ReadFile(in.logPath)
+	if err != nil {
+		sc.t.Logf("%s log: %v", in.name, err)
+		return
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if max == 0 {
+			return
+		}
+		if strings.Contains(line, substr) {
+			sc.t.Logf("%s log: %s", in.name, line)
+			max--
+		}
+	}
+}
+
+// sendOne returns the status (0: no answer), the Retry-After and the body
+// (the first 1 KB).
+func (sc *scenario) sendOne(ctx context.Context, client *http.Client, url, tok string, i int) (int, time.Duration, string) {
 	body := fmt.Sprintf(`{"notification": [{"name": "USER_INVITEUSER", "recipients": %s}]}`, recipients(i))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
-		return 0, 0
+		return 0, 0, ""
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", sc.messageID(i))
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, 0
+		return 0, 0, ""
 	}
 	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	_, _ = io.Copy(io.Discard, resp.Body)
 	ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-	return resp.StatusCode, time.Duration(ra) * time.Second
+	return resp.StatusCode, time.Duration(ra) * time.Second, string(answer)
 }
 
 // deadLettered counts the messages on the scenario's dead-letter queue.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -269,6 +270,65 @@ func TestNoBrokerKeepsRetryingAndSaysSo(t *testing.T) {
 	require.ErrorContains(t, err, "connection refused")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// With the default backoff the consumer retries a broker that is down at
+// least every five seconds, so it is consuming again within a few seconds
+// of the broker's return however long the outage was (the fault suite saw a
+// 30 s cap leave a restarted broker's queue unconsumed for 30 s). It reads
+// the delays the consumer chose from its debug log: no timing involved.
+func TestReconnectBackoffIsCappedAtFiveSeconds(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default().AMQP
+	cfg.URL = "amqp://guest:guest@127.0.0.1:1/"
+	logs := &recordingHandler{}
+	c := rabbitmq.New(cfg, nil, nil, slog.New(logs))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	// 1, 2, 4, then the cap: 8 s uncapped. The first three sleeps take at
+	// most 0.5+1+2+4 = 7.5 s.
+	var delays []time.Duration
+	require.Eventually(t, func() bool {
+		delays = logs.durations("retryIn")
+		return len(delays) >= 4
+	}, 30*time.Second, 20*time.Millisecond)
+	for _, d := range delays {
+		require.LessOrEqual(t, d, 5*time.Second, "reconnect delays %v", delays)
+	}
+}
+
+// recordingHandler keeps every record's attributes, at every level.
+type recordingHandler struct {
+	mu    sync.Mutex
+	attrs []map[string]slog.Value
+}
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *recordingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	m := map[string]slog.Value{}
+	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.Resolve(); return true })
+	h.mu.Lock()
+	h.attrs = append(h.attrs, m)
+	h.mu.Unlock()
+	return nil
+}
+
+// durations returns the values of attribute key, in order, of the records
+// that have it.
+func (h *recordingHandler) durations(key string) []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []time.Duration
+	for _, m := range h.attrs {
+		if v, ok := m[key]; ok && v.Kind() == slog.KindDuration {
+			out = append(out, v.Duration())
+		}
+	}
+	return out
 }
 
 func TestGracefulShutdownAcksWhatItCommitted(t *testing.T) {

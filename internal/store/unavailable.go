@@ -52,6 +52,10 @@ func IsUnavailable(err error) bool {
 	case errors.As(err, &connect), errors.As(err, &netErr):
 		return true
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone),
+		// pgx's "conn closed": a statement on a connection pgx already
+		// closed after the server went away (database/sql hands it out
+		// inside a transaction it holds, or before it notices).
+		errors.Is(err, pgconn.ErrConnClosed),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ENOSPC):

@@ -69,6 +69,15 @@ func TestIsUnavailable(t *testing.T) {
 			require.NoError(t, pg.Exec("SELECT pg_terminate_backend(?)", pid).Error)
 			return db.Exec("SELECT 1").Error
 		}, true},
+		{"pg conn closed (real)", func(t *testing.T) error {
+			// pgx's own error for a statement on a connection it has
+			// closed; the REST intake met it wrapped during an outage.
+			conn, err := pgconn.Connect(ctx, pgURL)
+			require.NoError(t, err)
+			require.NoError(t, conn.Close(ctx))
+			_, err = conn.Exec(ctx, "SELECT 1").ReadAll()
+			return fmt.Errorf("dispatch: intake: %w", err)
+		}, true},
 		{"pg connection refused (real)", func(t *testing.T) error {
 			_, err := store.Open(ctx, config.Database{URL: "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2", MaxOpenConns: 1})
 			return err
