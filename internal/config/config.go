@@ -340,7 +340,7 @@ func Default() Config {
 			SendTimeout:    30 * time.Second,
 			Lease:          10 * time.Second,
 			RecordInterval: 5 * time.Millisecond,
-			RecordBatch:    500,
+			RecordBatch:    128,
 			RecordSandbox:  true,
 			Retention:      30 * 24 * time.Hour,
 		},

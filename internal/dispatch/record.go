@@ -22,10 +22,14 @@ type recorder struct {
 	done chan struct{} // closed when the writer has written everything
 
 	mu      sync.Mutex
-	taken   *sync.Cond // the writer took the buffer, or stopped
+	taken   *sync.Cond // the writer finished a statement, or stopped
 	running bool
 	buf     []outcome
 	since   time.Time // when the oldest outcome in buf arrived
+	// unrecorded counts the deliveries reserved for sending and not yet
+	// written: in a provider call, waiting, or in the statement being
+	// written. reserve keeps it within dispatch.recordBatch.
+	unrecorded int
 }
 
 func newRecorder(d *Dispatcher) *recorder {
@@ -34,20 +38,32 @@ func newRecorder(d *Dispatcher) *recorder {
 	return r
 }
 
-// add queues outs for the writer. Without a running writer (RunOnce alone,
-// tests) it writes them at once. While dispatch.recordBatch outcomes are
-// already waiting it waits for the writer to take them: the workers must
-// not send faster than their outcomes are written, or what a crash leaves
-// in doubt would grow with the backlog instead of staying within a record
-// group or two.
+// reserve waits until n more deliveries may be sent: while a running
+// writer has dispatch.recordBatch deliveries unrecorded (being sent, or sent
+// and waiting to be written) no worker starts another provider call. That
+// is the bound on what a crash leaves in doubt: whatever the backlog, at
+// most one record group (recordBatch deliveries; a single group larger than
+// that goes alone) can have reached the provider without its outcome being
+// written. The gate is before the send, not after it: a send that already
+// happened is in doubt whether or not its outcome is queued.
+func (r *recorder) reserve(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.running && r.unrecorded > 0 && r.unrecorded+n > r.d.cfg.RecordBatch {
+		r.taken.Wait()
+	}
+	if r.running {
+		r.unrecorded += n
+	}
+}
+
+// add queues outs (reserved with reserve) for the writer. Without a
+// running writer (RunOnce alone, tests) it writes them at once.
 func (r *recorder) add(ctx context.Context, outs []outcome) {
 	if len(outs) == 0 {
 		return
 	}
 	r.mu.Lock()
-	for r.running && len(r.buf) >= r.d.cfg.RecordBatch {
-		r.taken.Wait()
-	}
 	if !r.running {
 		r.mu.Unlock()
 		r.d.write(ctx, outs)
@@ -67,7 +83,7 @@ func (r *recorder) add(ctx context.Context, outs []outcome) {
 // start runs the writer until finish is called.
 func (r *recorder) start(ctx context.Context) {
 	r.mu.Lock()
-	r.running = true
+	r.running, r.unrecorded = true, 0
 	r.stop, r.done = make(chan struct{}), make(chan struct{})
 	r.mu.Unlock()
 	go r.run(ctx)
@@ -119,11 +135,17 @@ func (r *recorder) run(ctx context.Context) {
 		}
 		buf := r.buf
 		r.buf = nil
-		r.taken.Broadcast()
 		r.mu.Unlock()
 		if len(buf) > 0 {
 			r.d.write(context.WithoutCancel(ctx), buf)
 		}
+		r.mu.Lock()
+		r.unrecorded = max(r.unrecorded-len(buf), 0)
+		if stopping {
+			r.unrecorded = 0
+		}
+		r.taken.Broadcast()
+		r.mu.Unlock()
 		if stopping {
 			return
 		}

@@ -629,6 +629,7 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) error {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			idx := groups[k]
+			d.rec.reserve(len(idx))
 			d.sendGroup(ctx, byID[k.actionID], batch, idx, outs)
 			mine := make([]outcome, len(idx))
 			for j, i := range idx {

@@ -38,11 +38,11 @@ func envInt(name string, def int) int {
 const settleWindow = 30 * time.Second
 
 // recordGroup is the in-doubt bound per crash: at most one record group of
-// outcomes may be unrecorded when a process dies. One group is at most one
-// claim batch (dispatch.claimBatch, 64 by default); today's workers record
-// a whole batch after sending it, so a kill can leave up to workers ×
-// claimBatch in doubt.
-var recordGroup = int64(config.Default().Dispatch.ClaimBatch)
+// outcomes may be unrecorded when a process dies. The workers stop sending
+// while dispatch.recordBatch outcomes (128 by default) are unrecorded, so a
+// group is at most that many, plus the last (notification, action) group a
+// worker added (one delivery here: one recipient per message).
+var recordGroup = int64(config.Default().Dispatch.RecordBatch)
 
 // suite is what the scenarios share: the binary and the private servers.
 type suite struct {
