@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,6 +27,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
+	"github.com/notificationservice/notificationservice/internal/redact"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/tracing"
 )
@@ -80,7 +82,7 @@ type namedComponent struct {
 // ctx bounds start-up and owns background refreshers (the JWKS cache).
 func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	// Every line the service logs is redacted, whoever built the logger.
-	log = Redacting(log, Secrets(cfg)...)
+	log = redact.Logger(log, Secrets(cfg)...)
 	a := &App{Config: cfg, Log: log}
 	if err := a.startTelemetry(ctx, opts); err != nil {
 		return nil, err
@@ -325,7 +327,22 @@ func NewLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }, secret
 	_ = level.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Format == "text" {
-		return Redacting(slog.New(slog.NewTextHandler(w, opts)), secrets...)
+		return redact.Logger(slog.New(slog.NewTextHandler(w, opts)), secrets...)
 	}
-	return Redacting(slog.New(slog.NewJSONHandler(w, opts)), secrets...)
+	return redact.Logger(slog.New(slog.NewJSONHandler(w, opts)), secrets...)
+}
+
+// Secrets lists the configured secret values no log line may contain: the
+// HMAC secrets, the SendGrid key, the Twilio auth token and the passwords in
+// the database and AMQP URLs.
+func Secrets(cfg config.Config) []string {
+	out := []string{cfg.Auth.HMACSecret, cfg.Auth.PreviousHMACSecret, cfg.Channels.SendGrid.APIKey, cfg.Channels.Twilio.AuthToken}
+	for _, raw := range []string{cfg.Database.URL, cfg.AMQP.URL} {
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			if p, ok := u.User.Password(); ok {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

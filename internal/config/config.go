@@ -57,6 +57,19 @@ type HTTP struct {
 	ReadTimeout     time.Duration `koanf:"readTimeout"`
 }
 
+// validate checks the http section; bad records a finding.
+func (h HTTP) validate(bad func(key, msg string)) {
+	if _, _, err := net.SplitHostPort(h.Addr); err != nil {
+		bad("http.addr", "must be host:port")
+	}
+	if h.MaxBodyBytes <= 0 {
+		bad("http.maxBodyBytes", "must be positive")
+	}
+	if h.ShutdownTimeout <= 0 {
+		bad("http.shutdownTimeout", "must be positive")
+	}
+}
+
 // Database selects and tunes the database. An empty URL means SQLite.
 type Database struct {
 	URL          string `koanf:"url"`
@@ -71,6 +84,22 @@ type Database struct {
 // Postgres reports whether the configured database is PostgreSQL.
 func (d Database) Postgres() bool {
 	return strings.HasPrefix(d.URL, "postgres://") || strings.HasPrefix(d.URL, "postgresql://")
+}
+
+// validate checks the database section; bad records a finding.
+func (d Database) validate(bad func(key, msg string)) {
+	if d.URL != "" && !d.Postgres() {
+		bad("database.url", "must be empty (SQLite) or a postgres:// URL")
+	}
+	if d.URL == "" && d.SQLitePath == "" {
+		bad("database.sqlitePath", "must be set when database.url is empty")
+	}
+	if d.MaxOpenConns <= 0 {
+		bad("database.maxOpenConns", "must be positive")
+	}
+	if d.BusyTimeout <= 0 {
+		bad("database.busyTimeout", "must be positive")
+	}
 }
 
 // Auth configures JWT verification and minting.
@@ -91,6 +120,24 @@ type Auth struct {
 	Leeway time.Duration `koanf:"leeway"`
 }
 
+// validate checks the auth section; bad records a finding.
+func (a Auth) validate(bad func(key, msg string)) {
+	if a.JWKSURL == "" && len(a.HMACSecret) < 32 {
+		bad("auth.hmacSecret", "must be at least 32 bytes when auth.jwksURL is empty")
+	}
+	if a.PreviousHMACSecret != "" && (len(a.PreviousHMACSecret) < 32 || a.PreviousHMACSecret == a.HMACSecret) {
+		bad("auth.previousHMACSecret", "must be empty or at least 32 bytes and differ from auth.hmacSecret")
+	}
+	if a.Leeway < 0 || a.Leeway > maxAuthLeeway {
+		bad("auth.leeway", "must be between 0 and "+maxAuthLeeway.String())
+	}
+	if a.JWKSURL != "" {
+		if u, err := url.Parse(a.JWKSURL); err != nil || u.Host == "" {
+			bad("auth.jwksURL", "must be an absolute URL")
+		}
+	}
+}
+
 // DevHMACSecret is the built-in auth.hmacSecret. It is printed in the README,
 // so anyone can mint a super-admin token with it.
 const DevHMACSecret = "dev-only-secret-change-me-0123456789"
@@ -99,6 +146,20 @@ const DevHMACSecret = "dev-only-secret-change-me-0123456789"
 type Log struct {
 	Level  string `koanf:"level"`
 	Format string `koanf:"format"`
+}
+
+// validate checks the log section; bad records a finding.
+func (l Log) validate(bad func(key, msg string)) {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error")
+	}
+	switch l.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "must be json or text")
+	}
 }
 
 // Outbox configures the envelope relay and its sink (docs/outbox.md).
@@ -124,6 +185,55 @@ type Outbox struct {
 	Retention   time.Duration `koanf:"retention"` // how long published rows are kept for replay; 0 keeps them forever
 }
 
+// validate checks the outbox section; bad records a finding.
+func (o Outbox) validate(bad func(key, msg string)) {
+	switch o.Sink {
+	case "log", "eventbridge":
+	default:
+		bad("outbox.sink", "must be log or eventbridge")
+	}
+	if o.Source == "" {
+		bad("outbox.source", "must be set")
+	}
+	if o.BatchSize < 1 || o.BatchSize > 10 {
+		bad("outbox.batchSize", "must be 1..10 (the PutEvents limit)")
+	}
+	if o.PollInterval <= 0 {
+		bad("outbox.pollInterval", "must be positive")
+	}
+	if o.ClaimSize < 1 {
+		bad("outbox.claimSize", "must be at least 1")
+	}
+	if o.Concurrency < 1 {
+		bad("outbox.concurrency", "must be at least 1")
+	}
+	if o.Timeout <= 0 {
+		bad("outbox.timeout", "must be positive")
+	}
+	if o.MaxAttempts < 1 {
+		bad("outbox.maxAttempts", "must be at least 1")
+	}
+	if o.BackoffBase <= 0 || o.BackoffMax < o.BackoffBase {
+		bad("outbox.backoffBase", "must be positive and at most outbox.backoffMax")
+	}
+	if o.Retention < 0 {
+		bad("outbox.retention", "must not be negative (0 keeps published rows forever)")
+	}
+	if o.Sink == "eventbridge" {
+		if o.Region == "" {
+			bad("outbox.region", "must be set for the eventbridge sink")
+		}
+		if o.EventBusName == "" {
+			bad("outbox.eventBusName", "must be set for the eventbridge sink")
+		}
+		if o.Endpoint != "" {
+			if u, err := url.Parse(o.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+				bad("outbox.endpoint", "must be an absolute http(s) URL")
+			}
+		}
+	}
+}
+
 // AMQP configures the RabbitMQ connection and the NotificationQueue topology.
 type AMQP struct {
 	Enabled            bool          `koanf:"enabled"`
@@ -141,6 +251,47 @@ type AMQP struct {
 	BatchWait          time.Duration `koanf:"batchWait"`
 	ReconnectMin       time.Duration `koanf:"reconnectMin"`
 	ReconnectMax       time.Duration `koanf:"reconnectMax"`
+}
+
+// validate checks the amqp section; bad records a finding. A disabled
+// consumer is not checked: its settings are never used.
+func (a AMQP) validate(bad func(key, msg string)) {
+	if !a.Enabled {
+		return
+	}
+	if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
+		bad("amqp.url", "must be an amqp:// or amqps:// URL")
+	}
+	if a.Queue == "" {
+		bad("amqp.queue", "must be set")
+	}
+	if a.Prefetch < 1 {
+		bad("amqp.prefetch", "must be at least 1")
+	}
+	if a.Consumers < 1 {
+		bad("amqp.consumers", "must be at least 1")
+	}
+	if a.DeliveryLimit < 1 {
+		bad("amqp.deliveryLimit", "must be at least 1")
+	}
+	if a.MaxMessageBytes < 1 {
+		bad("amqp.maxMessageBytes", "must be positive")
+	}
+	if a.DeadLetterExchange == "" || a.DeadLetterExchange == a.Exchange {
+		bad("amqp.deadLetterExchange", "must be set and differ from amqp.exchange")
+	}
+	if a.DeadLetterQueue == "" || a.DeadLetterQueue == a.Queue {
+		bad("amqp.deadLetterQueue", "must be set and differ from amqp.queue")
+	}
+	if a.BatchSize < 1 { // a batch also never exceeds amqp.prefetch
+		bad("amqp.batchSize", "must be at least 1")
+	}
+	if a.BatchWait < 0 {
+		bad("amqp.batchWait", "must not be negative")
+	}
+	if a.ReconnectMin <= 0 || a.ReconnectMax < a.ReconnectMin {
+		bad("amqp.reconnectMin", "must be positive and at most amqp.reconnectMax")
+	}
 }
 
 // Dispatch configures the delivery workers and their retry policy.
@@ -166,6 +317,44 @@ type Dispatch struct {
 	Retention time.Duration `koanf:"retention"`
 }
 
+// validate checks the dispatch section; bad records a finding.
+func (d Dispatch) validate(bad func(key, msg string)) {
+	if d.Workers < 1 {
+		bad("dispatch.workers", "must be at least 1")
+	}
+	if d.MaxAttempts < 1 {
+		bad("dispatch.maxAttempts", "must be at least 1")
+	}
+	if d.ClaimBatch < 1 || d.ClaimBatch > 1000 {
+		bad("dispatch.claimBatch", "must be from 1 to 1000")
+	}
+	if d.PollInterval <= 0 {
+		bad("dispatch.pollInterval", "must be positive")
+	}
+	if d.BackoffBase <= 0 || d.BackoffMax < d.BackoffBase {
+		bad("dispatch.backoffBase", "must be positive and at most dispatch.backoffMax")
+	}
+	if d.SendTimeout <= 0 {
+		bad("dispatch.sendTimeout", "must be positive")
+	}
+	// Under a day, an intake key could expire while the producer still
+	// retries or the broker still redelivers the message it dedupes.
+	if d.Retention < 0 || (d.Retention > 0 && d.Retention < 24*time.Hour) {
+		bad("dispatch.retention", "must be 0 (keep forever) or at least 24h")
+	}
+	// Renewals come every lease/3: under a second they would be most of
+	// an idle instance's statements.
+	if d.Lease < time.Second {
+		bad("dispatch.lease", "must be at least 1s")
+	}
+	if d.RecordInterval < 0 || d.RecordInterval > time.Second {
+		bad("dispatch.recordInterval", "must be from 0 to 1s")
+	}
+	if d.RecordBatch < 1 {
+		bad("dispatch.recordBatch", "must be at least 1")
+	}
+}
+
 // Templates bounds what an action's templates may be and what one render
 // may cost (docs/channels.md, "Template limits"). Templates are written by
 // tenants: actions refuse at save what can be decided statically, and a
@@ -178,11 +367,36 @@ type Templates struct {
 	RenderTimeout time.Duration `koanf:"renderTimeout"` // wall time of one message's render
 }
 
+// validate checks the templates section; bad records a finding.
+func (t Templates) validate(bad func(key, msg string)) {
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"templates.maxSize", t.MaxSize}, {"templates.maxOutput", t.MaxOutput},
+		{"templates.maxDepth", t.MaxDepth}, {"templates.maxSteps", t.MaxSteps},
+	} {
+		if f.v <= 0 {
+			bad(f.key, "must be positive")
+		}
+	}
+	if t.RenderTimeout <= 0 {
+		bad("templates.renderTimeout", "must be positive")
+	}
+}
+
 // Preview configures the action preview route.
 type Preview struct {
 	// RatePerMinute is how many previews one user (the token's subject)
 	// may ask for per minute, with as many in a burst; over it: 429.
 	RatePerMinute int `koanf:"ratePerMinute"`
+}
+
+// validate checks the preview section; bad records a finding.
+func (p Preview) validate(bad func(key, msg string)) {
+	if p.RatePerMinute <= 0 {
+		bad("preview.ratePerMinute", "must be positive")
+	}
 }
 
 // Metrics configures the Prometheus endpoint /metrics (docs/observability.md).
@@ -194,6 +408,16 @@ type Metrics struct {
 	// DBCacheTTL reuses the last database reading for scrapes within it, so
 	// several scrapers (or a short scrape interval) do not multiply the load.
 	DBCacheTTL time.Duration `koanf:"dbCacheTTL"`
+}
+
+// validate checks the metrics section; bad records a finding.
+func (m Metrics) validate(bad func(key, msg string)) {
+	if m.DBTimeout <= 0 {
+		bad("metrics.dbTimeout", "must be positive")
+	}
+	if m.DBCacheTTL < 0 {
+		bad("metrics.dbCacheTTL", "must not be negative")
+	}
 }
 
 // Tracing configures OpenTelemetry tracing (docs/observability.md). Off by
@@ -208,69 +432,23 @@ type Tracing struct {
 	Timeout     time.Duration `koanf:"timeout"`     // bound on one export call
 }
 
-// Channels configures the providers. A provider without credentials falls
-// back to the sandbox channel. Each provider gets its own token-bucket rate
-// limit (ratePerSecond, burst; 0 means unlimited) and circuit breaker.
-type Channels struct {
-	SendGrid SendGrid `koanf:"sendgrid"`
-	Twilio   Twilio   `koanf:"twilio"`
-	FCM      FCM      `koanf:"fcm"`
-	// BreakerFailures consecutive retryable failures (timeouts, 429, 5xx)
-	// open a provider's circuit; it stays open for BreakerCooldown, then
-	// lets one probe through.
-	BreakerFailures int           `koanf:"breakerFailures"`
-	BreakerCooldown time.Duration `koanf:"breakerCooldown"`
-}
-
-// SendGrid configures email delivery. Credentials: APIKey.
-type SendGrid struct {
-	APIKey        string        `koanf:"apiKey"`
-	BaseURL       string        `koanf:"baseURL"`
-	FromEmail     string        `koanf:"fromEmail"`
-	FromName      string        `koanf:"fromName"`
-	RatePerSecond float64       `koanf:"ratePerSecond"` // mail/send API calls per second
-	Burst         int           `koanf:"burst"`
-	Timeout       time.Duration `koanf:"timeout"`
-	// WebhookPublicKey is the Event Webhook's verification key (base64 DER
-	// ECDSA, as SendGrid shows it). Empty: the webhook route refuses events.
-	WebhookPublicKey string        `koanf:"webhookPublicKey"`
-	WebhookMaxSkew   time.Duration `koanf:"webhookMaxSkew"`
-	// Reconcile lets recovery ask the Email Activity API (a paid add-on of
-	// the account) which in-doubt deliveries SendGrid accepted.
-	Reconcile bool `koanf:"reconcile"`
-}
-
-// Twilio configures SMS delivery. Credentials: AccountSID and AuthToken.
-type Twilio struct {
-	AccountSID          string `koanf:"accountSID"`
-	AuthToken           string `koanf:"authToken"`
-	BaseURL             string `koanf:"baseURL"`
-	From                string `koanf:"from"`
-	MessagingServiceSID string `koanf:"messagingServiceSID"`
-	// StatusCallbackURL is this service's public URL of
-	// /v1/webhooks/twilio/status; empty: no status callbacks are requested.
-	StatusCallbackURL string        `koanf:"statusCallbackURL"`
-	RatePerSecond     float64       `koanf:"ratePerSecond"` // messages per second per sender (From or service)
-	Burst             int           `koanf:"burst"`
-	Concurrency       int           `koanf:"concurrency"` // requests in flight per Send call
-	Timeout           time.Duration `koanf:"timeout"`
-	MaxSegments       int           `koanf:"maxSegments"` // longer bodies fail before sending; 0: no limit
-	// DefaultCountryCode (digits, e.g. 1) turns a national number such as
-	// 409-685-4167 into E.164; empty: only +E.164 numbers are accepted.
-	DefaultCountryCode string `koanf:"defaultCountryCode"`
-}
-
-// FCM configures push delivery through Firebase Cloud Messaging HTTP v1.
-// Credentials: CredentialsFile (a service-account JSON key).
-type FCM struct {
-	CredentialsFile string        `koanf:"credentialsFile"`
-	ProjectID       string        `koanf:"projectID"` // default: the key's project
-	BaseURL         string        `koanf:"baseURL"`
-	RatePerSecond   float64       `koanf:"ratePerSecond"`
-	Burst           int           `koanf:"burst"`
-	Concurrency     int           `koanf:"concurrency"`
-	Timeout         time.Duration `koanf:"timeout"`
-	MaxPayloadBytes int           `koanf:"maxPayloadBytes"`
+// validate checks the tracing section; bad records a finding. The exporter
+// settings are checked only when tracing is on.
+func (t Tracing) validate(bad func(key, msg string)) {
+	if t.Enabled {
+		if u, err := url.Parse(t.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			bad("tracing.endpoint", "must be an absolute http(s) URL")
+		}
+		if t.ServiceName == "" {
+			bad("tracing.serviceName", "must be set")
+		}
+		if t.Timeout <= 0 {
+			bad("tracing.timeout", "must be positive")
+		}
+	}
+	if t.SampleRatio < 0 || t.SampleRatio > 1 {
+		bad("tracing.sampleRatio", "must be from 0 to 1")
+	}
 }
 
 // Default returns the embedded configuration: SQLite, sandbox channels, the
@@ -548,202 +726,22 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Validate reports the first invalid setting, naming its key.
+// Validate reports every invalid setting, naming its key: each section
+// checks itself (its validate method, beside its type), in this order.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, msg string) { errs = append(errs, fmt.Errorf("config: %s (%s): %s", key, EnvName(key), msg)) }
-
-	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
-		bad("http.addr", "must be host:port")
-	}
-	if c.HTTP.MaxBodyBytes <= 0 {
-		bad("http.maxBodyBytes", "must be positive")
-	}
-	if c.HTTP.ShutdownTimeout <= 0 {
-		bad("http.shutdownTimeout", "must be positive")
-	}
-	if c.Database.URL != "" && !c.Database.Postgres() {
-		bad("database.url", "must be empty (SQLite) or a postgres:// URL")
-	}
-	if c.Database.URL == "" && c.Database.SQLitePath == "" {
-		bad("database.sqlitePath", "must be set when database.url is empty")
-	}
-	if c.Database.MaxOpenConns <= 0 {
-		bad("database.maxOpenConns", "must be positive")
-	}
-	if c.Database.BusyTimeout <= 0 {
-		bad("database.busyTimeout", "must be positive")
-	}
-	if c.Auth.JWKSURL == "" && len(c.Auth.HMACSecret) < 32 {
-		bad("auth.hmacSecret", "must be at least 32 bytes when auth.jwksURL is empty")
-	}
-	if c.Auth.PreviousHMACSecret != "" && (len(c.Auth.PreviousHMACSecret) < 32 || c.Auth.PreviousHMACSecret == c.Auth.HMACSecret) {
-		bad("auth.previousHMACSecret", "must be empty or at least 32 bytes and differ from auth.hmacSecret")
-	}
-	if c.Auth.Leeway < 0 || c.Auth.Leeway > maxAuthLeeway {
-		bad("auth.leeway", "must be between 0 and "+maxAuthLeeway.String())
-	}
-	if c.Auth.JWKSURL != "" {
-		if u, err := url.Parse(c.Auth.JWKSURL); err != nil || u.Host == "" {
-			bad("auth.jwksURL", "must be an absolute URL")
-		}
-	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level", "must be debug, info, warn or error")
-	}
-	switch c.Log.Format {
-	case "json", "text":
-	default:
-		bad("log.format", "must be json or text")
-	}
-	switch c.Outbox.Sink {
-	case "log", "eventbridge":
-	default:
-		bad("outbox.sink", "must be log or eventbridge")
-	}
-	for key, v := range map[string]int{"templates.maxSize": c.Templates.MaxSize, "templates.maxOutput": c.Templates.MaxOutput,
-		"templates.maxDepth": c.Templates.MaxDepth, "templates.maxSteps": c.Templates.MaxSteps} {
-		if v <= 0 {
-			bad(key, "must be positive")
-		}
-	}
-	if c.Templates.RenderTimeout <= 0 {
-		bad("templates.renderTimeout", "must be positive")
-	}
-	if c.Preview.RatePerMinute <= 0 {
-		bad("preview.ratePerMinute", "must be positive")
-	}
-	if c.Outbox.Source == "" {
-		bad("outbox.source", "must be set")
-	}
-	if c.Outbox.BatchSize < 1 || c.Outbox.BatchSize > 10 {
-		bad("outbox.batchSize", "must be 1..10 (the PutEvents limit)")
-	}
-	if c.Outbox.PollInterval <= 0 {
-		bad("outbox.pollInterval", "must be positive")
-	}
-	if c.Outbox.ClaimSize < 1 {
-		bad("outbox.claimSize", "must be at least 1")
-	}
-	if c.Outbox.Concurrency < 1 {
-		bad("outbox.concurrency", "must be at least 1")
-	}
-	if c.Outbox.Timeout <= 0 {
-		bad("outbox.timeout", "must be positive")
-	}
-	if c.Outbox.MaxAttempts < 1 {
-		bad("outbox.maxAttempts", "must be at least 1")
-	}
-	if c.Outbox.BackoffBase <= 0 || c.Outbox.BackoffMax < c.Outbox.BackoffBase {
-		bad("outbox.backoffBase", "must be positive and at most outbox.backoffMax")
-	}
-	if c.Outbox.Retention < 0 {
-		bad("outbox.retention", "must not be negative (0 keeps published rows forever)")
-	}
-	if c.Outbox.Sink == "eventbridge" {
-		if c.Outbox.Region == "" {
-			bad("outbox.region", "must be set for the eventbridge sink")
-		}
-		if c.Outbox.EventBusName == "" {
-			bad("outbox.eventBusName", "must be set for the eventbridge sink")
-		}
-		if c.Outbox.Endpoint != "" {
-			if u, err := url.Parse(c.Outbox.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-				bad("outbox.endpoint", "must be an absolute http(s) URL")
-			}
-		}
-	}
-	if c.AMQP.Enabled {
-		if u, err := url.Parse(c.AMQP.URL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
-			bad("amqp.url", "must be an amqp:// or amqps:// URL")
-		}
-		if c.AMQP.Queue == "" {
-			bad("amqp.queue", "must be set")
-		}
-		if c.AMQP.Prefetch < 1 {
-			bad("amqp.prefetch", "must be at least 1")
-		}
-		if c.AMQP.Consumers < 1 {
-			bad("amqp.consumers", "must be at least 1")
-		}
-		if c.AMQP.DeliveryLimit < 1 {
-			bad("amqp.deliveryLimit", "must be at least 1")
-		}
-		if c.AMQP.MaxMessageBytes < 1 {
-			bad("amqp.maxMessageBytes", "must be positive")
-		}
-		if c.AMQP.DeadLetterExchange == "" || c.AMQP.DeadLetterExchange == c.AMQP.Exchange {
-			bad("amqp.deadLetterExchange", "must be set and differ from amqp.exchange")
-		}
-		if c.AMQP.DeadLetterQueue == "" || c.AMQP.DeadLetterQueue == c.AMQP.Queue {
-			bad("amqp.deadLetterQueue", "must be set and differ from amqp.queue")
-		}
-		if c.AMQP.BatchSize < 1 { // a batch also never exceeds amqp.prefetch
-			bad("amqp.batchSize", "must be at least 1")
-		}
-		if c.AMQP.BatchWait < 0 {
-			bad("amqp.batchWait", "must not be negative")
-		}
-		if c.AMQP.ReconnectMin <= 0 || c.AMQP.ReconnectMax < c.AMQP.ReconnectMin {
-			bad("amqp.reconnectMin", "must be positive and at most amqp.reconnectMax")
-		}
-	}
-	if c.Dispatch.Workers < 1 {
-		bad("dispatch.workers", "must be at least 1")
-	}
-	if c.Dispatch.MaxAttempts < 1 {
-		bad("dispatch.maxAttempts", "must be at least 1")
-	}
+	c.HTTP.validate(bad)
+	c.Database.validate(bad)
+	c.Auth.validate(bad)
+	c.Log.validate(bad)
+	c.Outbox.validate(bad)
+	c.Templates.validate(bad)
+	c.Preview.validate(bad)
+	c.AMQP.validate(bad)
+	c.Dispatch.validate(bad)
 	c.Channels.validate(bad)
-	if c.Dispatch.ClaimBatch < 1 || c.Dispatch.ClaimBatch > 1000 {
-		bad("dispatch.claimBatch", "must be from 1 to 1000")
-	}
-	if c.Dispatch.PollInterval <= 0 {
-		bad("dispatch.pollInterval", "must be positive")
-	}
-	if c.Dispatch.BackoffBase <= 0 || c.Dispatch.BackoffMax < c.Dispatch.BackoffBase {
-		bad("dispatch.backoffBase", "must be positive and at most dispatch.backoffMax")
-	}
-	if c.Dispatch.SendTimeout <= 0 {
-		bad("dispatch.sendTimeout", "must be positive")
-	}
-	if c.Metrics.DBTimeout <= 0 {
-		bad("metrics.dbTimeout", "must be positive")
-	}
-	if c.Metrics.DBCacheTTL < 0 {
-		bad("metrics.dbCacheTTL", "must not be negative")
-	}
-	if c.Tracing.Enabled {
-		if u, err := url.Parse(c.Tracing.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			bad("tracing.endpoint", "must be an absolute http(s) URL")
-		}
-		if c.Tracing.ServiceName == "" {
-			bad("tracing.serviceName", "must be set")
-		}
-		if c.Tracing.Timeout <= 0 {
-			bad("tracing.timeout", "must be positive")
-		}
-	}
-	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
-		bad("tracing.sampleRatio", "must be from 0 to 1")
-	}
-	// Under a day, an intake key could expire while the producer still
-	// retries or the broker still redelivers the message it dedupes.
-	if c.Dispatch.Retention < 0 || (c.Dispatch.Retention > 0 && c.Dispatch.Retention < 24*time.Hour) {
-		bad("dispatch.retention", "must be 0 (keep forever) or at least 24h")
-	}
-	// Renewals come every lease/3: under a second they would be most of
-	// an idle instance's statements.
-	if c.Dispatch.Lease < time.Second {
-		bad("dispatch.lease", "must be at least 1s")
-	}
-	if c.Dispatch.RecordInterval < 0 || c.Dispatch.RecordInterval > time.Second {
-		bad("dispatch.recordInterval", "must be from 0 to 1s")
-	}
-	if c.Dispatch.RecordBatch < 1 {
-		bad("dispatch.recordBatch", "must be at least 1")
-	}
+	c.Metrics.validate(bad)
+	c.Tracing.validate(bad)
 	return errors.Join(errs...)
 }

@@ -81,6 +81,40 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 	}
 }
 
+// Validate asks every section to check itself: one invalid setting in each
+// section (first and last check of the longer ones) is reported with its key
+// and environment variable, so a section Validate forgets to call is caught.
+func TestValidateChecksEverySection(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		key   string
+		spoil func(*config.Config)
+	}{
+		{"http.maxBodyBytes", func(c *config.Config) { c.HTTP.MaxBodyBytes = 0 }},
+		{"database.busyTimeout", func(c *config.Config) { c.Database.BusyTimeout = 0 }},
+		{"auth.leeway", func(c *config.Config) { c.Auth.Leeway = -time.Second }},
+		{"log.format", func(c *config.Config) { c.Log.Format = "xml" }},
+		{"outbox.retention", func(c *config.Config) { c.Outbox.Retention = -time.Second }},
+		{"templates.maxSteps", func(c *config.Config) { c.Templates.MaxSteps = 0 }},
+		{"templates.renderTimeout", func(c *config.Config) { c.Templates.RenderTimeout = 0 }},
+		{"preview.ratePerMinute", func(c *config.Config) { c.Preview.RatePerMinute = 0 }},
+		{"amqp.reconnectMin", func(c *config.Config) { c.AMQP.Enabled, c.AMQP.ReconnectMin = true, 0 }},
+		{"dispatch.workers", func(c *config.Config) { c.Dispatch.Workers = 0 }},
+		{"dispatch.recordBatch", func(c *config.Config) { c.Dispatch.RecordBatch = 0 }},
+		{"channels.breakerCooldown", func(c *config.Config) { c.Channels.BreakerCooldown = 0 }},
+		{"metrics.dbCacheTTL", func(c *config.Config) { c.Metrics.DBCacheTTL = -time.Second }},
+		{"tracing.sampleRatio", func(c *config.Config) { c.Tracing.SampleRatio = 2 }},
+		{"tracing.endpoint", func(c *config.Config) { c.Tracing.Enabled, c.Tracing.Endpoint = true, "" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key, func(t *testing.T) {
+			cfg := config.Default()
+			tc.spoil(&cfg)
+			require.ErrorContains(t, cfg.Validate(), tc.key+" ("+config.EnvName(tc.key)+")")
+		})
+	}
+}
+
 func TestUnknownFileKeyIsAnError(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "c.yaml")

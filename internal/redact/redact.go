@@ -1,4 +1,7 @@
-package app
+// Package redact is the slog handler every service log line goes through:
+// it masks recipient addresses, removes secrets and adds the trace and span
+// ids of the line's context (docs/observability.md).
+package redact
 
 import (
 	"bytes"
@@ -8,14 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/notificationservice/notificationservice/internal/config"
 )
 
 // Redacted replaces a secret in a log line.
@@ -25,25 +25,10 @@ const Redacted = "[REDACTED]"
 // known secrets and blanked wherever they appear.
 const minSecretLen = 8
 
-// Secrets lists the configured secret values no log line may contain: the
-// HMAC secrets, the SendGrid key, the Twilio auth token and the passwords in
-// the database and AMQP URLs.
-func Secrets(cfg config.Config) []string {
-	out := []string{cfg.Auth.HMACSecret, cfg.Auth.PreviousHMACSecret, cfg.Channels.SendGrid.APIKey, cfg.Channels.Twilio.AuthToken}
-	for _, raw := range []string{cfg.Database.URL, cfg.AMQP.URL} {
-		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			if p, ok := u.User.Password(); ok {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
-}
-
-// Redacting returns log with every line passing through the redacting
-// handler, which also knows secrets. A logger NewLogger built is extended
-// with secrets rather than wrapped twice.
-func Redacting(log *slog.Logger, secrets ...string) *slog.Logger {
+// Logger returns log with every line passing through the redacting
+// handler, which also knows secrets. A logger Logger built is extended with
+// secrets rather than wrapped twice.
+func Logger(log *slog.Logger, secrets ...string) *slog.Logger {
 	if h, ok := log.Handler().(*redactHandler); ok {
 		return slog.New(&redactHandler{next: h.next, r: newRedactor(append(slices.Clone(h.r.secrets), secrets...))})
 	}
@@ -60,10 +45,13 @@ type redactHandler struct {
 	r    *redactor
 }
 
+// Enabled defers to the wrapped handler.
 func (h *redactHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.next.Enabled(ctx, l)
 }
 
+// Handle redacts the message and every attribute, adds the trace and span
+// ids, and passes the new record on.
 func (h *redactHandler) Handle(ctx context.Context, rec slog.Record) error {
 	out := slog.NewRecord(rec.Time, rec.Level, h.r.text(rec.Message), rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
@@ -76,6 +64,7 @@ func (h *redactHandler) Handle(ctx context.Context, rec slog.Record) error {
 	return h.next.Handle(ctx, out)
 }
 
+// WithAttrs redacts attrs once, when they are bound, not on every line.
 func (h *redactHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	red := make([]slog.Attr, len(attrs))
 	for i, a := range attrs {
@@ -84,6 +73,7 @@ func (h *redactHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return &redactHandler{next: h.next.WithAttrs(red), r: h.r}
 }
 
+// WithGroup keeps redacting inside the group.
 func (h *redactHandler) WithGroup(name string) slog.Handler {
 	return &redactHandler{next: h.next.WithGroup(name), r: h.r}
 }

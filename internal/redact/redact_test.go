@@ -1,4 +1,4 @@
-package app
+package redact
 
 import (
 	"bytes"
@@ -11,8 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/notificationservice/notificationservice/internal/config"
 )
 
 type rawDetail string
@@ -22,7 +20,7 @@ func (r rawDetail) MarshalJSON() ([]byte, error) { return []byte(r), nil }
 func TestRedactorMasksAddressesAndSecrets(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	log := Redacting(slog.New(slog.NewJSONHandler(&buf, nil)), "sendgrid-key-0123456789", "short")
+	log := Logger(slog.New(slog.NewJSONHandler(&buf, nil)), "sendgrid-key-0123456789", "short")
 
 	detail := `{"id":"USER_INVITEUSER","timestamp":1709786395165,"payload":{"notification":{"recipients":[` +
 		`{"email":"externalevents1709786394020@gmail.com","pushId":"hj7sdf67sqc9","phone":"409-685-4167","macros":{"FNAME":"John <b>"}},` +
@@ -80,8 +78,9 @@ func TestRedactorMasksAddressesAndSecrets(t *testing.T) {
 func TestRedactingAddsTraceIDsAndExtendsSecrets(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	base := NewLogger(config.Log{Level: "info", Format: "json"}, &buf)
-	log := Redacting(base, "hmac-secret-0123456789").With("static", "hmac-secret-0123456789 x@y.example.com")
+	// What app.NewLogger builds for log.format json: a logger already redacting.
+	base := Logger(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	log := Logger(base, "hmac-secret-0123456789").With("static", "hmac-secret-0123456789 x@y.example.com")
 	_, isRedact := log.Handler().(*redactHandler)
 	require.True(t, isRedact)
 
