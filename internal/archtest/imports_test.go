@@ -354,6 +354,9 @@ func TestForbiddenImports(t *testing.T) {
 func TestAllowListIsCurrent(t *testing.T) {
 	g := loadGraph(t)
 	for _, a := range allowed {
+		if !slices.ContainsFunc(rules, func(r rule) bool { return r.name == a.rule }) {
+			t.Errorf("allow-list entry %s -> %s names no rule %q", a.from, a.to, a.rule)
+		}
 		if !slices.Contains(g.imports[g.full(a.from)], g.full(a.to)) {
 			t.Errorf("allow-list entry %s -> %s (%s) is no longer needed: remove it here and from docs/architecture.md",
 				a.from, a.to, a.rule)
