@@ -293,7 +293,7 @@ WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli
 	if len(stale) == 0 {
 		return 0, 0, nil
 	}
-	acts, err := d.recoveryActions(ctx, stale)
+	acts, err := d.loadActions(ctx, stale)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -351,12 +351,13 @@ func (d *Dispatcher) recordRecovered(ctx context.Context, now int64, stale []cla
 	return d.recordCount(ctx, outs)
 }
 
-// recoveryActions reads the actions of the stale deliveries: their inDoubt
-// policy, and what the provider is asked about (sender, body).
-func (d *Dispatcher) recoveryActions(ctx context.Context, stale []claimed) (map[int64]*actions.Action, error) {
+// loadActions reads the actions of deliveries, by action id: for a send,
+// what to send; for Recover, their inDoubt policy and what the provider is
+// asked about (sender, body).
+func (d *Dispatcher) loadActions(ctx context.Context, deliveries []claimed) (map[int64]*actions.Action, error) {
 	seen := map[int64]bool{}
 	var refs []actions.Ref
-	for _, c := range stale {
+	for _, c := range deliveries {
 		if !seen[c.ActionID] {
 			seen[c.ActionID] = true
 			refs = append(refs, actions.Ref{CollectionID: c.CollectionID, ID: c.ActionID})
@@ -364,7 +365,7 @@ func (d *Dispatcher) recoveryActions(ctx context.Context, stale []claimed) (map[
 	}
 	list, err := d.actions.ForSend(ctx, refs)
 	if err != nil {
-		return nil, fmt.Errorf("dispatch: recover: actions: %w", err)
+		return nil, fmt.Errorf("dispatch: actions: %w", err)
 	}
 	out := make(map[int64]*actions.Action, len(list))
 	for i := range list {
@@ -593,22 +594,10 @@ type groupKey struct{ notificationID, actionID int64 }
 // its send returns. Without a running recorder they are written before it
 // returns.
 func (d *Dispatcher) process(ctx context.Context, batch []claimed) error {
-	ids := map[int64]bool{}
-	var refs []actions.Ref
-	for _, c := range batch {
-		if !ids[c.ActionID] {
-			ids[c.ActionID] = true
-			refs = append(refs, actions.Ref{CollectionID: c.CollectionID, ID: c.ActionID})
-		}
-	}
-	acts, err := d.actions.ForSend(ctx, refs)
+	byID, err := d.loadActions(ctx, batch)
 	if err != nil {
 		// Nothing was sent: back to pending after a backoff.
 		return d.release(ctx, batch, err)
-	}
-	byID := make(map[int64]*actions.Action, len(acts))
-	for i := range acts {
-		byID[acts[i].ID] = &acts[i]
 	}
 
 	outs := make([]outcome, len(batch))
