@@ -518,7 +518,7 @@ func Default() Config {
 			SendTimeout:    30 * time.Second,
 			Lease:          10 * time.Second,
 			RecordInterval: 5 * time.Millisecond,
-			RecordBatch:    128,
+			RecordBatch:    256,
 			RecordSandbox:  true,
 			Retention:      30 * 24 * time.Hour,
 		},

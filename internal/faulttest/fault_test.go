@@ -39,7 +39,7 @@ const settleWindow = 30 * time.Second
 
 // recordGroup is the in-doubt bound per crash: at most one record group of
 // outcomes may be unrecorded when a process dies. The workers stop sending
-// while dispatch.recordBatch outcomes (128 by default) are unrecorded, so a
+// while dispatch.recordBatch outcomes (256 by default) are unrecorded, so a
 // group is at most that many, plus the last (notification, action) group a
 // worker added (one delivery here: one recipient per message).
 var recordGroup = int64(config.Default().Dispatch.RecordBatch)
