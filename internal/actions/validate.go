@@ -3,7 +3,9 @@ package actions
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -55,7 +57,7 @@ func validate(a Action, f *apperr.Fields, lim macros.RenderLimits) {
 	checkTemplate(f, a.ConfigName, a.Template)
 	checkConfig(f, a.ConfigName, a.Template, a.Config)
 	checkContent(f, "config.", a.Config.Content, lim)
-	for _, k := range sortedKeys(a.Config.Locales) {
+	for _, k := range slices.Sorted(maps.Keys(a.Config.Locales)) {
 		if localeKey.MatchString(k) {
 			checkContent(f, "config.locales."+k+".", a.Config.Locales[k], lim)
 		}
@@ -85,18 +87,9 @@ func checkContent(f *apperr.Fields, prefix string, c Content, lim macros.RenderL
 			check(fl.name, fl.src)
 		}
 	}
-	for _, k := range sortedKeys(c.Data) {
+	for _, k := range slices.Sorted(maps.Keys(c.Data)) {
 		check("data."+k, c.Data[k])
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // checkName requires a name that is not blank, fits the limit, and has no
