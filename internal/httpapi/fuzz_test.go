@@ -230,6 +230,7 @@ var errorStatuses = map[string][]int{
 	"METHOD_NOT_ALLOWED":  {http.StatusMethodNotAllowed},
 	"ALREADY_EXISTS":      {http.StatusConflict},
 	"FAILED_PRECONDITION": {http.StatusConflict, http.StatusPreconditionFailed},
+	"RESOURCE_EXHAUSTED":  {http.StatusTooManyRequests},
 }
 
 var responseCodeRE = regexp.MustCompile(`^NO[A-Z]{3,5}[0-9]{4}$`)
@@ -287,5 +288,8 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 	}
 	if code == http.StatusMethodNotAllowed && rec.Header().Get("Allow") == "" {
 		t.Fatalf("405 without Allow: %s", what)
+	}
+	if code == http.StatusTooManyRequests && rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("429 without Retry-After: %s", what)
 	}
 }
