@@ -121,17 +121,7 @@ func (r *router) notifications() {
 			return err
 		}
 		return listRoute[dispatch.NotificationFilter, dispatch.NotificationRecord]{
-			key: "notifications", filters: []string{"name", "status", "from", "to"}, exact: true,
-			filter: func(c *gin.Context) (dispatch.NotificationFilter, error) {
-				var f apperr.Fields
-				filter := dispatch.NotificationFilter{Name: c.Query("name"), Status: c.Query("status")}
-				if filter.Status != "" {
-					f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
-				}
-				filter.CreatedFrom = queryMillis(c, "from", &f)
-				filter.CreatedTo = queryMillis(c, "to", &f)
-				return filter, f.Err()
-			},
+			key: "notifications", filters: []string{"name", "status", "from", "to"}, exact: true, filter: notificationFilter,
 			read: func(ctx context.Context, f dispatch.NotificationFilter, pg Page) ([]dispatch.NotificationRecord, error) {
 				f.After, f.Limit = pg.After, pg.Limit
 				return svc.List(ctx, cid, f)
@@ -145,21 +135,7 @@ func (r *router) notifications() {
 			return err
 		}
 		return listRoute[dispatch.DeliveryFilter, dispatch.Delivery]{
-			key: "deliveries", filters: []string{"status", "channel", "notificationId"}, exact: true,
-			filter: func(c *gin.Context) (dispatch.DeliveryFilter, error) {
-				var f apperr.Fields
-				filter := dispatch.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel")}
-				if filter.Status != "" {
-					f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
-				}
-				if filter.Channel != "" {
-					f.OneOf("channel", filter.Channel, "email", "sms", "push")
-				}
-				nid, err := queryID(c, "notificationId")
-				f.Collect(err)
-				filter.NotificationID = nid
-				return filter, f.Err()
-			},
+			key: "deliveries", filters: []string{"status", "channel", "notificationId"}, exact: true, filter: deliveryFilter,
 			read: func(ctx context.Context, f dispatch.DeliveryFilter, pg Page) ([]dispatch.Delivery, error) {
 				f.After, f.Limit = pg.After, pg.Limit
 				return svc.ListDeliveries(ctx, cid, f)
@@ -167,6 +143,34 @@ func (r *router) notifications() {
 			id: func(d dispatch.Delivery) int64 { return d.ID },
 		}.serve(c)
 	})
+}
+
+// notificationFilter reads the filters of the notification list.
+func notificationFilter(c *gin.Context) (dispatch.NotificationFilter, error) {
+	var f apperr.Fields
+	filter := dispatch.NotificationFilter{Name: c.Query("name"), Status: c.Query("status")}
+	if filter.Status != "" {
+		f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
+	}
+	filter.CreatedFrom = queryMillis(c, "from", &f)
+	filter.CreatedTo = queryMillis(c, "to", &f)
+	return filter, f.Err()
+}
+
+// deliveryFilter reads the filters of the delivery list.
+func deliveryFilter(c *gin.Context) (dispatch.DeliveryFilter, error) {
+	var f apperr.Fields
+	filter := dispatch.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel")}
+	if filter.Status != "" {
+		f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
+	}
+	if filter.Channel != "" {
+		f.OneOf("channel", filter.Channel, "email", "sms", "push")
+	}
+	nid, err := queryID(c, "notificationId")
+	f.Collect(err)
+	filter.NotificationID = nid
+	return filter, f.Err()
 }
 
 // queryMillis reads an optional epoch-milliseconds query parameter.
