@@ -114,7 +114,10 @@ func TestDoStopsAtMaxElapsed(t *testing.T) {
 	p := retry.Policy{Initial: time.Hour, MaxElapsed: time.Minute}
 	cause := errors.New("down")
 	calls := 0
-	err := p.Do(context.Background(), func() error { calls++; return cause }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := p.Do(ctx, func() error { calls++; return cause },
+		func(error, time.Duration) { cancel() }) // it would wait: fail, not hang
 	require.ErrorIs(t, err, cause)
 	require.Equal(t, 1, calls)
 }
