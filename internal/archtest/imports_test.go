@@ -34,7 +34,7 @@ var groups = map[string][]string{
 	},
 	"foundation": {
 		"internal/macros", "internal/store", "internal/auth", "internal/invalidate",
-		"internal/config", "internal/apperr", "api", "migrations",
+		"internal/config", "internal/apperr", "internal/retry", "api", "migrations",
 	},
 	// testsupport is imported by _test.go files only.
 	"testsupport": {
