@@ -51,6 +51,7 @@ type Dispatcher struct {
 	owner     string              // lease_owner of this instance's claims (lease.go)
 	held      held                // the deliveries this instance holds (lease.go)
 	rec       *recorder
+	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
