@@ -59,7 +59,7 @@ func TestGoldenClaimCheckEnvelopes(t *testing.T) {
 			require.NoError(t, err)
 			require.Greater(t, len(fullJSON), outbox.MaxBatchBytes, "the case must be over the limit")
 
-			detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(at), "")
+			detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(at), nil)
 			require.NoError(t, err)
 			e := outbox.EntryFromRow(outbox.Row{EnvelopeID: goldenEnvelopeID, DetailType: c.DetailType, Detail: detail, CreatedAt: at},
 				"notificationservice", "default")
@@ -101,7 +101,7 @@ func TestEnvelopesThatFitCarryTheEntity(t *testing.T) {
 	a := c.Payload.(map[string]any)["action"].(actions.Action)
 	a.Template = strings.Repeat("x", outbox.MaxBatchBytes-2048)
 	c.Payload = map[string]any{"action": a}
-	detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(1709786405347), "")
+	detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(1709786405347), nil)
 	require.NoError(t, err)
 	require.NotContains(t, detail, "claimCheck")
 	require.Contains(t, detail, a.Template)
