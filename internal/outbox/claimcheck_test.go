@@ -3,8 +3,6 @@ package outbox_test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,19 +74,7 @@ func TestGoldenClaimCheckEnvelopes(t *testing.T) {
 			require.Equal(t, c.EntityID, d.ID)
 			require.Equal(t, c.DetailType, d.EventType)
 
-			got, err := json.MarshalIndent(goldenEntry{
-				Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
-				Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
-			}, "", "  ")
-			require.NoError(t, err)
-			got = append(got, '\n')
-			path := filepath.Join("testdata", name+".golden.json")
-			if *update {
-				require.NoError(t, os.WriteFile(path, got, 0o644))
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err, "missing golden file; run with -update")
-			require.Equal(t, string(want), string(got), "entry differs from %s (run with -update if the change is intended)", path)
+			requireGolden(t, name, goldenEntryOf(e))
 		})
 	}
 }

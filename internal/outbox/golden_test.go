@@ -90,6 +90,13 @@ type goldenEntry struct {
 	Detail       json.RawMessage `json:"Detail"`
 }
 
+func goldenEntryOf(e outbox.Entry) goldenEntry {
+	return goldenEntry{
+		Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
+		Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
+	}
+}
+
 // TestGoldenEnvelopes builds the entry for every detail type with a fixed
 // clock and envelope id and compares it with testdata/<type>.golden.json,
 // byte for byte (so field names, order and JSON types are all pinned).
@@ -107,10 +114,7 @@ func TestGoldenEnvelopes(t *testing.T) {
 				EnvelopeID: goldenEnvelopeID, DetailType: tc.change.DetailType, Detail: string(detail), CreatedAt: tc.at,
 			}, "notificationservice", "default")
 
-			requireGolden(t, tc.name, goldenEntry{
-				Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
-				Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
-			})
+			requireGolden(t, tc.name, goldenEntryOf(e))
 			require.Equal(t, tc.change.DetailType, e.DetailType)
 			require.Equal(t, at.UTC(), e.Time)
 		})

@@ -70,8 +70,5 @@ func TestGoldenTracedEnvelope(t *testing.T) {
 	require.NoError(t, err)
 	e := outbox.EntryFromRow(outbox.Row{EnvelopeID: goldenEnvelopeID, DetailType: tc.change.DetailType, Detail: detail, CreatedAt: tc.at},
 		"notificationservice", "default")
-	requireGolden(t, tc.name+"_traced", goldenEntry{
-		Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
-		Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
-	})
+	requireGolden(t, tc.name+"_traced", goldenEntryOf(e))
 }
