@@ -101,6 +101,14 @@ func (cf *conformanceFake) given() []string {
 	return append([]string(nil), cf.ids...)
 }
 
+// conformanceEmail is an email the sandbox and SendGrid accept, with a
+// recipient and a body of its own, so SendGrid sends it in a request alone.
+func conformanceEmail(i int) channels.Message {
+	m := emailMsg(int64(i), fmt.Sprintf("user%d@example.test", i))
+	m.Subject, m.Text = fmt.Sprintf("subject %d", i), fmt.Sprintf("body %d", i)
+	return m
+}
+
 func sandboxRow(withDB bool) channeltest.Row {
 	name := "sandbox (memory)"
 	if withDB {
@@ -126,11 +134,7 @@ func sandboxRow(withDB bool) channeltest.Row {
 				return int(n)
 			}}
 		},
-		Message: func(i int) channels.Message {
-			m := emailMsg(int64(i), fmt.Sprintf("user%d@example.test", i))
-			m.Subject, m.Text = fmt.Sprintf("subject %d", i), fmt.Sprintf("body %d", i)
-			return m
-		},
+		Message: conformanceEmail,
 		Invalid: func(i int) channels.Message { return emailMsg(int64(i), "not-an-address") },
 	}
 }
@@ -188,11 +192,7 @@ func sendGridRow() channeltest.Row {
 			return channeltest.Fixture{Channel: sg, Calls: f.count, IDs: f.given, SetClock: sg.SetClock,
 				Secrets: []string{conformanceSendGridKey}}
 		},
-		Message: func(i int) channels.Message {
-			m := emailMsg(int64(i), fmt.Sprintf("user%d@example.test", i))
-			m.Subject, m.Text = fmt.Sprintf("subject %d", i), fmt.Sprintf("body %d", i)
-			return m
-		},
+		Message: conformanceEmail,
 		Invalid: func(i int) channels.Message {
 			m := emailMsg(int64(i), "not-an-address")
 			m.Subject, m.Text = "s", "t"
