@@ -39,7 +39,7 @@ var groups = map[string][]string{
 	// testsupport is imported by _test.go files only.
 	"testsupport": {
 		"internal/testdb", "internal/outbox/eventbridgetest", "internal/faulttest",
-		"internal/archtest",
+		"internal/archtest", "internal/channels/channeltest",
 	},
 }
 
@@ -153,8 +153,8 @@ var rules = []rule{
 		name:       "test-support-only-in-tests",
 		from:       []string{"..."},
 		exceptFrom: groups["testsupport"],
-		to:         []string{"internal/testdb/...", "internal/outbox/eventbridgetest/..."},
-		why:        "test helpers (private schemas, a fake EventBridge) must never ship in the binary",
+		to:         []string{"internal/testdb/...", "internal/outbox/eventbridgetest/...", "internal/channels/channeltest/..."},
+		why:        "test helpers (private schemas, a fake EventBridge, the channel conformance suite) must never ship in the binary",
 	},
 }
 

@@ -90,6 +90,17 @@ func (s *Sandbox) Name() string { return SandboxName }
 // cannot be written.
 func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 	out := make([]Result, len(msgs))
+	if err := ctx.Err(); err != nil {
+		// As a provider's client would: an attempt whose context has ended
+		// sends (records) nothing and fails retryably with ctx's error.
+		// Recording it anyway showed a message as sent that a real provider
+		// never got.
+		e := transportError(SandboxName, err)
+		for i := range out {
+			out[i].Err = e
+		}
+		return out
+	}
 	b := &sandboxBatch{rows: make([]sandboxRow, 0, len(msgs)), done: make(chan error, 1)}
 	idx := make([]int, 0, len(msgs)) // the message of each row
 	for i, m := range msgs {
