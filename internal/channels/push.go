@@ -60,7 +60,10 @@ func NewPush(ctx context.Context, cfg config.FCM, ts oauth2.TokenSource, breaker
 		if err != nil {
 			return nil, fmt.Errorf("channels: fcm credentials: %w", err)
 		}
-		creds, err := google.CredentialsFromJSON(ctx, key, fcmScope)
+		// Only a service-account key: a key of another type (an external
+		// account's credential_source, say) would make the service read files
+		// or call URLs the key names.
+		creds, err := google.CredentialsFromJSONWithType(ctx, key, google.ServiceAccount, fcmScope)
 		if err != nil {
 			return nil, fmt.Errorf("channels: fcm credentials %s: %w", cfg.CredentialsFile, err)
 		}

@@ -217,3 +217,20 @@ func TestPushWithCredentialsFile(t *testing.T) {
 	_, err = channels.NewPush(context.Background(), c, nil, 3, time.Minute, nil)
 	require.ErrorContains(t, err, "fcm credentials")
 }
+
+// A credentials file must be a service-account key: a key of another type
+// (here an authorized user's refresh token, which would otherwise be used as
+// is) is refused when the channel is built, before any request.
+func TestPushRefusesOtherCredentialTypes(t *testing.T) {
+	t.Parallel()
+	user, err := json.Marshal(map[string]string{
+		"type": "authorized_user", "client_id": "id", "client_secret": "secret", "refresh_token": "token",
+	})
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "user.json")
+	require.NoError(t, os.WriteFile(path, user, 0o600))
+	c := fcmConfig("http://127.0.0.1:1")
+	c.CredentialsFile = path
+	_, err = channels.NewPush(context.Background(), c, nil, 3, time.Minute, nil)
+	require.ErrorContains(t, err, "fcm credentials")
+}

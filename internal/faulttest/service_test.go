@@ -271,18 +271,6 @@ func (in *instance) kill() {
 	<-in.done
 }
 
-// stop is a graceful stop (SIGTERM), as a deploy would do.
-func (in *instance) stop(t testing.TB) {
-	t.Helper()
-	_ = in.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-in.done:
-	case <-time.After(time.Minute):
-		t.Errorf("%s did not stop within a minute of SIGTERM", in.name)
-		in.kill()
-	}
-}
-
 // waitFor polls cond until it holds or the deadline passes (then fails).
 func (sc *scenario) waitFor(what string, d time.Duration, cond func() bool) {
 	sc.t.Helper()

@@ -30,8 +30,9 @@ import (
 //
 //	go test -run '^$' -bench . -benchmem ./internal/httpapi/
 
-// benchFixture is the service on PostgreSQL with a collection, an event and
-// one email action, plus a token for an admin of the collection.
+// benchFixture is the service (on PostgreSQL unless a benchmark names
+// SQLite) with a collection, an event and one email action, plus a token for
+// an admin of the collection.
 type benchFixture struct {
 	api    *testAPI
 	coll   int64
@@ -41,9 +42,13 @@ type benchFixture struct {
 	sqlDB  *sql.DB
 }
 
-func newBenchFixture(b *testing.B) *benchFixture {
+func newBenchFixture(b *testing.B, dialect ...string) *benchFixture {
 	b.Helper()
-	api := newAPI(b, "postgres")
+	d := "postgres"
+	if len(dialect) > 0 {
+		d = dialect[0]
+	}
+	api := newAPI(b, d)
 	f := &benchFixture{api: api}
 	f.coll = seedCollection(b, api.DB)
 	f.event = seedEvent(b, api.DB, f.coll, "USER_INVITEUSER")
@@ -119,8 +124,21 @@ func BenchmarkGetAction(b *testing.B) {
 
 // BenchmarkGetActionUncached is the same request with the cache off (no
 // listener, as while it is disconnected): one query per GET.
-func BenchmarkGetActionUncached(b *testing.B) {
-	f := newBenchFixture(b)
+func BenchmarkGetActionUncached(b *testing.B) { getUncached(b, newBenchFixture(b)) }
+
+// BenchmarkSQLiteGetActionUncached is the uncached GET on the embedded SQLite
+// database (the default configuration): one query through the SQLite driver
+// per request. On SQLite the cache is live from the start (one instance owns
+// the file), so it is switched off here by hand. Together with
+// BenchmarkSQLiteCreateAction it is what a SQLite driver change is compared
+// on (docs/benchmarks.md, "SQLite driver").
+func BenchmarkSQLiteGetActionUncached(b *testing.B) {
+	f := newBenchFixture(b, "sqlite")
+	f.api.App.ActionCache.Reset(false)
+	getUncached(b, f)
+}
+
+func getUncached(b *testing.B, f *benchFixture) {
 	path := fmt.Sprintf("/v1/collections/%d/actions/%d", f.coll, f.action.ID)
 	for b.Loop() {
 		serve(b, f.api.App.HTTP, http.MethodGet, path, f.token, nil, http.StatusOK)
@@ -230,8 +248,13 @@ func BenchmarkGetActionPaired(b *testing.B) {
 	b.ReportMetric(100*float64(q)/float64(svc), "%query")
 }
 
-func BenchmarkCreateAction(b *testing.B) {
-	f := newBenchFixture(b)
+func BenchmarkCreateAction(b *testing.B) { createActions(b, newBenchFixture(b)) }
+
+// BenchmarkSQLiteCreateAction is create on the embedded SQLite database: one
+// write transaction (BEGIN IMMEDIATE ... COMMIT in WAL mode) per request.
+func BenchmarkSQLiteCreateAction(b *testing.B) { createActions(b, newBenchFixture(b, "sqlite")) }
+
+func createActions(b *testing.B, f *benchFixture) {
 	path := fmt.Sprintf("/v1/collections/%d/actions", f.coll)
 	i := 0
 	for b.Loop() {

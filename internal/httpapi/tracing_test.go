@@ -216,7 +216,7 @@ func TestOneTraceFromAnAMQPMessageToTheProviderCall(t *testing.T) {
 func spanAttr(s tracetest.SpanStub, key string) string {
 	for _, a := range s.Attributes {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

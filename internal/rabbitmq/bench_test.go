@@ -88,7 +88,7 @@ func benchQueueDrain(b *testing.B, record bool) {
 	defer conn.Close()
 	ch, err := conn.Channel()
 	require.NoError(b, err)
-	ch, err = rabbitmq.Declare(ch, bare, discard(), conn.Channel)
+	_, err = rabbitmq.Declare(ch, bare, discard(), conn.Channel)
 	require.NoError(b, err)
 	preload(b, conn, bare.Exchange, bare.RoutingKey, benchMessages, message)
 	bareStart := time.Now()

@@ -2,7 +2,6 @@ package rabbitmq_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -265,11 +264,4 @@ func closeConnections(t testing.TB, prefix string) int {
 		n++
 	}
 	return n
-}
-
-// jsonMap decodes a JSON object.
-func jsonMap(t testing.TB, b []byte) map[string]any {
-	var m map[string]any
-	require.NoError(t, json.Unmarshal(b, &m))
-	return m
 }

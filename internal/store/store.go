@@ -1,5 +1,7 @@
 // Package store opens the database (SQLite by default, PostgreSQL by URL) and
-// applies the embedded migrations.
+// applies the embedded migrations. SQLite is github.com/ncruces/go-sqlite3:
+// SQLite's C source translated to Go, so the binary needs no cgo and no
+// system library (the build is CGO_ENABLED=0).
 package store
 
 import (
@@ -17,9 +19,6 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
-
-	// The embedded SQLite build: no cgo, no system library.
-	_ "github.com/ncruces/go-sqlite3/embed"
 
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/migrations"
