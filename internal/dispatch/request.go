@@ -1,9 +1,18 @@
-// Package dispatch turns send requests into deliveries and deliveries into
-// sends: the intake that the queue consumer and the REST API share
-// (validation, idempotency, resolution, delivery planning, one commit per
-// batch), the workers that claim due deliveries and send them through a
-// channel, the retry policy, the recovery of deliveries a crash left in
-// sending, and the status queries.
+// Package dispatch is the vocabulary of the send pipeline, shared by its
+// parts: the request (the queue message and the REST send body, its parsing
+// and validation) and the records it becomes (notifications, deliveries,
+// their statuses). The parts are its subpackages, each readable alone:
+//
+//   - intake: the one submit path the queue consumer and the REST API
+//     share: idempotency, name resolution, one transaction per batch.
+//   - planning: what a notification becomes: a delivery per (recipient,
+//     action), pending or skipped with a reason; the rule engine's
+//     planning-time rules join there (planning.Rule).
+//   - delivery: the workers: claim due deliveries under a lease, take the
+//     intake's hand-offs, send through a channel, record the outcomes,
+//     retry, recover a dead instance's deliveries, prune past retention;
+//     send-time rules join before the provider call (delivery/gate.go).
+//   - status: reading notifications and deliveries, and provider reports.
 package dispatch
 
 import (

@@ -16,15 +16,17 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 )
 
 // NotificationService is what the notification routes need; dispatch.Service
 // implements it.
 type NotificationService interface {
-	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (dispatch.Outcome, error)
+	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (intake.Outcome, error)
 	Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error)
-	List(ctx context.Context, collectionID int64, f dispatch.NotificationFilter) ([]dispatch.NotificationRecord, error)
-	ListDeliveries(ctx context.Context, collectionID int64, f dispatch.DeliveryFilter) ([]dispatch.Delivery, error)
+	List(ctx context.Context, collectionID int64, f status.NotificationFilter) ([]dispatch.NotificationRecord, error)
+	ListDeliveries(ctx context.Context, collectionID int64, f status.DeliveryFilter) ([]dispatch.Delivery, error)
 }
 
 // Headers of the send route.
@@ -126,7 +128,7 @@ func (r *router) notifications() {
 		pg, err := pageParams(c)
 		var f apperr.Fields
 		f.Collect(err)
-		filter := dispatch.NotificationFilter{Name: c.Query("name"), Status: c.Query("status"), After: pg.After, Limit: pg.Limit}
+		filter := status.NotificationFilter{Name: c.Query("name"), Status: c.Query("status"), After: pg.After, Limit: pg.Limit}
 		if filter.Status != "" {
 			f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
 		}
@@ -157,7 +159,7 @@ func (r *router) notifications() {
 		pg, err := pageParams(c)
 		var f apperr.Fields
 		f.Collect(err)
-		filter := dispatch.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel"), After: pg.After, Limit: pg.Limit}
+		filter := status.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel"), After: pg.After, Limit: pg.Limit}
 		if filter.Status != "" {
 			f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
 		}

@@ -1,4 +1,4 @@
-package dispatch
+package delivery
 
 import (
 	"context"
@@ -26,7 +26,7 @@ type Pruned struct {
 // notification with a delivery still to send is kept whatever its age; a
 // finished delivery never becomes pending again, so one selected here stays
 // prunable. The notifications of one keyed request are its dedupe record
-// (intake.go) and go together: none while any of them has a delivery to
+// (dispatch/intake) and go together: none while any of them has a delivery to
 // send, so a redelivery never finds part of a request. A message
 // redelivered after its notifications are gone is accepted as new, which is
 // why retention is at least a day.
