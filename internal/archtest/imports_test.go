@@ -124,7 +124,10 @@ var rules = []rule{
 			"gorm.io/...", "internal/store/...", "internal/channels/...", "internal/outbox/...",
 			"internal/dispatch/intake/...", "internal/dispatch/delivery/...", "internal/dispatch/status/...",
 		},
-		why: "planning decides what a notification becomes; the intake stores it. Rules that need data get it through interfaces planning declares",
+		// Direct only: planning reads the action model, and actions has its
+		// own storage; what is forbidden is planning touching any itself.
+		direct: true,
+		why:    "planning decides what a notification becomes; the intake stores it. Rules that need data get it through interfaces planning declares",
 	},
 	{
 		name: "workers-do-not-plan",
