@@ -1,4 +1,4 @@
-package dispatch_test
+package status_test
 
 import (
 	"context"
