@@ -138,109 +138,35 @@ type fill struct {
 	ok  bool
 }
 
-// action looks up an action. On a miss it returns the fill for the read
-// that follows.
-func (c *Cache) action(collectionID, id int64) (Action, fill, bool) {
+// lookup is the one LRU read every kind of entry shares: find locates the
+// entry (nil when absent: the indexes never hold a nil element) and value copies out what it holds. A hit moves
+// the entry to the front; a miss returns the fill for the database read
+// that follows. While the cache is not live every lookup is a miss without
+// a fill.
+func lookup[T any](c *Cache, find func() *list.Element, value func(*entry) T) (T, fill, bool) {
+	var zero T
 	if c == nil {
-		return Action{}, fill{}, false
+		return zero, fill{}, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live {
 		c.misses++
-		return Action{}, fill{}, false
+		return zero, fill{}, false
 	}
-	if el, ok := c.actions[actionKey{collectionID, id}]; ok {
+	if el := find(); el != nil {
 		c.hits++
 		c.lru.MoveToFront(el)
-		return el.Value.(*entry).action.clone(), fill{}, true
+		return value(el.Value.(*entry)), fill{}, true
 	}
 	c.misses++
-	return Action{}, fill{gen: c.gen, ok: true}, false
+	return zero, fill{gen: c.gen, ok: true}, false
 }
 
-// putAction caches a, read under f.
-func (c *Cache) putAction(f fill, a Action) {
-	if c == nil || !f.ok {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen != f.gen { // evicted or reset (gone off) since the lookup
-		return
-	}
-	k := actionKey{a.CollectionID, a.ID}
-	if el, ok := c.actions[k]; ok {
-		c.remove(el)
-	}
-	c.actions[k] = c.lru.PushFront(&entry{kind: kindAction, collectionID: a.CollectionID, id: a.ID, action: a.clone()})
-	c.trim()
-}
-
-// rule looks up a resolved rule, as action does.
-func (c *Cache) rule(collectionID int64, name string) (Rule, fill, bool) {
-	if c == nil {
-		return Rule{}, fill{}, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.live {
-		c.misses++
-		return Rule{}, fill{}, false
-	}
-	if el, ok := c.rules[collectionID][name]; ok {
-		c.hits++
-		c.lru.MoveToFront(el)
-		return el.Value.(*entry).rule.clone(), fill{}, true
-	}
-	c.misses++
-	return Rule{}, fill{gen: c.gen, ok: true}, false
-}
-
-// putRule caches the rule name resolved to in collectionID, read under f.
-func (c *Cache) putRule(f fill, collectionID int64, name string, r Rule) {
-	if c == nil || !f.ok {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen != f.gen { // evicted or reset (gone off) since the lookup
-		return
-	}
-	if el, ok := c.rules[collectionID][name]; ok {
-		c.remove(el)
-	}
-	byName := c.rules[collectionID]
-	if byName == nil {
-		byName = map[string]*list.Element{}
-		c.rules[collectionID] = byName
-	}
-	byName[name] = c.lru.PushFront(&entry{kind: kindRule, collectionID: collectionID, name: name, rule: r.clone()})
-	c.trim()
-}
-
-// sender looks up a collection's default sender, as action does.
-func (c *Cache) sender(collectionID int64) (Sender, fill, bool) {
-	if c == nil {
-		return Sender{}, fill{}, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.live {
-		c.misses++
-		return Sender{}, fill{}, false
-	}
-	if el, ok := c.senders[collectionID]; ok {
-		c.hits++
-		c.lru.MoveToFront(el)
-		return el.Value.(*entry).sender, fill{}, true
-	}
-	c.misses++
-	return Sender{}, fill{gen: c.gen, ok: true}, false
-}
-
-// putSender caches collection collectionID's default sender, read under f.
-func (c *Cache) putSender(f fill, collectionID int64, s Sender) {
+// store is the one LRU write: it runs insert, which replaces the entry's
+// previous copy, only while f still holds (nothing evicted or reset since
+// the lookup, which would make what the read saw stale), then trims.
+func (c *Cache) store(f fill, insert func()) {
 	if c == nil || !f.ok {
 		return
 	}
@@ -249,11 +175,63 @@ func (c *Cache) putSender(f fill, collectionID int64, s Sender) {
 	if c.gen != f.gen {
 		return
 	}
-	if el, ok := c.senders[collectionID]; ok {
-		c.remove(el)
-	}
-	c.senders[collectionID] = c.lru.PushFront(&entry{kind: kindSender, collectionID: collectionID, sender: s})
+	insert()
 	c.trim()
+}
+
+// action looks up an action. On a miss it returns the fill for the read
+// that follows.
+func (c *Cache) action(collectionID, id int64) (Action, fill, bool) {
+	return lookup(c, func() *list.Element { return c.actions[actionKey{collectionID, id}] },
+		func(e *entry) Action { return e.action.clone() })
+}
+
+// putAction caches a, read under f.
+func (c *Cache) putAction(f fill, a Action) {
+	c.store(f, func() {
+		k := actionKey{a.CollectionID, a.ID}
+		if el, ok := c.actions[k]; ok {
+			c.remove(el)
+		}
+		c.actions[k] = c.lru.PushFront(&entry{kind: kindAction, collectionID: a.CollectionID, id: a.ID, action: a.clone()})
+	})
+}
+
+// rule looks up a resolved rule, as action does.
+func (c *Cache) rule(collectionID int64, name string) (Rule, fill, bool) {
+	return lookup(c, func() *list.Element { return c.rules[collectionID][name] },
+		func(e *entry) Rule { return e.rule.clone() })
+}
+
+// putRule caches the rule name resolved to in collectionID, read under f.
+func (c *Cache) putRule(f fill, collectionID int64, name string, r Rule) {
+	c.store(f, func() {
+		if el, ok := c.rules[collectionID][name]; ok {
+			c.remove(el)
+		}
+		byName := c.rules[collectionID]
+		if byName == nil {
+			byName = map[string]*list.Element{}
+			c.rules[collectionID] = byName
+		}
+		byName[name] = c.lru.PushFront(&entry{kind: kindRule, collectionID: collectionID, name: name, rule: r.clone()})
+	})
+}
+
+// sender looks up a collection's default sender, as action does.
+func (c *Cache) sender(collectionID int64) (Sender, fill, bool) {
+	return lookup(c, func() *list.Element { return c.senders[collectionID] },
+		func(e *entry) Sender { return e.sender })
+}
+
+// putSender caches collection collectionID's default sender, read under f.
+func (c *Cache) putSender(f fill, collectionID int64, s Sender) {
+	c.store(f, func() {
+		if el, ok := c.senders[collectionID]; ok {
+			c.remove(el)
+		}
+		c.senders[collectionID] = c.lru.PushFront(&entry{kind: kindSender, collectionID: collectionID, sender: s})
+	})
 }
 
 // trim drops least recently used entries beyond the size.

@@ -516,30 +516,6 @@ func TestFailedMutationsWriteNoEnvelope(t *testing.T) {
 	})
 }
 
-func TestServiceChecksThePrincipal(t *testing.T) {
-	t.Parallel()
-	db, _ := testdb.SQLite(t)
-	b := setup(t, db)
-	a := b.create(t, email(b.event, "a"))
-	viewer := auth.Principal{UserID: "5", Roles: []string{auth.RoleViewer}, Collections: []int64{b.coll}}
-	outsider := auth.Principal{UserID: "6", Roles: []string{auth.RoleAdmin}, Collections: []int64{b.other}}
-
-	_, err := b.svc.Get(b.ctx, viewer, b.coll, a.ID)
-	require.NoError(t, err)
-	_, err = b.svc.List(b.ctx, viewer, b.coll, actions.Filter{}, actions.Page{Limit: 1})
-	require.NoError(t, err)
-	_, err = b.svc.Create(b.ctx, viewer, b.coll, email(b.event, "b"))
-	requireKind(t, err, apperr.PermissionDenied)
-	_, err = b.svc.Update(b.ctx, viewer, b.coll, a.ID, actions.Patch{Name: ptr("b")}, 0)
-	requireKind(t, err, apperr.PermissionDenied)
-	_, err = b.svc.Delete(b.ctx, viewer, b.coll, a.ID, 0)
-	requireKind(t, err, apperr.PermissionDenied)
-	_, err = b.svc.Get(b.ctx, outsider, b.coll, a.ID)
-	requireKind(t, err, apperr.PermissionDenied)
-	_, err = b.svc.List(b.ctx, outsider, b.coll, actions.Filter{}, actions.Page{Limit: 1})
-	requireKind(t, err, apperr.PermissionDenied)
-}
-
 // TestTemplateLimitsAreConfig: the size a template may have is the
 // service's templates.maxSize, not a constant.
 func TestTemplateLimitsAreConfig(t *testing.T) {

@@ -192,14 +192,17 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The intake's rule resolution and the workers' action loads read
 	// through the action cache, which the invalidation bus keeps honest.
 	rules := actions.NewRules(db).WithCache(a.ActionCache)
+	// The sandbox owns sandbox_messages; the status route and retention
+	// read and prune it through these, whether or not it records now.
+	sandboxRecords := channels.NewSandboxRecords(db)
 	a.Dispatcher = delivery.New(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
-		WithRenderLimits(renderLimits(cfg.Templates))
+		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
 	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher)
-	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now)}
+	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
 	}

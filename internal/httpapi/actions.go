@@ -90,26 +90,17 @@ func (r *router) listActions(c *gin.Context, p auth.Principal) error {
 	if err != nil {
 		return err
 	}
-	if err := allowQuery(c, "limit", "cursor", "eventId", "status", "configName"); err != nil {
-		return err
-	}
-	pg, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	eventID, err := queryID(c, "eventId")
-	if err != nil {
-		return err
-	}
-	f := actions.Filter{EventID: eventID, Status: c.Query("status"), ConfigName: c.Query("configName")}
-	// One extra row says whether there is a next page without a second query.
-	list, err := r.s.Actions.List(c.Request.Context(), p, cid, f, actions.Page{Limit: pg.Limit + 1, After: pg.After})
-	if err != nil {
-		return err
-	}
-	list, next := trimPage(list, pg, func(a actions.Action) int64 { return a.ID })
-	c.JSON(http.StatusOK, gin.H{"actions": list, "nextCursor": next})
-	return nil
+	return listRoute[actions.Filter, actions.Action]{
+		key: "actions", filters: []string{"eventId", "status", "configName"},
+		filter: func(c *gin.Context) (actions.Filter, error) {
+			eventID, err := queryID(c, "eventId")
+			return actions.Filter{EventID: eventID, Status: c.Query("status"), ConfigName: c.Query("configName")}, err
+		},
+		read: func(ctx context.Context, f actions.Filter, pg Page) ([]actions.Action, error) {
+			return r.s.Actions.List(ctx, p, cid, f, actions.Page{Limit: pg.Limit, After: pg.After})
+		},
+		id: func(a actions.Action) int64 { return a.ID },
+	}.serve(c)
 }
 
 func (r *router) getAction(c *gin.Context, p auth.Principal) error {

@@ -47,17 +47,13 @@ func (r *router) collections() {
 		return nil
 	})
 	r.handle(http.MethodGet, "/collections", "NOCOLST", authenticated, func(c *gin.Context, p auth.Principal) error {
-		pg, f, err := listParams(c)
-		if err != nil {
-			return err
-		}
-		list, err := svc.ListCollections(c.Request.Context(), p, f, collections.Page{Limit: pg.Limit + 1, After: pg.After})
-		if err != nil {
-			return err
-		}
-		list, next := trimPage(list, pg, func(c collections.Collection) int64 { return c.ID })
-		c.JSON(http.StatusOK, gin.H{"collections": list, "nextCursor": next})
-		return nil
+		return listRoute[collections.Filter, collections.Collection]{
+			key: "collections", filters: collectionFilters, filter: collectionFilter,
+			read: func(ctx context.Context, f collections.Filter, pg Page) ([]collections.Collection, error) {
+				return svc.ListCollections(ctx, p, f, collections.Page{Limit: pg.Limit, After: pg.After})
+			},
+			id: func(c collections.Collection) int64 { return c.ID },
+		}.serve(c)
 	})
 	r.handle(http.MethodGet, "/collections/:collectionId", "NOCOGET", readCollection, func(c *gin.Context, p auth.Principal) error {
 		id, err := pathID(c, "collectionId")
@@ -129,17 +125,13 @@ func (r *router) collections() {
 		if err != nil {
 			return err
 		}
-		pg, f, err := listParams(c)
-		if err != nil {
-			return err
-		}
-		list, err := svc.ListEvents(c.Request.Context(), p, cid, f, collections.Page{Limit: pg.Limit + 1, After: pg.After})
-		if err != nil {
-			return err
-		}
-		list, next := trimPage(list, pg, func(e collections.Event) int64 { return e.ID })
-		c.JSON(http.StatusOK, gin.H{"events": list, "nextCursor": next})
-		return nil
+		return listRoute[collections.Filter, collections.Event]{
+			key: "events", filters: collectionFilters, filter: collectionFilter,
+			read: func(ctx context.Context, f collections.Filter, pg Page) ([]collections.Event, error) {
+				return svc.ListEvents(ctx, p, cid, f, collections.Page{Limit: pg.Limit, After: pg.After})
+			},
+			id: func(e collections.Event) int64 { return e.ID },
+		}.serve(c)
 	})
 	r.handle(http.MethodGet, "/collections/:collectionId/events/:eventId", "NOEVGET", readCollection, func(c *gin.Context, p auth.Principal) error {
 		cid, id, err := eventPath(c)
@@ -189,28 +181,13 @@ func (r *router) collections() {
 	})
 }
 
-// listParams reads the page (?limit, ?cursor) and the filters (?status,
-// ?name) of a collection or event list.
-func listParams(c *gin.Context) (Page, collections.Filter, error) {
-	if err := allowQuery(c, "limit", "cursor", "status", "name"); err != nil {
-		return Page{}, collections.Filter{}, err
-	}
-	pg, err := pageParams(c)
-	if err != nil {
-		return Page{}, collections.Filter{}, err
-	}
-	return pg, collections.Filter{Status: c.Query("status"), Name: c.Query("name")}, nil
-}
+// collectionFilters are the filters of the collection and event lists.
+var collectionFilters = []string{"status", "name"}
 
-// trimPage takes a list read with one row more than pg asks for, drops that
-// extra row and returns the cursor of the next page: "" when the extra row
-// was not there, so the last page says it is the last without a second query.
-func trimPage[T any](list []T, pg Page, id func(T) int64) ([]T, string) {
-	if len(list) <= pg.Limit {
-		return list, ""
-	}
-	list = list[:pg.Limit]
-	return list, nextCursor(pg, len(list), id(list[len(list)-1]))
+// collectionFilter reads the filters of a collection or event list (the
+// service validates them).
+func collectionFilter(c *gin.Context) (collections.Filter, error) {
+	return collections.Filter{Status: c.Query("status"), Name: c.Query("name")}, nil
 }
 
 // patchParams reads a PATCH body (a collections.Patch for an event, a

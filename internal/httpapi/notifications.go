@@ -122,67 +122,57 @@ func (r *router) notifications() {
 		if err != nil {
 			return err
 		}
-		if err := allowQuery(c, "limit", "cursor", "name", "status", "from", "to"); err != nil {
-			return err
-		}
-		pg, err := pageParams(c)
-		var f apperr.Fields
-		f.Collect(err)
-		filter := status.NotificationFilter{Name: c.Query("name"), Status: c.Query("status"), After: pg.After, Limit: pg.Limit}
-		if filter.Status != "" {
-			f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
-		}
-		filter.CreatedFrom = queryMillis(c, "from", &f)
-		filter.CreatedTo = queryMillis(c, "to", &f)
-		if err := f.Err(); err != nil {
-			return err
-		}
-		list, err := svc.List(c.Request.Context(), cid, filter)
-		if err != nil {
-			return err
-		}
-		var last int64
-		if len(list) > 0 {
-			last = list[len(list)-1].ID
-		}
-		c.JSON(http.StatusOK, gin.H{"notifications": list, "nextCursor": nextCursor(pg, len(list), last)})
-		return nil
+		return listRoute[status.NotificationFilter, dispatch.NotificationRecord]{
+			key: "notifications", filters: []string{"name", "status", "from", "to"}, exact: true, filter: notificationFilter,
+			read: func(ctx context.Context, f status.NotificationFilter, pg Page) ([]dispatch.NotificationRecord, error) {
+				f.After, f.Limit = pg.After, pg.Limit
+				return svc.List(ctx, cid, f)
+			},
+			id: func(n dispatch.NotificationRecord) int64 { return n.ID },
+		}.serve(c)
 	})
 	r.handle(http.MethodGet, "/collections/:collectionId/deliveries", "NODLLST", readCollection, func(c *gin.Context, p auth.Principal) error {
 		cid, err := pathID(c, "collectionId")
 		if err != nil {
 			return err
 		}
-		if err := allowQuery(c, "limit", "cursor", "status", "channel", "notificationId"); err != nil {
-			return err
-		}
-		pg, err := pageParams(c)
-		var f apperr.Fields
-		f.Collect(err)
-		filter := status.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel"), After: pg.After, Limit: pg.Limit}
-		if filter.Status != "" {
-			f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
-		}
-		if filter.Channel != "" {
-			f.OneOf("channel", filter.Channel, "email", "sms", "push")
-		}
-		nid, err := queryID(c, "notificationId")
-		f.Collect(err)
-		filter.NotificationID = nid
-		if err := f.Err(); err != nil {
-			return err
-		}
-		list, err := svc.ListDeliveries(c.Request.Context(), cid, filter)
-		if err != nil {
-			return err
-		}
-		var last int64
-		if len(list) > 0 {
-			last = list[len(list)-1].ID
-		}
-		c.JSON(http.StatusOK, gin.H{"deliveries": list, "nextCursor": nextCursor(pg, len(list), last)})
-		return nil
+		return listRoute[status.DeliveryFilter, dispatch.Delivery]{
+			key: "deliveries", filters: []string{"status", "channel", "notificationId"}, exact: true, filter: deliveryFilter,
+			read: func(ctx context.Context, f status.DeliveryFilter, pg Page) ([]dispatch.Delivery, error) {
+				f.After, f.Limit = pg.After, pg.Limit
+				return svc.ListDeliveries(ctx, cid, f)
+			},
+			id: func(d dispatch.Delivery) int64 { return d.ID },
+		}.serve(c)
 	})
+}
+
+// notificationFilter reads the filters of the notification list.
+func notificationFilter(c *gin.Context) (status.NotificationFilter, error) {
+	var f apperr.Fields
+	filter := status.NotificationFilter{Name: c.Query("name"), Status: c.Query("status")}
+	if filter.Status != "" {
+		f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
+	}
+	filter.CreatedFrom = queryMillis(c, "from", &f)
+	filter.CreatedTo = queryMillis(c, "to", &f)
+	return filter, f.Err()
+}
+
+// deliveryFilter reads the filters of the delivery list.
+func deliveryFilter(c *gin.Context) (status.DeliveryFilter, error) {
+	var f apperr.Fields
+	filter := status.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel")}
+	if filter.Status != "" {
+		f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
+	}
+	if filter.Channel != "" {
+		f.OneOf("channel", filter.Channel, "email", "sms", "push")
+	}
+	nid, err := queryID(c, "notificationId")
+	f.Collect(err)
+	filter.NotificationID = nid
+	return filter, f.Err()
 }
 
 // queryMillis reads an optional epoch-milliseconds query parameter.

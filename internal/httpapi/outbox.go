@@ -28,24 +28,14 @@ type OutboxService interface {
 func (r *router) outbox() {
 	svc := r.s.Outbox
 	r.handle(http.MethodGet, "/envelopes", "NOOBLST", superAdminOnly, func(c *gin.Context, _ auth.Principal) error {
-		if err := allowQuery(c, "limit", "cursor", "since", "until", "detailType", "collectionId", "state"); err != nil {
-			return err
-		}
-		pg, err := pageParams(c)
-		if err != nil {
-			return err
-		}
-		f, err := envelopeFilter(c)
-		if err != nil {
-			return err
-		}
-		list, err := svc.List(c.Request.Context(), f, pg.After, pg.Limit+1)
-		if err != nil {
-			return err
-		}
-		list, next := trimPage(list, pg, func(e outbox.Envelope) int64 { return e.ID })
-		c.JSON(http.StatusOK, gin.H{"envelopes": list, "nextCursor": next})
-		return nil
+		return listRoute[outbox.Filter, outbox.Envelope]{
+			key: "envelopes", filters: []string{"since", "until", "detailType", "collectionId", "state"},
+			filter: envelopeFilter,
+			read: func(ctx context.Context, f outbox.Filter, pg Page) ([]outbox.Envelope, error) {
+				return svc.List(ctx, f, pg.After, pg.Limit)
+			},
+			id: func(e outbox.Envelope) int64 { return e.ID },
+		}.serve(c)
 	})
 	r.handle(http.MethodGet, "/envelopes/stats", "NOOBGET", superAdminOnly, func(c *gin.Context, _ auth.Principal) error {
 		st, err := svc.Stats(c.Request.Context())

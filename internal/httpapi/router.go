@@ -129,16 +129,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.Se
 // Routes lists the registered routes, for the OpenAPI contract test.
 func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
 
-// access is what a route demands of the caller.
+// access is what a route demands of the caller: the route's permission.
+// Authorization lives here, at the edge, and only here: every /v1 route is
+// registered through router.handle with one access value, which the
+// router checks before the handler runs. The domain services trust their
+// caller; they scope what a list shows to the principal (ListCollections)
+// but never refuse a request (docs/architecture.md, "Authorization").
+//
+// The zero value is not a permission, so a route built without one panics
+// at startup rather than falling open.
 type access int
 
 const (
-	authenticated    access = iota // any valid token
-	superAdminOnly                 // ROLE_SUPER_ADMIN
-	readCollection                 // may read the :collectionId in the path
-	manageCollection               // may change the :collectionId in the path
-	sendCollection                 // may send through the :collectionId in the path
-	public                         // no token; the handler authenticates the request itself
+	authenticated    access = iota + 1 // any valid token; the handler shows only what the caller may read
+	superAdminOnly                     // ROLE_SUPER_ADMIN
+	readCollection                     // may read the :collectionId in the path
+	manageCollection                   // may change the :collectionId in the path
+	sendCollection                     // may send through the :collectionId in the path
+	public                             // no token; the handler authenticates the request itself (webhook signatures)
 )
 
 // handlerFunc is a route handler. It writes its own success response and
@@ -150,8 +158,13 @@ type router struct {
 	g *gin.RouterGroup
 }
 
-// handle registers a route. code is the route's response-code prefix.
+// handle registers a route with its permission; it is the one way a /v1
+// route is added (one line: method, path, response-code prefix, permission,
+// handler). code is the route's response-code prefix.
 func (r *router) handle(method, path, code string, acc access, fn handlerFunc) {
+	if acc < authenticated || acc > public {
+		panic(fmt.Sprintf("httpapi: route %s %s has no permission", method, path))
+	}
 	r.g.Handle(method, path, func(c *gin.Context) {
 		c.Set(ctxCodeKey, code)
 		var p auth.Principal

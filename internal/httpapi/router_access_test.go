@@ -23,8 +23,9 @@ import (
 
 // recordingServices stands in for the collection and action services. It
 // checks nothing and records every call, so a test of the router alone sees
-// whether a request got past the router's own permission check: the real
-// services check the same rights again, which hides a broken router check.
+// whether a request got past the router's permission check, which is the
+// only one (the services do not check again; TestRoutePermissions covers
+// every route).
 type recordingServices struct {
 	mu    sync.Mutex
 	calls []string

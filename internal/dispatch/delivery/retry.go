@@ -2,12 +2,12 @@ package delivery
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/retry"
 )
 
 // retry decides what a failed attempt leads to: failed (permanent error, or
@@ -20,23 +20,25 @@ func (d *Dispatcher) retry(o *outcome, e *channels.Error, now time.Time) {
 	case o.attempts >= d.cfg.MaxAttempts:
 		o.status, o.reason = dispatch.StatusFailed, fmt.Sprintf("gave up after %d attempts: %s", o.attempts, reason)
 	default:
-		wait := Backoff(o.attempts, d.cfg.BackoffBase, d.cfg.BackoffMax, rand.Float64())
-		wait = max(wait, e.RetryAfter)
+		wait := d.retryPolicy().After(o.attempts, e.RetryAfter)
 		o.status = dispatch.StatusPending
 		o.reason = fmt.Sprintf("attempt %d failed: %s", o.attempts, reason)
 		o.nextAttemptAt = now.Add(wait).UnixMilli()
 	}
 }
 
-// Backoff is the wait after attempt n (1-based) fails: base·2^(n-1), capped
-// at maxWait, with "equal jitter" (between half and all of it; r in [0,1)),
-// so retries of a burst spread out but never come sooner than half the
-// schedule.
+// retryPolicy is the delivery schedule of dispatch.backoffBase and
+// dispatch.backoffMax: base·2^(n-1) after attempt n, capped, with "equal
+// jitter" (between half and all of it), so retries of a burst spread out
+// but never come sooner than half the schedule; a provider's Retry-After is
+// a floor under it (capped at retry.DefaultMaxRetryAfter).
+func (d *Dispatcher) retryPolicy() retry.Policy {
+	return retry.Policy{Initial: d.cfg.BackoffBase, Max: d.cfg.BackoffMax}
+}
+
+// Backoff is the wait after attempt n (1-based) fails under the delivery
+// schedule with base and maxWait, r in [0,1) placing it between half and
+// all of it (see retryPolicy).
 func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
-	d := base
-	for i := 1; i < n && d < maxWait; i++ {
-		d *= 2
-	}
-	d = min(d, maxWait)
-	return d/2 + time.Duration(r*float64(d/2))
+	return retry.Policy{Initial: base, Max: maxWait}.DelayAt(n, r)
 }

@@ -59,7 +59,8 @@ type Dispatcher struct {
 	owner     string              // lease_owner of this instance's claims (lease.go)
 	held      held                // the deliveries this instance holds (lease.go)
 	rec       *recorder
-	gates     []gate // send-time rules, before render and send (gate.go)
+	gates     []gate         // send-time rules, before render and send (gate.go)
+	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool

@@ -6,7 +6,6 @@ package status
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -26,8 +25,18 @@ const sandboxProvider = channels.SandboxName
 // Store reads notifications and deliveries, and lets provider webhooks
 // update a delivery's status.
 type Store struct {
-	db  *gorm.DB
-	now func() time.Time
+	db      *gorm.DB
+	now     func() time.Time
+	sandbox SandboxRecords
+}
+
+// SandboxRecords is the sandbox channel's record of what it accepted
+// (channels.SandboxRecords, the one owner of sandbox_messages): Get shows a
+// sandbox delivery's messages. (The delivery workers' retention prune
+// deletes them through its own delivery.SandboxRecords.)
+type SandboxRecords interface {
+	// Messages returns the records of each of deliveryIDs, oldest first.
+	Messages(ctx context.Context, deliveryIDs []int64) (map[int64][]channels.SandboxMessage, error)
 }
 
 // New returns a Store on db.
@@ -35,7 +44,15 @@ func New(db *gorm.DB, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, now: now}
+	return &Store{db: db, now: now, sandbox: channels.NewSandboxRecords(db)}
+}
+
+// WithSandbox makes Get read the sandbox's records from r (the app passes
+// the records it gives the dispatcher) and returns s. Without it they are
+// read from the store's database.
+func (s *Store) WithSandbox(r SandboxRecords) *Store {
+	s.sandbox = r
+	return s
 }
 
 // ErrNotFound is returned when a notification or delivery does not exist.
@@ -79,19 +96,12 @@ func (s *Store) attachSandboxMessages(ctx context.Context, ds []*dispatch.Delive
 	if len(ids) == 0 {
 		return nil
 	}
-	var rows []struct {
-		DeliveryID        int64
-		ProviderMessageID string
-		Message           string
-		CreatedTime       int64
-	}
-	if err := s.db.WithContext(ctx).Table("sandbox_messages").Select("delivery_id, provider_message_id, message, created_time").
-		Where("delivery_id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
+	recorded, err := s.sandbox.Messages(ctx, ids)
+	if err != nil {
 		return fmt.Errorf("dispatch: get sandbox messages: %w", err)
 	}
-	for _, r := range rows {
-		d := byID[r.DeliveryID]
-		d.SandboxMessages = append(d.SandboxMessages, dispatch.SandboxMessage{ProviderMessageID: r.ProviderMessageID, Message: json.RawMessage(r.Message), CreatedTime: r.CreatedTime})
+	for id, ms := range recorded {
+		byID[id].SandboxMessages = ms
 	}
 	return nil
 }
