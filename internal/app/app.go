@@ -140,6 +140,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	deps.Middleware, deps.Metrics = a.httpTelemetry()
 	deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "outbox", Critical: false, Check: func(context.Context) error { return a.Relay.Health() }})
 	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
+	deps.Feed = outbox.NewFeed(db, a.Config.Outbox.Source, a.Config.Outbox.Account, a.Config.Outbox.Region, time.Now)
 	a.wireCache(&deps)
 	deps.Collections = collections.New(db, a.Outbox, time.Now).WithInvalidator(a.Invalidation)
 	deps.Actions = actions.New(db, a.Outbox, time.Now).WithCache(a.ActionCache, a.Invalidation).

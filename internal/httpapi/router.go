@@ -58,6 +58,8 @@ type Deps struct {
 	Actions       ActionService
 	Notifications NotificationService
 	Outbox        OutboxService
+	// Feed serves the event feed (GET /v1/feed and its ack and reset).
+	Feed FeedService
 
 	// Webhooks receives provider status reports (routes under /v1/webhooks/,
 	// authenticated by the providers' signatures); Preview renders actions
@@ -113,6 +115,9 @@ func New(d Deps) *Server {
 	}
 	if d.Outbox != nil {
 		r.outbox()
+	}
+	if d.Feed != nil {
+		r.feed()
 	}
 	if d.Webhooks != nil {
 		r.webhooks()

@@ -90,6 +90,13 @@ type goldenEntry struct {
 	Detail       json.RawMessage `json:"Detail"`
 }
 
+func goldenEntryOf(e outbox.Entry) goldenEntry {
+	return goldenEntry{
+		Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
+		Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
+	}
+}
+
 // TestGoldenEnvelopes builds the entry for every detail type with a fixed
 // clock and envelope id and compares it with testdata/<type>.golden.json,
 // byte for byte (so field names, order and JSON types are all pinned).
@@ -107,24 +114,27 @@ func TestGoldenEnvelopes(t *testing.T) {
 				EnvelopeID: goldenEnvelopeID, DetailType: tc.change.DetailType, Detail: string(detail), CreatedAt: tc.at,
 			}, "notificationservice", "default")
 
-			got, err := json.MarshalIndent(goldenEntry{
-				Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
-				Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
-			}, "", "  ")
-			require.NoError(t, err)
-			got = append(got, '\n')
-
-			path := filepath.Join("testdata", tc.name+".golden.json")
-			if *update {
-				require.NoError(t, os.WriteFile(path, got, 0o644))
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err, "missing golden file; run with -update")
-			require.Equal(t, string(want), string(got), "entry differs from %s (run with -update if the change is intended)", path)
+			requireGolden(t, tc.name, goldenEntryOf(e))
 			require.Equal(t, tc.change.DetailType, e.DetailType)
 			require.Equal(t, at.UTC(), e.Time)
 		})
 	}
+}
+
+// requireGolden compares v, indented JSON, with testdata/<name>.golden.json
+// byte for byte (rewriting the file under -update).
+func requireGolden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	got = append(got, '\n')
+	path := filepath.Join("testdata", name+".golden.json")
+	if *update {
+		require.NoError(t, os.WriteFile(path, got, 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "missing golden file; run with -update")
+	require.Equal(t, string(want), string(got), "differs from %s (run with -update if the change is intended)", path)
 }
 
 // TestDetailMatchesCatalogue compares the built detail with the event
