@@ -20,8 +20,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 )
 
-// NotificationService is what the notification routes need; dispatch.Service
-// implements it.
+// NotificationService is what the notification routes need: the intake's
+// Send and the status reads (app joins intake.Intake and status.Store).
 type NotificationService interface {
 	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (intake.Outcome, error)
 	Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error)
