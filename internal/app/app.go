@@ -20,7 +20,9 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/config"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/macros"
@@ -50,7 +52,7 @@ type App struct {
 
 	// Dispatcher runs the delivery workers; Sandbox is the channel that
 	// stands in for every provider that is not configured.
-	Dispatcher *dispatch.Dispatcher
+	Dispatcher *delivery.Dispatcher
 	Sandbox    *channels.Sandbox
 
 	// ActionCache serves action reads and rule resolution from memory;
@@ -183,7 +185,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		return err
 	}
 	chans = a.instrumentChannels(chans)
-	senders := dispatch.Senders{
+	senders := delivery.Senders{
 		Email:               channels.Address{Email: cfg.Channels.SendGrid.FromEmail, Name: cfg.Channels.SendGrid.FromName},
 		SMSFrom:             cfg.Channels.Twilio.From,
 		MessagingServiceSID: cfg.Channels.Twilio.MessagingServiceSID,
@@ -194,14 +196,14 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The sandbox owns sandbox_messages; the status route and retention
 	// read and prune it through these, whether or not it records now.
 	sandboxRecords := channels.NewSandboxRecords(db)
-	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
+	a.Dispatcher = delivery.New(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
 		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
-	intake := dispatch.NewIntake(db, rules, a.Outbox, time.Now, a.Dispatcher)
-	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now).WithSandbox(sandboxRecords)}
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher)
+	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
 	}
@@ -213,7 +215,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 			}
 			return sqlDB.PingContext(ctx)
 		}
-		consumer := rabbitmq.New(cfg.AMQP, intake, ping, a.Log)
+		consumer := rabbitmq.New(cfg.AMQP, in, ping, a.Log)
 		consumer.Observer = a.Metrics
 		a.Metrics.InitDeadLetterReasons(rabbitmq.DeadLetterReasons()...)
 		consumer.Tracer = a.Tracing.Tracer()
@@ -222,6 +224,13 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		a.add("rabbitmq", consumer)
 	}
 	return nil
+}
+
+// notificationService is what the REST API's notification routes use
+// (httpapi.NotificationService): the intake's Send and the status reads.
+type notificationService struct {
+	*intake.Intake
+	*status.Store
 }
 
 // wireProviderRoutes adds the provider status webhooks, which record
@@ -235,7 +244,7 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps) error {
 	deps.Webhooks = &httpapi.Webhooks{
 		SendGrid: sg,
 		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
-		Reports:  dispatch.NewStore(a.DB, time.Now),
+		Reports:  status.New(a.DB, time.Now),
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,

@@ -28,8 +28,11 @@ var groups = map[string][]string{
 	// observability holds the decorators and middleware app puts around the
 	// domain; they may see Gin (request middleware) and the domain types.
 	"observability": {"internal/metrics", "internal/tracing", "internal/redact"},
+	// dispatch is split by responsibility: the shared vocabulary (the
+	// request and the records) and its parts, each a package.
 	"domain": {
-		"internal/dispatch", "internal/preview", "internal/channels",
+		"internal/dispatch", "internal/dispatch/intake", "internal/dispatch/planning",
+		"internal/dispatch/delivery", "internal/dispatch/status", "internal/preview", "internal/channels",
 		"internal/actions", "internal/collections", "internal/outbox",
 	},
 	"foundation": {
@@ -107,6 +110,30 @@ var rules = []rule{
 		from: renderers,
 		to:   []string{"internal/channels/...", "internal/dispatch/..."},
 		why:  "rendering is pure (the worker, preview and test-send share it); it must not reach a provider or the queue",
+	},
+	{
+		name: "dispatch-vocabulary-is-a-leaf",
+		from: []string{"internal/dispatch"},
+		to:   []string{"internal/dispatch/intake", "internal/dispatch/planning", "internal/dispatch/delivery", "internal/dispatch/status"},
+		why:  "the request and the records are what every part of dispatch (and the edges) share; they know none of the parts",
+	},
+	{
+		name: "planning-is-pure",
+		from: []string{"internal/dispatch/planning/..."},
+		to: []string{
+			"gorm.io/...", "internal/store/...", "internal/channels/...", "internal/outbox/...",
+			"internal/dispatch/intake/...", "internal/dispatch/delivery/...", "internal/dispatch/status/...",
+		},
+		// Direct only: planning reads the action model, and actions has its
+		// own storage; what is forbidden is planning touching any itself.
+		direct: true,
+		why:    "planning decides what a notification becomes; the intake stores it. Rules that need data get it through interfaces planning declares",
+	},
+	{
+		name: "workers-do-not-plan",
+		from: []string{"internal/dispatch/delivery/...", "internal/dispatch/status/..."},
+		to:   []string{"internal/dispatch/intake/...", "internal/dispatch/planning/..."},
+		why:  "the workers and the status reads take rows as the intake stored them; how they were planned is not theirs to know",
 	},
 	{
 		name: "outbox-no-entities",

@@ -17,6 +17,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -63,15 +65,15 @@ func TestProvidersThroughDispatch(t *testing.T) {
 		clock := time.Now().Add(time.Second)
 		cfg := config.Default().Dispatch
 		cfg.BackoffBase, cfg.MaxAttempts = time.Second, 5
-		disp := dispatch.NewDispatcher(db, chans, cfg, dispatch.Senders{Email: channels.Address{Email: "noreply@example.test", Name: "Example"}},
+		disp := delivery.New(db, chans, cfg, delivery.Senders{Email: channels.Address{Email: "noreply@example.test", Name: "Example"}},
 			slog.New(slog.DiscardHandler), func() time.Time { return clock })
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
 		body := `{"collectionId": ` + jsonNum(cid) + `, "notification": [{"name": "USER_INVITEUSER", "recipients": [
 		  {"email": "ann@example.test", "phone": "+14155550100", "pushId": "tok-ann", "macros": {"FNAME": "Ann"}},
 		  {"email": "bob@example.test", "phone": "555-0100", "macros": {"FNAME": "Bob"}}]}]}`
 		req, err := dispatch.Parse([]byte(body), 1<<20)
 		require.NoError(t, err)
-		out, err := intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue, Request: req}})
+		out, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Request: req}})
 		require.NoError(t, err)
 		nid := out[0].Notifications[0].ID
 

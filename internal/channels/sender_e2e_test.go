@@ -14,6 +14,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -31,17 +33,17 @@ func TestSendGridFromThroughDispatch(t *testing.T) {
 		noDefault := seedEmailRule(t, db, "", "",
 			actions.Config{Content: actions.Content{Subject: "service", Text: "Hi"}})
 
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{actions.ChannelEmail: newSendGrid(t, sg)}, config.Default().Dispatch,
-			dispatch.Senders{Email: channels.Address{Email: "noreply@example.test", Name: "Example"}}, slog.New(slog.DiscardHandler), nil)
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
-		var subs []dispatch.Submission
+		disp := delivery.New(db, map[string]channels.Channel{actions.ChannelEmail: newSendGrid(t, sg)}, config.Default().Dispatch,
+			delivery.Senders{Email: channels.Address{Email: "noreply@example.test", Name: "Example"}}, slog.New(slog.DiscardHandler), nil)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		var subs []intake.Submission
 		for _, cid := range []int64{withDefault, noDefault} {
 			req, err := dispatch.Parse([]byte(`{"collectionId": `+jsonNum(cid)+`, "notification": [{"name": "USER_INVITEUSER",
 			  "recipients": [{"email": "ann@example.test"}]}]}`), 1<<20)
 			require.NoError(t, err)
-			subs = append(subs, dispatch.Submission{Source: dispatch.SourceQueue, Request: req})
+			subs = append(subs, intake.Submission{Source: intake.SourceQueue, Request: req})
 		}
-		_, err := intake.Submit(context.Background(), subs)
+		_, err := in.Submit(context.Background(), subs)
 		require.NoError(t, err)
 		_, err = disp.RunOnce(context.Background())
 		require.NoError(t, err)

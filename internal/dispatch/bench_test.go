@@ -13,6 +13,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -27,14 +29,14 @@ func BenchmarkIntakeAndDispatch(b *testing.B) {
 		cid, _ := seedRule(b, db, "USER_INVITEUSER", emailAction())
 		sb := channels.NewSandbox(nil, nil, nil)
 		cfg := config.Default().Dispatch
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sb}, cfg, dispatch.Senders{}, discard(), nil)
-		in := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, nil)
+		disp := delivery.New(db, map[string]channels.Channel{"email": sb}, cfg, delivery.Senders{}, discard(), nil)
+		in := intake.New(db, actions.NewRules(db), nil, nil, nil)
 		ctx := context.Background()
 		start := time.Now()
 		for i := 0; i < n; i += 250 {
-			subs := make([]dispatch.Submission, 250)
+			subs := make([]intake.Submission, 250)
 			for j := range subs {
-				subs[j] = dispatch.Submission{Source: dispatch.SourceQueue, Key: fmt.Sprint("k", i+j),
+				subs[j] = intake.Submission{Source: intake.SourceQueue, Key: fmt.Sprint("k", i+j),
 					Request: request(b, cid, fmt.Sprintf(`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "u%d@example.com", "macros": {"FNAME": "U"}}]}]}`, i+j))}
 			}
 			_, err := in.Submit(ctx, subs)

@@ -21,6 +21,9 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -31,10 +34,10 @@ type bundle struct {
 	db           *gorm.DB
 	collectionID int64
 	email, sms   int64 // action ids
-	intake       *dispatch.Intake
-	store        *dispatch.Store
+	intake       *intake.Intake
+	store        *status.Store
 	sandbox      *channels.Sandbox
-	disp         *dispatch.Dispatcher
+	disp         *delivery.Dispatcher
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -86,10 +89,10 @@ func setup(t *testing.T, db *gorm.DB, chans ...channels.Channel) *bundle {
 	if len(chans) > 0 {
 		ch = chans[0]
 	}
-	b.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch, "push": ch}, testConfig(),
-		dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
-	b.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, b.disp)
-	b.store = dispatch.NewStore(db, nil)
+	b.disp = delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch, "push": ch}, testConfig(),
+		delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
+	b.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, b.disp)
+	b.store = status.New(db, nil)
 	return b
 }
 
@@ -113,7 +116,7 @@ func TestIntakePlansOneDeliveryPerRecipientAndAction(t *testing.T) {
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "m1",
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: "m1",
 			Request: request(t, b.collectionID, twoRecipients), Correlation: map[string]string{"correlationId": "corr-1"}}})
 		require.NoError(t, err)
 		require.Len(t, out[0].Notifications, 1)
@@ -182,17 +185,17 @@ func TestIntakeDedupesByKey(t *testing.T) {
 		ctx := context.Background()
 		req := request(t, b.collectionID, twoRecipients)
 		other := request(t, b.collectionID, strings.Replace(twoRecipients, "Ann", "Anne", 1))
-		sub := func(key string, r dispatch.Request) dispatch.Submission {
-			return dispatch.Submission{Source: dispatch.SourceQueue, Key: key, Request: r}
+		sub := func(key string, r dispatch.Request) intake.Submission {
+			return intake.Submission{Source: intake.SourceQueue, Key: key, Request: r}
 		}
-		first, err := b.intake.Submit(ctx, []dispatch.Submission{sub("k1", req), sub("k1", req), sub("k1", other)})
+		first, err := b.intake.Submit(ctx, []intake.Submission{sub("k1", req), sub("k1", req), sub("k1", other)})
 		require.NoError(t, err)
 		require.False(t, first[0].Replayed)
 		require.True(t, first[1].Replayed, "same key in the same batch")
 		require.Equal(t, first[0].Notifications, first[1].Notifications)
 		require.True(t, first[2].Conflict)
 
-		again, err := b.intake.Submit(ctx, []dispatch.Submission{sub("k1", req), sub("k1", other), sub("k2", req)})
+		again, err := b.intake.Submit(ctx, []intake.Submission{sub("k1", req), sub("k1", other), sub("k2", req)})
 		require.NoError(t, err)
 		require.True(t, again[0].Replayed, "redelivery")
 		require.Equal(t, first[0].Notifications, again[0].Notifications)
@@ -214,7 +217,7 @@ func TestIntakeDedupesByKey(t *testing.T) {
 		require.True(t, replay.Replayed)
 		require.Equal(t, api.Notifications, replay.Notifications)
 		_, err = b.intake.Send(ctx, other, "k1", nil, auth.Principal{UserID: "1"})
-		require.ErrorIs(t, err, dispatch.ErrKeyConflict)
+		require.ErrorIs(t, err, intake.ErrKeyConflict)
 		require.Equal(t, apperr.FailedPrecondition, apperr.KindOf(err))
 		var envelopes int64
 		require.NoError(t, db.Raw("SELECT COUNT(*) FROM outbox WHERE detail_type = ?", outbox.NotificationsSend).Scan(&envelopes).Error)
@@ -229,8 +232,8 @@ func TestIntakeRecordsUnresolvableNames(t *testing.T) {
 		ctx := context.Background()
 		body := `{"collectionId": CID, "notification": [{"name": "NO_SUCH_EVENT", "recipients": [{"email": "a@example.com"}]},
 		  {"name": "USER_INVITEUSER", "recipients": [{"email": "not an address", "phone": "+1555"}]}]}`
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, b.collectionID, body)},
-			{Source: dispatch.SourceQueue, Request: request(t, 987654321, body)}})
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, b.collectionID, body)},
+			{Source: intake.SourceQueue, Request: request(t, 987654321, body)}})
 		require.NoError(t, err)
 		unknown := out[0].Notifications[0]
 		require.Equal(t, dispatch.NotificationRejected, unknown.Status)
@@ -246,7 +249,7 @@ func TestIntakeRecordsUnresolvableNames(t *testing.T) {
 		for _, s := range out[1].Notifications {
 			require.Equal(t, dispatch.NotificationRejected, s.Status, "unknown collection")
 		}
-		list, err := b.store.List(ctx, b.collectionID, dispatch.NotificationFilter{Status: dispatch.NotificationRejected, Limit: 10})
+		list, err := b.store.List(ctx, b.collectionID, status.NotificationFilter{Status: dispatch.NotificationRejected, Limit: 10})
 		require.NoError(t, err)
 		require.Len(t, list, 1)
 		require.Equal(t, unknown.ID, list[0].ID)
@@ -259,12 +262,12 @@ func TestConditionSkipsRecipients(t *testing.T) {
 		a := emailAction()
 		a.Config.Condition = &actions.Condition{Macro: "TIER", Equals: "gold"}
 		cid, _ := seedRule(t, db, "PROMO", a)
-		in := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, nil)
-		out, err := in.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, cid,
+		in := intake.New(db, actions.NewRules(db), nil, nil, nil)
+		out, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
 			`{"collectionId": CID, "notification": [{"name": "PROMO", "recipients": [{"email": "a@example.com", "macros": {"TIER": "gold"}}, {"email": "b@example.com", "macros": {"TIER": 3}}]}]}`)}})
 		require.NoError(t, err)
 		require.Equal(t, 1, out[0].Notifications[0].Skipped)
-		ds, err := dispatch.NewStore(db, nil).ListDeliveries(context.Background(), cid, dispatch.DeliveryFilter{Status: dispatch.StatusSkipped, Limit: 10})
+		ds, err := status.New(db, nil).ListDeliveries(context.Background(), cid, status.DeliveryFilter{Status: dispatch.StatusSkipped, Limit: 10})
 		require.NoError(t, err)
 		require.Len(t, ds, 1)
 		require.Equal(t, `condition not met: macro TIER is "3", action `+jsonInt(ds[0].ActionID)+` needs "gold"`, ds[0].Reason)
@@ -308,9 +311,9 @@ func TestRetryBackoffAndPermanentFailure(t *testing.T) {
 		}}
 		b := setup(t, db, ch)
 		clock := time.Now().Add(time.Second) // after the intake's own clock
-		b.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch}, testConfig(), dispatch.Senders{}, discard(), func() time.Time { return clock })
+		b.disp = delivery.New(db, map[string]channels.Channel{"email": ch}, testConfig(), delivery.Senders{}, discard(), func() time.Time { return clock })
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}, {"email": "b@example.com", "macros": {"FNAME": "B"}}]}]}`)}})
 		require.NoError(t, err)
 		id := out[0].Notifications[0].ID
@@ -350,9 +353,9 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 		clock := time.Now().Add(time.Second) // after the intake's own clock
 		cfg := testConfig()
 		cfg.MaxAttempts = 3
-		b.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, dispatch.Senders{}, discard(), func() time.Time { return clock })
+		b.disp = delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, delivery.Senders{}, discard(), func() time.Time { return clock })
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
 		for range 3 {
@@ -373,7 +376,7 @@ func TestRenderFailureFailsWithoutSending(t *testing.T) {
 	ch := &scripted{}
 	b := setup(t, db, ch)
 	ctx := context.Background()
-	out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+	out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 		Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com"}]}]}`)}})
 	require.NoError(t, err)
 	_, err = b.disp.RunOnce(ctx)
@@ -389,7 +392,7 @@ func TestRecoverExpiredLeases(t *testing.T) {
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "phone": "+1", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
 		id := out[0].Notifications[0].ID
@@ -423,7 +426,7 @@ func TestMarkByProviderID(t *testing.T) {
 		ch := &scripted{}
 		b := setup(t, db, ch)
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
 		d := deliveries(t, b, out[0].Notifications[0].ID, "email")[0]
@@ -447,7 +450,7 @@ func TestMarkByProviderID(t *testing.T) {
 
 func deliveries(t *testing.T, b *bundle, notificationID int64, channel string) []dispatch.Delivery {
 	t.Helper()
-	ds, err := b.store.ListDeliveries(context.Background(), b.collectionID, dispatch.DeliveryFilter{NotificationID: notificationID, Channel: channel, Limit: 100})
+	ds, err := b.store.ListDeliveries(context.Background(), b.collectionID, status.DeliveryFilter{NotificationID: notificationID, Channel: channel, Limit: 100})
 	require.NoError(t, err)
 	require.NotEmpty(t, ds)
 	return ds
@@ -496,11 +499,11 @@ func TestParseClassifiesBadInput(t *testing.T) {
 
 func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, 500*time.Millisecond, dispatch.Backoff(1, time.Second, time.Minute, 0))
-	require.Equal(t, time.Second, dispatch.Backoff(2, time.Second, time.Minute, 0))
-	require.InDelta(t, float64(2*time.Second), float64(dispatch.Backoff(2, time.Second, time.Minute, 0.999)), float64(10*time.Millisecond))
-	require.Equal(t, 4*time.Second, dispatch.Backoff(4, time.Second, time.Minute, 0))
-	require.Equal(t, 30*time.Second, dispatch.Backoff(30, time.Second, time.Minute, 0))
+	require.Equal(t, 500*time.Millisecond, delivery.Backoff(1, time.Second, time.Minute, 0))
+	require.Equal(t, time.Second, delivery.Backoff(2, time.Second, time.Minute, 0))
+	require.InDelta(t, float64(2*time.Second), float64(delivery.Backoff(2, time.Second, time.Minute, 0.999)), float64(10*time.Millisecond))
+	require.Equal(t, 4*time.Second, delivery.Backoff(4, time.Second, time.Minute, 0))
+	require.Equal(t, 30*time.Second, delivery.Backoff(30, time.Second, time.Minute, 0))
 }
 
 // A worker that died after the sandbox accepted its messages but before it
@@ -510,7 +513,7 @@ func TestRecoverAsksTheChannelWhatItAccepted(t *testing.T) {
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "phone": "+1", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
 		id := out[0].Notifications[0].ID
@@ -555,7 +558,7 @@ func TestClaimAndRecordAreNeverGenericPlans(t *testing.T) {
 	// More rounds than the five after which a prepared statement may
 	// switch to its generic plan.
 	for i := range 8 {
-		_, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "k" + strconv.Itoa(i),
+		_, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: "k" + strconv.Itoa(i),
 			Request: request(t, b.collectionID, twoRecipients)}})
 		require.NoError(t, err)
 		n, err := b.disp.RunOnce(ctx)
@@ -583,7 +586,7 @@ func TestLongReasonIsCutBetweenCharacters(t *testing.T) {
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db, &scripted{})
 		ctx := context.Background()
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue,
+		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
 		d := deliveries(t, b, out[0].Notifications[0].ID, "email")[0]

@@ -14,6 +14,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -77,9 +79,9 @@ func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBu
 	// Leases of an hour: the renewer (every 20 min) never runs in a test,
 	// so a lease lapses when a test moves the worker's clock past it.
 	cfg.Lease = time.Hour
-	h.disp = dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, dispatch.Senders{}, discard(),
+	h.disp = delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, delivery.Senders{}, discard(),
 		func() time.Time { return time.UnixMilli(h.workerClock.Load()) })
-	h.intake = dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil),
+	h.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil),
 		func() time.Time { return time.UnixMilli(h.intakeClock.Load()) }, h.disp)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan struct{})
@@ -105,7 +107,7 @@ func (h *handoffBundle) submit(t *testing.T, emails ...string) int64 {
 		}
 		body += `{"email": "` + e + `", "macros": {"FNAME": "X"}}`
 	}
-	out, err := h.intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue,
+	out, err := h.intake.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue,
 		Request: request(t, h.collectionID, body+`]}]}`)}})
 	require.NoError(t, err)
 	return out[0].Notifications[0].ID
@@ -212,20 +214,20 @@ func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
 // runIdle runs one worker with room for claimBatch hand-offs whose poll is
 // an hour away, after its first cycle's (empty) claim, and counts what it
 // sends: every later claim is one the dispatcher chose to make.
-func runIdle(t *testing.T, db *gorm.DB, b *bundle, claimBatch int) (*dispatch.Dispatcher, *dispatch.Intake, *atomic.Int64) {
+func runIdle(t *testing.T, db *gorm.DB, b *bundle, claimBatch int) (*delivery.Dispatcher, *intake.Intake, *atomic.Int64) {
 	t.Helper()
 	cfg := testConfig()
 	cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, claimBatch, time.Hour
 	var sent atomic.Int64
-	disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(), nil)
+	disp := delivery.New(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, delivery.Senders{}, discard(), nil)
 	disp.OnSent = func(*dispatch.Delivery) { sent.Add(1) }
-	intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
+	in := intake.New(db, actions.NewRules(db), nil, nil, disp)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = disp.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	require.Eventually(t, func() bool { return disp.Claims() == 1 }, 5*time.Second, time.Millisecond, "the first cycle's claim")
-	return disp, intake, &sent
+	return disp, in, &sent
 }
 
 // A batch of hand-offs is recorded alone and is not followed by a claim:
@@ -236,9 +238,9 @@ func TestHandOffsAreNotFollowedByClaims(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
-		disp, intake, sent := runIdle(t, db, b, 64)
+		disp, in, sent := runIdle(t, db, b, 64)
 		for i := range 5 {
-			out, err := intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue,
+			out, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue,
 				Request: request(t, b.collectionID, twoRecipients)}})
 			require.NoError(t, err)
 			require.Equal(t, 4, out[0].Notifications[0].Deliveries, "submission %d", i)
@@ -258,7 +260,7 @@ func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
-		_, intake, sent := runIdle(t, db, b, 2)
+		_, in, sent := runIdle(t, db, b, 2)
 		body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`
 		for i := range 5 {
 			if i > 0 {
@@ -266,7 +268,7 @@ func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
 			}
 			body += `{"email": "u` + strconv.Itoa(i) + `@example.com", "phone": "+1555000000` + strconv.Itoa(i) + `", "macros": {"FNAME": "U"}}`
 		}
-		_, err := intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, b.collectionID, body+`]}]}`)}})
+		_, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Request: request(t, b.collectionID, body+`]}]}`)}})
 		require.NoError(t, err)
 		require.Eventually(t, func() bool { return sent.Load() == 10 }, 10*time.Second, 5*time.Millisecond,
 			"5 recipients × email and SMS: 2 handed off, 8 claimed")

@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -33,10 +34,10 @@ func TestIntakeDedupesRequestsOfSeveralNotifications(t *testing.T) {
 		ctx := context.Background()
 		req := request(t, b.collectionID, threeNames)
 		one := request(t, b.collectionID, twoRecipients)
-		sub := func(key string, r dispatch.Request) dispatch.Submission {
-			return dispatch.Submission{Source: dispatch.SourceQueue, Key: key, Request: r}
+		sub := func(key string, r dispatch.Request) intake.Submission {
+			return intake.Submission{Source: intake.SourceQueue, Key: key, Request: r}
 		}
-		first, err := b.intake.Submit(ctx, []dispatch.Submission{sub("", one), sub("m1", req), sub("m1", req), sub("m2", one)})
+		first, err := b.intake.Submit(ctx, []intake.Submission{sub("", one), sub("m1", req), sub("m1", req), sub("m2", one)})
 		require.NoError(t, err)
 		require.Len(t, first[1].Notifications, 3)
 		names := []string{first[1].Notifications[0].Name, first[1].Notifications[1].Name, first[1].Notifications[2].Name}
@@ -46,7 +47,7 @@ func TestIntakeDedupesRequestsOfSeveralNotifications(t *testing.T) {
 		require.Equal(t, first[1].Notifications, first[2].Notifications)
 		require.False(t, first[3].Replayed)
 
-		again, err := b.intake.Submit(ctx, []dispatch.Submission{sub("m2", one), sub("m1", req), sub("m1", one), sub("", one)})
+		again, err := b.intake.Submit(ctx, []intake.Submission{sub("m2", one), sub("m1", req), sub("m1", one), sub("", one)})
 		require.NoError(t, err)
 		require.True(t, again[0].Replayed)
 		require.Equal(t, first[3].Notifications, again[0].Notifications)
@@ -70,11 +71,11 @@ func TestConcurrentSubmitsOfOneKeyCreateItOnce(t *testing.T) {
 	ctx := context.Background()
 	req := request(t, b.collectionID, threeNames)
 	const n = 8
-	outs := make([]dispatch.Outcome, n)
+	outs := make([]intake.Outcome, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			out, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "same", Request: req}})
+			out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: "same", Request: req}})
 			require.NoError(t, err)
 			outs[i] = out[0]
 		})
@@ -123,9 +124,9 @@ VALUES (?, ?, 'queue', ?, 'old', '[]', 'accepted', ?) RETURNING id`, b.collectio
 		}
 		require.NoError(t, store.Migrate(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil))))
 
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{
-			{Source: dispatch.SourceQueue, Key: "old", Request: req},
-			{Source: dispatch.SourceQueue, Key: "old", Request: request(t, b.collectionID, twoRecipients)},
+		out, err := b.intake.Submit(ctx, []intake.Submission{
+			{Source: intake.SourceQueue, Key: "old", Request: req},
+			{Source: intake.SourceQueue, Key: "old", Request: request(t, b.collectionID, twoRecipients)},
 		})
 		require.NoError(t, err)
 		require.True(t, out[0].Replayed)

@@ -15,6 +15,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -69,8 +71,8 @@ func (h *holding) count(id int64) int {
 
 // instance is one Dispatcher on a shared test clock: several of them on one
 // database are several instances of the service.
-func instance(db *gorm.DB, ch channels.Channel, cfg config.Dispatch, clock *atomic.Int64) *dispatch.Dispatcher {
-	return dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, dispatch.Senders{}, discard(),
+func instance(db *gorm.DB, ch channels.Channel, cfg config.Dispatch, clock *atomic.Int64) *delivery.Dispatcher {
+	return delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, delivery.Senders{}, discard(),
 		func() time.Time { return time.UnixMilli(clock.Load()) })
 }
 
@@ -83,7 +85,7 @@ func submitEmails(t *testing.T, b *bundle, emails ...string) int64 {
 		}
 		body += `{"email": "` + e + `", "macros": {"FNAME": "X"}}`
 	}
-	out, err := b.intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue,
+	out, err := b.intake.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue,
 		Request: request(t, b.collectionID, body+`]}]}`)}})
 	require.NoError(t, err)
 	return out[0].Notifications[0].ID
@@ -240,8 +242,8 @@ func TestOutcomesAreRecordedWhileTheBatchIsStillSending(t *testing.T) {
 		cfg := testConfig()
 		cfg.Workers, cfg.ClaimBatch, cfg.PollInterval = 1, 64, 20*time.Millisecond
 		ch := newHolding("slow@example.com")
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, dispatch.Senders{}, discard(), nil)
-		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, nil, disp)
+		disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, delivery.Senders{}, discard(), nil)
+		in := intake.New(db, actions.NewRules(db), nil, nil, disp)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { _ = disp.Run(ctx); close(done) }()
@@ -257,11 +259,11 @@ func TestOutcomesAreRecordedWhileTheBatchIsStillSending(t *testing.T) {
 
 		// Two notifications in one intake batch: one hand-off batch of
 		// two groups, sent concurrently.
-		sub := func(email string) dispatch.Submission {
-			return dispatch.Submission{Source: dispatch.SourceQueue, Request: request(t, b.collectionID,
+		sub := func(email string) intake.Submission {
+			return intake.Submission{Source: intake.SourceQueue, Request: request(t, b.collectionID,
 				`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "`+email+`", "macros": {"FNAME": "X"}}]}]}`)}
 		}
-		out, err := intake.Submit(ctx, []dispatch.Submission{sub("slow@example.com"), sub("fast@example.com")})
+		out, err := in.Submit(ctx, []intake.Submission{sub("slow@example.com"), sub("fast@example.com")})
 		require.NoError(t, err)
 		slow := deliveries(t, b, out[0].Notifications[0].ID, "email")[0]
 		fast := deliveries(t, b, out[1].Notifications[0].ID, "email")[0]

@@ -8,12 +8,6 @@ import (
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
-// Notification sources.
-const (
-	SourceQueue = "queue"
-	SourceAPI   = "api"
-)
-
 // Notification statuses. A notification is accepted when its name resolved
 // (its deliveries carry the progress) and rejected when it could not be
 // resolved: unknown collection, unknown or inactive event. Reason says why.
@@ -109,7 +103,7 @@ type Delivery struct {
 	Attempts          int       `json:"attempts"`
 	NextAttemptAt     int64     `json:"nextAttemptTime"`
 	ClaimedAt         int64     `json:"-"`
-	LeaseOwner        string    `json:"-"` // the instance holding it while sending (lease.go)
+	LeaseOwner        string    `json:"-"` // the instance holding it while sending (delivery/lease.go)
 	LeaseUntil        int64     `json:"-"` // when that lease expires, epoch ms
 	Provider          string    `json:"provider"`
 	ProviderMessageID *string   `json:"providerMessageId"`

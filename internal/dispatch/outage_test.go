@@ -12,7 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -53,7 +53,7 @@ func TestWorkerHoldsOutcomesThroughAnOutage(t *testing.T) {
 	go func() { done <- b.disp.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	_, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "full-1",
+	_, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: "full-1",
 		Request: request(t, b.collectionID, twoRecipients)}})
 	require.NoError(t, err)
 

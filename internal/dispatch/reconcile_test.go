@@ -18,6 +18,9 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -57,10 +60,10 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 		emailAct, smsAct := ids[0], ids[1]
 		email := &oracle{scripted: &scripted{}}
 		sms := &scripted{} // no lookup
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": email, "sms": sms, "push": sms}, testConfig(),
-			dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}, SMSFrom: "+15550100"}, discard(), func() time.Time { return clock })
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
-		store := dispatch.NewStore(db, nil)
+		disp := delivery.New(db, map[string]channels.Channel{"email": email, "sms": sms, "push": sms}, testConfig(),
+			delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}, SMSFrom: "+15550100"}, discard(), func() time.Time { return clock })
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		store := status.New(db, nil)
 		policy := func(actionID int64, p string) {
 			t.Helper()
 			var a actions.Action
@@ -73,7 +76,7 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 		// sending, claimed two minutes ago, as a worker that died mid-send.
 		crash := func() (emailID, smsID int64) {
 			t.Helper()
-			out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, cid,
+			out, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
 				`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "phone": "+15550001", "macros": {"FNAME": "Ann"}}]}]}`)}})
 			require.NoError(t, err)
 			nid := out[0].Notifications[0].ID
@@ -85,7 +88,7 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 		}
 		get := func(id int64) dispatch.Delivery {
 			t.Helper()
-			ds, err := store.ListDeliveries(ctx, cid, dispatch.DeliveryFilter{Limit: 100})
+			ds, err := store.ListDeliveries(ctx, cid, status.DeliveryFilter{Limit: 100})
 			require.NoError(t, err)
 			for _, d := range ds {
 				if d.ID == id {
@@ -169,7 +172,7 @@ func TestRecoverResolvesInDoubtAttemptsByProviderAndPolicy(t *testing.T) {
 		require.Equal(t, dispatch.StatusDelivered, get(e4).Status)
 
 		// The status filter knows unknown.
-		ds, err := store.ListDeliveries(ctx, cid, dispatch.DeliveryFilter{Status: dispatch.StatusUnknown, Limit: 100})
+		ds, err := store.ListDeliveries(ctx, cid, status.DeliveryFilter{Status: dispatch.StatusUnknown, Limit: 100})
 		require.NoError(t, err)
 		require.Len(t, ds, 1)
 		require.Equal(t, s1, ds[0].ID)
@@ -206,10 +209,10 @@ func TestRecoverFindsTheSMSTwilioAccepted(t *testing.T) {
 		require.NoError(t, err)
 
 		cid, _ := seedRule(t, db, "USER_INVITEUSER", smsAction())
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"sms": tw}, testConfig(),
-			dispatch.Senders{SMSFrom: "+15550100"}, discard(), func() time.Time { return clock })
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
-		out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, cid,
+		disp := delivery.New(db, map[string]channels.Channel{"sms": tw}, testConfig(),
+			delivery.Senders{SMSFrom: "+15550100"}, discard(), func() time.Time { return clock })
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		out, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
 			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"phone": "+1 555 0001", "macros": {"FNAME": "Ann"}}, {"phone": "+15550002", "macros": {"FNAME": "Bob"}}]}]}`)}})
 		require.NoError(t, err)
 		nid := out[0].Notifications[0].ID

@@ -12,6 +12,9 @@ import (
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -29,21 +32,21 @@ func TestRenderLimitFailsTheDelivery(t *testing.T) {
 		small := actions.Action{Name: "small", ConfigName: actions.ConfigSMS, Config: actions.Config{Content: actions.Content{Body: "Hi"}}}
 		cid, ids := seedRule(t, db, "BIG", amplify, small)
 		sandbox := channels.NewSandbox(db, discard(), nil)
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, testConfig(),
-			dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil).
+		disp := delivery.New(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, testConfig(),
+			delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil).
 			WithRenderLimits(macros.RenderLimits{MaxOutputBytes: 1 << 20, Timeout: time.Hour}) // no deadline in reach under load
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
-		store := dispatch.NewStore(db, nil)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		store := status.New(db, nil)
 		ctx := context.Background()
 
 		v := strings.Repeat("a", 50<<10) // 200 × 50 KB = 10 MB
-		out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Request: request(t, cid,
+		out, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
 			`{"collectionId": CID, "notification": [{"name": "BIG", "recipients": [{"email": "a@example.com", "phone": "+15550001", "macros": {"V": "`+v+`"}}]}]}`)}})
 		require.NoError(t, err)
 		_, err = disp.RunOnce(ctx)
 		require.NoError(t, err)
 
-		ds, err := store.ListDeliveries(ctx, cid, dispatch.DeliveryFilter{NotificationID: out[0].Notifications[0].ID, Limit: 10})
+		ds, err := store.ListDeliveries(ctx, cid, status.DeliveryFilter{NotificationID: out[0].Notifications[0].ID, Limit: 10})
 		require.NoError(t, err)
 		require.Len(t, ds, 2)
 		byAction := map[int64]dispatch.Delivery{}

@@ -1,9 +1,18 @@
-// Package dispatch turns send requests into deliveries and deliveries into
-// sends: the intake that the queue consumer and the REST API share
-// (validation, idempotency, resolution, delivery planning, one commit per
-// batch), the workers that claim due deliveries and send them through a
-// channel, the retry policy, the recovery of deliveries a crash left in
-// sending, and the status queries.
+// Package dispatch is the vocabulary of the send pipeline, shared by its
+// parts: the request (the queue message and the REST send body, its parsing
+// and validation) and the records it becomes (notifications, deliveries,
+// their statuses). The parts are its subpackages, each readable alone:
+//
+//   - intake: the one submit path the queue consumer and the REST API
+//     share: idempotency, name resolution, one transaction per batch.
+//   - planning: what a notification becomes: a delivery per (recipient,
+//     action), pending or skipped with a reason; the rule engine's
+//     planning-time rules join there (planning.Rule).
+//   - delivery: the workers: claim due deliveries under a lease, take the
+//     intake's hand-offs, send through a channel, record the outcomes,
+//     retry, recover a dead instance's deliveries, prune past retention;
+//     send-time rules join before the provider call (delivery/gate.go).
+//   - status: reading notifications and deliveries, and provider reports.
 package dispatch
 
 import (
@@ -24,12 +33,12 @@ import (
 // Limits on one request. A queue message over them is poison; an API request
 // over them is INVALID_ARGUMENT.
 const (
-	MaxNotifications = 100  // notification[] entries per request
-	MaxRecipients    = 1000 // recipients per notification
-	MaxNameLen       = 255
-	MaxAddresses     = 100 // tos + ccs + bccs per recipient
-	MaxMacros        = 200
-	MaxValueLen      = 64 << 10 // one macro value or address
+	maxNotifications = 100  // notification[] entries per request
+	maxRecipients    = 1000 // recipients per notification
+	maxNameLen       = 255
+	maxAddresses     = 100 // tos + ccs + bccs per recipient
+	maxMacros        = 200
+	maxValueLen      = 64 << 10 // one macro value or address
 )
 
 // Request is the NotificationQueue message and the REST send body, the
@@ -284,38 +293,38 @@ func (r Request) Validate() error {
 	switch n := len(r.Notification); {
 	case n == 0:
 		f.Add("notification", "must have at least one entry")
-	case n > MaxNotifications:
-		f.Add("notification", fmt.Sprintf("must have at most %d entries", MaxNotifications))
+	case n > maxNotifications:
+		f.Add("notification", fmt.Sprintf("must have at most %d entries", maxNotifications))
 	}
 	for i, n := range r.Notification {
 		p := fmt.Sprintf("notification[%d]", i)
 		if strings.TrimSpace(n.Name) == "" {
 			f.Add(p+".name", "is required")
 		}
-		if len(n.Name) > MaxNameLen {
-			f.Add(p+".name", fmt.Sprintf("must be at most %d characters", MaxNameLen))
+		if len(n.Name) > maxNameLen {
+			f.Add(p+".name", fmt.Sprintf("must be at most %d characters", maxNameLen))
 		}
 		switch c := len(n.Recipients); {
 		case c == 0:
 			f.Add(p+".recipients", "must have at least one recipient")
-		case c > MaxRecipients:
-			f.Add(p+".recipients", fmt.Sprintf("must have at most %d recipients", MaxRecipients))
+		case c > maxRecipients:
+			f.Add(p+".recipients", fmt.Sprintf("must have at most %d recipients", maxRecipients))
 		}
 		for j, rc := range n.Recipients {
 			rp := fmt.Sprintf("%s.recipients[%d]", p, j)
-			if len(rc.Tos)+len(rc.Ccs)+len(rc.Bccs) > MaxAddresses {
-				f.Add(rp, fmt.Sprintf("must have at most %d tos, ccs and bccs together", MaxAddresses))
+			if len(rc.Tos)+len(rc.Ccs)+len(rc.Bccs) > maxAddresses {
+				f.Add(rp, fmt.Sprintf("must have at most %d tos, ccs and bccs together", maxAddresses))
 			}
-			if len(rc.Macros) > MaxMacros {
-				f.Add(rp+".macros", fmt.Sprintf("must have at most %d entries", MaxMacros))
+			if len(rc.Macros) > maxMacros {
+				f.Add(rp+".macros", fmt.Sprintf("must have at most %d entries", maxMacros))
 			}
 			for _, s := range rc.strings() {
 				if !apperr.ValidText(s) {
 					f.Add(rp, apperr.TextReason)
 					break
 				}
-				if len(s) > MaxValueLen {
-					f.Add(rp, fmt.Sprintf("has a value over %d bytes", MaxValueLen))
+				if len(s) > maxValueLen {
+					f.Add(rp, fmt.Sprintf("has a value over %d bytes", maxValueLen))
 					break
 				}
 			}

@@ -10,7 +10,8 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -25,9 +26,9 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 		ctx := context.Background()
 		now := time.Now()
 		at := now.Add(-31 * 24 * time.Hour) // the intake's clock: past the 30-day retention
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), func() time.Time { return at }, nil)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), func() time.Time { return at }, nil)
 		submit := func(key, email string) int64 {
-			out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: key,
+			out, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: key,
 				Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "`+email+`", "macros": {"FNAME": "A"}}]}]}`)}})
 			require.NoError(t, err)
 			return out[0].Notifications[0].ID
@@ -36,7 +37,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 		cfg := testConfig()
 		cfg.Retention = 30 * 24 * time.Hour
 		sandbox := channels.NewSandbox(db, discard(), nil)
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, cfg, dispatch.Senders{}, discard(),
+		disp := delivery.New(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, cfg, delivery.Senders{}, discard(),
 			func() time.Time { return now })
 		runUntilIdle(t, disp)
 		// The same age, but its email delivery is still pending (a retry).
@@ -45,7 +46,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 
 		n, err := disp.Prune(ctx)
 		require.NoError(t, err)
-		require.Equal(t, dispatch.Pruned{Notifications: 1, Deliveries: 2, SandboxMessages: 1}, n, "email sent, sms skipped")
+		require.Equal(t, delivery.Pruned{Notifications: 1, Deliveries: 2, SandboxMessages: 1}, n, "email sent, sms skipped")
 
 		count := func(q string, args ...any) int64 { return countRows(t, db, q, args...) }
 		require.Zero(t, count("SELECT COUNT(*) FROM notifications WHERE id = ?", old))
@@ -63,7 +64,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, n)
 		cfg.Retention = 0
-		keep := dispatch.NewDispatcher(db, nil, cfg, dispatch.Senders{}, discard(), func() time.Time { return now.Add(1000 * 24 * time.Hour) })
+		keep := delivery.New(db, nil, cfg, delivery.Senders{}, discard(), func() time.Time { return now.Add(1000 * 24 * time.Hour) })
 		n, err = keep.Prune(ctx)
 		require.NoError(t, err)
 		require.Zero(t, n)
@@ -72,7 +73,7 @@ func TestPruneDeletesFinishedNotificationsPastRetention(t *testing.T) {
 
 func (b *bundle) submitNow(t *testing.T, key string) int64 {
 	t.Helper()
-	out, err := b.intake.Submit(context.Background(), []dispatch.Submission{{Source: dispatch.SourceQueue, Key: key,
+	out, err := b.intake.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Key: key,
 		Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "c@example.com", "macros": {"FNAME": "C"}}]}]}`)}})
 	require.NoError(t, err)
 	return out[0].Notifications[0].ID
@@ -87,13 +88,13 @@ func TestPruneKeepsAKeyedRequestWhole(t *testing.T) {
 		b := setup(t, db)
 		ctx := context.Background()
 		now := time.Now()
-		intake := dispatch.NewIntake(db, actions.NewRules(db), nil, func() time.Time { return now.Add(-31 * 24 * time.Hour) }, nil)
-		out, err := intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "k", Request: request(t, b.collectionID, threeNames)}})
+		in := intake.New(db, actions.NewRules(db), nil, func() time.Time { return now.Add(-31 * 24 * time.Hour) }, nil)
+		out, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: "k", Request: request(t, b.collectionID, threeNames)}})
 		require.NoError(t, err)
 		last := out[0].Notifications[2].ID
 		cfg := testConfig()
 		cfg.Retention = 30 * 24 * time.Hour
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, dispatch.Senders{}, discard(),
+		disp := delivery.New(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, cfg, delivery.Senders{}, discard(),
 			func() time.Time { return now })
 		runUntilIdle(t, disp)
 		// The last notification's email is due again (a retry).
@@ -110,7 +111,7 @@ func TestPruneKeepsAKeyedRequestWhole(t *testing.T) {
 }
 
 // runUntilIdle runs disp's batches until none is due.
-func runUntilIdle(t *testing.T, disp *dispatch.Dispatcher) {
+func runUntilIdle(t *testing.T, disp *delivery.Dispatcher) {
 	t.Helper()
 	for {
 		n, err := disp.RunOnce(context.Background())

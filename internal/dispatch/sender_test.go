@@ -11,7 +11,8 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -68,14 +69,14 @@ func TestSenderPrecedence(t *testing.T) {
 		noDefault, plain := seedRule(t, db, "USER_INVITEUSER", emailAction())
 
 		sandbox := channels.NewSandbox(db, discard(), nil)
-		disp := dispatch.NewDispatcher(db, map[string]channels.Channel{"email": sandbox}, testConfig(),
-			dispatch.Senders{Email: channels.Address{Email: "service@example.com", Name: "Service"}}, discard(), nil)
-		intake := dispatch.NewIntake(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+		disp := delivery.New(db, map[string]channels.Channel{"email": sandbox}, testConfig(),
+			delivery.Senders{Email: channels.Address{Email: "service@example.com", Name: "Service"}}, discard(), nil)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
 		body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [
 		  {"email": "a@example.com", "macros": {"FNAME": "Ann"}}, {"email": "b@example.com", "macros": {"FNAME": "Bob"}}]}]}`
-		_, err := intake.Submit(ctx, []dispatch.Submission{
-			{Source: dispatch.SourceQueue, Key: "m1", Request: request(t, withDefault, body)},
-			{Source: dispatch.SourceQueue, Key: "m2", Request: request(t, noDefault, body)},
+		_, err := in.Submit(ctx, []intake.Submission{
+			{Source: intake.SourceQueue, Key: "m1", Request: request(t, withDefault, body)},
+			{Source: intake.SourceQueue, Key: "m2", Request: request(t, noDefault, body)},
 		})
 		require.NoError(t, err)
 

@@ -10,7 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -56,13 +56,13 @@ func TestProviderCallJoinsTheNotificationsTrace(t *testing.T) {
 		ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
 			TraceID: reqTrace, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled}))
 		one := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "Ann"}}]}]}`
-		out, err := b.intake.Submit(ctx, []dispatch.Submission{
-			{Source: dispatch.SourceQueue, Key: "m1", Request: request(t, b.collectionID, one), TraceParent: "00-" + fromMessage + "-b7ad6b7169203331-01"},
-			{Source: dispatch.SourceQueue, Key: "m2", Request: request(t, b.collectionID, one)},
+		out, err := b.intake.Submit(ctx, []intake.Submission{
+			{Source: intake.SourceQueue, Key: "m1", Request: request(t, b.collectionID, one), TraceParent: "00-" + fromMessage + "-b7ad6b7169203331-01"},
+			{Source: intake.SourceQueue, Key: "m2", Request: request(t, b.collectionID, one)},
 		})
 		require.NoError(t, err)
-		out2, err := b.intake.Submit(context.Background(), []dispatch.Submission{
-			{Source: dispatch.SourceQueue, Key: "m3", Request: request(t, b.collectionID, one)},
+		out2, err := b.intake.Submit(context.Background(), []intake.Submission{
+			{Source: intake.SourceQueue, Key: "m3", Request: request(t, b.collectionID, one)},
 		})
 		require.NoError(t, err)
 		n, err := b.disp.RunOnce(context.Background())
@@ -80,7 +80,7 @@ func TestProviderCallJoinsTheNotificationsTrace(t *testing.T) {
 		require.Equal(t, "00-"+fromMessage+"-b7ad6b7169203331-01", stored)
 
 		b.disp.JoinTraces = false
-		out3, err := b.intake.Submit(ctx, []dispatch.Submission{{Source: dispatch.SourceQueue, Key: "m4", Request: request(t, b.collectionID, one)}})
+		out3, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Key: "m4", Request: request(t, b.collectionID, one)}})
 		require.NoError(t, err)
 		_, err = b.disp.RunOnce(context.Background())
 		require.NoError(t, err)

@@ -16,15 +16,17 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 )
 
-// NotificationService is what the notification routes need; dispatch.Service
-// implements it.
+// NotificationService is what the notification routes need: the intake's
+// Send and the status reads (app joins intake.Intake and status.Store).
 type NotificationService interface {
-	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (dispatch.Outcome, error)
+	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (intake.Outcome, error)
 	Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error)
-	List(ctx context.Context, collectionID int64, f dispatch.NotificationFilter) ([]dispatch.NotificationRecord, error)
-	ListDeliveries(ctx context.Context, collectionID int64, f dispatch.DeliveryFilter) ([]dispatch.Delivery, error)
+	List(ctx context.Context, collectionID int64, f status.NotificationFilter) ([]dispatch.NotificationRecord, error)
+	ListDeliveries(ctx context.Context, collectionID int64, f status.DeliveryFilter) ([]dispatch.Delivery, error)
 }
 
 // Headers of the send route.
@@ -120,9 +122,9 @@ func (r *router) notifications() {
 		if err != nil {
 			return err
 		}
-		return listRoute[dispatch.NotificationFilter, dispatch.NotificationRecord]{
+		return listRoute[status.NotificationFilter, dispatch.NotificationRecord]{
 			key: "notifications", filters: []string{"name", "status", "from", "to"}, exact: true, filter: notificationFilter,
-			read: func(ctx context.Context, f dispatch.NotificationFilter, pg Page) ([]dispatch.NotificationRecord, error) {
+			read: func(ctx context.Context, f status.NotificationFilter, pg Page) ([]dispatch.NotificationRecord, error) {
 				f.After, f.Limit = pg.After, pg.Limit
 				return svc.List(ctx, cid, f)
 			},
@@ -134,9 +136,9 @@ func (r *router) notifications() {
 		if err != nil {
 			return err
 		}
-		return listRoute[dispatch.DeliveryFilter, dispatch.Delivery]{
+		return listRoute[status.DeliveryFilter, dispatch.Delivery]{
 			key: "deliveries", filters: []string{"status", "channel", "notificationId"}, exact: true, filter: deliveryFilter,
-			read: func(ctx context.Context, f dispatch.DeliveryFilter, pg Page) ([]dispatch.Delivery, error) {
+			read: func(ctx context.Context, f status.DeliveryFilter, pg Page) ([]dispatch.Delivery, error) {
 				f.After, f.Limit = pg.After, pg.Limit
 				return svc.ListDeliveries(ctx, cid, f)
 			},
@@ -146,9 +148,9 @@ func (r *router) notifications() {
 }
 
 // notificationFilter reads the filters of the notification list.
-func notificationFilter(c *gin.Context) (dispatch.NotificationFilter, error) {
+func notificationFilter(c *gin.Context) (status.NotificationFilter, error) {
 	var f apperr.Fields
-	filter := dispatch.NotificationFilter{Name: c.Query("name"), Status: c.Query("status")}
+	filter := status.NotificationFilter{Name: c.Query("name"), Status: c.Query("status")}
 	if filter.Status != "" {
 		f.OneOf("status", filter.Status, dispatch.NotificationAccepted, dispatch.NotificationRejected)
 	}
@@ -158,9 +160,9 @@ func notificationFilter(c *gin.Context) (dispatch.NotificationFilter, error) {
 }
 
 // deliveryFilter reads the filters of the delivery list.
-func deliveryFilter(c *gin.Context) (dispatch.DeliveryFilter, error) {
+func deliveryFilter(c *gin.Context) (status.DeliveryFilter, error) {
 	var f apperr.Fields
-	filter := dispatch.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel")}
+	filter := status.DeliveryFilter{Status: c.Query("status"), Channel: c.Query("channel")}
 	if filter.Status != "" {
 		f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
 	}

@@ -14,16 +14,16 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/channels"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 )
 
-// DeliveryReports records provider reports on deliveries; dispatch.Store
+// DeliveryReports records provider reports on deliveries; status.Store
 // implements it. MarkReports applies a whole batch in one statement and
 // says which reports applied (a report that did not is for a delivery not
 // in sent or delivered); MarkByProviderID returns a NOT_FOUND apperr when
 // no sent delivery matches.
 type DeliveryReports interface {
-	MarkReports(ctx context.Context, reports []dispatch.Report) ([]bool, error)
+	MarkReports(ctx context.Context, reports []status.Report) ([]bool, error)
 	MarkByProviderID(ctx context.Context, provider, providerMessageID, status, reason string) (int64, error)
 }
 
@@ -110,7 +110,7 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 	var (
 		res     WebhookResult
 		pending int
-		reports []dispatch.Report
+		reports []status.Report
 		byID    []int // the event of each report
 		matched = make([]bool, len(events))
 		ours    = make([]bool, len(events))
@@ -120,7 +120,7 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 		case ev.Status == "":
 		case ev.DeliveryID > 0:
 			ours[i] = true
-			reports = append(reports, dispatch.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason})
+			reports = append(reports, status.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason})
 			byID = append(byID, i)
 		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "" && apperr.ValidText(ev.ProviderMessageID):
 			// A Twilio SID names one message. (SendGrid's id is shared by a

@@ -194,7 +194,7 @@ func (m *Metrics) MessageConsumed() { m.queueConsumed.Inc() }
 func (m *Metrics) MessagesAcked(n int) { m.queueAcked.Add(float64(n)) }
 
 // DeliveriesInDoubt counts n deliveries found in sending with an expired
-// lease (dispatch.Dispatcher.OnInDoubt).
+// lease (delivery.Dispatcher.OnInDoubt).
 func (m *Metrics) DeliveriesInDoubt(n int) { m.deliveriesInDoubt.Add(float64(n)) }
 
 // MessageDeadLettered counts a message the broker confirmed in the

@@ -18,6 +18,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 )
 
@@ -70,8 +72,8 @@ func benchQueueDrain(b *testing.B, record bool) {
 	// As app.New wires them: rules and actions through the action cache,
 	// kept honest by the invalidation bus.
 	rules := actions.NewRules(e.db).WithCache(e.actionCache())
-	e.disp = dispatch.NewDispatcher(e.db, chans, config.Default().Dispatch, dispatch.Senders{}, discard(), nil).WithActions(rules)
-	e.intake = dispatch.NewIntake(e.db, rules, nil, nil, e.disp)
+	e.disp = delivery.New(e.db, chans, config.Default().Dispatch, delivery.Senders{}, discard(), nil).WithActions(rules)
+	e.intake = intake.New(e.db, rules, nil, nil, e.disp)
 	// One email action only, as the benchmark asks.
 	require.NoError(b, e.db.Exec("UPDATE actions SET status = 'INACTIVE' WHERE config_name <> 'SendEmailConfig'").Error)
 	e.cfg.Prefetch, e.cfg.BatchSize = 1000, 250

@@ -19,6 +19,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -56,9 +57,9 @@ func DeadLetterReasons() []string {
 		ReasonIdempotencyConflict, ReasonProcessingFailed}
 }
 
-// Intake accepts a batch of submissions in one transaction (dispatch.Intake).
+// Intake accepts a batch of submissions in one transaction (intake.Intake).
 type Intake interface {
-	Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error)
+	Submit(ctx context.Context, subs []intake.Submission) ([]intake.Outcome, error)
 }
 
 // Outage records unavailability errors and successful commits
@@ -405,7 +406,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 	defer cancel()
 	var (
 		bad  []poison
-		subs []dispatch.Submission
+		subs []intake.Submission
 		from []int
 	)
 	for i := range batch {
@@ -424,7 +425,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			bad = append(bad, poison{d, ReasonInvalidKey, field + " " + apperr.TextReason})
 			continue
 		}
-		subs = append(subs, dispatch.Submission{Source: dispatch.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d),
+		subs = append(subs, intake.Submission{Source: intake.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d),
 			TraceParent: tr.traceParent(d)})
 		from = append(from, i)
 	}
@@ -473,7 +474,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 // messages one by one, and a message that fails alone is reported in
 // failed (it is dead-lettered as processing_failed) rather than retried
 // forever. It returns an error only when ctx ends first.
-func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, []error, error) {
+func (c *Consumer) submit(ctx, hctx context.Context, subs []intake.Submission) ([]intake.Outcome, []error, error) {
 	failed := make([]error, len(subs))
 	outs, err := c.trySubmit(ctx, hctx, subs, 3)
 	if err == nil {
@@ -482,11 +483,11 @@ func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission)
 	if ctx.Err() != nil || len(subs) == 1 {
 		if len(subs) == 1 && ctx.Err() == nil {
 			failed[0] = err
-			return make([]dispatch.Outcome, 1), failed, nil
+			return make([]intake.Outcome, 1), failed, nil
 		}
 		return nil, nil, err
 	}
-	outs = make([]dispatch.Outcome, len(subs))
+	outs = make([]intake.Outcome, len(subs))
 	for i := range subs {
 		o, err := c.trySubmit(ctx, hctx, subs[i:i+1], 3)
 		if err != nil {
@@ -506,11 +507,11 @@ func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission)
 // busy) or it does not answer a ping, it waits for it until ctx ends: an
 // outage is never the message's fault. Any other error it gives up on after
 // tries of them.
-func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submission, tries int) ([]dispatch.Outcome, error) {
+func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []intake.Submission, tries int) ([]intake.Outcome, error) {
 	// From 100 ms doubling to 5 s, without jitter (the messages are held
 	// meanwhile); no bound of its own: op gives up, by tries, or not at all.
 	policy := retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, NoJitter: true}
-	var outs []dispatch.Outcome
+	var outs []intake.Outcome
 	failures, blamed := 0, 0
 	err := policy.Do(ctx, func() error {
 		sctx := hctx

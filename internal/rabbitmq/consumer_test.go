@@ -16,6 +16,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 )
 
@@ -31,7 +32,7 @@ func TestHappyPathQueueToSandbox(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond)
 	var n dispatch.NotificationRecord
 	require.NoError(t, e.db.Take(&n).Error)
-	require.Equal(t, dispatch.SourceQueue, n.Source)
+	require.Equal(t, intake.SourceQueue, n.Source)
 	require.Equal(t, "m-1", n.IdempotencyKey)
 	require.Equal(t, "order-42", n.Correlation["correlationId"])
 	require.Equal(t, "c-7", n.Correlation["customer_id"])
@@ -80,7 +81,7 @@ type flakyAck struct {
 	calls  atomic.Int32
 }
 
-func (f *flakyAck) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
+func (f *flakyAck) Submit(ctx context.Context, subs []intake.Submission) ([]intake.Outcome, error) {
 	out, err := f.intake.Submit(ctx, subs)
 	f.calls.Add(1)
 	if err == nil {
@@ -363,7 +364,7 @@ type slowIntake struct {
 	delay time.Duration
 }
 
-func (s slowIntake) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
+func (s slowIntake) Submit(ctx context.Context, subs []intake.Submission) ([]intake.Outcome, error) {
 	time.Sleep(s.delay) // simulates database latency; not synchronisation
 	return s.Intake.Submit(ctx, subs)
 }
@@ -371,11 +372,11 @@ func (s slowIntake) Submit(ctx context.Context, subs []dispatch.Submission) ([]d
 // failingIntake fails Submit while fail says so, counting calls.
 type failingIntake struct {
 	rabbitmq.Intake
-	fail  func(subs []dispatch.Submission, call int32) bool
+	fail  func(subs []intake.Submission, call int32) bool
 	calls atomic.Int32
 }
 
-func (f *failingIntake) Submit(ctx context.Context, subs []dispatch.Submission) ([]dispatch.Outcome, error) {
+func (f *failingIntake) Submit(ctx context.Context, subs []intake.Submission) ([]intake.Outcome, error) {
 	if f.fail(subs, f.calls.Add(1)) {
 		return nil, errors.New("database says no")
 	}
@@ -390,7 +391,7 @@ func TestDatabaseOutageHoldsTheBatch(t *testing.T) {
 	e := newEnv(t)
 	var down atomic.Bool
 	down.Store(true)
-	in := &failingIntake{Intake: e.intake, fail: func(_ []dispatch.Submission, call int32) bool {
+	in := &failingIntake{Intake: e.intake, fail: func(_ []intake.Submission, call int32) bool {
 		if call >= 6 {
 			down.Store(false)
 		}
@@ -423,7 +424,7 @@ func TestMessageTheDatabaseRefusesIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.cfg.Consumers = 1
-	in := &failingIntake{Intake: e.intake, fail: func(subs []dispatch.Submission, _ int32) bool {
+	in := &failingIntake{Intake: e.intake, fail: func(subs []intake.Submission, _ int32) bool {
 		for _, s := range subs {
 			if s.Key == "bad" {
 				return true

@@ -18,7 +18,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -69,9 +70,9 @@ type env struct {
 	db           *gorm.DB
 	dbURL        string
 	collectionID int64
-	intake       *dispatch.Intake
+	intake       *intake.Intake
 	sandbox      *channels.Sandbox
-	disp         *dispatch.Dispatcher
+	disp         *delivery.Dispatcher
 	consumer     *rabbitmq.Consumer
 	observer     rabbitmq.Observer // set before start to count
 	pub          *amqp.Channel
@@ -90,8 +91,8 @@ func newEnv(t testing.TB, mutate ...func(*config.AMQP)) *env {
 	chans := map[string]channels.Channel{"email": e.sandbox, "sms": e.sandbox, "push": e.sandbox}
 	dcfg := config.Default().Dispatch
 	dcfg.PollInterval = 50 * time.Millisecond
-	e.disp = dispatch.NewDispatcher(e.db, chans, dcfg, dispatch.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
-	e.intake = dispatch.NewIntake(e.db, actions.NewRules(e.db), nil, nil, e.disp)
+	e.disp = delivery.New(e.db, chans, dcfg, delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
+	e.intake = intake.New(e.db, actions.NewRules(e.db), nil, nil, e.disp)
 
 	conn, err := amqp.Dial(e.cfg.URL)
 	require.NoError(t, err)

@@ -1,4 +1,4 @@
-package dispatch
+package delivery
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 // so they never made one (docs/observability.md).
 
 // oneShotQuery runs q (with ? placeholders) and scans every row into dest.
-func (d *Dispatcher) oneShotQuery(ctx context.Context, dest *[]claimed, q string, args []any) error {
+func (d *Dispatcher) oneShotQuery(ctx context.Context, dest *[]Claimed, q string, args []any) error {
 	if !d.pg {
 		// Find, not Scan: gorm's Scan renders the statement with its
 		// arguments inlined (for a trace it then discards) on every call.
@@ -44,7 +44,7 @@ func (d *Dispatcher) oneShotQuery(ctx context.Context, dest *[]claimed, q string
 		return err
 	}
 	for rows.Next() {
-		var c claimed
+		var c Claimed
 		if err := rows.Scan(&c.ID, &c.NotificationID, &c.CollectionID, &c.ActionID, &c.RecipientIndex,
 			&c.Channel, &c.Recipient, &c.Attempts, &c.CreatedTime, &c.TraceParent); err != nil {
 			return errors.Join(err, rows.Close())

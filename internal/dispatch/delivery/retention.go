@@ -1,4 +1,4 @@
-package dispatch
+package delivery
 
 import (
 	"context"
@@ -28,7 +28,7 @@ type Pruned struct {
 // notification with a delivery still to send is kept whatever its age; a
 // finished delivery never becomes pending again, so one selected here stays
 // prunable. The notifications of one keyed request are its dedupe record
-// (intake.go) and go together: none while any of them has a delivery to
+// (dispatch/intake) and go together: none while any of them has a delivery to
 // send, so a redelivery never finds part of a request. A message
 // redelivered after its notifications are gone is accepted as new, which is
 // why retention is at least a day.
@@ -93,6 +93,18 @@ ORDER BY id LIMIT ?`, cutoff, pruneBatch).Find(&ids).Error; err != nil {
 		}
 	}
 	return total, nil
+}
+
+// sandboxProvider is channels.SandboxName: the provider of deliveries whose
+// sent messages are in sandbox_messages.
+const sandboxProvider = channels.SandboxName
+
+// SandboxRecords is the sandbox channel's record of what it accepted
+// (channels.SandboxRecords, the one owner of sandbox_messages): Prune
+// deletes a delivery's records with it.
+type SandboxRecords interface {
+	// Delete removes the records of deliveryIDs and says how many it removed.
+	Delete(ctx context.Context, deliveryIDs []int64) (int64, error)
 }
 
 // WithSandbox makes Prune delete the sandbox's records through r (the app

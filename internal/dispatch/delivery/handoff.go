@@ -1,47 +1,37 @@
-package dispatch
+package delivery
 
 import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 )
 
-// Local is this instance's Dispatcher as the Intake sees it. The intake
-// inserts some of a batch's deliveries already claimed (sending, attempt 1)
-// and hands them to the local workers after the commit, so a fresh delivery
-// costs no claim statement and no wait for a worker's poll: on PostgreSQL
-// the claim UPDATE was a quarter of the database time per delivery
-// (docs/benchmarks.md). Deliveries the local workers have no room for are
-// inserted pending and claimed as before, by any instance.
-//
-// *Dispatcher implements it; the claimed type keeps it to this package.
-type Local interface {
-	// Reserve returns how many of n deliveries the workers can take now
-	// (0 to n); the caller inserts that many claimed and then calls Hand
-	// with them after the commit, or Release if the commit failed.
-	Reserve(n int) int
-	Release(n int)
-	Hand(batch []claimed)
-	// Lease returns the lease_owner and lease_until the caller writes on
-	// the deliveries it inserts claimed at now (epoch ms).
-	Lease(now int64) (owner string, until int64)
-	// Wake tells an idle worker that pending deliveries may be due.
-	Wake()
-}
+// The intake inserts some of a batch's deliveries already claimed (sending,
+// attempt 1) and hands them to this instance's workers after the commit, so
+// a fresh delivery costs no claim statement and no wait for a worker's poll:
+// on PostgreSQL the claim UPDATE was a quarter of the database time per
+// delivery (docs/benchmarks.md). Deliveries the local workers have no room
+// for are inserted pending and claimed as before, by any instance.
+// *Dispatcher's Reserve, Release, Hand, Lease and Wake are the intake's
+// intake.Local.
 
 // local is the queue of handed-off deliveries. Their leases are renewed
 // while they wait, like those of claimed ones; its capacity bounds how long
 // one waits for a worker.
 type local struct {
 	mu       sync.Mutex
-	items    []claimed
+	items    []Claimed
 	reserved int
 	capacity int
 	running  bool // Run has started the workers: only then are hand-offs taken
 	closed   bool
 }
 
-// Reserve implements Local.
+// Reserve returns how many of n deliveries the workers can take now (0 to
+// n); the caller inserts that many claimed and then calls Hand with them
+// after the commit, or Release if the commit failed.
 func (d *Dispatcher) Reserve(n int) int {
 	d.local.mu.Lock()
 	defer d.local.mu.Unlock()
@@ -53,17 +43,17 @@ func (d *Dispatcher) Reserve(n int) int {
 	return k
 }
 
-// Release implements Local.
+// Release gives back n reserved places whose commit failed.
 func (d *Dispatcher) Release(n int) {
 	d.local.mu.Lock()
 	d.local.reserved -= n
 	d.local.mu.Unlock()
 }
 
-// Hand implements Local: it queues batch for the workers and wakes as many
+// Hand queues batch for the workers and wakes as many
 // as it fills claim batches. After the Dispatcher stopped it puts batch back
 // to pending instead.
-func (d *Dispatcher) Hand(batch []claimed) {
+func (d *Dispatcher) Hand(batch []Claimed) {
 	d.held.add(batch)
 	d.local.mu.Lock()
 	d.local.reserved -= len(batch)
@@ -83,14 +73,14 @@ func (d *Dispatcher) Hand(batch []claimed) {
 
 // takeLocal returns up to one claim batch of handed-off deliveries. One
 // whose lease lapsed while it waited is not sent (sendGroup).
-func (d *Dispatcher) takeLocal() []claimed {
+func (d *Dispatcher) takeLocal() []Claimed {
 	d.local.mu.Lock()
 	k := min(d.cfg.ClaimBatch, len(d.local.items))
 	if k == 0 {
 		d.local.mu.Unlock()
 		return nil
 	}
-	batch := make([]claimed, k)
+	batch := make([]Claimed, k)
 	copy(batch, d.local.items)
 	d.local.items = append(d.local.items[:0], d.local.items[k:]...)
 	d.local.mu.Unlock()
@@ -125,11 +115,11 @@ func (d *Dispatcher) closeLocal() {
 // requeue puts claimed deliveries back to pending, due now, with reason. If
 // that fails they stay in sending and Recover returns them when their lease
 // expires.
-func (d *Dispatcher) requeue(batch []claimed, reason string) {
+func (d *Dispatcher) requeue(batch []Claimed, reason string) {
 	now := d.now().UnixMilli()
 	outs := make([]outcome, len(batch))
 	for i, c := range batch {
-		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now, reason: reason}
+		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: dispatch.StatusPending, nextAttemptAt: now, reason: reason}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -1,4 +1,4 @@
-package dispatch_test
+package status_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -52,10 +53,10 @@ func TestMarkReportsAppliesABatchInOneStatement(t *testing.T) {
 		ids := insertDeliveries(t, db, "sent", "delivered", "sending", "bounced", "sent", "pending", "sent")
 		sent, delivered, sending, bounced, twice, pending, failing := ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6]
 		const unknown = int64(1 << 40)
-		r := func(id int64, status, reason string) dispatch.Report {
-			return dispatch.Report{DeliveryID: id, Status: status, Reason: reason}
+		r := func(id int64, st, reason string) status.Report {
+			return status.Report{DeliveryID: id, Status: st, Reason: reason}
 		}
-		reports := []dispatch.Report{
+		reports := []status.Report{
 			r(sent, dispatch.StatusDelivered, ""),
 			r(twice, dispatch.StatusDelivered, "first"),
 			r(sending, dispatch.StatusDelivered, ""), // not yet recorded as sent
@@ -70,7 +71,7 @@ func TestMarkReportsAppliesABatchInOneStatement(t *testing.T) {
 			r(failing, dispatch.StatusBounced, "then bounced"),
 		}
 		counter := &statementCounter{Interface: logger.Discard}
-		store := dispatch.NewStore(db.Session(&gorm.Session{Logger: counter}), nil)
+		store := status.New(db.Session(&gorm.Session{Logger: counter}), nil)
 		applied, err := store.MarkReports(context.Background(), reports)
 		require.NoError(t, err)
 		require.Equal(t, []bool{true, true, false, true, true, false, false, false, true, false, true, false}, applied)
@@ -99,7 +100,7 @@ func TestMarkReportsAppliesABatchInOneStatement(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, applied)
 		require.EqualValues(t, 1, counter.n.Load())
-		_, err = store.MarkReports(context.Background(), []dispatch.Report{r(sent, dispatch.StatusPending, "")})
+		_, err = store.MarkReports(context.Background(), []status.Report{r(sent, dispatch.StatusPending, "")})
 		require.Error(t, err)
 	})
 }
@@ -126,11 +127,11 @@ func benchMarkReports(b *testing.B, db *gorm.DB) {
 		statuses[i] = dispatch.StatusSent
 	}
 	ids := insertDeliveries(b, db, statuses...)
-	reports := make([]dispatch.Report, len(ids))
+	reports := make([]status.Report, len(ids))
 	for i, id := range ids {
-		reports[i] = dispatch.Report{DeliveryID: id, Status: dispatch.StatusDelivered}
+		reports[i] = status.Report{DeliveryID: id, Status: dispatch.StatusDelivered}
 	}
-	store := dispatch.NewStore(db, nil)
+	store := status.New(db, nil)
 	for b.Loop() {
 		b.StopTimer()
 		require.NoError(b, db.Exec(`UPDATE deliveries SET status = 'sent'`).Error)

@@ -1,4 +1,4 @@
-package dispatch
+package delivery
 
 import (
 	"context"
@@ -37,7 +37,11 @@ func newOwner() string {
 // claims.
 func (d *Dispatcher) Owner() string { return d.owner }
 
-// Lease implements Local: the owner and lease expiry the intake writes on
+// Claims is how many claim statements d has run: the hand-off's point is
+// that a fresh delivery costs none (the dispatch tests count them).
+func (d *Dispatcher) Claims() int64 { return d.claims.Load() }
+
+// Lease is the owner and lease expiry the intake writes on
 // the deliveries it hands off at now (epoch ms).
 func (d *Dispatcher) Lease(now int64) (owner string, until int64) {
 	return d.owner, now + d.cfg.Lease.Milliseconds()
@@ -55,7 +59,7 @@ type held struct {
 	until int64
 }
 
-func (h *held) add(batch []claimed) {
+func (h *held) add(batch []Claimed) {
 	h.mu.Lock()
 	if h.ids == nil {
 		h.ids = make(map[int64]struct{}, len(batch))
@@ -93,7 +97,7 @@ func (h *held) list() []int64 {
 
 // validUntil is when c's lease expires as far as this instance knows: its
 // own expiry, or the last renewal's if later (the renewal covered it).
-func (h *held) validUntil(c claimed) int64 {
+func (h *held) validUntil(c Claimed) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return max(c.LeaseUntil, h.until)

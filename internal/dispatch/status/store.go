@@ -1,4 +1,8 @@
-package dispatch
+// Package status reads what became of notifications and their deliveries
+// (the REST API's notification and delivery routes) and records what the
+// providers report about them afterwards (delivered, bounced, failed; the
+// status webhooks).
+package status
 
 import (
 	"context"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 )
 
 // sandboxProvider is channels.SandboxName: the provider of deliveries whose
@@ -27,16 +32,15 @@ type Store struct {
 
 // SandboxRecords is the sandbox channel's record of what it accepted
 // (channels.SandboxRecords, the one owner of sandbox_messages): Get shows a
-// sandbox delivery's messages, and Prune deletes them with the delivery.
+// sandbox delivery's messages. (The delivery workers' retention prune
+// deletes them through its own delivery.SandboxRecords.)
 type SandboxRecords interface {
 	// Messages returns the records of each of deliveryIDs, oldest first.
 	Messages(ctx context.Context, deliveryIDs []int64) (map[int64][]channels.SandboxMessage, error)
-	// Delete removes the records of deliveryIDs and says how many it removed.
-	Delete(ctx context.Context, deliveryIDs []int64) (int64, error)
 }
 
-// NewStore returns a Store on db.
-func NewStore(db *gorm.DB, now func() time.Time) *Store {
+// New returns a Store on db.
+func New(db *gorm.DB, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
@@ -55,8 +59,8 @@ func (s *Store) WithSandbox(r SandboxRecords) *Store {
 var ErrNotFound = errors.New("dispatch: not found")
 
 // Get returns notification id of collectionID with its deliveries in id order.
-func (s *Store) Get(ctx context.Context, collectionID, id int64) (*NotificationRecord, error) {
-	var n NotificationRecord
+func (s *Store) Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error) {
+	var n dispatch.NotificationRecord
 	err := s.db.WithContext(ctx).Where("collection_id = ? AND id = ?", collectionID, id).Take(&n).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, &apperr.Error{Kind: apperr.NotFound, Err: ErrNotFound,
@@ -69,7 +73,7 @@ func (s *Store) Get(ctx context.Context, collectionID, id int64) (*NotificationR
 		return nil, fmt.Errorf("dispatch: get deliveries: %w", err)
 	}
 	if n.Deliveries == nil {
-		n.Deliveries = []*Delivery{}
+		n.Deliveries = []*dispatch.Delivery{}
 	}
 	if err := s.attachSandboxMessages(ctx, n.Deliveries); err != nil {
 		return nil, err
@@ -80,8 +84,8 @@ func (s *Store) Get(ctx context.Context, collectionID, id int64) (*NotificationR
 // attachSandboxMessages adds what the sandbox recorded to the deliveries it
 // sent, in one query, so a team testing templates sees the rendered
 // messages in the notification's status.
-func (s *Store) attachSandboxMessages(ctx context.Context, ds []*Delivery) error {
-	byID := map[int64]*Delivery{}
+func (s *Store) attachSandboxMessages(ctx context.Context, ds []*dispatch.Delivery) error {
+	byID := map[int64]*dispatch.Delivery{}
 	var ids []int64
 	for _, d := range ds {
 		if d.Provider == sandboxProvider {
@@ -115,7 +119,7 @@ type NotificationFilter struct {
 
 // List returns a page of a collection's notifications without their
 // recipients (Get has them).
-func (s *Store) List(ctx context.Context, collectionID int64, f NotificationFilter) ([]NotificationRecord, error) {
+func (s *Store) List(ctx context.Context, collectionID int64, f NotificationFilter) ([]dispatch.NotificationRecord, error) {
 	q := s.db.WithContext(ctx).Omit("recipients").Where("collection_id = ? AND id > ?", collectionID, f.After)
 	if f.Name != "" {
 		q = q.Where("name = ?", f.Name)
@@ -129,7 +133,7 @@ func (s *Store) List(ctx context.Context, collectionID int64, f NotificationFilt
 	if f.CreatedTo > 0 {
 		q = q.Where("created_time < ?", f.CreatedTo)
 	}
-	out := []NotificationRecord{}
+	out := []dispatch.NotificationRecord{}
 	if err := q.Order("id").Limit(f.Limit).Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("dispatch: list notifications: %w", err)
 	}
@@ -147,7 +151,7 @@ type DeliveryFilter struct {
 }
 
 // ListDeliveries returns a page of a collection's deliveries.
-func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f DeliveryFilter) ([]Delivery, error) {
+func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f DeliveryFilter) ([]dispatch.Delivery, error) {
 	q := s.db.WithContext(ctx).Where("collection_id = ? AND id > ?", collectionID, f.After)
 	if f.Status != "" {
 		q = q.Where("status = ?", f.Status)
@@ -158,7 +162,7 @@ func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f Delive
 	if f.NotificationID > 0 {
 		q = q.Where("notification_id = ?", f.NotificationID)
 	}
-	out := []Delivery{}
+	out := []dispatch.Delivery{}
 	if err := q.Order("id").Limit(f.Limit).Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("dispatch: list deliveries: %w", err)
 	}
@@ -166,7 +170,7 @@ func (s *Store) ListDeliveries(ctx context.Context, collectionID int64, f Delive
 }
 
 // Webhook statuses: what a provider may report about a delivery it accepted.
-var webhookStatuses = []string{StatusDelivered, StatusBounced, StatusFailed}
+var webhookStatuses = []string{dispatch.StatusDelivered, dispatch.StatusBounced, dispatch.StatusFailed}
 
 // webhookFrom lists the statuses a provider report may change: only
 // deliveries the provider accepted (sent) or already reported on, or whose
@@ -199,7 +203,7 @@ func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageI
 	if !slices.Contains(webhookStatuses, status) {
 		return 0, fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
 	}
-	res := s.db.WithContext(ctx).Model(&Delivery{}).
+	res := s.db.WithContext(ctx).Model(&dispatch.Delivery{}).
 		Where("provider = ? AND provider_message_id = ? AND "+webhookFrom, provider, providerMessageID).
 		Updates(map[string]any{"status": status, "reason": apperr.Truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
 	if res.Error != nil {
@@ -210,10 +214,4 @@ func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageI
 			Message: fmt.Sprintf("no sent delivery has %s message id %q", provider, providerMessageID)}
 	}
 	return res.RowsAffected, nil
-}
-
-// Service is what the REST API uses: the intake's Send and the Store's reads.
-type Service struct {
-	*Intake
-	*Store
 }

@@ -1,4 +1,4 @@
-package dispatch
+package status
 
 import (
 	"cmp"
@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -50,7 +51,7 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 		if !slices.Contains(webhookStatuses, r.Status) {
 			return nil, fmt.Errorf("dispatch: mark: status %q is not one of %v", r.Status, webhookStatuses)
 		}
-		if f, ok := final[r.DeliveryID]; !ok || reports[f].Status == StatusDelivered {
+		if f, ok := final[r.DeliveryID]; !ok || reports[f].Status == dispatch.StatusDelivered {
 			final[r.DeliveryID] = i
 		}
 	}

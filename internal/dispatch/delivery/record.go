@@ -1,10 +1,11 @@
-package dispatch
+package delivery
 
 import (
 	"context"
 	"sync"
 	"time"
 
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/retry"
 )
 
@@ -193,8 +194,8 @@ func (d *Dispatcher) write(ctx context.Context, outs []outcome) {
 	}
 	if d.OnSent != nil {
 		for _, o := range outs {
-			if o.status == StatusSent {
-				d.OnSent(&Delivery{ID: o.id, NotificationID: o.notificationID, CreatedTime: o.createdTime, SentTime: o.sentTime})
+			if o.status == dispatch.StatusSent {
+				d.OnSent(&dispatch.Delivery{ID: o.id, NotificationID: o.notificationID, CreatedTime: o.createdTime, SentTime: o.sentTime})
 			}
 		}
 	}

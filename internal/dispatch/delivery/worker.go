@@ -1,4 +1,12 @@
-package dispatch
+// Package delivery runs the delivery workers: each claims due deliveries
+// under a lease (lease.go) or takes the intake's hand-offs (handoff.go),
+// asks the send-time gates (gate.go), renders and sends each (notification,
+// action) group with one Channel.Send, decides retries (retry.go), and hands
+// the outcomes to the recorder (record.go); the dialect-specific claim and
+// record statements are in oneshot.go. Recovery returns a dead instance's
+// deliveries to the queue (recover.go) and the retention prune removes
+// finished notifications (retention.go).
+package delivery
 
 import (
 	"context"
@@ -17,8 +25,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/macros"
-	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -51,6 +59,7 @@ type Dispatcher struct {
 	owner     string              // lease_owner of this instance's claims (lease.go)
 	held      held                // the deliveries this instance holds (lease.go)
 	rec       *recorder
+	gates     []gate         // send-time rules, before render and send (gate.go)
 	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
@@ -58,7 +67,7 @@ type Dispatcher struct {
 
 	// OnSent, when set, is called once per delivery the provider accepted,
 	// after its status is committed (benchmarks measure latency with it).
-	OnSent func(d *Delivery)
+	OnSent func(d *dispatch.Delivery)
 	// JoinTraces makes each provider call run under the trace of the
 	// request or message that created the notification (its stored
 	// traceparent). The claim then looks the traceparent up per delivery,
@@ -84,10 +93,10 @@ type ActionSource interface {
 	ForSend(ctx context.Context, refs []actions.Ref) ([]actions.Action, error)
 }
 
-// NewDispatcher returns a Dispatcher sending through chans, keyed by channel
+// New returns a Dispatcher sending through chans, keyed by channel
 // name (email, sms, push). It reads actions from db on every batch until
 // WithActions gives it a cached source.
-func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, senders Senders, log *slog.Logger, now func() time.Time) *Dispatcher {
+func New(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, senders Senders, log *slog.Logger, now func() time.Time) *Dispatcher {
 	if now == nil {
 		now = time.Now
 	}
@@ -99,6 +108,7 @@ func NewDispatcher(db *gorm.DB, chans map[string]channels.Channel, cfg config.Di
 		owner:   newOwner(),
 	}
 	d.rec = newRecorder(d)
+	d.gates = []gate{leaseGate{&d.held}}
 	return d
 }
 
@@ -216,146 +226,10 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 	}
 }
 
-// recoverLoop runs Recover at start and every dispatch.lease/4, so a dead
-// instance's deliveries are back in the queue about 1.25 leases after its
-// last renewal at worst.
-func (d *Dispatcher) recoverLoop(ctx context.Context) {
-	every := min(max(d.cfg.Lease/4, 100*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if n, err := d.Recover(ctx); err != nil && ctx.Err() == nil {
-			d.log.WarnContext(ctx, "dispatch: recovery of expired leases failed", "error", err)
-		} else if n > 0 {
-			d.Wake()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// Recover applies the lease rule: a delivery in sending whose lease has
-// expired belonged to an instance that died (or lost the database for
-// longer than a lease) mid-send; a live instance renews the leases of what
-// it holds, so its sends never look expired. Its last attempt is in doubt.
-// If its channel is a channels.Reconciler, the provider is asked: accepted,
-// the delivery is sent; not accepted, it is sent again. If the provider
-// cannot be asked (no lookup, or the lookup failed) the action's
-// config.inDoubt decides: resend (the default) puts it back to pending, due
-// now, to be sent again (at least once); markUnknown ends it unknown (at
-// most once). An attempt that was the last (dispatch.maxAttempts) is not
-// sent again: it fails with a reason that says so. Each resolution counts
-// on the delivery (in_doubt, reconciled). A delivery is never left in
-// sending and never dropped without a reason. Recover returns how many
-// deliveries it moved, logs the count (the in-doubt deliveries of a crash)
-// and reports it to OnInDoubt.
-func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
-	var total, found int64
-	defer func() {
-		if found > 0 {
-			d.log.WarnContext(ctx, "dispatch: deliveries in doubt: found in sending with an expired lease (an instance stopped mid-send)",
-				"inDoubt", found, "moved", total)
-			if d.OnInDoubt != nil {
-				d.OnInDoubt(int(found))
-			}
-		}
-	}()
-	for {
-		n, seen, err := d.recoverBatch(ctx, 1000)
-		total += n
-		found += int64(seen)
-		if err != nil || seen < 1000 {
-			return total, err
-		}
-	}
-}
-
-// recoverBatch moves up to limit deliveries whose lease expired. It returns
-// how many it moved and how many it found (in doubt): a row whose owner
-// renewed it (or recorded it) between the SELECT and the write is found but
-// not moved.
-func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, int, error) {
-	now := d.now()
-	// Each row comes with what the channels may need to be asked about it:
-	// its recipient address, when it was claimed and by whom, and its
-	// lease expiry.
-	var stale []claimed
-	if err := d.db.WithContext(ctx).Raw(`SELECT id, notification_id, collection_id, action_id, channel, recipient, attempts, address, claimed_at, lease_owner, lease_until FROM deliveries
-WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit).Scan(&stale).Error; err != nil {
-		return 0, 0, fmt.Errorf("dispatch: recover: %w", err)
-	}
-	// This instance's own expired leases on deliveries it still holds are
-	// not its to recover (its renewals failed, or a clock jumped): it will
-	// record them. Other instances may take them.
-	stale = slices.DeleteFunc(stale, func(c claimed) bool { return c.LeaseOwner == d.owner && d.held.has(c.ID) })
-	if len(stale) == 0 {
-		return 0, 0, nil
-	}
-	acts, err := d.loadActions(ctx, stale)
-	if err != nil {
-		return 0, 0, err
-	}
-	res := d.reconcile(ctx, stale, acts, now)
-	outs := make([]outcome, len(stale))
-	for i, c := range stale {
-		o := outcome{id: c.ID, attempts: c.Attempts}
-		pm, accepted := res.accepted[c.ID]
-		policy := actions.InDoubtResend
-		if a := acts[c.ActionID]; a != nil && a.Config.InDoubt != "" {
-			policy = a.Config.InDoubt
-		}
-		switch {
-		case accepted:
-			o.status, o.provider, o.providerMessageID, o.sentTime = StatusSent, res.provider[c.Channel], pm, now.UnixMilli()
-			o.reconciled = ReconciledAccepted
-			o.reason = "the worker stopped while sending; the provider had accepted it"
-		case res.asked[c.Channel] && c.Attempts >= d.cfg.MaxAttempts:
-			o.status, o.reconciled = StatusFailed, ReconciledNotFound
-			o.reason = fmt.Sprintf("gave up after %d attempts: the worker stopped while sending the last and the provider had not accepted it", c.Attempts)
-		case res.asked[c.Channel]:
-			o.status, o.nextAttemptAt, o.reconciled = StatusPending, now.UnixMilli(), ReconciledNotFound
-			o.reason = "the worker stopped while sending; the provider had not accepted it, sending again"
-		case policy == actions.InDoubtMarkUnknown:
-			o.status, o.reconciled = StatusUnknown, ReconciledUnknown
-			o.reason = "outcome unknown: the worker stopped while sending and " + res.why(c.Channel) + "; not sent again (config.inDoubt is markUnknown)"
-		case c.Attempts >= d.cfg.MaxAttempts:
-			o.status, o.reconciled = StatusFailed, ReconciledUnknown
-			o.reason = "outcome of the last attempt unknown: the worker stopped while sending and dispatch.maxAttempts is reached"
-		default:
-			o.status, o.nextAttemptAt, o.reconciled = StatusPending, now.UnixMilli(), ReconciledResent
-			o.reason = "the worker stopped while sending and " + res.why(c.Channel) + "; attempt outcome unknown, sending again"
-		}
-		outs[i] = o
-	}
-	n, err := d.recordRecovered(ctx, now.UnixMilli(), stale, outs)
-	if err != nil {
-		return 0, 0, err
-	}
-	return n, len(stale), nil
-}
-
-// recordRecovered writes Recover's outcomes for stale, fenced as each row
-// was found: still the same owner's, same attempt, and its lease still
-// expired at now (a live owner that renewed in between keeps it).
-func (d *Dispatcher) recordRecovered(ctx context.Context, now int64, stale []claimed, outs []outcome) (int64, error) {
-	found := make(map[int64]claimed, len(stale))
-	for _, c := range stale {
-		found[c.ID] = c
-	}
-	for i := range outs {
-		c := found[outs[i].id]
-		outs[i].owner, outs[i].leaseBefore = c.LeaseOwner, now
-	}
-	return d.recordCount(ctx, outs)
-}
-
 // loadActions reads the actions of deliveries, by action id: for a send,
 // what to send; for Recover, their inDoubt policy and what the provider is
 // asked about (sender, body).
-func (d *Dispatcher) loadActions(ctx context.Context, deliveries []claimed) (map[int64]*actions.Action, error) {
+func (d *Dispatcher) loadActions(ctx context.Context, deliveries []Claimed) (map[int64]*actions.Action, error) {
 	seen := map[int64]bool{}
 	var refs []actions.Ref
 	for _, c := range deliveries {
@@ -375,97 +249,11 @@ func (d *Dispatcher) loadActions(ctx context.Context, deliveries []claimed) (map
 	return out, nil
 }
 
-// reconciled is what the channels answered about in-doubt deliveries.
-type reconciled struct {
-	accepted map[int64]string // delivery id → provider message id
-	asked    map[string]bool  // channels whose provider answered
-	provider map[string]string
-	errs     map[string]error // channels whose provider could not be asked, and why
-}
-
-func (r reconciled) why(channel string) string {
-	if err := r.errs[channel]; err != nil && !errors.Is(err, channels.ErrCannotReconcile) {
-		return "the provider could not be asked whether it accepted it (" + apperr.Truncate(err.Error(), 300) + ")"
-	}
-	return "the provider cannot be asked whether it accepted it"
-}
-
-// reconcile asks each channel that is a channels.Reconciler which of its
-// stale deliveries it accepted, within dispatch.sendTimeout.
-func (d *Dispatcher) reconcile(ctx context.Context, stale []claimed, acts map[int64]*actions.Action, now time.Time) reconciled {
-	res := reconciled{accepted: map[int64]string{}, asked: map[string]bool{}, provider: map[string]string{}, errs: map[string]error{}}
-	byChannel := map[string][]channels.InDoubt{}
-	for _, c := range stale {
-		byChannel[c.Channel] = append(byChannel[c.Channel], d.inDoubt(c, acts[c.ActionID], now))
-	}
-	for name, list := range byChannel {
-		rec, ok := d.channels[name].(channels.Reconciler)
-		if !ok {
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
-		got, err := rec.Accepted(actx, list)
-		cancel()
-		if err != nil {
-			res.errs[name] = err
-			if !errors.Is(err, channels.ErrCannotReconcile) {
-				d.log.WarnContext(ctx, "dispatch: cannot ask the provider what it accepted; applying each action's inDoubt policy", "channel", name, "error", err)
-			}
-			continue
-		}
-		res.asked[name], res.provider[name] = true, d.channels[name].Name()
-		for id, pm := range got {
-			res.accepted[id] = pm
-		}
-	}
-	return res
-}
-
-// inDoubt describes stale delivery c for its provider's lookup: where it
-// went and from whom, as it would be rendered now (a is nil when its action
-// is gone; then only the address is known), and when.
-func (d *Dispatcher) inDoubt(c claimed, a *actions.Action, now time.Time) channels.InDoubt {
-	q := channels.InDoubt{DeliveryID: c.ID, NotificationID: c.NotificationID, Since: time.UnixMilli(c.ClaimedAt), Until: now}
-	var rc Recipient
-	if json.Unmarshal([]byte(c.Recipient), &rc) != nil {
-		return q
-	}
-	switch c.Channel {
-	case actions.ChannelEmail:
-		if to := rc.To(); len(to) > 0 {
-			q.Address = to[0].Email
-		}
-	case actions.ChannelSMS:
-		q.Address = rc.Phone
-	case actions.ChannelPush:
-		q.Address = rc.PushID
-	}
-	if a == nil {
-		return q
-	}
-	m, err := d.render(a, rc)
-	if err != nil {
-		return q
-	}
-	switch c.Channel {
-	case actions.ChannelEmail:
-		q.Sender, q.Body = m.From.Email, m.Subject
-	case actions.ChannelSMS:
-		q.Sender, q.Body = m.SMSFrom, m.Body
-		if m.MessagingServiceSID != "" {
-			q.Sender = m.MessagingServiceSID
-		}
-	case actions.ChannelPush:
-		q.Body = m.Body
-	}
-	return q
-}
-
-// claimed is a delivery a worker owns until it records the outcome. Its
+// Claimed is a delivery a worker owns until it records the outcome. Its
 // (ID, Attempts) pair and this instance's lease_owner are the claim: the
 // outcome is written only if the row is still this owner's with that
 // attempt count.
-type claimed struct {
+type Claimed struct {
 	ID             int64
 	NotificationID int64
 	CollectionID   int64
@@ -484,9 +272,9 @@ type claimed struct {
 	ClaimedAt  int64
 	LeaseOwner string
 	LeaseUntil int64
-	// rc is Recipient decoded, when the intake handed the delivery off
-	// with the value it planned it from: no need to decode it again.
-	rc *Recipient
+	// Decoded is Recipient decoded, when the intake handed the delivery
+	// off with the value it planned it from: no need to decode it again.
+	Decoded *dispatch.Recipient `gorm:"-"`
 }
 
 // RunOnce takes one batch, the hand-offs waiting or else a claim of due
@@ -531,12 +319,12 @@ func (d *Dispatcher) cycle(ctx context.Context) (more bool, n int, err error) {
 	return (full && !handed) || d.localLen() > 0 || d.due.Load(), len(batch), nil
 }
 
-func (d *Dispatcher) claim(ctx context.Context, now int64) ([]claimed, error) {
+func (d *Dispatcher) claim(ctx context.Context, now int64) ([]Claimed, error) {
 	d.claims.Add(1)
 	d.due.Store(false) // before the statement: a Wake during it sets it again
 	_, until := d.Lease(now)
 	q, args := d.claimSQL(now, until)
-	var rows []claimed
+	var rows []Claimed
 	if err := d.oneShotQuery(ctx, &rows, q, args); err != nil {
 		return nil, fmt.Errorf("dispatch: claim: %w", err)
 	}
@@ -594,7 +382,7 @@ type groupKey struct{ notificationID, actionID int64 }
 // process sends batch and gives each group's outcomes to the recorder as
 // its send returns. Without a running recorder they are written before it
 // returns.
-func (d *Dispatcher) process(ctx context.Context, batch []claimed) error {
+func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
 	byID, err := d.loadActions(ctx, batch)
 	if err != nil {
 		// Nothing was sent: back to pending after a backoff.
@@ -633,11 +421,11 @@ func (d *Dispatcher) process(ctx context.Context, batch []claimed) error {
 }
 
 // release puts a batch back to pending when it could not even be prepared.
-func (d *Dispatcher) release(ctx context.Context, batch []claimed, cause error) error {
+func (d *Dispatcher) release(ctx context.Context, batch []Claimed, cause error) error {
 	outs := make([]outcome, len(batch))
 	now := d.now().UnixMilli()
 	for i, c := range batch {
-		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: StatusPending, nextAttemptAt: now + d.cfg.BackoffBase.Milliseconds(),
+		outs[i] = outcome{id: c.ID, attempts: c.Attempts, status: dispatch.StatusPending, nextAttemptAt: now + d.cfg.BackoffBase.Milliseconds(),
 			reason: "not sent: " + apperr.Truncate(cause.Error(), 500)}
 	}
 	defer d.held.remove(outs)
@@ -647,21 +435,31 @@ func (d *Dispatcher) release(ctx context.Context, batch []claimed, cause error) 
 	return cause
 }
 
+// hold asks d's gates, in order, about c; the first that holds it decides.
+func (d *Dispatcher) hold(c *Claimed, a *actions.Action, now time.Time) (verdict, bool) {
+	for _, g := range d.gates {
+		if v, ok := g.hold(c, a, now); ok {
+			return v, true
+		}
+	}
+	return verdict{}, false
+}
+
 // sendGroup renders and sends the deliveries idx of one (notification,
 // action) with one Send call, and fills their outcomes.
-func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []claimed, idx []int, outs []outcome) {
+func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []Claimed, idx []int, outs []outcome) {
 	first := batch[idx[0]]
 	now := d.now()
 	if a == nil {
 		for _, i := range idx {
-			outs[i].status, outs[i].reason = StatusFailed, fmt.Sprintf("action %d no longer exists", first.ActionID)
+			outs[i].status, outs[i].reason = dispatch.StatusFailed, fmt.Sprintf("action %d no longer exists", first.ActionID)
 		}
 		return
 	}
 	ch := d.channels[first.Channel]
 	if ch == nil {
 		for _, i := range idx {
-			outs[i].status, outs[i].reason = StatusFailed, fmt.Sprintf("no provider is configured for channel %q", first.Channel)
+			outs[i].status, outs[i].reason = dispatch.StatusFailed, fmt.Sprintf("no provider is configured for channel %q", first.Channel)
 		}
 		return
 	}
@@ -669,20 +467,16 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 	send := make([]int, 0, len(idx))
 	for _, i := range idx {
 		c := batch[i]
-		// A lease that lapsed (renewals failing, or a hand-off that waited
-		// past it) may be another instance's by now: its Recover may send
-		// the delivery too. Not sent here; back to the queue (the write is
-		// fenced, so if Recover moved it first this changes nothing).
-		if d.held.validUntil(c) <= now.UnixMilli() {
-			outs[i].status, outs[i].nextAttemptAt = StatusPending, now.UnixMilli()
-			outs[i].reason = "not sent: this instance's lease on it lapsed before the send; back to the queue"
+		// The send-time rules (gate.go): a held delivery is not sent.
+		if v, held := d.hold(&batch[i], a, now); held {
+			outs[i].status, outs[i].nextAttemptAt, outs[i].reason = v.status, v.nextAttemptAt, v.reason
 			continue
 		}
-		rc := c.rc
+		rc := c.Decoded
 		if rc == nil {
-			rc = new(Recipient)
+			rc = new(dispatch.Recipient)
 			if err := json.Unmarshal([]byte(c.Recipient), rc); err != nil {
-				outs[i].status, outs[i].reason = StatusFailed, "stored recipient is unreadable: "+err.Error()
+				outs[i].status, outs[i].reason = dispatch.StatusFailed, "stored recipient is unreadable: "+err.Error()
 				continue
 			}
 		}
@@ -694,7 +488,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 			if errors.Is(err, macros.ErrRenderLimit) {
 				reason = err.Error()
 			}
-			outs[i].status, outs[i].reason = StatusFailed, reason
+			outs[i].status, outs[i].reason = dispatch.StatusFailed, reason
 			continue
 		}
 		m.DeliveryID, m.NotificationID, m.CollectionID, m.ActionID, m.Channel = c.ID, c.NotificationID, c.CollectionID, c.ActionID, c.Channel
@@ -721,44 +515,11 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []c
 			res.Err = channels.Retryable(provider, "provider returned no result for this message", 0, nil)
 		}
 		if res.Err == nil {
-			o.status, o.providerMessageID, o.sentTime = StatusSent, res.ProviderMessageID, done
+			o.status, o.providerMessageID, o.sentTime = dispatch.StatusSent, res.ProviderMessageID, done
 			continue
 		}
 		d.retry(o, channels.Classify(provider, res.Err), now)
 	}
-}
-
-// retry decides what a failed attempt leads to: failed (permanent error, or
-// out of attempts) or pending again after a backoff.
-func (d *Dispatcher) retry(o *outcome, e *channels.Error, now time.Time) {
-	reason := apperr.Truncate(e.Reason, 1000)
-	switch {
-	case e.Permanent:
-		o.status, o.reason = StatusFailed, reason
-	case o.attempts >= d.cfg.MaxAttempts:
-		o.status, o.reason = StatusFailed, fmt.Sprintf("gave up after %d attempts: %s", o.attempts, reason)
-	default:
-		wait := d.retryPolicy().After(o.attempts, e.RetryAfter)
-		o.status = StatusPending
-		o.reason = fmt.Sprintf("attempt %d failed: %s", o.attempts, reason)
-		o.nextAttemptAt = now.Add(wait).UnixMilli()
-	}
-}
-
-// retryPolicy is the delivery schedule of dispatch.backoffBase and
-// dispatch.backoffMax: base·2^(n-1) after attempt n, capped, with "equal
-// jitter" (between half and all of it), so retries of a burst spread out
-// but never come sooner than half the schedule; a provider's Retry-After is
-// a floor under it (capped at retry.DefaultMaxRetryAfter).
-func (d *Dispatcher) retryPolicy() retry.Policy {
-	return retry.Policy{Initial: d.cfg.BackoffBase, Max: d.cfg.BackoffMax}
-}
-
-// Backoff is the wait after attempt n (1-based) fails under the delivery
-// schedule with base and maxWait, r in [0,1) placing it between half and
-// all of it (see retryPolicy).
-func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
-	return retry.Policy{Initial: base, Max: maxWait}.DelayAt(n, r)
 }
 
 // record writes outs in one statement per 500.
@@ -772,7 +533,7 @@ func (d *Dispatcher) record(ctx context.Context, outs []outcome) error {
 func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, error) {
 	now := d.now().UnixMilli()
 	var n int64
-	for _, chunk := range chunks(outs, 500) {
+	for chunk := range slices.Chunk(outs, 500) {
 		q, args, err := d.recordSQL(chunk, now)
 		if err != nil {
 			return n, fmt.Errorf("dispatch: record outcomes: %w", err)
@@ -846,7 +607,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 // in HTML bodies) under the action's missing-macro policy. All fields render
 // within one budget of d.renderLim, so a message over a limit fails
 // (render_limit) instead of being sent.
-func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, error) {
+func (d *Dispatcher) render(a *actions.Action, rc dispatch.Recipient) (channels.Message, error) {
 	c := a.Config.ContentFor(rc.Locale)
 	policy := a.Config.MissingMacro
 	vars := map[string]string(rc.Macros)

@@ -1,0 +1,154 @@
+package intake
+
+import (
+	"cmp"
+
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
+)
+
+// batch is one Submit: its submissions, in order, each with what the steps
+// learn about it, and the notifications planned for them. Every step reads
+// and writes it, so what belongs to a submission or a notification stays
+// with it.
+type batch struct {
+	now   int64  // epoch ms: every row of the batch is created at now
+	trace string // the traceparent of Submit's ctx
+	rules map[ruleKey]planning.Resolution
+	subs  []*entry
+	// notes are the notifications planned for the submissions that may be
+	// fresh (the keyless ones and the first of each key in the batch); after
+	// keepFresh, only those of fresh submissions.
+	notes []*planned
+
+	pending   int                // deliveries inserted pending (not handed off)
+	reserved  int                // places the local workers reserved for hand-offs
+	handed    []delivery.Claimed // what goes to the local workers after the commit
+	envelopes int                // outbox envelopes recorded
+}
+
+// entry is one submission and what Submit learns of it.
+type entry struct {
+	Submission
+	// hash is the request's hash and first the index of the batch's first
+	// submission with the same (scope, key): the dedupe keys. Keyless
+	// submissions have neither.
+	hash  string
+	first int
+	// fresh: its notifications are new (it is keyless, or its key went in
+	// now); set by claimKeys.
+	fresh   bool
+	outcome Outcome
+}
+
+// planned is one notification planned for the submission subs[sub].
+type planned struct {
+	sub        int
+	note       *dispatch.NotificationRecord
+	deliveries []*dispatch.Delivery
+}
+
+type ruleKey struct {
+	collectionID int64
+	name         string
+}
+
+func newBatch(subs []Submission, now int64, trace string) *batch {
+	b := &batch{now: now, trace: trace, rules: map[ruleKey]planning.Resolution{}, subs: make([]*entry, len(subs))}
+	byKey := map[[2]string]int{}
+	for i, s := range subs {
+		e := &entry{Submission: s}
+		b.subs[i] = e
+		if s.Key == "" {
+			continue
+		}
+		// The hash re-encodes the request: compute it once per submission.
+		e.hash = s.Request.Hash()
+		key := [2]string{s.scope(), s.Key}
+		f, ok := byKey[key]
+		if !ok {
+			f = i
+			byKey[key] = i
+		}
+		e.first = f
+	}
+	return b
+}
+
+// reset clears what a run of the transaction computes, so a run starts
+// from the submissions alone.
+func (b *batch) reset() {
+	b.notes, b.pending, b.handed, b.envelopes = nil, 0, nil, 0
+	for _, e := range b.subs {
+		e.fresh, e.outcome = false, Outcome{}
+	}
+}
+
+// plan plans every submission that may be fresh: the keyless ones and the
+// first of each key in the batch.
+func (b *batch) plan(p *planning.Planner) {
+	for i, e := range b.subs {
+		if e.Key != "" && e.first != i {
+			continue
+		}
+		in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation}
+		if e.Actor != nil {
+			in.CreatedBy = e.Actor.UserID
+		}
+		for j, n := range e.Request.Notification {
+			in.Notification = n
+			note, ds := p.Plan(in, b.rules[ruleKey{in.CollectionID, n.Name}], b.now)
+			note.TraceParent = cmp.Or(e.TraceParent, b.trace)
+			if e.Key != "" {
+				note.IntakeScope, note.Ordinal = e.scope(), j
+				if j == 0 {
+					note.RequestHash = e.hash
+				}
+			}
+			b.notes = append(b.notes, &planned{sub: i, note: note, deliveries: ds})
+		}
+	}
+}
+
+// keepFresh drops the planned notifications of keys seen before and returns
+// the fresh ones claimKeys has not inserted yet.
+func (b *batch) keepFresh() []*dispatch.NotificationRecord {
+	var rest []*dispatch.NotificationRecord
+	kept := b.notes[:0]
+	for _, p := range b.notes {
+		if !b.subs[p.sub].fresh {
+			continue
+		}
+		if p.note.ID == 0 {
+			rest = append(rest, p.note)
+		}
+		kept = append(kept, p)
+	}
+	b.notes = kept
+	return rest
+}
+
+// deliveries returns the deliveries of b's notes, each with its
+// notification's id, and counts the pending ones.
+func (b *batch) deliveries() []*dispatch.Delivery {
+	var all []*dispatch.Delivery
+	for _, p := range b.notes {
+		for _, d := range p.deliveries {
+			d.NotificationID = p.note.ID
+			if d.Status == dispatch.StatusPending {
+				b.pending++
+			}
+		}
+		all = append(all, p.deliveries...)
+	}
+	return all
+}
+
+func (b *batch) outcomes() []Outcome {
+	out := make([]Outcome, len(b.subs))
+	for i, e := range b.subs {
+		out[i] = e.outcome
+	}
+	return out
+}
