@@ -840,13 +840,18 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 // over a limit fails (render_limit) instead of being sent. The error is the
 // field's own (the delivery's reason names what failed, not where).
 func (d *Dispatcher) render(a *actions.Action, rc Recipient) (channels.Message, error) {
-	in := render.Recipient{To: addresses(rc.To()), Cc: addresses(rc.Ccs), Bcc: addresses(rc.Bccs),
-		Phone: rc.Phone, PushToken: rc.PushID, Locale: rc.Locale, Macros: rc.Macros}
-	m, err := render.Message(*a, in, d.senders, d.renderLim)
+	m, err := render.Message(*a, rc.ForRender(), d.senders, d.renderLim)
 	if fe := (*macros.FieldError)(nil); errors.As(err, &fe) {
 		err = fe.Err
 	}
 	return m, err
+}
+
+// ForRender returns r as package render takes it (the test-send route
+// renders a Recipient too).
+func (r Recipient) ForRender() render.Recipient {
+	return render.Recipient{To: addresses(r.To()), Cc: addresses(r.Ccs), Bcc: addresses(r.Bccs),
+		Phone: r.Phone, PushToken: r.PushID, Locale: r.Locale, Macros: r.Macros}
 }
 
 // addresses converts a request's addresses to the message's.
