@@ -39,11 +39,7 @@ func (r *router) preview() {
 	rates := newUserRates(r.s.Preview.RatePerMinute)
 	r.handle(http.MethodPost, "/collections/:collectionId/actions/:actionId/preview", "NOPVCRT", readCollection,
 		func(c *gin.Context, p auth.Principal) error {
-			cid, err := pathID(c, "collectionId")
-			if err != nil {
-				return err
-			}
-			aid, err := pathID(c, "actionId")
+			cid, aid, err := actionPath(c)
 			if err != nil {
 				return err
 			}

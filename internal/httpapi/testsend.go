@@ -55,11 +55,7 @@ func (r *router) testSend() {
 	cfg := r.s.TestSend
 	r.handle(http.MethodPost, "/collections/:collectionId/actions/:actionId/test-send", "NOTSCRT", manageCollection,
 		func(c *gin.Context, p auth.Principal) error {
-			cid, err := pathID(c, "collectionId")
-			if err != nil {
-				return err
-			}
-			aid, err := pathID(c, "actionId")
+			cid, aid, err := actionPath(c)
 			if err != nil {
 				return err
 			}
@@ -76,8 +72,9 @@ func (r *router) testSend() {
 				return err
 			}
 			ctx := c.Request.Context()
-			// Get checks the caller may see the action; ForSend gives it
-			// as a send uses it, with its collection's default sender.
+			// Get finds the action in the path's collection (404
+			// otherwise); ForSend gives it as a send uses it, with its
+			// collection's default sender.
 			if _, err := r.s.Actions.Get(ctx, p, cid, aid); err != nil {
 				return err
 			}
