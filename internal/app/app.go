@@ -207,6 +207,8 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
 	}
+	deps.TestSend = &httpapi.TestSendConfig{Actions: rules, Sender: channels.Direct(chans), Senders: senders,
+		Limits: renderLimits(cfg.Templates)}
 	if cfg.AMQP.Enabled {
 		ping := func(ctx context.Context) error {
 			sqlDB, err := db.DB()

@@ -8,46 +8,19 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/notificationservice/notificationservice/internal/message"
 )
 
-// Address is an email recipient or sender.
-type Address struct {
-	Email string `json:"email"`
-	Name  string `json:"name,omitempty"`
-}
+// Address is an email recipient or sender (declared in package message,
+// beside Message).
+type Address = message.Address
 
-// Message is one delivery, rendered and ready for a provider. Which fields
-// are set depends on Channel.
-type Message struct {
-	DeliveryID     int64  `json:"deliveryId"`
-	NotificationID int64  `json:"notificationId"`
-	CollectionID   int64  `json:"collectionId"`
-	ActionID       int64  `json:"actionId"`
-	Channel        string `json:"channel"` // email | sms | push
-
-	// Email. TemplateID set: SendGrid renders the dynamic template with
-	// DynamicData; otherwise Subject/HTML/Text are already rendered.
-	From        Address           `json:"from,omitempty"`
-	To          []Address         `json:"to,omitempty"`
-	Cc          []Address         `json:"cc,omitempty"`
-	Bcc         []Address         `json:"bcc,omitempty"`
-	Subject     string            `json:"subject,omitempty"`
-	HTML        string            `json:"html,omitempty"`
-	Text        string            `json:"text,omitempty"`
-	TemplateID  string            `json:"templateId,omitempty"`
-	DynamicData map[string]string `json:"dynamicData,omitempty"`
-
-	// SMS.
-	Phone               string `json:"phone,omitempty"`
-	SMSFrom             string `json:"smsFrom,omitempty"`
-	MessagingServiceSID string `json:"messagingServiceSid,omitempty"`
-
-	// SMS and push body; push title, data and device token.
-	Body      string            `json:"body,omitempty"`
-	Title     string            `json:"title,omitempty"`
-	Data      map[string]string `json:"data,omitempty"`
-	PushToken string            `json:"pushToken,omitempty"`
-}
+// Message is one delivery, rendered and ready for a provider. It is declared
+// in package message so that package render can produce it without
+// importing channels, and channels can send it without importing the action
+// model render reads (docs/architecture.md).
+type Message = message.Message
 
 // Result is the outcome of sending one Message. Err nil means the provider
 // accepted it; otherwise Err is (or wraps) an *Error saying whether to retry.

@@ -205,6 +205,11 @@ func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	var rows []sandboxRecord
 	for _, b := range batch {
 		for _, r := range b.rows {
+			// A message of no delivery (a test-send) is kept in memory
+			// only: no delivery's retention would ever prune its row.
+			if r.msg.DeliveryID == 0 {
+				continue
+			}
 			body, err := json.Marshal(r.msg)
 			if err != nil {
 				return err

@@ -59,6 +59,7 @@ var routePermissions = map[string]perm{
 	"PATCH /v1/collections/:collectionId/actions/:actionId":           permWrite,
 	"DELETE /v1/collections/:collectionId/actions/:actionId":          permWrite,
 	"POST /v1/collections/:collectionId/actions/:actionId/preview":    permRead,
+	"POST /v1/collections/:collectionId/actions/:actionId/test-send":  permWrite,
 	"POST /v1/collections/:collectionId/notifications":                permSend,
 	"GET /v1/collections/:collectionId/notifications":                 permRead,
 	"GET /v1/collections/:collectionId/notifications/:notificationId": permRead,

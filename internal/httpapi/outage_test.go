@@ -68,6 +68,7 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 				"PATCH /v1/collections/:collectionId/actions/:actionId":           map[string]any{"description": "x"},
 				"DELETE /v1/collections/:collectionId/actions/:actionId":          nil,
 				"POST /v1/collections/:collectionId/actions/:actionId/preview":    map[string]any{"macros": map[string]string{"FNAME": "x"}},
+				"POST /v1/collections/:collectionId/actions/:actionId/test-send":  map[string]any{"email": "a@example.com", "macros": map[string]string{"FNAME": "x"}},
 				"POST /v1/collections/:collectionId/notifications":                sendBody,
 				"GET /v1/collections/:collectionId/notifications":                 nil,
 				"GET /v1/collections/:collectionId/notifications/:notificationId": nil,

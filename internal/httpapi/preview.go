@@ -39,20 +39,14 @@ func (r *router) preview() {
 	rates := newUserRates(r.s.Preview.RatePerMinute)
 	r.handle(http.MethodPost, "/collections/:collectionId/actions/:actionId/preview", "NOPVCRT", readCollection,
 		func(c *gin.Context, p auth.Principal) error {
-			cid, err := pathID(c, "collectionId")
-			if err != nil {
-				return err
-			}
-			aid, err := pathID(c, "actionId")
+			cid, aid, err := actionPath(c)
 			if err != nil {
 				return err
 			}
 			// A preview renders a tenant's template on demand: each user
 			// gets a rate, so one cannot keep the renderer busy.
-			if wait, ok := rates.allow(p.UserID, time.Now()); !ok {
-				c.Header("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-				return &apperr.Error{Kind: apperr.ResourceExhausted,
-					Message: "too many previews; retry after " + strconv.Itoa(int(math.Ceil(wait.Seconds()))) + "s (preview.ratePerMinute)"}
+			if err := rates.take(c, p.UserID, "previews"); err != nil {
+				return err
 			}
 			var body previewBody
 			if err := decodeJSON(c, &body); err != nil {
@@ -63,24 +57,32 @@ func (r *router) preview() {
 				return err
 			}
 			out, err := preview.Action(a, body.Locale, body.Macros, r.s.Preview.Limits)
-			var fe *macros.FieldError
-			if errors.As(err, &fe) && errors.Is(err, macros.ErrRenderLimit) {
-				// Over a render limit with these macros: what the
-				// dispatcher would fail the delivery with.
-				return &apperr.Error{Kind: apperr.InvalidArgument, Err: err,
-					Message: "the action does not render within the template limits for these macros",
-					Details: []apperr.Detail{{Field: "config." + fe.Field, Reason: fe.Err.Error()}}}
-			}
-			if errors.As(err, &fe) {
-				return &apperr.Error{Kind: apperr.FailedPrecondition, Err: err, Message: "the action's template does not render; fix the action",
-					Details: []apperr.Detail{{Field: "config." + fe.Field, Reason: fe.Err.Error()}}}
-			}
 			if err != nil {
-				return err
+				return renderError(err)
 			}
 			c.JSON(http.StatusOK, gin.H{"preview": out})
 			return nil
 		})
+}
+
+// renderError maps a render failure of an action's template to the
+// caller: over a render limit with the request's macros is the request's
+// (400), a template that does not render is the action's (409), each naming
+// the config field. Other errors pass through.
+func renderError(err error) error {
+	var fe *macros.FieldError
+	if errors.As(err, &fe) && errors.Is(err, macros.ErrRenderLimit) {
+		// Over a render limit with these macros: what the
+		// dispatcher would fail the delivery with.
+		return &apperr.Error{Kind: apperr.InvalidArgument, Err: err,
+			Message: "the action does not render within the template limits for these macros",
+			Details: []apperr.Detail{{Field: "config." + fe.Field, Reason: fe.Err.Error()}}}
+	}
+	if errors.As(err, &fe) {
+		return &apperr.Error{Kind: apperr.FailedPrecondition, Err: err, Message: "the action's template does not render; fix the action",
+			Details: []apperr.Detail{{Field: "config." + fe.Field, Reason: fe.Err.Error()}}}
+	}
+	return err
 }
 
 // userRates holds one token bucket per user.
@@ -96,6 +98,19 @@ const maxUserRates = 10_000
 
 func newUserRates(perMinute int) *userRates {
 	return &userRates{perMinute: perMinute, users: map[string]*rate.Limiter{}}
+}
+
+// take takes a token from user's bucket, or answers RESOURCE_EXHAUSTED
+// (429) with Retry-After; what names the requests counted.
+func (u *userRates) take(c *gin.Context, user, what string) error {
+	wait, ok := u.allow(user, time.Now())
+	if ok {
+		return nil
+	}
+	secs := strconv.Itoa(int(math.Ceil(wait.Seconds())))
+	c.Header("Retry-After", secs)
+	return &apperr.Error{Kind: apperr.ResourceExhausted,
+		Message: "too many " + what + "; retry after " + secs + "s (preview.ratePerMinute)"}
 }
 
 // allow takes a token from user's bucket, or says how long until one.

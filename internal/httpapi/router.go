@@ -66,6 +66,9 @@ type Deps struct {
 	// without sending (needs Actions).
 	Webhooks *Webhooks
 	Preview  *PreviewConfig
+	// TestSend sends one message of an action now (needs Actions and
+	// Preview, whose rate it takes).
+	TestSend *TestSendConfig
 
 	// Outage, when set, hears every error a route returns, so a commit that
 	// failed because the database is unavailable (which no statement hook
@@ -124,6 +127,9 @@ func New(d Deps) *Server {
 	}
 	if d.Preview != nil && d.Actions != nil {
 		r.preview()
+		if d.TestSend != nil {
+			r.testSend()
+		}
 	}
 	return s
 }

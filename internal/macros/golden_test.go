@@ -11,7 +11,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/macros"
-	"github.com/notificationservice/notificationservice/internal/preview"
+	"github.com/notificationservice/notificationservice/internal/render"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -81,7 +81,7 @@ func TestGoldenContent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			res := goldenResult{Locale: tc.locale, Macros: tc.macros, Config: tc.config}
-			content, err := preview.ForRecipient(tc.config, tc.locale, tc.macros)
+			content, err := render.ForRecipient(tc.config, tc.locale, tc.macros)
 			if err != nil {
 				res.Error = err.Error()
 			} else {

@@ -10,37 +10,6 @@ import (
 	"github.com/notificationservice/notificationservice/internal/preview"
 )
 
-func TestVariant(t *testing.T) {
-	t.Parallel()
-	cfg := actions.Config{Locales: map[string]actions.Content{"fr": {}, "pt_BR": {}}}
-	for locale, want := range map[string]string{
-		"fr_CA": "fr", "fr": "fr", "pt_BR": "pt_BR", "pt_PT": "", "pt": "", "de-DE": "", "": "",
-	} {
-		require.Equal(t, want, preview.Variant(cfg, locale), locale)
-	}
-}
-
-func TestContent(t *testing.T) {
-	t.Parallel()
-	c := actions.Content{
-		Subject: "A & {{X}}", HTML: "<b>{{X}}</b>", Text: "{{X}}", Title: "{{X}}", Body: "{{X}}",
-		Data: map[string]string{"b": "{{X}}", "a": "", "c": "{{NOPE}}"},
-	}
-	_, err := preview.Content(c, map[string]string{"X": "<1>"}, "")
-	var fe *macros.FieldError
-	require.ErrorAs(t, err, &fe)
-	require.Equal(t, "data.c", fe.Field, "fields render in order, data keys sorted")
-	var me *macros.MissingError
-	require.ErrorAs(t, err, &me)
-
-	got, err := preview.Content(c, map[string]string{"X": "<1>"}, macros.MissingBlank)
-	require.NoError(t, err)
-	require.Equal(t, actions.Content{
-		Subject: "A & <1>", HTML: "<b>&lt;1&gt;</b>", Text: "<1>", Title: "<1>", Body: "<1>",
-		Data: map[string]string{"a": "", "b": "<1>", "c": ""},
-	}, got)
-}
-
 func TestActionLimits(t *testing.T) {
 	t.Parallel()
 	sms := actions.Action{ConfigName: actions.ConfigSMS, Config: actions.Config{Content: actions.Content{Text: "{{X}} only text"}}}

@@ -27,15 +27,12 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/macros"
+	"github.com/notificationservice/notificationservice/internal/render"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Senders are the service-wide sender defaults an action may override.
-type Senders struct {
-	Email               channels.Address
-	SMSFrom             string
-	MessagingServiceSID string
-}
+type Senders = render.Senders
 
 // Dispatcher runs the delivery workers: each claims due deliveries (under
 // a lease, lease.go), renders them, sends each (notification, action) group
@@ -602,93 +599,14 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	return q, []any{now, string(doc)}, nil
 }
 
-// render builds the provider message for recipient rc from action a: the
-// content for the recipient's locale, with macros substituted (HTML-escaped
-// in HTML bodies) under the action's missing-macro policy. All fields render
-// within one budget of d.renderLim, so a message over a limit fails
-// (render_limit) instead of being sent.
+// render builds the provider message for recipient rc from action a
+// through package render, within one budget of d.renderLim, so a message
+// over a limit fails (render_limit) instead of being sent. The error is the
+// field's own (the delivery's reason names what failed, not where).
 func (d *Dispatcher) render(a *actions.Action, rc dispatch.Recipient) (channels.Message, error) {
-	c := a.Config.ContentFor(rc.Locale)
-	policy := a.Config.MissingMacro
-	vars := map[string]string(rc.Macros)
-	budget := macros.NewBudget(d.renderLim)
-	var m channels.Message
-	var errs []error
-	r := func(tmpl string, mode macros.Mode) string {
-		if tmpl == "" {
-			return ""
-		}
-		out, err := budget.Render(tmpl, vars, mode, policy)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		return out
+	m, err := render.Message(*a, rc.ForRender(), d.senders, d.renderLim)
+	if fe := (*macros.FieldError)(nil); errors.As(err, &fe) {
+		err = fe.Err
 	}
-	switch a.Channel() {
-	case actions.ChannelEmail:
-		// a's sender is its config's, or its collection's default
-		// (ActionSource.ForSend); the service's default comes last.
-		m.From = d.senders.Email
-		if a.Config.FromEmail != "" {
-			m.From = channels.Address{Email: a.Config.FromEmail, Name: a.Config.FromName}
-		}
-		for _, t := range rc.To() {
-			m.To = append(m.To, channels.Address(t))
-		}
-		for _, t := range rc.Ccs {
-			m.Cc = append(m.Cc, channels.Address(t))
-		}
-		for _, t := range rc.Bccs {
-			m.Bcc = append(m.Bcc, channels.Address(t))
-		}
-		m.Subject = r(c.Subject, macros.Text)
-		if a.Template != "" {
-			m.TemplateID = a.Template
-			m.DynamicData = vars
-		}
-		m.HTML = r(c.HTML, macros.HTML)
-		m.Text = r(c.Text, macros.Text)
-		if m.Text == "" && c.Body != "" {
-			m.Text = r(c.Body, macros.Text)
-		}
-		if len(errs) > 0 {
-			return m, errs[0]
-		}
-		if m.TemplateID == "" && m.HTML == "" && m.Text == "" {
-			return m, errors.New("the action has neither a template nor content for this email")
-		}
-	case actions.ChannelSMS:
-		m.Phone = rc.Phone
-		m.SMSFrom, m.MessagingServiceSID = d.senders.SMSFrom, d.senders.MessagingServiceSID
-		if a.Config.From != "" || a.Config.MessagingServiceSID != "" {
-			m.SMSFrom, m.MessagingServiceSID = a.Config.From, a.Config.MessagingServiceSID
-		}
-		body := c.Body
-		if body == "" {
-			body = c.Text
-		}
-		m.Body = r(body, macros.Text)
-		if len(errs) > 0 {
-			return m, errs[0]
-		}
-		if m.Body == "" {
-			return m, errors.New("the action has no SMS body")
-		}
-	case actions.ChannelPush:
-		m.PushToken = rc.PushID
-		m.Title = r(c.Title, macros.Text)
-		m.Body = r(c.Body, macros.Text)
-		if len(c.Data) > 0 {
-			m.Data = make(map[string]string, len(c.Data))
-			for k, v := range c.Data {
-				m.Data[k] = r(v, macros.Text)
-			}
-		}
-		if len(errs) > 0 {
-			return m, errs[0]
-		}
-	default:
-		return m, fmt.Errorf("unknown configName %q", a.ConfigName)
-	}
-	return m, nil
+	return m, err
 }
