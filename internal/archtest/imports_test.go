@@ -30,6 +30,7 @@ var groups = map[string][]string{
 	"observability": {"internal/metrics", "internal/tracing", "internal/redact"},
 	"domain": {
 		"internal/dispatch", "internal/preview", "internal/channels",
+		"internal/channels/webhookout", "internal/webhooks",
 		"internal/actions", "internal/collections", "internal/outbox",
 	},
 	"foundation": {

@@ -58,6 +58,8 @@ type Deps struct {
 	Actions       ActionService
 	Notifications NotificationService
 	Outbox        OutboxService
+	// Endpoints is the customer webhook endpoint registry (endpoints.go).
+	Endpoints EndpointService
 
 	// Webhooks receives provider status reports (routes under /v1/webhooks/,
 	// authenticated by the providers' signatures); Preview renders actions
@@ -116,6 +118,9 @@ func New(d Deps) *Server {
 	}
 	if d.Webhooks != nil {
 		r.webhooks()
+	}
+	if d.Endpoints != nil {
+		r.endpoints()
 	}
 	if d.Preview != nil && d.Actions != nil {
 		r.preview()
