@@ -21,7 +21,7 @@ CREATE TABLE webhooks (
     secret                TEXT    NOT NULL,
     previous_secret       TEXT    NOT NULL DEFAULT '',
     previous_secret_until INTEGER NOT NULL DEFAULT 0,
-    last_validation       TEXT    NOT NULL DEFAULT '',
+    last_validation       TEXT, -- JSON; NULL until the first HEALTH_CHECK
     failing_since         INTEGER NOT NULL DEFAULT 0,
     version               INTEGER NOT NULL DEFAULT 1,
     created_by            TEXT    NOT NULL DEFAULT '',
