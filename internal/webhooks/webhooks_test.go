@@ -241,6 +241,9 @@ func TestNonEchoingEndpointStaysPending(t *testing.T) {
 		b.send(t, "USER_INVITEUSER")
 		b.drain(t)
 		require.Empty(t, rcv.got(t, false), "a pending endpoint receives no events")
+		var queued int64
+		require.NoError(t, db.Table("webhook_messages").Count(&queued).Error)
+		require.Zero(t, queued, "nor are its events queued for after its validation")
 
 		// Validating again once it echoes makes it ACTIVE.
 		rcv.echo.Store(true)
