@@ -129,3 +129,16 @@ func TestWebhookLoopbackRefused(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, res.Code, "body: %s", res.Raw)
 	require.Contains(t, string(res.Raw), "webhooks.allowPrivateNetworks")
 }
+
+// addWebhook inserts an endpoint row directly (no HEALTH_CHECK, no network),
+// for tests that only need one to address.
+func addWebhook(t *testing.T, api *testAPI, collectionID int64) int64 {
+	t.Helper()
+	require.NoError(t, api.DB.Table("webhooks").Create(map[string]any{
+		"collection_id": collectionID, "url": "https://hooks.example.com/x", "state": "PENDING_VALIDATION",
+		"secret": "unreadable", "created_time": 1, "updated_time": 1,
+	}).Error)
+	var id int64
+	require.NoError(t, api.DB.Raw("SELECT MAX(id) FROM webhooks").Scan(&id).Error)
+	return id
+}
