@@ -23,7 +23,11 @@ const (
 	StatusInactive = "INACTIVE"
 )
 
-// Channel names, as deliveries record them.
+// Channel names, as deliveries record them: the values of channels.Channel*,
+// where the names belong. Restated here, not imported, because preview and
+// the coming render package read actions and must not reach channels
+// (render-no-channels, docs/architecture.md); channels' tests keep the two
+// equal.
 const (
 	ChannelEmail = "email"
 	ChannelSMS   = "sms"

@@ -150,6 +150,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	deps.Middleware, deps.Metrics = a.httpTelemetry()
 	deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "outbox", Critical: false, Check: func(context.Context) error { return a.Relay.Health() }})
 	deps.Outbox = outbox.NewStore(db, a.Relay.Notify)
+	deps.Feed = outbox.NewFeed(db, a.Config.Outbox.Source, a.Config.Outbox.Account, a.Config.Outbox.Region, time.Now)
 	a.wireCache(&deps)
 	deps.Collections = collections.New(db, a.Outbox, time.Now).WithInvalidator(a.Invalidation)
 	deps.Actions = actions.New(db, a.Outbox, time.Now).WithCache(a.ActionCache, a.Invalidation).
@@ -221,14 +222,17 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The intake's rule resolution and the workers' action loads read
 	// through the action cache, which the invalidation bus keeps honest.
 	rules := actions.NewRules(db).WithCache(a.ActionCache)
+	// The sandbox owns sandbox_messages; the status route and retention
+	// read and prune it through these, whether or not it records now.
+	sandboxRecords := channels.NewSandboxRecords(db)
 	a.Dispatcher = dispatch.NewDispatcher(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
-		WithRenderLimits(renderLimits(cfg.Templates))
+		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
 	intake := dispatch.NewIntake(db, rules, a.Outbox, time.Now, a.Dispatcher)
-	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now)}
+	deps.Notifications = dispatch.Service{Intake: intake, Store: dispatch.NewStore(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
 	}

@@ -93,13 +93,14 @@ func (a *App) httpTelemetry() ([]gin.HandlerFunc, http.Handler) {
 }
 
 // instrumentChannels wraps each provider so its calls are traced, timed,
-// counted and logged (one line per message outcome). A provider serving
-// several channels (the sandbox) is wrapped once per channel.
+// counted and logged (one line per message outcome), the trace outermost so
+// its span covers the rest. A provider serving several channels (the
+// sandbox) is wrapped once per channel.
 func (a *App) instrumentChannels(chans map[string]channels.Channel) map[string]channels.Channel {
 	out := make(map[string]channels.Channel, len(chans))
 	for name, ch := range chans {
 		a.Metrics.InitProvider(ch.Name(), name)
-		out[name] = a.Tracing.Channel(a.Metrics.Channel(logOutcomes(ch, a.Log)))
+		out[name] = channels.Chain(ch, a.Tracing.Channel, a.Metrics.Channel, logOutcomes(a.Log))
 	}
 	return out
 }
@@ -115,16 +116,16 @@ func (a *App) instrumentSink(name string, s outbox.Sink) outbox.Sink {
 // with the delivery and notification ids (the trace id comes from ctx). No
 // address or body is logged; the refusal reason goes through the redacting
 // handler like every line.
-func logOutcomes(ch channels.Channel, log *slog.Logger) channels.Channel {
-	return channels.KeepReconciler(&outcomeLogger{next: ch, log: log}, ch)
+func logOutcomes(log *slog.Logger) channels.Middleware {
+	return func(ch channels.Channel) channels.Channel {
+		return channels.Wrap(ch, (&outcomeLogger{next: ch, log: log}).Send)
+	}
 }
 
 type outcomeLogger struct {
 	next channels.Channel
 	log  *slog.Logger
 }
-
-func (c *outcomeLogger) Name() string { return c.next.Name() }
 
 func (c *outcomeLogger) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
 	res := c.next.Send(ctx, msgs)

@@ -56,6 +56,17 @@ type Result struct {
 	Err               error
 }
 
+// The channels a Message goes out on: the values of Message.Channel, which
+// deliveries record and Select keys its providers by. Package actions, which
+// the renderers read, cannot import channels (render-no-channels), so it
+// declares the same three names for the action model; a test keeps them
+// equal.
+const (
+	ChannelEmail = "email"
+	ChannelSMS   = "sms"
+	ChannelPush  = "push"
+)
+
 // Channel sends messages through one provider.
 //
 // Send receives messages of one channel, in practice the recipients of one
@@ -147,25 +158,51 @@ type Reconciler interface {
 // channels.sendgrid.reconcile).
 var ErrCannotReconcile = errors.New("channels: the provider cannot be asked what it accepted")
 
-// KeepReconciler returns wrapper, a decorator of inner, with inner's
-// Accepted when inner is a Reconciler, so decorators (metrics, tracing,
-// logging) never hide the capability.
-func KeepReconciler(wrapper, inner Channel) Channel {
-	r, ok := inner.(Reconciler)
-	if !ok {
-		return wrapper
+// Middleware decorates a Channel (metrics, tracing, logging): it returns a
+// Channel that sends through the one it is given. Build one with Wrap, so
+// the decorated channel keeps every capability of the one it wraps.
+type Middleware func(Channel) Channel
+
+// Chain returns ch decorated by mws, the first outermost: Chain(ch, a, b)
+// is a(b(ch)), so a sees each Send first and its result last, as in
+// Watermill's router and Gin.
+func Chain(ch Channel, mws ...Middleware) Channel {
+	for i := len(mws) - 1; i >= 0; i-- {
+		ch = mws[i](ch)
 	}
-	return reconciling{Channel: wrapper, r: r}
+	return ch
 }
 
+// SendFunc is a Channel's Send.
+type SendFunc func(ctx context.Context, msgs []Message) []Result
+
+// Wrap returns a Channel that sends through send and is otherwise inner: the
+// same Name, and each optional capability (Reconciler) exactly when inner
+// has it, so no decorator hides a capability recovery needs or invents one
+// the provider lacks. A capability added beside Reconciler is kept here,
+// once, for every middleware.
+func Wrap(inner Channel, send SendFunc) Channel {
+	w := wrapped{inner: inner, send: send}
+	if r, ok := inner.(Reconciler); ok {
+		return reconciling{wrapped: w, Reconciler: r}
+	}
+	return w
+}
+
+type wrapped struct {
+	inner Channel
+	send  SendFunc
+}
+
+func (w wrapped) Name() string { return w.inner.Name() }
+
+func (w wrapped) Send(ctx context.Context, msgs []Message) []Result { return w.send(ctx, msgs) }
+
+// Unwrap returns the channel w decorates.
+func (w wrapped) Unwrap() Channel { return w.inner }
+
+// reconciling is a wrapped Reconciler: Accepted asks the wrapped channel.
 type reconciling struct {
-	Channel
-	r Reconciler
+	wrapped
+	Reconciler
 }
-
-func (c reconciling) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error) {
-	return c.r.Accepted(ctx, deliveries)
-}
-
-// Unwrap returns the decorator it wraps.
-func (c reconciling) Unwrap() Channel { return c.Channel }

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"gorm.io/gorm"
 
-	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -31,7 +31,7 @@ const sandboxKeep = 1000
 // Concurrent Send calls share one INSERT (group commit), so a worker that
 // sends many small groups at once costs one round trip, not one per group.
 type Sandbox struct {
-	db          *gorm.DB
+	records     *SandboxRecords // nil: in memory only
 	log         *slog.Logger
 	now         func() time.Time
 	countryCode string // channels.twilio.defaultCountryCode, as Twilio would apply it
@@ -71,7 +71,10 @@ func NewSandbox(db *gorm.DB, log *slog.Logger, now func() time.Time, opts ...San
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Sandbox{db: db, log: log, now: now}
+	s := &Sandbox{log: log, now: now}
+	if db != nil {
+		s.records = NewSandboxRecords(db)
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -98,7 +101,7 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 		idx = append(idx, i)
 	}
 	var err error
-	if s.db != nil && len(b.rows) > 0 {
+	if s.records != nil && len(b.rows) > 0 {
 		err = s.commit(ctx, b)
 	}
 	for j, r := range b.rows {
@@ -134,13 +137,13 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 // needs an account (a configured sender, a template id) is not checked.
 func (s *Sandbox) check(m Message) error {
 	switch m.Channel {
-	case actions.ChannelEmail:
+	case ChannelEmail:
 		return emailAddressError(SandboxName, m, m.From)
-	case actions.ChannelSMS:
+	case ChannelSMS:
 		if _, err := NormalizePhone(m.Phone, s.countryCode); err != nil {
 			return Permanent(SandboxName, err.Error(), err)
 		}
-	case actions.ChannelPush:
+	case ChannelPush:
 		return pushTokenError(SandboxName, m.PushToken)
 	}
 	return nil
@@ -185,23 +188,7 @@ func (s *Sandbox) commit(ctx context.Context, b *sandboxBatch) error {
 	}
 }
 
-// sandboxColumns are the sandbox_messages columns insert writes.
-var sandboxColumns = store.Columns("delivery_id bigint", "notification_id bigint", "channel text",
-	"provider_message_id text", "message text", "created_time bigint")
-
-type sandboxRecord struct {
-	DeliveryID        int64           `json:"delivery_id"`
-	NotificationID    int64           `json:"notification_id"`
-	Channel           string          `json:"channel"`
-	ProviderMessageID string          `json:"provider_message_id"`
-	Message           json.RawMessage `json:"message"`
-	CreatedTime       int64           `json:"created_time"`
-}
-
-// insert writes the rows of batch with one statement per 1,000, whose rows
-// are one JSON parameter (store.JSONRows): the same statement text for
-// every size, where a VALUES list was a new statement, prepared and planned
-// anew, for each count of rows.
+// insert writes the rows of batch through s.records, with one created time.
 func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	now := s.now().UnixMilli()
 	var rows []sandboxRecord
@@ -214,20 +201,7 @@ func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 			rows = append(rows, sandboxRecord{r.msg.DeliveryID, r.msg.NotificationID, r.msg.Channel, r.id, body, now})
 		}
 	}
-	sel, from := store.JSONRows(store.IsPostgres(s.db), sandboxColumns)
-	q := "INSERT INTO sandbox_messages (" + store.ColumnList(sandboxColumns) + ") SELECT " + sel + " FROM " + from
-	for len(rows) > 0 {
-		n := min(len(rows), 1000)
-		doc, err := json.Marshal(rows[:n])
-		if err != nil {
-			return err
-		}
-		if err := s.db.WithContext(ctx).Exec(q, string(doc)).Error; err != nil {
-			return fmt.Errorf("sandbox: record: %w", err)
-		}
-		rows = rows[n:]
-	}
-	return nil
+	return s.records.insert(ctx, rows)
 }
 
 // Accepted returns, for those of deliveries the sandbox has recorded, the
@@ -239,35 +213,20 @@ func (s *Sandbox) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64
 	for i, d := range deliveries {
 		deliveryIDs[i] = d.DeliveryID
 	}
-	out := map[int64]string{}
-	if s.db == nil {
-		want := map[int64]bool{}
-		for _, id := range deliveryIDs {
-			want[id] = true
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, r := range s.ring {
-			if want[r.msg.DeliveryID] {
-				out[r.msg.DeliveryID] = r.id
-			}
-		}
-		return out, nil
+	if s.records != nil {
+		return s.records.accepted(ctx, deliveryIDs)
 	}
-	for len(deliveryIDs) > 0 {
-		n := min(len(deliveryIDs), 1000)
-		var rows []struct {
-			DeliveryID        int64
-			ProviderMessageID string
+	out := map[int64]string{}
+	want := map[int64]bool{}
+	for _, id := range deliveryIDs {
+		want[id] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.ring {
+		if want[r.msg.DeliveryID] {
+			out[r.msg.DeliveryID] = r.id
 		}
-		if err := s.db.WithContext(ctx).Raw("SELECT delivery_id, provider_message_id FROM sandbox_messages WHERE delivery_id IN ? ORDER BY id",
-			deliveryIDs[:n]).Scan(&rows).Error; err != nil {
-			return nil, fmt.Errorf("sandbox: accepted: %w", err)
-		}
-		for _, r := range rows {
-			out[r.DeliveryID] = r.ProviderMessageID
-		}
-		deliveryIDs = deliveryIDs[n:]
 	}
 	return out, nil
 }
@@ -288,4 +247,118 @@ func sandboxID(deliveryID int64) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("sbx-%d-%s", deliveryID, hex.EncodeToString(b))
+}
+
+// SandboxRecords is sandbox_messages, the sandbox's record of every message
+// it accepted, and the only code that touches that table: the Sandbox
+// writes it and asks it what it accepted; dispatch shows a delivery's
+// records in its status and deletes them with the delivery (retention)
+// through an interface of its own, which the app wires to this.
+type SandboxRecords struct {
+	db *gorm.DB
+}
+
+// NewSandboxRecords returns the records in db. The table is there whether
+// or not dispatch.recordSandbox is on, so rows written while it was on are
+// still shown and pruned.
+func NewSandboxRecords(db *gorm.DB) *SandboxRecords { return &SandboxRecords{db: db} }
+
+// SandboxMessage is one message the sandbox accepted for a delivery: the
+// rendered Message as it recorded it.
+type SandboxMessage struct {
+	ProviderMessageID string          `json:"providerMessageId"`
+	Message           json.RawMessage `json:"message"`
+	CreatedTime       int64           `json:"createdTime"`
+}
+
+// sandboxChunk bounds the ids of one statement, under every dialect's limit
+// on bound parameters.
+const sandboxChunk = 1000
+
+// Messages returns what the sandbox recorded for each of deliveryIDs, in
+// the order it recorded them; a delivery it never sent has no entry.
+func (r *SandboxRecords) Messages(ctx context.Context, deliveryIDs []int64) (map[int64][]SandboxMessage, error) {
+	out := map[int64][]SandboxMessage{}
+	for ids := range slices.Chunk(deliveryIDs, sandboxChunk) {
+		var rows []struct {
+			DeliveryID        int64
+			ProviderMessageID string
+			Message           string
+			CreatedTime       int64
+		}
+		if err := r.db.WithContext(ctx).Table("sandbox_messages").Select("delivery_id, provider_message_id, message, created_time").
+			Where("delivery_id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
+			return nil, fmt.Errorf("sandbox: messages: %w", err)
+		}
+		for _, m := range rows {
+			out[m.DeliveryID] = append(out[m.DeliveryID], SandboxMessage{m.ProviderMessageID, json.RawMessage(m.Message), m.CreatedTime})
+		}
+	}
+	return out, nil
+}
+
+// Delete removes the records of deliveryIDs and returns how many it
+// removed.
+func (r *SandboxRecords) Delete(ctx context.Context, deliveryIDs []int64) (int64, error) {
+	var n int64
+	for ids := range slices.Chunk(deliveryIDs, sandboxChunk) {
+		res := r.db.WithContext(ctx).Exec("DELETE FROM sandbox_messages WHERE delivery_id IN ?", ids)
+		if res.Error != nil {
+			return n, fmt.Errorf("sandbox: delete: %w", res.Error)
+		}
+		n += res.RowsAffected
+	}
+	return n, nil
+}
+
+// accepted is Sandbox.Accepted on the table: the provider message id the
+// sandbox gave each of deliveryIDs it recorded.
+func (r *SandboxRecords) accepted(ctx context.Context, deliveryIDs []int64) (map[int64]string, error) {
+	out := map[int64]string{}
+	for ids := range slices.Chunk(deliveryIDs, sandboxChunk) {
+		var rows []struct {
+			DeliveryID        int64
+			ProviderMessageID string
+		}
+		if err := r.db.WithContext(ctx).Raw("SELECT delivery_id, provider_message_id FROM sandbox_messages WHERE delivery_id IN ? ORDER BY id",
+			ids).Scan(&rows).Error; err != nil {
+			return nil, fmt.Errorf("sandbox: accepted: %w", err)
+		}
+		for _, m := range rows {
+			out[m.DeliveryID] = m.ProviderMessageID
+		}
+	}
+	return out, nil
+}
+
+// sandboxColumns are the sandbox_messages columns insert writes.
+var sandboxColumns = store.Columns("delivery_id bigint", "notification_id bigint", "channel text",
+	"provider_message_id text", "message text", "created_time bigint")
+
+type sandboxRecord struct {
+	DeliveryID        int64           `json:"delivery_id"`
+	NotificationID    int64           `json:"notification_id"`
+	Channel           string          `json:"channel"`
+	ProviderMessageID string          `json:"provider_message_id"`
+	Message           json.RawMessage `json:"message"`
+	CreatedTime       int64           `json:"created_time"`
+}
+
+// insert writes rows with one statement per 1,000, whose rows are one JSON
+// parameter (store.JSONRows): the same statement text for every size, where
+// a VALUES list was a new statement, prepared and planned anew, for each
+// count of rows.
+func (r *SandboxRecords) insert(ctx context.Context, rows []sandboxRecord) error {
+	sel, from := store.JSONRows(store.IsPostgres(r.db), sandboxColumns)
+	q := "INSERT INTO sandbox_messages (" + store.ColumnList(sandboxColumns) + ") SELECT " + sel + " FROM " + from
+	for chunk := range slices.Chunk(rows, sandboxChunk) {
+		doc, err := json.Marshal(chunk)
+		if err != nil {
+			return err
+		}
+		if err := r.db.WithContext(ctx).Exec(q, string(doc)).Error; err != nil {
+			return fmt.Errorf("sandbox: record: %w", err)
+		}
+	}
+	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/config"
 )
 
@@ -18,28 +17,28 @@ func Select(ctx context.Context, cfg config.Channels, fallback Channel, log *slo
 		log = slog.New(slog.DiscardHandler)
 	}
 	out := map[string]Channel{
-		actions.ChannelEmail: fallback,
-		actions.ChannelSMS:   fallback,
-		actions.ChannelPush:  fallback,
+		ChannelEmail: fallback,
+		ChannelSMS:   fallback,
+		ChannelPush:  fallback,
 	}
 	if cfg.SendGrid.APIKey != "" {
-		out[actions.ChannelEmail] = NewSendGrid(cfg.SendGrid, cfg.BreakerFailures, cfg.BreakerCooldown, log)
+		out[ChannelEmail] = NewSendGrid(cfg.SendGrid, cfg.BreakerFailures, cfg.BreakerCooldown, log)
 	}
 	if cfg.Twilio.AccountSID != "" && cfg.Twilio.AuthToken != "" {
 		tw, err := NewTwilio(cfg.Twilio, cfg.BreakerFailures, cfg.BreakerCooldown, log)
 		if err != nil {
 			return nil, err
 		}
-		out[actions.ChannelSMS] = tw
+		out[ChannelSMS] = tw
 	}
 	if cfg.FCM.CredentialsFile != "" {
 		p, err := NewPush(ctx, cfg.FCM, nil, cfg.BreakerFailures, cfg.BreakerCooldown, log)
 		if err != nil {
 			return nil, err
 		}
-		out[actions.ChannelPush] = p
+		out[ChannelPush] = p
 	}
-	for _, ch := range []string{actions.ChannelEmail, actions.ChannelSMS, actions.ChannelPush} {
+	for _, ch := range []string{ChannelEmail, ChannelSMS, ChannelPush} {
 		log.Info("channel provider", "channel", ch, "provider", out[ch].Name())
 	}
 	return out, nil

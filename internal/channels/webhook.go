@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -74,6 +75,16 @@ func NewSendGridWebhook(publicKey string, maxSkew time.Duration) (*SendGridWebho
 
 // Configured reports whether a verification key is set.
 func (w *SendGridWebhook) Configured() bool { return w != nil && w.key != nil }
+
+// SendGridSignatureHeader carries the Event Webhook's signature; the
+// timestamp it signs comes in SendGrid's timestamp header.
+const SendGridSignatureHeader = eventwebhook.VerificationHTTPHeader
+
+// VerifyRequest checks a webhook request, its header and raw body, as
+// Verify does; the header names are SendGrid's business, not the caller's.
+func (w *SendGridWebhook) VerifyRequest(header http.Header, body []byte) error {
+	return w.Verify(body, header.Get(eventwebhook.VerificationHTTPHeader), header.Get(eventwebhook.TimestampHTTPHeader))
+}
 
 // Verify checks the signature and timestamp headers against body. A
 // timestamp further than maxSkew from now is refused, so a captured request

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"net/http"
 	"net/url"
 	"strconv"
 	"testing"
@@ -81,6 +82,17 @@ func TestSendGridWebhookVerify(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, unconfigured.Configured())
 	require.ErrorIs(t, unconfigured.Verify(body, sig, ts), channels.ErrBadSignature)
+
+	// The request form reads SendGrid's own header names (as SendGrid
+	// documents them, not through the SDK's constants).
+	h := http.Header{}
+	h.Set("X-Twilio-Email-Event-Webhook-Signature", sig)
+	h.Set("X-Twilio-Email-Event-Webhook-Timestamp", ts)
+	require.NoError(t, w.VerifyRequest(h, body))
+	require.ErrorIs(t, w.VerifyRequest(h, tampered), channels.ErrBadSignature)
+	h.Del("X-Twilio-Email-Event-Webhook-Timestamp")
+	require.ErrorIs(t, w.VerifyRequest(h, body), channels.ErrUnsigned)
+	require.Equal(t, "X-Twilio-Email-Event-Webhook-Signature", channels.SendGridSignatureHeader)
 
 	_, err = channels.NewSendGridWebhook("bm90IGEga2V5", time.Minute)
 	require.Error(t, err)

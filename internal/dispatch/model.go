@@ -4,6 +4,7 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -128,11 +129,7 @@ type Delivery struct {
 
 // SandboxMessage is one message the sandbox channel accepted for a delivery:
 // the rendered channels.Message as it recorded it.
-type SandboxMessage struct {
-	ProviderMessageID string          `json:"providerMessageId"`
-	Message           json.RawMessage `json:"message"`
-	CreatedTime       int64           `json:"createdTime"`
-}
+type SandboxMessage = channels.SandboxMessage
 
 // TableName is the deliveries table.
 func (Delivery) TableName() string { return "deliveries" }

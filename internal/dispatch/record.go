@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/notificationservice/notificationservice/internal/retry"
 )
 
 // recorder writes outcomes as the provider calls return, grouped by time
@@ -164,29 +166,30 @@ const recordRetry = 30 * time.Second
 // to OnSent.
 func (d *Dispatcher) write(ctx context.Context, outs []outcome) {
 	defer d.held.remove(outs)
-	wait := 50 * time.Millisecond
-	deadline := time.Now().Add(recordRetry)
-	for failures := 1; ; failures++ {
-		err := d.record(ctx, outs)
-		if err == nil {
-			break
+	var lastErr error
+	failures := 0
+	// From 50 ms doubling to 2 s, without jitter (one writer per instance:
+	// nothing to spread); it gives up rather than start a wait that would
+	// end past recordRetry.
+	policy := retry.Policy{Initial: 50 * time.Millisecond, Max: 2 * time.Second, NoJitter: true, MaxElapsed: recordRetry}
+	err := policy.Do(ctx, func() error {
+		lastErr = d.record(ctx, outs)
+		if lastErr != nil {
+			failures++
+			if d.Outage != nil {
+				d.Outage.Observe(lastErr) // /readyz: the workers cannot write
+			}
 		}
-		if d.Outage != nil {
-			d.Outage.Observe(err) // /readyz: the workers cannot write
-		}
-		if time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
-			d.log.WarnContext(ctx, "dispatch: cannot record outcomes; their deliveries stay in sending until their lease expires and Recover takes them",
-				"count", len(outs), "error", err, "failures", failures)
-			return
-		}
+		return lastErr
+	}, func(err error, _ time.Duration) {
 		if failures == 1 {
 			d.log.WarnContext(ctx, "dispatch: cannot record outcomes; retrying", "count", len(outs), "error", err)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 2*time.Second)
+	})
+	if err != nil {
+		d.log.WarnContext(ctx, "dispatch: cannot record outcomes; their deliveries stay in sending until their lease expires and Recover takes them",
+			"count", len(outs), "error", lastErr, "failures", failures)
+		return
 	}
 	if d.OnSent != nil {
 		for _, o := range outs {

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -21,8 +20,19 @@ const sandboxProvider = channels.SandboxName
 // Store reads notifications and deliveries, and lets provider webhooks
 // update a delivery's status.
 type Store struct {
-	db  *gorm.DB
-	now func() time.Time
+	db      *gorm.DB
+	now     func() time.Time
+	sandbox SandboxRecords
+}
+
+// SandboxRecords is the sandbox channel's record of what it accepted
+// (channels.SandboxRecords, the one owner of sandbox_messages): Get shows a
+// sandbox delivery's messages, and Prune deletes them with the delivery.
+type SandboxRecords interface {
+	// Messages returns the records of each of deliveryIDs, oldest first.
+	Messages(ctx context.Context, deliveryIDs []int64) (map[int64][]channels.SandboxMessage, error)
+	// Delete removes the records of deliveryIDs and says how many it removed.
+	Delete(ctx context.Context, deliveryIDs []int64) (int64, error)
 }
 
 // NewStore returns a Store on db.
@@ -30,7 +40,15 @@ func NewStore(db *gorm.DB, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, now: now}
+	return &Store{db: db, now: now, sandbox: channels.NewSandboxRecords(db)}
+}
+
+// WithSandbox makes Get read the sandbox's records from r (the app passes
+// the records it gives the dispatcher) and returns s. Without it they are
+// read from the store's database.
+func (s *Store) WithSandbox(r SandboxRecords) *Store {
+	s.sandbox = r
+	return s
 }
 
 // ErrNotFound is returned when a notification or delivery does not exist.
@@ -74,19 +92,12 @@ func (s *Store) attachSandboxMessages(ctx context.Context, ds []*Delivery) error
 	if len(ids) == 0 {
 		return nil
 	}
-	var rows []struct {
-		DeliveryID        int64
-		ProviderMessageID string
-		Message           string
-		CreatedTime       int64
-	}
-	if err := s.db.WithContext(ctx).Table("sandbox_messages").Select("delivery_id, provider_message_id, message, created_time").
-		Where("delivery_id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
+	recorded, err := s.sandbox.Messages(ctx, ids)
+	if err != nil {
 		return fmt.Errorf("dispatch: get sandbox messages: %w", err)
 	}
-	for _, r := range rows {
-		d := byID[r.DeliveryID]
-		d.SandboxMessages = append(d.SandboxMessages, SandboxMessage{r.ProviderMessageID, json.RawMessage(r.Message), r.CreatedTime})
+	for id, ms := range recorded {
+		byID[id].SandboxMessages = ms
 	}
 	return nil
 }

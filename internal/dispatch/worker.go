@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/macros"
+	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -51,6 +51,7 @@ type Dispatcher struct {
 	owner     string              // lease_owner of this instance's claims (lease.go)
 	held      held                // the deliveries this instance holds (lease.go)
 	rec       *recorder
+	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -737,25 +738,27 @@ func (d *Dispatcher) retry(o *outcome, e *channels.Error, now time.Time) {
 	case o.attempts >= d.cfg.MaxAttempts:
 		o.status, o.reason = StatusFailed, fmt.Sprintf("gave up after %d attempts: %s", o.attempts, reason)
 	default:
-		wait := Backoff(o.attempts, d.cfg.BackoffBase, d.cfg.BackoffMax, rand.Float64())
-		wait = max(wait, e.RetryAfter)
+		wait := d.retryPolicy().After(o.attempts, e.RetryAfter)
 		o.status = StatusPending
 		o.reason = fmt.Sprintf("attempt %d failed: %s", o.attempts, reason)
 		o.nextAttemptAt = now.Add(wait).UnixMilli()
 	}
 }
 
-// Backoff is the wait after attempt n (1-based) fails: base·2^(n-1), capped
-// at maxWait, with "equal jitter" (between half and all of it; r in [0,1)),
-// so retries of a burst spread out but never come sooner than half the
-// schedule.
+// retryPolicy is the delivery schedule of dispatch.backoffBase and
+// dispatch.backoffMax: base·2^(n-1) after attempt n, capped, with "equal
+// jitter" (between half and all of it), so retries of a burst spread out
+// but never come sooner than half the schedule; a provider's Retry-After is
+// a floor under it (capped at retry.DefaultMaxRetryAfter).
+func (d *Dispatcher) retryPolicy() retry.Policy {
+	return retry.Policy{Initial: d.cfg.BackoffBase, Max: d.cfg.BackoffMax}
+}
+
+// Backoff is the wait after attempt n (1-based) fails under the delivery
+// schedule with base and maxWait, r in [0,1) placing it between half and
+// all of it (see retryPolicy).
 func Backoff(n int, base, maxWait time.Duration, r float64) time.Duration {
-	d := base
-	for i := 1; i < n && d < maxWait; i++ {
-		d *= 2
-	}
-	d = min(d, maxWait)
-	return d/2 + time.Duration(r*float64(d/2))
+	return retry.Policy{Initial: base, Max: maxWait}.DelayAt(n, r)
 }
 
 // record writes outs in one statement per 500.

@@ -44,8 +44,9 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 			require.Equal(t, http.StatusUnauthorized, res.Code, "bad token: %s", res.Raw)
 
 			forbidden := outsider
-			if rt.Method == http.MethodGet && (rt.Path == "/v1/collections") {
-				// Listing collections is open to every caller; it shows only theirs.
+			if rt.Method == http.MethodGet && (rt.Path == "/v1/collections") || strings.HasPrefix(rt.Path, "/v1/feed") {
+				// Listing collections and the event feed are open to every
+				// caller; they show only the caller's collections.
 				return
 			}
 			res = api.do(rt.Method, path, forbidden, nil)

@@ -77,6 +77,10 @@ var routePermissions = map[string]perm{
 	"GET /v1/envelopes/stats":       permSuper,
 	"GET /v1/envelopes/:envelopeId": permSuper,
 	"POST /v1/envelopes/replay":     permSuper,
+
+	"GET /v1/feed":                     permAny,
+	"POST /v1/feed/:envelopeId/ack":    permAny,
+	"POST /v1/feed/reset/:DateTimeUTC": permAny,
 }
 
 // caller is one kind of requester; allowed says which permissions it holds

@@ -26,11 +26,14 @@ var httpStatus = map[apperr.Kind]int{
 	apperr.Internal:           http.StatusInternalServerError,
 }
 
-// ErrorBody is the body of every error response.
+// ErrorBody is the body of every error response. Message repeats
+// ResponseMessage so the body is also the {status, message, details} error of
+// the gateway spec (seed 004), for clients written against either.
 type ErrorBody struct {
 	Status          string          `json:"status"`
 	ResponseCode    string          `json:"responseCode"`
 	ResponseMessage string          `json:"responseMessage"`
+	Message         string          `json:"message"`
 	Details         []apperr.Detail `json:"details"`
 }
 
@@ -88,6 +91,7 @@ func writeError(c *gin.Context, log *slog.Logger, err error) {
 		Status:          e.Kind.String(),
 		ResponseCode:    ResponseCode(prefix, status),
 		ResponseMessage: msg,
+		Message:         msg,
 		Details:         details,
 	})
 }

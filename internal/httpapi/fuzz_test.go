@@ -256,6 +256,7 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 		Status          *string            `json:"status"`
 		ResponseCode    *string            `json:"responseCode"`
 		ResponseMessage *string            `json:"responseMessage"`
+		Message         *string            `json:"message"`
 		Details         *[]json.RawMessage `json:"details"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -263,7 +264,7 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 	if err := dec.Decode(&body); err != nil {
 		t.Fatalf("error body is not the documented shape (%v): %s", err, what)
 	}
-	if body.Status == nil || body.ResponseCode == nil || body.ResponseMessage == nil || body.Details == nil {
+	if body.Status == nil || body.ResponseCode == nil || body.ResponseMessage == nil || body.Message == nil || body.Details == nil {
 		t.Fatalf("error body lacks a field: %s", what)
 	}
 	if !slices.Contains(errorStatuses[*body.Status], code) {
@@ -274,6 +275,9 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 	}
 	if *body.ResponseMessage == "" {
 		t.Fatalf("empty responseMessage: %s", what)
+	}
+	if *body.Message != *body.ResponseMessage {
+		t.Fatalf("message differs from responseMessage: %s", what)
 	}
 	for _, d := range *body.Details {
 		var detail struct {

@@ -134,6 +134,7 @@ func requireError(t testing.TB, res response, code int, status, responseCode str
 	require.Equal(t, status, res.JSON["status"], "body: %s", res.Raw)
 	require.Equal(t, responseCode, res.JSON["responseCode"], "body: %s", res.Raw)
 	require.NotEmpty(t, res.JSON["responseMessage"], "body: %s", res.Raw)
+	require.Equal(t, res.JSON["responseMessage"], res.JSON["message"], "message repeats responseMessage (seed 004): %s", res.Raw)
 	require.IsType(t, []any{}, res.JSON["details"], "details must be an array: %s", res.Raw)
 }
 

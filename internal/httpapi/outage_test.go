@@ -50,7 +50,8 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 
 			hook := addWebhook(t, api, cid)
 			ids := strings.NewReplacer(":collectionId", fmt.Sprint(cid), ":eventId", fmt.Sprint(eid),
-				":actionId", fmt.Sprint(aid), ":notificationId", fmt.Sprint(nid), ":envelopeId", envID, ":webhookId", fmt.Sprint(hook))
+				":actionId", fmt.Sprint(aid), ":notificationId", fmt.Sprint(nid), ":envelopeId", envID, ":webhookId", fmt.Sprint(hook),
+				":DateTimeUTC", "2024-03-07T04:40:05Z")
 			bodies := map[string]any{
 				"POST /v1/collections":                                                 map[string]any{"name": "during the outage"},
 				"GET /v1/collections":                                                  nil,
@@ -76,6 +77,9 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 				"GET /v1/envelopes/stats":                                              nil,
 				"GET /v1/envelopes/:envelopeId":                                        nil,
 				"POST /v1/envelopes/replay":                                            map[string]any{"since": 1},
+				"GET /v1/feed":                                                         nil,
+				"POST /v1/feed/:envelopeId/ack":                                        nil,
+				"POST /v1/feed/reset/:DateTimeUTC":                                     nil,
 				"POST /v1/collections/:collectionId/webhooks":                          map[string]any{"url": "https://hooks.example.com/x"},
 				"GET /v1/collections/:collectionId/webhooks":                           nil,
 				"GET /v1/collections/:collectionId/webhooks/:webhookId":                nil,
@@ -85,6 +89,9 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 				"POST /v1/collections/:collectionId/webhooks/:webhookId/validate":      nil,
 				"GET /v1/collections/:collectionId/webhooks/:webhookId/attempts":       nil,
 			}
+			// The feed routes name their consumer in the query.
+			queries := map[string]string{"GET /v1/feed": "?consumer=outage", "POST /v1/feed/:envelopeId/ack": "?consumer=outage",
+				"POST /v1/feed/reset/:DateTimeUTC": "?consumer=outage"}
 
 			var down atomic.Bool
 			testdb.InjectError(t, api.DB, func(*gorm.Statement) error {
@@ -103,7 +110,7 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 				key := r.Method + " " + r.Path
 				body, ok := bodies[key]
 				require.True(t, ok, "route %s has no case in this test: add one", key)
-				res := api.do(r.Method, ids.Replace(r.Path), su, body)
+				res := api.do(r.Method, ids.Replace(r.Path)+queries[key], su, body)
 				if r.Method == http.MethodGet && res.Code == http.StatusOK {
 					continue // served from the action cache without the database: fine
 				}

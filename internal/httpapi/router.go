@@ -58,6 +58,8 @@ type Deps struct {
 	Actions       ActionService
 	Notifications NotificationService
 	Outbox        OutboxService
+	// Feed serves the event feed (GET /v1/feed and its ack and reset).
+	Feed FeedService
 	// Endpoints is the customer webhook endpoint registry (endpoints.go).
 	Endpoints EndpointService
 
@@ -115,6 +117,9 @@ func New(d Deps) *Server {
 	}
 	if d.Outbox != nil {
 		r.outbox()
+	}
+	if d.Feed != nil {
+		r.feed()
 	}
 	if d.Webhooks != nil {
 		r.webhooks()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
@@ -66,9 +65,8 @@ func (s *Server) sendGridEvents(c *gin.Context, _ auth.Principal) error {
 		}
 		return apperr.Invalid("request body could not be read", apperr.Detail{Field: "body", Reason: err.Error()})
 	}
-	err = s.Webhooks.SendGrid.Verify(body, c.GetHeader(eventwebhook.VerificationHTTPHeader), c.GetHeader(eventwebhook.TimestampHTTPHeader))
-	if err != nil {
-		return signatureError(err, eventwebhook.VerificationHTTPHeader)
+	if err := s.Webhooks.SendGrid.VerifyRequest(c.Request.Header, body); err != nil {
+		return signatureError(err, channels.SendGridSignatureHeader)
 	}
 	events, err := channels.ParseSendGridEvents(body)
 	if err != nil {

@@ -25,6 +25,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/retry"
 )
 
 // Channel is the PostgreSQL notification channel. It is shared by every
@@ -225,30 +227,26 @@ func (b *Bus) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	delay := minBackoff
-	for {
+	// From minBackoff doubling to maxBackoff, without jitter (one listener
+	// per instance), never giving up (Do returns only when ctx ends); the
+	// schedule starts over after a connection that got as far as LISTEN.
+	policy := retry.Policy{Initial: minBackoff, Max: maxBackoff, NoJitter: true}
+	backOff := policy.NewBackOff()
+	_ = policy.DoWith(ctx, backOff, func() error {
 		connected, err := b.listen(ctx)
 		b.pid.Store(0)
 		if b.Live() {
 			b.setLive(false)
 		}
-		if ctx.Err() != nil {
-			return nil
-		}
 		if connected {
-			delay = minBackoff
+			backOff.Reset()
 		}
+		return err // never nil: listen returns only on a failure or ctx's end
+	}, func(err error, wait time.Duration) {
 		b.log.WarnContext(ctx, "cache invalidation listener down; reads bypass the caches until it is back",
-			"err", err, "retryIn", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(delay*2, maxBackoff)
-	}
+			"err", err, "retryIn", wait)
+	})
+	return nil
 }
 
 // listen runs one connection until it fails or ctx ends. connected reports

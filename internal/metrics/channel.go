@@ -10,21 +10,16 @@ import (
 )
 
 // Channel wraps ch so every Send is timed and its messages and errors
-// counted by provider (ch.Name()), channel and error class. The wrapper keeps
-// ch's Accepted method (channels.Reconciler) when ch has one.
+// counted by provider (ch.Name()), channel and error class. It is a
+// channels.Middleware: channels.Wrap keeps ch's capabilities.
 func (m *Metrics) Channel(ch channels.Channel) channels.Channel {
-	return channels.KeepReconciler(&channel{next: ch, m: m}, ch)
+	return channels.Wrap(ch, (&channel{next: ch, m: m}).Send)
 }
 
 type channel struct {
 	next channels.Channel
 	m    *Metrics
 }
-
-func (c *channel) Name() string { return c.next.Name() }
-
-// Unwrap returns the wrapped channel.
-func (c *channel) Unwrap() channels.Channel { return c.next }
 
 func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
 	start := time.Now()

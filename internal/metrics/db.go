@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
-	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 )
@@ -78,7 +78,7 @@ func newDBCollector(db *gorm.DB, cfg config.Metrics, log *slog.Logger, now func(
 		outboxParked:  d("outbox_parked", "Envelopes set aside as unpublishable, waiting for an operator (replay API)."),
 		deliveries:    d("deliveries", "Deliveries in the database by channel and current status.", "channel", "status"),
 		retryDepth:    d("retry_queue_depth", "Deliveries pending again after a failed attempt (status pending, attempts > 0), by channel.", "channel"),
-		channels:      []string{actions.ChannelEmail, actions.ChannelSMS, actions.ChannelPush},
+		channels:      []string{channels.ChannelEmail, channels.ChannelSMS, channels.ChannelPush},
 		statuses: []string{dispatch.StatusPending, dispatch.StatusSending, dispatch.StatusSent, dispatch.StatusDelivered,
 			dispatch.StatusBounced, dispatch.StatusFailed, dispatch.StatusSkipped},
 	}

@@ -38,7 +38,7 @@ func TestRelayBacksOffAFailedEntry(t *testing.T) {
 		cfg.BackoffBase, cfg.BackoffMax, cfg.MaxAttempts = time.Second, 5*time.Second, 10
 		sink := &failingSink{}
 		relay := outbox.NewRelay(db, sink, cfg, discard())
-		relay.SetJitter(func(d time.Duration) time.Duration { return d })
+		relay.NoJitter()
 		now := time.UnixMilli(time.Now().UnixMilli() + 1000) // after the row's creation
 		relay.SetNow(func() time.Time { return now })
 		ctx := context.Background()

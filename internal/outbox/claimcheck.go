@@ -19,13 +19,16 @@ const MaxSourceBytes = 256
 // larger it refuses) becomes a claim-check detail instead: the same
 // detail-type and envelope fields, the payload cut to the entity's
 // identifying fields, and ClaimCheck pointing at the entity in the API. So
-// every change is published, whatever its size.
-func EncodeDetail(c Change, envelopeID string, now time.Time, traceParent string) (string, error) {
+// every change is published, whatever its size. sc, when not nil, is the
+// trace context the detail carries (traceparent, traceId, spanContext).
+func EncodeDetail(c Change, envelopeID string, now time.Time, sc *SpanContext) (string, error) {
 	d, err := BuildDetail(c, envelopeID, now)
 	if err != nil {
 		return "", err
 	}
-	d.TraceParent = traceParent
+	if sc != nil {
+		d.TraceParent, d.TraceID, d.SpanContext = sc.TraceParent(), sc.TraceID, sc
+	}
 	body, err := json.Marshal(d)
 	if err != nil {
 		return "", fmt.Errorf("outbox: marshal detail: %w", err)

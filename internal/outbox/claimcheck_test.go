@@ -3,8 +3,6 @@ package outbox_test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +57,7 @@ func TestGoldenClaimCheckEnvelopes(t *testing.T) {
 			require.NoError(t, err)
 			require.Greater(t, len(fullJSON), outbox.MaxBatchBytes, "the case must be over the limit")
 
-			detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(at), "")
+			detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(at), nil)
 			require.NoError(t, err)
 			e := outbox.EntryFromRow(outbox.Row{EnvelopeID: goldenEnvelopeID, DetailType: c.DetailType, Detail: detail, CreatedAt: at},
 				"notificationservice", "default")
@@ -76,19 +74,7 @@ func TestGoldenClaimCheckEnvelopes(t *testing.T) {
 			require.Equal(t, c.EntityID, d.ID)
 			require.Equal(t, c.DetailType, d.EventType)
 
-			got, err := json.MarshalIndent(goldenEntry{
-				Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
-				Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
-			}, "", "  ")
-			require.NoError(t, err)
-			got = append(got, '\n')
-			path := filepath.Join("testdata", name+".golden.json")
-			if *update {
-				require.NoError(t, os.WriteFile(path, got, 0o644))
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err, "missing golden file; run with -update")
-			require.Equal(t, string(want), string(got), "entry differs from %s (run with -update if the change is intended)", path)
+			requireGolden(t, name, goldenEntryOf(e))
 		})
 	}
 }
@@ -101,7 +87,7 @@ func TestEnvelopesThatFitCarryTheEntity(t *testing.T) {
 	a := c.Payload.(map[string]any)["action"].(actions.Action)
 	a.Template = strings.Repeat("x", outbox.MaxBatchBytes-2048)
 	c.Payload = map[string]any{"action": a}
-	detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(1709786405347), "")
+	detail, err := outbox.EncodeDetail(c, goldenEnvelopeID, time.UnixMilli(1709786405347), nil)
 	require.NoError(t, err)
 	require.NotContains(t, detail, "claimCheck")
 	require.Contains(t, detail, a.Template)

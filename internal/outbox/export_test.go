@@ -5,9 +5,8 @@ import (
 	"time"
 )
 
-// SetJitter replaces the backoff jitter (tests use the identity, so delays
-// are exact lower bounds).
-func (r *Relay) SetJitter(f func(time.Duration) time.Duration) { r.jitter = f }
+// NoJitter turns the backoff jitter off, so delays are exact lower bounds.
+func (r *Relay) NoJitter() { r.retry.NoJitter = true }
 
 // SetPruneEvery sets how often Run prunes.
 func (r *Relay) SetPruneEvery(d time.Duration) { r.pruneEvery = d }

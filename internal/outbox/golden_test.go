@@ -61,12 +61,6 @@ func goldenCases() []goldenCase {
 	validated.LastValidation = &webhooks.Validation{Time: 1709786370100, OK: true, StatusCode: 200}
 
 	return []goldenCase{
-		{"webhook_create", outbox.Change{DetailType: outbox.WebhookCreate, EntityID: "31", CollectionID: 772,
-			Payload: map[string]any{"webhook": hook}, Actor: seedActor}, 1709786370010},
-		{"webhook_update", outbox.Change{DetailType: outbox.WebhookUpdate, EntityID: "31", CollectionID: 772,
-			Payload: map[string]any{"webhook": validated}, Actor: seedActor}, 1709786370410},
-		{"webhook_delete", outbox.Change{DetailType: outbox.WebhookDelete, EntityID: "31", CollectionID: 772,
-			Payload: webhooks.Deleted{ResponseCode: webhooks.DeletedCode, ResponseMessage: webhooks.DeletedMessage, TimeStamp: "1709786380000"}, Actor: seedActor}, 1709786380010},
 		{"action_create", outbox.Change{DetailType: outbox.ActionCreate, EntityID: "42453", CollectionID: 775,
 			Payload: map[string]any{"action": resetEmail}, Actor: seedActor}, 1709786405347},
 		{"action_update", outbox.Change{DetailType: outbox.ActionUpdate, EntityID: "42453", CollectionID: 775,
@@ -93,6 +87,12 @@ func goldenCases() []goldenCase {
 		{"collection_delete", outbox.Change{DetailType: outbox.CollectionDelete, EntityID: "772", CollectionID: 772,
 			Payload: collections.Deleted{ResponseCode: collections.CollectionDeletedCode, ResponseMessage: collections.CollectionDeletedMessage, TimeStamp: "1709786362000"},
 			Actor:   auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR", OnBehalfOf: 42}}, 1709786362010},
+		{"webhook_create", outbox.Change{DetailType: outbox.WebhookCreate, EntityID: "31", CollectionID: 772,
+			Payload: map[string]any{"webhook": hook}, Actor: seedActor}, 1709786370010},
+		{"webhook_update", outbox.Change{DetailType: outbox.WebhookUpdate, EntityID: "31", CollectionID: 772,
+			Payload: map[string]any{"webhook": validated}, Actor: seedActor}, 1709786370410},
+		{"webhook_delete", outbox.Change{DetailType: outbox.WebhookDelete, EntityID: "31", CollectionID: 772,
+			Payload: webhooks.Deleted{ResponseCode: webhooks.DeletedCode, ResponseMessage: webhooks.DeletedMessage, TimeStamp: "1709786380000"}, Actor: seedActor}, 1709786380010},
 	}
 }
 
@@ -104,6 +104,13 @@ type goldenEntry struct {
 	EventBusName string          `json:"EventBusName"`
 	Time         string          `json:"Time"`
 	Detail       json.RawMessage `json:"Detail"`
+}
+
+func goldenEntryOf(e outbox.Entry) goldenEntry {
+	return goldenEntry{
+		Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
+		Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
+	}
 }
 
 // TestGoldenEnvelopes builds the entry for every detail type with a fixed
@@ -123,24 +130,27 @@ func TestGoldenEnvelopes(t *testing.T) {
 				EnvelopeID: goldenEnvelopeID, DetailType: tc.change.DetailType, Detail: string(detail), CreatedAt: tc.at,
 			}, "notificationservice", "default")
 
-			got, err := json.MarshalIndent(goldenEntry{
-				Source: e.Source, DetailType: e.DetailType, EventBusName: e.EventBusName,
-				Time: e.Time.Format(time.RFC3339Nano), Detail: json.RawMessage(e.Detail),
-			}, "", "  ")
-			require.NoError(t, err)
-			got = append(got, '\n')
-
-			path := filepath.Join("testdata", tc.name+".golden.json")
-			if *update {
-				require.NoError(t, os.WriteFile(path, got, 0o644))
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err, "missing golden file; run with -update")
-			require.Equal(t, string(want), string(got), "entry differs from %s (run with -update if the change is intended)", path)
+			requireGolden(t, tc.name, goldenEntryOf(e))
 			require.Equal(t, tc.change.DetailType, e.DetailType)
 			require.Equal(t, at.UTC(), e.Time)
 		})
 	}
+}
+
+// requireGolden compares v, indented JSON, with testdata/<name>.golden.json
+// byte for byte (rewriting the file under -update).
+func requireGolden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	got = append(got, '\n')
+	path := filepath.Join("testdata", name+".golden.json")
+	if *update {
+		require.NoError(t, os.WriteFile(path, got, 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "missing golden file; run with -update")
+	require.Equal(t, string(want), string(got), "differs from %s (run with -update if the change is intended)", path)
 }
 
 // TestDetailMatchesCatalogue compares the built detail with the event

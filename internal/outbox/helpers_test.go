@@ -142,8 +142,6 @@ func allAccepted(t testing.TB, fake *eventbridgetest.Server, ids []string) {
 	}, wait, tick, "not every envelope reached the fake")
 }
 
-func identity(d time.Duration) time.Duration { return d }
-
 // allPublished waits until every id's row is marked published (the relay
 // records that after the sink accepts).
 func allPublished(t testing.TB, db *gorm.DB, ids []string) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/auth"
@@ -65,10 +65,44 @@ type Detail struct {
 	// change, so a consumer can join its trace; left out when there was
 	// none (docs/observability.md).
 	TraceParent string `json:"traceparent,omitempty"`
+	// TraceID and SpanContext say the same as TraceParent in the fields of
+	// the AsyncAPI event metadata (seed 002), for consumers that read trace
+	// ids rather than parse traceparent; set exactly when TraceParent is.
+	TraceID     string       `json:"traceId,omitempty"`
+	SpanContext *SpanContext `json:"spanContext,omitempty"`
 	// ClaimCheck is set, and Payload cut down to the entity's identifying
 	// fields, when the whole detail would not fit EventBridge's 256 KB entry
 	// limit: the consumer fetches the entity from ClaimCheck.Href.
 	ClaimCheck *ClaimCheck `json:"claimCheck,omitempty"`
+}
+
+// SpanContext is the W3C trace context of the request or message that made
+// the change: the span the envelope's consumer continues.
+type SpanContext struct {
+	TraceID    string `json:"traceId"`              // 32 lowercase hex digits
+	SpanID     string `json:"spanId"`               // 16 lowercase hex digits
+	TraceFlags string `json:"traceFlags"`           // 2 hex digits; 01 = sampled
+	TraceState string `json:"traceState,omitempty"` // the W3C tracestate, when the caller sent one
+}
+
+// TraceParent is sc as a W3C traceparent header value.
+func (sc SpanContext) TraceParent() string {
+	return "00-" + sc.TraceID + "-" + sc.SpanID + "-" + sc.TraceFlags
+}
+
+// spanContextOf is the span context in ctx (a server or consumer span, or the
+// remote parent a request or message carried), or nil when ctx has none.
+func spanContextOf(ctx context.Context) *SpanContext {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return nil
+	}
+	return &SpanContext{
+		TraceID:    sc.TraceID().String(),
+		SpanID:     sc.SpanID().String(),
+		TraceFlags: sc.TraceFlags().String(),
+		TraceState: sc.TraceState().String(),
+	}
 }
 
 // ClaimCheck points at the entity an envelope was too large to carry.
@@ -143,7 +177,7 @@ func BuildDetail(c Change, envelopeID string, now time.Time) (Detail, error) {
 func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 	now := w.now()
 	id := uuid.NewString()
-	body, err := EncodeDetail(c, id, now, traceParent(ctx))
+	body, err := EncodeDetail(c, id, now, spanContextOf(ctx))
 	if err != nil {
 		return err
 	}
@@ -158,14 +192,6 @@ func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 		return fmt.Errorf("outbox: insert: %w", err)
 	}
 	return nil
-}
-
-// traceParent is the W3C traceparent of the span in ctx, or "" when ctx
-// carries none.
-func traceParent(ctx context.Context) string {
-	c := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, c)
-	return c["traceparent"]
 }
 
 // Committed tells a waiting relay that new envelopes may be pending. Call it

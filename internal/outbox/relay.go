@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -43,7 +43,7 @@ type Relay struct {
 	wake     chan struct{}
 
 	now        func() time.Time
-	jitter     func(d time.Duration) time.Duration
+	retry      retry.Policy // failures of the sink: the relay's waits and each row's next attempt
 	pruneEvery time.Duration
 
 	published    atomic.Int64
@@ -67,7 +67,7 @@ func NewRelay(db *gorm.DB, sink Sink, cfg config.Outbox, log *slog.Logger) *Rela
 		postgres:   store.IsPostgres(db),
 		wake:       make(chan struct{}, 1),
 		now:        time.Now,
-		jitter:     equalJitter,
+		retry:      retryPolicy(cfg),
 		pruneEvery: time.Minute,
 	}
 }
@@ -155,7 +155,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			failures++
-			d := r.backoff(failures)
+			d := r.retry.Delay(failures)
 			r.log.WarnContext(ctx, "outbox relay failing; backing off", "error", err, "failures", failures, "backoff", d)
 			if !sleep(ctx, d) {
 				return ctx.Err()
@@ -211,31 +211,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// backoff is the delay before attempt n+1 after n consecutive failures:
-// outbox.backoffBase doubled per failure, capped at outbox.backoffMax, with
-// jitter so relays and retries do not move in lockstep.
-func (r *Relay) backoff(n int) time.Duration {
-	d := r.cfg.BackoffBase
-	if d <= 0 {
-		d = 100 * time.Millisecond
+// retryPolicy is the schedule of outbox.backoffBase and outbox.backoffMax:
+// the delay before attempt n+1 after n consecutive failures is the base
+// doubled per failure, capped, with jitter so relays and retries do not
+// move in lockstep (never less than half of it, so a failing dependency is
+// not hammered, yet spread out).
+func retryPolicy(cfg config.Outbox) retry.Policy {
+	base := cfg.BackoffBase
+	if base <= 0 {
+		base = 100 * time.Millisecond
 	}
-	for i := 1; i < n && d < r.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	if r.cfg.BackoffMax > 0 && d > r.cfg.BackoffMax {
-		d = r.cfg.BackoffMax
-	}
-	return r.jitter(d)
-}
-
-// equalJitter returns a random duration in [d/2, d]: never less than half the
-// backoff, so a failing dependency is not hammered, yet spread out.
-func equalJitter(d time.Duration) time.Duration {
-	half := d / 2
-	if half <= 0 {
-		return d
-	}
-	return half + rand.N(half+1)
+	return retry.Policy{Initial: base, Max: cfg.BackoffMax}
 }
 
 // cycleResult is what one claim did.
@@ -248,10 +234,10 @@ type cycleResult struct {
 type outcome int
 
 const (
-	untouched outcome = iota // not sent (the sink failed first, or ctx ended): stays due
-	published                // accepted by the sink
-	retry                    // failed by the sink; try again after a backoff
-	parked                   // can never succeed; set aside with its error
+	untouched  outcome = iota // not sent (the sink failed first, or ctx ended): stays due
+	published                 // accepted by the sink
+	retryLater                // failed by the sink; try again after a backoff
+	parked                    // can never succeed; set aside with its error
 )
 
 type rowResult struct {
@@ -436,7 +422,7 @@ func (r *Relay) send(ctx context.Context, b []item, results []rowResult) error {
 			if errors.As(e, &ee) && ee.Permanent() {
 				results[it.idx] = rowResult{kind: parked, attempted: true, err: e}
 			} else {
-				results[it.idx] = rowResult{kind: retry, attempted: true, err: e}
+				results[it.idx] = rowResult{kind: retryLater, attempted: true, err: e}
 			}
 		}
 	}
@@ -487,13 +473,13 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 		switch res.kind {
 		case published:
 			pub = append(pub, row.ID)
-		case retry:
+		case retryLater:
 			if attempts >= r.cfg.MaxAttempts {
 				res.kind = parked
 				res.err = fmt.Errorf("gave up after %d attempts: %w", attempts, res.err)
 				break
 			}
-			at := nowMs + r.backoff(attempts).Milliseconds()
+			at := nowMs + r.retry.Delay(attempts).Milliseconds()
 			err := tx.Exec(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
 				attempts, at, apperr.Truncate(res.err.Error(), maxErrorLen), row.ID).Error
 			if err != nil {
@@ -527,7 +513,7 @@ func (r *Relay) count(rows []Row, results []rowResult) {
 		switch res.kind {
 		case published:
 			r.published.Add(1)
-		case retry:
+		case retryLater:
 			r.retried.Add(1)
 		case parked:
 			r.parked.Add(1)

@@ -154,7 +154,7 @@ func TestRelayBacksOffOnWholeCallFailures(t *testing.T) {
 			cfg.BackoffBase, cfg.BackoffMax = 40*time.Millisecond, time.Second
 			cfg.Timeout = 300 * time.Millisecond
 			relay := outbox.NewRelay(db, newSink(t, fake, 5*time.Second), cfg, discard())
-			relay.SetJitter(identity)
+			relay.NoJitter()
 			start(t, relay)
 			allAccepted(t, fake, ids)
 			allPublished(t, db, ids)
@@ -203,7 +203,7 @@ func TestRelayKeepsABoundedPaceWhileTheSinkIsDown(t *testing.T) {
 	cfg := testConfig()
 	cfg.BackoffBase, cfg.BackoffMax = 20*time.Millisecond, 80*time.Millisecond
 	relay := outbox.NewRelay(db, newSink(t, fake, time.Second), cfg, discard())
-	relay.SetJitter(identity)
+	relay.NoJitter()
 	w := outbox.NewWriter(nil, relay.Notify)
 	var changes []outbox.Change
 	for i := range 35 {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -176,17 +176,23 @@ func (c *Consumer) Ready(context.Context) error {
 // returns nil on shutdown; it never gives up on a broker that is down: it
 // says so in the log (once, then every five minutes) and in Ready.
 func (c *Consumer) Run(ctx context.Context) error {
-	wait := c.cfg.ReconnectMin
+	// From rabbitmq.reconnectMin doubling to reconnectMax, jittered so the
+	// instances a broker restart disconnected do not return in step, never
+	// giving up (Do returns only when ctx ends).
+	policy := retry.Policy{Initial: c.cfg.ReconnectMin, Max: c.cfg.ReconnectMax}
+	backOff := policy.NewBackOff()
 	var downSince, lastLog time.Time
-	for sessions := 0; ; sessions++ {
+	sessions := 0
+	_ = policy.DoWith(ctx, backOff, func() error {
 		if sessions > 0 {
 			c.reconnects.Add(1)
 		}
+		sessions++
 		started := time.Now()
 		up, err := c.session(ctx)
 		c.connected.Store(false)
 		if ctx.Err() != nil {
-			return nil
+			return ctx.Err()
 		}
 		c.mu.Lock()
 		c.lastErr = err
@@ -196,12 +202,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 			// Say so at once and reconnect fast.
 			downSince, lastLog = time.Time{}, time.Time{}
 			if time.Since(started) > 5*time.Second {
-				wait = c.cfg.ReconnectMin
+				backOff.Reset()
 			}
 		}
 		if downSince.IsZero() {
 			downSince = time.Now()
 		}
+		if err == nil {
+			err = errors.New("session ended") // reconnect all the same
+		}
+		return err
+	}, func(err error, wait time.Duration) {
 		if time.Since(lastLog) > 5*time.Minute {
 			c.log.WarnContext(ctx, "rabbitmq: not connected; the API still serves, retrying in the background",
 				"url", redact(c.cfg.URL), "queue", c.cfg.Queue, "error", err, "downFor", time.Since(downSince).Round(time.Second))
@@ -209,14 +220,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		} else {
 			c.log.DebugContext(ctx, "rabbitmq: reconnect failed", "error", err, "retryIn", wait)
 		}
-		jittered := wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(jittered):
-		}
-		wait = min(wait*2, c.cfg.ReconnectMax)
-	}
+	})
+	return nil
 }
 
 // session runs one connection until it fails or ctx ends. up says whether
@@ -502,23 +507,27 @@ func (c *Consumer) submit(ctx, hctx context.Context, subs []dispatch.Submission)
 // outage is never the message's fault. Any other error it gives up on after
 // tries of them.
 func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submission, tries int) ([]dispatch.Outcome, error) {
-	wait := 100 * time.Millisecond
+	// From 100 ms doubling to 5 s, without jitter (the messages are held
+	// meanwhile); no bound of its own: op gives up, by tries, or not at all.
+	policy := retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, NoJitter: true}
+	var outs []dispatch.Outcome
 	failures, blamed := 0, 0
-	for {
+	err := policy.Do(ctx, func() error {
 		sctx := hctx
 		if failures > 0 {
 			sctx = ctx // after a failure, shutdown may interrupt
 		}
-		outs, err := c.intake.Submit(sctx, subs)
+		var err error
+		outs, err = c.intake.Submit(sctx, subs)
 		if err == nil {
 			if c.Outage != nil {
 				c.Outage.Recovered()
 			}
-			return outs, nil
+			return nil
 		}
 		failures++
 		if ctx.Err() != nil {
-			return nil, err
+			return retry.Permanent(err)
 		}
 		// Only failures that are not an outage count towards tries: the
 		// messages are blamed for what they meet with the database up.
@@ -526,19 +535,18 @@ func (c *Consumer) trySubmit(ctx, hctx context.Context, subs []dispatch.Submissi
 		if !down {
 			blamed++
 			if blamed >= tries {
-				return nil, err
+				return retry.Permanent(err)
 			}
 		}
 		if failures == 1 || failures%50 == 0 {
 			c.log.WarnContext(ctx, "rabbitmq: commit failed; holding the messages and retrying", "messages", len(subs), "error", err, "databaseUnavailable", down, "failures", failures)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 5*time.Second)
+		return err
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
+	return outs, nil
 }
 
 // unavailable reports whether err is an outage rather than the messages'

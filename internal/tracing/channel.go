@@ -19,21 +19,16 @@ import (
 // span in ctx (the dispatch worker parents it on the trace of the request or
 // message that created the notification). The span names the provider, the
 // delivery and notification ids, and records each refused message as an
-// event with its class and reason; never an address or a body. The wrapper
-// keeps ch's Accepted method (channels.Reconciler) when ch has one.
+// event with its class and reason; never an address or a body. It is a
+// channels.Middleware: channels.Wrap keeps ch's capabilities.
 func (t *Tracing) Channel(ch channels.Channel) channels.Channel {
-	return channels.KeepReconciler(&channel{next: ch, tracer: t.tracer}, ch)
+	return channels.Wrap(ch, (&channel{next: ch, tracer: t.tracer}).Send)
 }
 
 type channel struct {
 	next   channels.Channel
 	tracer trace.Tracer
 }
-
-func (c *channel) Name() string { return c.next.Name() }
-
-// Unwrap returns the wrapped channel.
-func (c *channel) Unwrap() channels.Channel { return c.next }
 
 func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
 	if len(msgs) == 0 {

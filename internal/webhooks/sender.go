@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -14,6 +13,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/retry"
 )
 
 // Message statuses.
@@ -289,15 +289,9 @@ func (x *Sender) record(ctx context.Context, c claimed, start time.Time, res web
 	return err
 }
 
-// retryDelay is the wait before retry n (1-based): exponential from base,
-// capped at ceiling, with ±50% jitter (cenkalti/backoff), or the endpoint's
-// Retry-After when that is longer.
+// retryDelay is the wait before retry n (1-based): the project's one retry
+// policy (internal/retry: exponential from base, capped at ceiling, equal
+// jitter), or the endpoint's Retry-After when that is longer (capped at a day).
 func retryDelay(base, ceiling time.Duration, n int, retryAfter time.Duration) time.Duration {
-	b := &backoff.ExponentialBackOff{InitialInterval: base, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: ceiling}
-	b.Reset()
-	var d time.Duration
-	for range max(n, 1) {
-		d = b.NextBackOff()
-	}
-	return max(d, retryAfter)
+	return retry.Policy{Initial: base, Max: ceiling}.After(n, retryAfter)
 }
