@@ -27,7 +27,7 @@ USER nonroot:nonroot
 # Listen on every interface inside the container (the default is loopback).
 # /healthz, /readyz and /metrics are on the same port. On this address serve
 # refuses the built-in development secret: give the container your own with
-#   docker run -e NOTIFY_AUTH_HMAC_SECRET=<at least 32 bytes> ...
+#   docker run -e NOTIFY_AUTH_HMAC_SECRET=<at least 32 bytes> -e NOTIFY_WEBHOOKS_SECRET_KEY=<at least 32 bytes> ...
 # (or NOTIFY_AUTH_ALLOW_DEV_SECRET=true for a throwaway demo; docs/configuration.md).
 ENV NOTIFY_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080

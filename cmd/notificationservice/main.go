@@ -79,6 +79,9 @@ func serve(cfg config.Config, logOut io.Writer) error {
 	if err := cfg.CheckExposure(); err != nil {
 		return err
 	}
+	if err := cfg.CheckWebhookExposure(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := app.NewLogger(cfg.Log, logOut)

@@ -18,6 +18,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
@@ -32,6 +33,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/redact"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/tracing"
+	"github.com/notificationservice/notificationservice/internal/webhooks"
 )
 
 // Component is a long-running part of the service (relay, consumer, workers).
@@ -49,6 +51,9 @@ type App struct {
 	Outbox *outbox.Writer
 	// Relay publishes the outbox to the sink outbox.sink names.
 	Relay *outbox.Relay
+	// WebhookSender turns the outbox into signed events for the customer
+	// webhook endpoints (docs/webhooks.md).
+	WebhookSender *webhooks.Sender
 
 	// Dispatcher runs the delivery workers; Sandbox is the channel that
 	// stands in for every provider that is not configured.
@@ -120,8 +125,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		return nil, err
 	}
 	a.add("outbox", a.Relay)
-	// Every commit that recorded an envelope wakes the relay at once.
-	a.Outbox = outbox.NewWriter(time.Now, a.Relay.Notify)
+	// Every commit that recorded an envelope wakes the outbox's readers at
+	// once: the relay, and the webhook sender (set below, before anything
+	// can commit).
+	a.Outbox = outbox.NewWriter(time.Now, func() {
+		a.Relay.Notify()
+		if a.WebhookSender != nil {
+			a.WebhookSender.Notify()
+		}
+	})
 
 	deps := httpapi.Deps{
 		Log:      log,
@@ -145,12 +157,31 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	deps.Collections = collections.New(db, a.Outbox, time.Now).WithInvalidator(a.Invalidation)
 	deps.Actions = actions.New(db, a.Outbox, time.Now).WithCache(a.ActionCache, a.Invalidation).
 		WithRenderLimits(renderLimits(a.Config.Templates))
+	if err := a.wireWebhooks(&deps); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if err := a.wireDispatch(ctx, &deps); err != nil {
 		a.Close()
 		return nil, err
 	}
 	a.HTTP = httpapi.New(deps)
 	return a, nil
+}
+
+// wireWebhooks builds the customer webhook endpoint registry, its routes
+// and its sender.
+func (a *App) wireWebhooks(deps *httpapi.Deps) error {
+	cfg := a.Config.Webhooks
+	client := webhookout.New(webhookout.Config{Timeout: cfg.Timeout, AllowPrivateNetworks: cfg.AllowPrivateNetworks})
+	svc, err := webhooks.New(a.DB, a.Outbox, cfg, client, time.Now)
+	if err != nil {
+		return err
+	}
+	deps.Endpoints = svc
+	a.WebhookSender = svc.Sender(a.Log)
+	a.add("webhooks", a.WebhookSender)
+	return nil
 }
 
 // wireCache builds the action cache and the bus that invalidates it. On
@@ -351,7 +382,8 @@ func NewLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }, secret
 // HMAC secrets, the SendGrid key, the Twilio auth token and the passwords in
 // the database and AMQP URLs.
 func Secrets(cfg config.Config) []string {
-	out := []string{cfg.Auth.HMACSecret, cfg.Auth.PreviousHMACSecret, cfg.Channels.SendGrid.APIKey, cfg.Channels.Twilio.AuthToken}
+	out := []string{cfg.Auth.HMACSecret, cfg.Auth.PreviousHMACSecret, cfg.Channels.SendGrid.APIKey, cfg.Channels.Twilio.AuthToken,
+		cfg.Webhooks.SecretKey}
 	for _, raw := range []string{cfg.Database.URL, cfg.AMQP.URL} {
 		if u, err := url.Parse(raw); err == nil && u.User != nil {
 			if p, ok := u.User.Password(); ok {

@@ -33,7 +33,8 @@ var groups = map[string][]string{
 	"domain": {
 		"internal/dispatch", "internal/dispatch/intake", "internal/dispatch/planning",
 		"internal/dispatch/delivery", "internal/dispatch/status", "internal/preview", "internal/render",
-		"internal/channels", "internal/actions", "internal/collections", "internal/outbox",
+		"internal/channels", "internal/channels/webhookout", "internal/webhooks",
+		"internal/actions", "internal/collections", "internal/outbox",
 	},
 	"foundation": {
 		"internal/macros", "internal/message", "internal/store", "internal/auth", "internal/invalidate",

@@ -47,6 +47,7 @@ type Config struct {
 	Preview   Preview   `koanf:"preview"`
 	Metrics   Metrics   `koanf:"metrics"`
 	Tracing   Tracing   `koanf:"tracing"`
+	Webhooks  Webhooks  `koanf:"webhooks"`
 }
 
 // HTTP configures the REST server.
@@ -564,6 +565,18 @@ func Default() Config {
 			SampleRatio: 1,
 			Timeout:     10 * time.Second,
 		},
+		Webhooks: Webhooks{
+			SecretKey:         DevWebhookSecretKey,
+			RotationOverlap:   24 * time.Hour,
+			DisableAfter:      24 * time.Hour,
+			ValidationTimeout: 5 * time.Second,
+			Timeout:           10 * time.Second,
+			PollInterval:      time.Second,
+			BatchSize:         32,
+			BackoffBase:       30 * time.Second,
+			BackoffMax:        time.Hour,
+			RetryFor:          24 * time.Hour,
+		},
 	}
 }
 
@@ -710,6 +723,19 @@ func (c Config) CheckExposure() error {
 		EnvName("auth.hmacSecret"), EnvName("http.addr"), c.HTTP.Addr, EnvName("auth.allowDevSecret"))
 }
 
+// CheckWebhookExposure is CheckExposure for webhooks.secretKey: the
+// built-in key, printed in this repository, protects nothing, so serve
+// refuses it off loopback (auth.allowDevSecret overrides it for a demo).
+func (c Config) CheckWebhookExposure() error {
+	if c.Webhooks.SecretKey != DevWebhookSecretKey || c.Auth.AllowDevSecret || IsLoopback(c.HTTP.Addr) {
+		return nil
+	}
+	return fmt.Errorf("config: webhooks.secretKey (%s) is the built-in development key and http.addr (%s) %q is not a loopback address, "+
+		"so the webhook signing secrets it encrypts are as good as public: set your own key of at least 32 bytes, listen on 127.0.0.1, "+
+		"or, for a throwaway demo only, set auth.allowDevSecret (%s=true)",
+		EnvName("webhooks.secretKey"), EnvName("http.addr"), c.HTTP.Addr, EnvName("auth.allowDevSecret"))
+}
+
 // IsLoopback reports whether the host of addr (host:port) is a loopback
 // address or localhost. An empty host or a wildcard (0.0.0.0, ::) listens on
 // every interface, and any other name may resolve to a public address: both
@@ -743,5 +769,67 @@ func (c Config) Validate() error {
 	c.Channels.validate(bad)
 	c.Metrics.validate(bad)
 	c.Tracing.validate(bad)
+	c.Webhooks.validate(bad)
 	return errors.Join(errs...)
+}
+
+// Webhooks configures the customer webhook endpoints (docs/webhooks.md).
+type Webhooks struct {
+	// SecretKey encrypts the endpoints' signing secrets at rest (AES-256-GCM
+	// with a key derived from it). Changing it makes the stored secrets
+	// unreadable: rotate every endpoint's secret after.
+	SecretKey string `koanf:"secretKey"`
+	// AllowPrivateNetworks lets endpoints be (and resolve to) loopback,
+	// private, link-local, CGNAT or metadata addresses, and use http:// there.
+	AllowPrivateNetworks bool `koanf:"allowPrivateNetworks"`
+	// RotationOverlap is how long the previous secret still signs after a
+	// rotate-secret.
+	RotationOverlap time.Duration `koanf:"rotationOverlap"`
+	// DisableAfter is how long an endpoint may fail every delivery before it
+	// is DISABLED.
+	DisableAfter time.Duration `koanf:"disableAfter"`
+	// ValidationTimeout bounds a HEALTH_CHECK, and so how long a create waits.
+	ValidationTimeout time.Duration `koanf:"validationTimeout"`
+	// Timeout bounds one event POST.
+	Timeout time.Duration `koanf:"timeout"`
+	// PollInterval is how often the sender looks for new envelopes and due retries.
+	PollInterval time.Duration `koanf:"pollInterval"`
+	// BatchSize is how many envelopes, and how many messages, one cycle takes.
+	BatchSize int `koanf:"batchSize"`
+	// BackoffBase and BackoffMax shape the retry delays (exponential, with
+	// jitter; a longer Retry-After wins); RetryFor is how long a message is
+	// retried before it is given up.
+	BackoffBase time.Duration `koanf:"backoffBase"`
+	BackoffMax  time.Duration `koanf:"backoffMax"`
+	RetryFor    time.Duration `koanf:"retryFor"`
+}
+
+// DevWebhookSecretKey is the built-in webhooks.secretKey; CheckExposure
+// refuses it off loopback.
+const DevWebhookSecretKey = "dev-only-webhook-key-change-me-0123456789"
+
+// validate checks the webhooks section; bad records a finding.
+func (w Webhooks) validate(bad func(key, msg string)) {
+	if len(w.SecretKey) < 32 {
+		bad("webhooks.secretKey", "must be at least 32 bytes")
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"webhooks.rotationOverlap", w.RotationOverlap}, {"webhooks.disableAfter", w.DisableAfter},
+		{"webhooks.validationTimeout", w.ValidationTimeout}, {"webhooks.timeout", w.Timeout},
+		{"webhooks.pollInterval", w.PollInterval}, {"webhooks.backoffBase", w.BackoffBase},
+		{"webhooks.backoffMax", w.BackoffMax}, {"webhooks.retryFor", w.RetryFor},
+	} {
+		if d.v <= 0 {
+			bad(d.key, "must be positive")
+		}
+	}
+	if w.BackoffMax < w.BackoffBase {
+		bad("webhooks.backoffMax", "must be at least webhooks.backoffBase")
+	}
+	if w.BatchSize <= 0 {
+		bad("webhooks.batchSize", "must be positive")
+	}
 }

@@ -206,3 +206,26 @@ func TestCheckExposure(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cfg.CheckExposure())
 }
+
+// The built-in webhooks.secretKey is refused beyond loopback unless a demo
+// asks for it, and the section's values are checked.
+func TestWebhooksConfig(t *testing.T) {
+	t.Parallel()
+	c := config.Default()
+	require.NoError(t, c.CheckWebhookExposure())
+	c.HTTP.Addr = "0.0.0.0:8080"
+	require.ErrorContains(t, c.CheckWebhookExposure(), "webhooks.secretKey (NOTIFY_WEBHOOKS_SECRET_KEY)")
+	c.Webhooks.SecretKey = "an-operator-key-of-at-least-32-bytes!!"
+	require.NoError(t, c.CheckWebhookExposure())
+
+	cfg, err := config.Load("", []string{"NOTIFY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS=true"})
+	require.NoError(t, err)
+	require.True(t, cfg.Webhooks.AllowPrivateNetworks)
+
+	c = config.Default()
+	c.Webhooks.SecretKey, c.Webhooks.RetryFor, c.Webhooks.BackoffMax = "short", 0, time.Millisecond
+	err = c.Validate()
+	require.ErrorContains(t, err, "webhooks.secretKey")
+	require.ErrorContains(t, err, "webhooks.retryFor")
+	require.ErrorContains(t, err, "webhooks.backoffMax")
+}

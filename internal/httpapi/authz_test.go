@@ -65,6 +65,15 @@ var routePermissions = map[string]perm{
 	"GET /v1/collections/:collectionId/notifications/:notificationId": permRead,
 	"GET /v1/collections/:collectionId/deliveries":                    permRead,
 
+	"POST /v1/collections/:collectionId/webhooks":                          permWrite,
+	"GET /v1/collections/:collectionId/webhooks":                           permRead,
+	"GET /v1/collections/:collectionId/webhooks/:webhookId":                permRead,
+	"PATCH /v1/collections/:collectionId/webhooks/:webhookId":              permWrite,
+	"DELETE /v1/collections/:collectionId/webhooks/:webhookId":             permWrite,
+	"POST /v1/collections/:collectionId/webhooks/:webhookId/rotate-secret": permWrite,
+	"POST /v1/collections/:collectionId/webhooks/:webhookId/validate":      permWrite,
+	"GET /v1/collections/:collectionId/webhooks/:webhookId/attempts":       permRead,
+
 	"GET /v1/envelopes":             permSuper,
 	"GET /v1/envelopes/stats":       permSuper,
 	"GET /v1/envelopes/:envelopeId": permSuper,

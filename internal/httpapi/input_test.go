@@ -126,6 +126,7 @@ func TestListRoutesRefuseUnknownQuery(t *testing.T) {
 	api := newAPI(t, "sqlite")
 	f := newInputFixture(t, api)
 	notLists := []string{"/v1/envelopes/stats"}
+	hook := addWebhook(t, api, f.coll)
 	var lists []string
 	for _, rt := range api.App.HTTP.Routes() {
 		if rt.Method != http.MethodGet || !strings.HasPrefix(rt.Path, "/v1/") || strings.Contains(rt.Path[strings.LastIndex(rt.Path, "/"):], ":") ||
@@ -133,7 +134,7 @@ func TestListRoutesRefuseUnknownQuery(t *testing.T) {
 			continue
 		}
 		lists = append(lists, rt.Path)
-		path := strings.NewReplacer(":collectionId", fmt.Sprint(f.coll)).Replace(rt.Path) + "?"
+		path := strings.NewReplacer(":collectionId", fmt.Sprint(f.coll), ":webhookId", fmt.Sprint(hook)).Replace(rt.Path) + "?"
 		if rt.Path == "/v1/feed" {
 			path += "consumer=probe&" // the feed's one required parameter
 		}

@@ -60,6 +60,8 @@ type Deps struct {
 	Outbox        OutboxService
 	// Feed serves the event feed (GET /v1/feed and its ack and reset).
 	Feed FeedService
+	// Endpoints is the customer webhook endpoint registry (endpoints.go).
+	Endpoints EndpointService
 
 	// Webhooks receives provider status reports (routes under /v1/webhooks/,
 	// authenticated by the providers' signatures); Preview renders actions
@@ -124,6 +126,9 @@ func New(d Deps) *Server {
 	}
 	if d.Webhooks != nil {
 		r.webhooks()
+	}
+	if d.Endpoints != nil {
+		r.endpoints()
 	}
 	if d.Preview != nil && d.Actions != nil {
 		r.preview()

@@ -16,6 +16,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/webhooks"
 )
 
 // update regenerates testdata/*.golden.json: go test ./internal/outbox -run Golden -update
@@ -50,6 +51,15 @@ func goldenCases() []goldenCase {
 	renamed.Name, renamed.UpdatedTime = "accounts-v2", 1709786361000
 	renamed.DefaultFromEmail, renamed.DefaultFromName = "accounts@example.com", "Example Accounts"
 
+	hook := webhooks.Endpoint{ID: 31, CollectionID: 772, URL: "https://hooks.example.com/notify", Description: "CRM sync",
+		EventTypes: []string{outbox.TypeNotificationAccepted}, State: webhooks.StatePendingValidation,
+		CreatedTime: 1709786370000, UpdatedTime: 1709786370000,
+		// Never in an envelope: the test fails if one leaks.
+		Secret: "sealed-secret", PreviousSecret: "sealed-previous"}
+	validated := hook
+	validated.State, validated.UpdatedTime = webhooks.StateActive, 1709786370400
+	validated.LastValidation = &webhooks.Validation{Time: 1709786370100, OK: true, StatusCode: 200}
+
 	return []goldenCase{
 		{"action_create", outbox.Change{DetailType: outbox.ActionCreate, EntityID: "42453", CollectionID: 775,
 			Payload: map[string]any{"action": resetEmail}, Actor: seedActor}, 1709786405347},
@@ -77,6 +87,12 @@ func goldenCases() []goldenCase {
 		{"collection_delete", outbox.Change{DetailType: outbox.CollectionDelete, EntityID: "772", CollectionID: 772,
 			Payload: collections.Deleted{ResponseCode: collections.CollectionDeletedCode, ResponseMessage: collections.CollectionDeletedMessage, TimeStamp: "1709786362000"},
 			Actor:   auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR", OnBehalfOf: 42}}, 1709786362010},
+		{"webhook_create", outbox.Change{DetailType: outbox.WebhookCreate, EntityID: "31", CollectionID: 772,
+			Payload: map[string]any{"webhook": hook}, Actor: seedActor}, 1709786370010},
+		{"webhook_update", outbox.Change{DetailType: outbox.WebhookUpdate, EntityID: "31", CollectionID: 772,
+			Payload: map[string]any{"webhook": validated}, Actor: seedActor}, 1709786370410},
+		{"webhook_delete", outbox.Change{DetailType: outbox.WebhookDelete, EntityID: "31", CollectionID: 772,
+			Payload: webhooks.Deleted{ResponseCode: webhooks.DeletedCode, ResponseMessage: webhooks.DeletedMessage, TimeStamp: "1709786380000"}, Actor: seedActor}, 1709786380010},
 	}
 }
 

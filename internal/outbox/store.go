@@ -20,6 +20,7 @@ func DetailTypes() []string {
 		EventCreate, EventUpdate, EventDelete,
 		ActionCreate, ActionUpdate, ActionDelete,
 		NotificationsSend,
+		WebhookCreate, WebhookUpdate, WebhookDelete,
 	}
 }
 

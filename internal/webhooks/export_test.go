@@ -1,0 +1,4 @@
+package webhooks
+
+// RetryDelay exposes retryDelay to the tests.
+var RetryDelay = retryDelay
