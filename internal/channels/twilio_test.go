@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
@@ -202,44 +201,6 @@ func TestTwilioTimeoutAndCancel(t *testing.T) {
 	res = tw.Send(ctx, []channels.Message{smsMsg(2, "+14155550100", "hi")})
 	require.False(t, channels.Classify("twilio", res[0].Err).Permanent)
 	require.Less(t, time.Since(start), 10*time.Second)
-}
-
-// TestTwilioRateLimit sends 50 SMS through a 5/s limit: they reach the fake
-// no faster than the limit allows (checked on the fake's clock) and the
-// fake, which enforces the same limit, never has to answer 429.
-func TestTwilioRateLimit(t *testing.T) {
-	t.Parallel()
-	const n, perSecond = 50, 5
-	provider := rate.NewLimiter(perSecond, 2) // the provider's own limit, with a little slack for network jitter
-	f := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte, i int) {
-		if !provider.Allow() {
-			twilioError(429, 20429, "Too Many Requests", "Retry-After", "1")(w, r, body, i)
-			return
-		}
-		twilioCreated(w, r, body, i)
-	})
-	tw := newTwilio(t, f, func(c *config.Twilio) {
-		c.RatePerSecond, c.Burst, c.Concurrency = perSecond, 1, 8
-	})
-	msgs := make([]channels.Message, n)
-	for i := range msgs {
-		msgs[i] = smsMsg(int64(i+1), "+14155550100", fmt.Sprintf("message %d", i))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res := tw.Send(ctx, msgs)
-	for i, r := range res {
-		require.NoError(t, r.Err, "message %d", i)
-	}
-	reqs := f.requests()
-	require.Len(t, reqs, n)
-	first := reqs[0].At
-	slack := 60 * time.Millisecond
-	for i, r := range reqs {
-		earliest := time.Duration(i) * time.Second / perSecond
-		require.GreaterOrEqual(t, r.At.Sub(first), earliest-slack, "request %d arrived %s after the first", i, r.At.Sub(first))
-	}
-	require.GreaterOrEqual(t, reqs[n-1].At.Sub(first), (n-1)*time.Second/perSecond-slack)
 }
 
 // A rate-limit wait that would outlast the attempt's deadline is not
