@@ -59,11 +59,7 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, collectionID int
 	if err := in.validate(s.cfg.AllowPrivateNetworks); err != nil {
 		return WithSecret{}, err
 	}
-	secret, err := webhookout.NewSecret()
-	if err != nil {
-		return WithSecret{}, err
-	}
-	sealed, err := s.box.seal(secret)
+	secret, sealed, err := s.newSecret()
 	if err != nil {
 		return WithSecret{}, err
 	}
@@ -194,15 +190,23 @@ func (s *Service) Delete(ctx context.Context, p auth.Principal, collectionID, id
 	return d, nil
 }
 
+// newSecret generates a signing secret and seals it for storage: the
+// caller shows secret once and stores only sealed.
+func (s *Service) newSecret() (secret, sealed string, err error) {
+	if secret, err = webhookout.NewSecret(); err != nil {
+		return "", "", err
+	}
+	if sealed, err = s.box.seal(secret); err != nil {
+		return "", "", err
+	}
+	return secret, sealed, nil
+}
+
 // RotateSecret gives the endpoint a new secret and keeps the current one
 // signing (beside the new) for webhooks.rotationOverlap, so a receiver can
 // switch without dropping a message.
 func (s *Service) RotateSecret(ctx context.Context, p auth.Principal, collectionID, id int64) (WithSecret, error) {
-	secret, err := webhookout.NewSecret()
-	if err != nil {
-		return WithSecret{}, err
-	}
-	sealed, err := s.box.seal(secret)
+	secret, sealed, err := s.newSecret()
 	if err != nil {
 		return WithSecret{}, err
 	}
