@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/notificationservice/notificationservice/internal/message"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -23,15 +24,13 @@ const (
 	StatusInactive = "INACTIVE"
 )
 
-// Channel names, as deliveries record them: the values of channels.Channel*,
-// where the names belong. Restated here, not imported, because preview and
-// the coming render package read actions and must not reach channels
-// (render-no-channels, docs/architecture.md); channels' tests keep the two
-// equal.
+// Channel names, as deliveries record them: the action model's names for
+// the message package's, where they are declared once (channels uses the
+// same constants).
 const (
-	ChannelEmail = "email"
-	ChannelSMS   = "sms"
-	ChannelPush  = "push"
+	ChannelEmail = message.Email
+	ChannelSMS   = message.SMS
+	ChannelPush  = message.Push
 )
 
 // ChannelOf maps a configName to its channel ("" when unknown).

@@ -29,15 +29,13 @@ type Result struct {
 	Err               error
 }
 
-// The channels a Message goes out on: the values of Message.Channel, which
-// deliveries record and Select keys its providers by. Package actions, which
-// the renderers read, cannot import channels (render-no-channels), so it
-// declares the same three names for the action model; a test keeps them
-// equal.
+// The channels a Message goes out on, declared once in package message (the
+// leaf actions may import too): the values of Message.Channel, which
+// deliveries record and Select keys its providers by.
 const (
-	ChannelEmail = "email"
-	ChannelSMS   = "sms"
-	ChannelPush  = "push"
+	ChannelEmail = message.Email
+	ChannelSMS   = message.SMS
+	ChannelPush  = message.Push
 )
 
 // Channel sends messages through one provider.

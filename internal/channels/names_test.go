@@ -9,8 +9,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 )
 
-// The action model restates the channel names (it cannot import channels);
-// an action's channel must be one Select has a provider for.
+// An action's channel (the action model names it through package message,
+// as channels does) must be one Select has a provider for.
 func TestChannelNamesAreTheActionModels(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, channels.ChannelEmail, actions.ChannelOf(actions.ConfigEmail))

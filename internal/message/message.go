@@ -6,6 +6,17 @@
 // channels-no-config-domain, docs/architecture.md).
 package message
 
+// The channels a Message goes out on: the values of Message.Channel, which
+// deliveries record and the channels key their providers by. Declared once
+// here, in the leaf both sides may import: channels names its providers by
+// them and actions maps a configName to one, without either importing the
+// other (render-no-channels, channels-no-config-domain).
+const (
+	Email = "email"
+	SMS   = "sms"
+	Push  = "push"
+)
+
 // Address is an email recipient or sender.
 type Address struct {
 	Email string `json:"email"`
