@@ -99,11 +99,7 @@ type Page struct {
 
 // Deleted is the catalogue's delete payload: the body of a DELETE response
 // and the payload of the action/delete envelope.
-type Deleted struct {
-	ResponseCode    string `json:"responseCode"`
-	ResponseMessage string `json:"responseMessage"`
-	TimeStamp       string `json:"timeStamp"`
-}
+type Deleted = outbox.Deleted
 
 // The delete payload's code and message, as the catalogue shows them.
 const (
@@ -351,11 +347,7 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, collectionID, id
 // Delete removes action id, only at ifVersion when ifVersion > 0, and returns
 // the catalogue's delete payload (also the envelope's payload).
 func (s *Service) Delete(ctx context.Context, p auth.Principal, collectionID, id, ifVersion int64) (Deleted, error) {
-	d := Deleted{
-		ResponseCode:    DeletedCode,
-		ResponseMessage: DeletedMessage,
-		TimeStamp:       strconv.FormatInt(s.now().UnixMilli(), 10),
-	}
+	d := outbox.NewDeleted(DeletedCode, DeletedMessage, s.now())
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		n, err := s.repo.delete(ctx, tx, collectionID, id, ifVersion)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
 // Statuses a collection or an event may have.
@@ -117,11 +118,7 @@ func (p CollectionPatch) common() Patch {
 
 // Deleted is the catalogue's delete payload: the body of a DELETE response
 // and the payload of the matching delete envelope.
-type Deleted struct {
-	ResponseCode    string `json:"responseCode"`
-	ResponseMessage string `json:"responseMessage"`
-	TimeStamp       string `json:"timeStamp"`
-}
+type Deleted = outbox.Deleted
 
 // Delete payload codes and messages, as the catalogue shows them for events
 // and by analogy for collections.

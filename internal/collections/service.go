@@ -381,7 +381,7 @@ func (s *Service) collectionChanges(p auth.Principal, patch CollectionPatch) map
 }
 
 func (s *Service) deleted(code, msg string) Deleted {
-	return Deleted{ResponseCode: code, ResponseMessage: msg, TimeStamp: strconv.FormatInt(s.now().UnixMilli(), 10)}
+	return outbox.NewDeleted(code, msg, s.now())
 }
 
 func statusOr(status string) string {

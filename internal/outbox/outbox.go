@@ -115,6 +115,21 @@ type ClaimCheck struct {
 // ClaimCheckTooLarge is ClaimCheck.Reason for an envelope over the limit.
 const ClaimCheckTooLarge = "too_large"
 
+// Deleted is the catalogue's delete payload (seed 001): the body of a
+// DELETE answer and the payload of the matching delete envelope, the same
+// shape for every entity, so every domain returns this one type.
+type Deleted struct {
+	ResponseCode    string `json:"responseCode"`
+	ResponseMessage string `json:"responseMessage"`
+	TimeStamp       string `json:"timeStamp"`
+}
+
+// NewDeleted is the delete payload with code and message, stamped at now
+// (epoch milliseconds, as a string, as the catalogue shows it).
+func NewDeleted(code, message string, now time.Time) Deleted {
+	return Deleted{ResponseCode: code, ResponseMessage: message, TimeStamp: strconv.FormatInt(now.UnixMilli(), 10)}
+}
+
 // Row is one outbox table row.
 type Row struct {
 	ID            int64  `gorm:"primaryKey"`

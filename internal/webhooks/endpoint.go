@@ -103,11 +103,7 @@ func (p Patch) Empty() bool { return p.URL == nil && p.Description == nil && p.E
 
 // Deleted is the body of a DELETE answer and the webhook/delete payload, in
 // the catalogue's delete shape.
-type Deleted struct {
-	ResponseCode    string `json:"responseCode"`
-	ResponseMessage string `json:"responseMessage"`
-	TimeStamp       string `json:"timeStamp"`
-}
+type Deleted = outbox.Deleted
 
 // Delete payload code and message.
 const (

@@ -173,7 +173,7 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, collectionID, id
 
 // Delete removes an endpoint, its pending messages and its attempt log.
 func (s *Service) Delete(ctx context.Context, p auth.Principal, collectionID, id int64) (Deleted, error) {
-	d := Deleted{ResponseCode: DeletedCode, ResponseMessage: DeletedMessage, TimeStamp: strconv.FormatInt(s.now().UnixMilli(), 10)}
+	d := outbox.NewDeleted(DeletedCode, DeletedMessage, s.now())
 	err := s.inTx(ctx, func(tx *gorm.DB) error {
 		e, err := s.get(ctx, tx, collectionID, id)
 		if err != nil {
