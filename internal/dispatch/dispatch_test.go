@@ -270,7 +270,8 @@ func TestConditionSkipsRecipients(t *testing.T) {
 		ds, err := status.New(db, nil).ListDeliveries(context.Background(), cid, status.DeliveryFilter{Status: dispatch.StatusSkipped, Limit: 10})
 		require.NoError(t, err)
 		require.Len(t, ds, 1)
-		require.Equal(t, `condition not met: macro TIER is "3", action `+jsonInt(ds[0].ActionID)+` needs "gold"`, ds[0].Reason)
+		require.Equal(t, dispatch.ReasonConditionFalse, ds[0].Reason)
+		require.Equal(t, `macro TIER is "3", action `+jsonInt(ds[0].ActionID)+` needs "gold"`, ds[0].ReasonDetail)
 	})
 }
 

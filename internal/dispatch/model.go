@@ -31,6 +31,22 @@ const (
 	StatusUnknown = "unknown"
 )
 
+// Rule-engine reasons: the codes a delivery's Reason holds when a rule of
+// the engine (docs/rules.md) skipped or held it, so clients can match on
+// them; ReasonDetail carries the words. Other reasons (no address, a
+// provider's error) stay prose.
+const (
+	ReasonConditionFalse = "condition_false" // skipped: a condition evaluated false; detail: the expression
+	ReasonConditionError = "condition_error" // skipped: a condition failed at run time; detail: the error
+	ReasonOptedOut       = "opted_out"       // skipped: a preference; detail: which one
+	ReasonSuppressed     = "suppressed"      // skipped: the address is suppressed; detail: the suppression's reason
+	ReasonThrottled      = "throttled"       // skipped: over the action's throttle
+	ReasonSendAt         = "send_at"         // scheduled: the notification's sendAt
+	ReasonDelay          = "delay"           // scheduled: the action's delay
+	ReasonQuietHours     = "quiet_hours"     // scheduled: deferred to the end of quiet hours
+	ReasonDigest         = "digest"          // scheduled: held in an open digest window
+)
+
 // DeliveryStatuses lists every delivery status, for validation.
 var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown}
 
@@ -90,24 +106,28 @@ func (NotificationRecord) TableName() string { return "notifications" }
 
 // Delivery is one (notification × recipient × action).
 type Delivery struct {
-	ID                int64     `json:"id" gorm:"primaryKey"`
-	NotificationID    int64     `json:"notificationId"`
-	CollectionID      int64     `json:"collectionId"`
-	ActionID          int64     `json:"actionId"`
-	RecipientIndex    int       `json:"recipientIndex"`
-	Channel           string    `json:"channel"`
-	Address           string    `json:"address"`
-	Recipient         Recipient `json:"-" gorm:"serializer:json"`
-	Status            string    `json:"status"`
-	Reason            string    `json:"reason"`
-	Attempts          int       `json:"attempts"`
-	NextAttemptAt     int64     `json:"nextAttemptTime"`
-	ClaimedAt         int64     `json:"-"`
-	LeaseOwner        string    `json:"-"` // the instance holding it while sending (delivery/lease.go)
-	LeaseUntil        int64     `json:"-"` // when that lease expires, epoch ms
-	Provider          string    `json:"provider"`
-	ProviderMessageID *string   `json:"providerMessageId"`
-	SentTime          int64     `json:"sentTime"`
+	ID             int64     `json:"id" gorm:"primaryKey"`
+	NotificationID int64     `json:"notificationId"`
+	CollectionID   int64     `json:"collectionId"`
+	ActionID       int64     `json:"actionId"`
+	RecipientIndex int       `json:"recipientIndex"`
+	Channel        string    `json:"channel"`
+	Address        string    `json:"address"`
+	Recipient      Recipient `json:"-" gorm:"serializer:json"`
+	Status         string    `json:"status"`
+	Reason         string    `json:"reason"`
+	// ReasonDetail says, for a rule-engine Reason (Reason* codes), which
+	// rule decided and why: the expression, the preference, the
+	// suppression. Empty for the other reasons, whose Reason is prose.
+	ReasonDetail      string  `json:"reasonDetail,omitempty"`
+	Attempts          int     `json:"attempts"`
+	NextAttemptAt     int64   `json:"nextAttemptTime"`
+	ClaimedAt         int64   `json:"-"`
+	LeaseOwner        string  `json:"-"` // the instance holding it while sending (delivery/lease.go)
+	LeaseUntil        int64   `json:"-"` // when that lease expires, epoch ms
+	Provider          string  `json:"provider"`
+	ProviderMessageID *string `json:"providerMessageId"`
+	SentTime          int64   `json:"sentTime"`
 	// InDoubt counts the attempts whose outcome recovery had to work out
 	// (the worker stopped between the provider call and its record), and
 	// Reconciled says how the last was resolved (Reconciled*; "" when none).

@@ -31,6 +31,7 @@ type verdict struct {
 	status        string // dispatch.StatusPending (deferred), StatusSkipped or StatusFailed
 	nextAttemptAt int64  // epoch ms, for pending
 	reason        string
+	detail        string // for a rule-engine reason (dispatch.Reason*): the words
 }
 
 // leaseGate holds a delivery whose lease lapsed (renewals failing, or a

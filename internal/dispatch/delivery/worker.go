@@ -361,6 +361,7 @@ type outcome struct {
 	attempts           int
 	status             string
 	reason             string
+	reasonDetail       string // for a rule-engine reason (dispatch.Reason*)
 	provider           string
 	providerMessageID  string
 	nextAttemptAt      int64
@@ -466,7 +467,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 		c := batch[i]
 		// The send-time rules (gate.go): a held delivery is not sent.
 		if v, held := d.hold(&batch[i], a, now); held {
-			outs[i].status, outs[i].nextAttemptAt, outs[i].reason = v.status, v.nextAttemptAt, v.reason
+			outs[i].status, outs[i].nextAttemptAt, outs[i].reason, outs[i].reasonDetail = v.status, v.nextAttemptAt, v.reason, v.detail
 			continue
 		}
 		rc := c.Decoded
@@ -546,7 +547,7 @@ func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, er
 
 // recordColumns are the fields of one outcome in recordSQL's parameter.
 var recordColumns = store.Columns(
-	"id bigint", "attempts integer", "status text", "reason text", "provider text", "pmid text",
+	"id bigint", "attempts integer", "status text", "reason text", "reason_detail text", "provider text", "pmid text",
 	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint", "reconciled text",
 )
 
@@ -555,6 +556,7 @@ type recordRow struct {
 	Attempts int    `json:"attempts"`
 	Status   string `json:"status"`
 	Reason   string `json:"reason"`
+	Detail   string `json:"reason_detail"`
 	Provider string `json:"provider"`
 	PMID     string `json:"pmid"`
 	NextAt   int64  `json:"next_at"`
@@ -576,7 +578,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 		if owner == "" {
 			owner = d.owner
 		}
-		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore, o.reconciled}
+		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.reasonDetail, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore, o.reconciled}
 	}
 	doc, err := json.Marshal(rows)
 	if err != nil {
@@ -590,7 +592,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	// has more attempts and a new lease, and is left to its new owner.
 	// Recover's own writes also require the lease to be still expired, so
 	// an owner that renewed in the meantime keeps its row.
-	q := "UPDATE deliveries SET status = v.status, reason = v.reason, provider = v.provider, " +
+	q := "UPDATE deliveries SET status = v.status, reason = v.reason, reason_detail = v.reason_detail, provider = v.provider, " +
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
 		"sent_time = v.sent_time, in_doubt = deliveries.in_doubt + CASE WHEN v.reconciled = '' THEN 0 ELSE 1 END, " +
 		"reconciled = CASE WHEN v.reconciled = '' THEN deliveries.reconciled ELSE v.reconciled END, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +

@@ -87,15 +87,12 @@ func (b *batch) reset() {
 
 // plan plans every submission that may be fresh: the keyless ones and the
 // first of each key in the batch.
-func (b *batch) plan(p *planning.Planner) {
+func (b *batch) plan(p *planning.Batch) {
 	for i, e := range b.subs {
 		if e.Key != "" && e.first != i {
 			continue
 		}
-		in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation}
-		if e.Actor != nil {
-			in.CreatedBy = e.Actor.UserID
-		}
+		in := e.input()
 		for j, n := range e.Request.Notification {
 			in.Notification = n
 			note, ds := p.Plan(in, b.rules[ruleKey{in.CollectionID, n.Name}], b.now)
@@ -109,6 +106,29 @@ func (b *batch) plan(p *planning.Planner) {
 			b.notes = append(b.notes, &planned{sub: i, note: note, deliveries: ds})
 		}
 	}
+}
+
+// inputs returns every notification of the batch as planning sees it, for
+// the rules to read what they need once (planning.BatchRule). Replays of a
+// key are included: reading a few extra rows costs less than a second pass.
+func (b *batch) inputs() []planning.Input {
+	var ins []planning.Input
+	for _, e := range b.subs {
+		in := e.input()
+		for _, n := range e.Request.Notification {
+			in.Notification = n
+			ins = append(ins, in)
+		}
+	}
+	return ins
+}
+
+func (e *entry) input() planning.Input {
+	in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation}
+	if e.Actor != nil {
+		in.CreatedBy = e.Actor.UserID
+	}
+	return in
 }
 
 // keepFresh drops the planned notifications of keys seen before and returns

@@ -123,7 +123,7 @@ func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []
 
 var deliveryColumns = store.Columns(
 	"notification_id bigint", "collection_id bigint", "action_id bigint", "recipient_index integer",
-	"channel text", "address text", "recipient text", "status text", "reason text", "attempts integer",
+	"channel text", "address text", "recipient text", "status text", "reason text", "reason_detail text", "attempts integer",
 	"next_attempt_at bigint", "claimed_at bigint", "lease_owner text", "lease_until bigint", "created_time bigint", "updated_time bigint",
 )
 
@@ -137,6 +137,7 @@ type deliveryRow struct {
 	Recipient      string `json:"recipient"`
 	Status         string `json:"status"`
 	Reason         string `json:"reason"`
+	ReasonDetail   string `json:"reason_detail"`
 	Attempts       int    `json:"attempts"`
 	NextAttemptAt  int64  `json:"next_attempt_at"`
 	ClaimedAt      int64  `json:"claimed_at"`
@@ -163,7 +164,7 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispa
 		}
 		rcpts[i] = string(rc)
 		rows[i] = deliveryRow{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, rcpts[i],
-			d.Status, d.Reason, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.LeaseOwner, d.LeaseUntil, d.CreatedTime, d.UpdatedTime}
+			d.Status, d.Reason, d.ReasonDetail, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.LeaseOwner, d.LeaseUntil, d.CreatedTime, d.UpdatedTime}
 		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
 	sel, from := store.JSONRows(in.pg, deliveryColumns)

@@ -123,12 +123,23 @@ type Intake struct {
 // New returns an Intake. outbox may be nil (no envelopes). local,
 // when not nil, is this instance's Dispatcher: it takes the deliveries it
 // has room for straight from each commit and is woken for the rest.
-func New(db *gorm.DB, rules Resolver, ob EnvelopeRecorder, now func() time.Time, local Local) *Intake {
+func New(db *gorm.DB, rules Resolver, ob EnvelopeRecorder, now func() time.Time, local Local, opts ...Option) *Intake {
 	if now == nil {
 		now = time.Now
 	}
-	return &Intake{db: db, pg: store.IsPostgres(db), rules: rules, planner: planning.Default(), outbox: ob, now: now, local: local}
+	in := &Intake{db: db, pg: store.IsPostgres(db), rules: rules, planner: planning.Default(), outbox: ob, now: now, local: local}
+	for _, o := range opts {
+		o(in)
+	}
+	return in
 }
+
+// Option configures an Intake.
+type Option func(*Intake)
+
+// WithPlanner plans with p instead of planning.Default(): app wires the
+// rule engine's rules (conditions, preferences, suppressions) here.
+func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.planner = p } }
 
 // Submit accepts subs in one transaction and returns one Outcome per
 // submission, in order. An error means nothing was committed (the caller
@@ -144,9 +155,16 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	if err := in.resolve(ctx, b); err != nil {
 		return nil, err
 	}
-	err := in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	// The rules read what they need for the whole batch once, before the
+	// transaction (on SQLite a read beside an open write transaction would
+	// wait for it).
+	rules, err := in.planner.ForBatch(ctx, b.inputs())
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: intake: %w", err)
+	}
+	err = in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		b.reset()
-		b.plan(in.planner)
+		b.plan(rules)
 		if err := in.claimKeys(ctx, tx, b); err != nil {
 			return err
 		}

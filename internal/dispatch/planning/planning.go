@@ -5,6 +5,7 @@
 package planning
 
 import (
+	"context"
 	"fmt"
 	"net/mail"
 	"strings"
@@ -32,51 +33,105 @@ type Resolution struct {
 	Found bool
 }
 
-// Rule is one planning-time check on a (recipient, action) pair that has an
-// address on the action's channel: "" lets the delivery go ahead, anything
-// else skips it with that reason. A Planner runs its rules in order and the
-// first reason wins, so the order is the order docs/DESIGN.md's rule engine
-// gives.
-//
-// This is where the rule engine's planning-time rules join (issue 15):
-// expression conditions, preferences (opt-outs) and suppressions, each a
-// Rule after or in place of Condition. A rule that needs stored data reads
-// it once per batch, before planning, through a small interface it declares
-// (wired in app), and answers Skip from memory: Skip runs inside the
-// intake's transaction, once per (recipient, action).
-type Rule interface {
-	Skip(a *actions.Action, rc dispatch.Recipient) (reason string)
+// Pair is what a Rule decides on: one recipient of one notification (In),
+// and one action of the event the notification's name resolved to.
+type Pair struct {
+	In        *Input
+	Event     *actions.Rule // the resolved event: its id and ACTIVE actions
+	Action    *actions.Action
+	Recipient *dispatch.Recipient
+	Index     int // the recipient's position in the notification
 }
+
+// Rule is one planning-time check on a (recipient, action) pair that has an
+// address on the action's channel: reason "" lets the delivery go ahead;
+// anything else skips it, with reason one of dispatch's Reason* codes and
+// detail the words (which expression, which preference). A Planner runs its
+// rules in order and the first reason wins, so the order is the order
+// docs/rules.md gives.
+//
+// Skip runs inside the intake's transaction, once per (recipient, action):
+// it answers from memory. A rule that needs stored data is a BatchRule.
+type Rule interface {
+	Skip(p Pair) (reason, detail string)
+}
+
+// BatchRule is a rule that needs stored data (preferences, suppressions):
+// the intake calls ForBatch once per batch, before its transaction, with
+// every notification of the batch, and plans the batch with the Rule it
+// returns. So a batch costs one query per rule, not one per recipient. An
+// error fails the batch as an outage (the caller answers 503 or the message
+// goes back to the queue), never as the message's fault.
+type BatchRule interface {
+	ForBatch(ctx context.Context, ins []Input) (Rule, error)
+}
+
+// Static is a Rule that needs no stored data, as a BatchRule.
+func Static(r Rule) BatchRule { return static{r} }
+
+type static struct{ r Rule }
+
+func (s static) ForBatch(context.Context, []Input) (Rule, error) { return s.r, nil }
 
 // Condition is the action's config.condition: a macro that must equal a
 // value for the recipient to get the action. It is today's only Rule.
 type Condition struct{}
 
 // Skip implements Rule.
-func (Condition) Skip(a *actions.Action, rc dispatch.Recipient) string {
-	if a.Config.Condition.Matches(rc.Macros) {
-		return ""
+func (Condition) Skip(p Pair) (string, string) {
+	a := p.Action
+	if a.Config.Condition.Matches(p.Recipient.Macros) {
+		return "", ""
 	}
 	c := a.Config.Condition
-	return fmt.Sprintf("condition not met: macro %s is %q, action %d needs %q", c.Macro, rc.Macros[c.Macro], a.ID, c.Equals)
+	return dispatch.ReasonConditionFalse, fmt.Sprintf("macro %s is %q, action %d needs %q", c.Macro, p.Recipient.Macros[c.Macro], a.ID, c.Equals)
 }
 
 // Planner plans notifications under its rules.
 type Planner struct {
-	rules []Rule
+	rules []BatchRule
 }
 
 // New returns a Planner that runs rules, in order, on every (recipient,
 // action) pair with an address.
-func New(rules ...Rule) *Planner { return &Planner{rules: rules} }
+func New(rules ...BatchRule) *Planner { return &Planner{rules: rules} }
 
 // Default is the Planner of today's rule set: the action's condition.
-func Default() *Planner { return New(Condition{}) }
+func Default() *Planner { return New(Static(Condition{})) }
+
+// Batch is a Planner bound to one batch's stored data (BatchRule.ForBatch).
+type Batch struct {
+	rules []Rule
+}
+
+// ForBatch reads what p's rules need for the notifications ins, once.
+func (p *Planner) ForBatch(ctx context.Context, ins []Input) (*Batch, error) {
+	b := &Batch{rules: make([]Rule, len(p.rules))}
+	for i, r := range p.rules {
+		bound, err := r.ForBatch(ctx, ins)
+		if err != nil {
+			return nil, fmt.Errorf("planning: %w", err)
+		}
+		b.rules[i] = bound
+	}
+	return b, nil
+}
+
+// Plan plans one notification with p's rules, for a caller that has no
+// batch (tests, a one-off): the rules are bound to in alone.
+func (p *Planner) Plan(ctx context.Context, in Input, r Resolution, now int64) (*dispatch.NotificationRecord, []*dispatch.Delivery, error) {
+	b, err := p.ForBatch(ctx, []Input{in})
+	if err != nil {
+		return nil, nil, err
+	}
+	note, ds := b.Plan(in, r, now)
+	return note, ds, nil
+}
 
 // Plan builds the notification row and its deliveries: one per (recipient,
 // action), skipped with a reason when the recipient has no usable address on
 // the action's channel or one of p's rules stops it.
-func (p *Planner) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationRecord, []*dispatch.Delivery) {
+func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationRecord, []*dispatch.Delivery) {
 	cid, n := in.CollectionID, in.Notification
 	note := &dispatch.NotificationRecord{
 		CollectionID:   cid,
@@ -115,11 +170,12 @@ func (p *Planner) Plan(in Input, r Resolution, now int64) (*dispatch.Notificatio
 				UpdatedTime:    now,
 			}
 			d.Address, d.Reason = address(d.Channel, a.ConfigName, rc)
+			pair := Pair{In: &in, Event: &r.Rule, Action: a, Recipient: &n.Recipients[i], Index: i}
 			for _, rule := range p.rules {
 				if d.Reason != "" {
 					break
 				}
-				d.Reason = rule.Skip(a, rc)
+				d.Reason, d.ReasonDetail = rule.Skip(pair)
 			}
 			if d.Reason != "" {
 				d.Status = dispatch.StatusSkipped

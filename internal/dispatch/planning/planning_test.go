@@ -1,6 +1,8 @@
 package planning_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,11 +16,11 @@ import (
 // it skips the recipients it names.
 type optOut map[string]bool
 
-func (o optOut) Skip(_ *actions.Action, rc dispatch.Recipient) string {
-	if o[rc.Email] {
-		return "recipient opted out"
+func (o optOut) Skip(p planning.Pair) (string, string) {
+	if o[p.Recipient.Email] {
+		return dispatch.ReasonOptedOut, "recipient opted out"
 	}
-	return ""
+	return "", ""
 }
 
 // The planner runs its rules in order on each (recipient, action) with an
@@ -32,21 +34,54 @@ func TestRulesRunInOrderAndTheFirstReasonSkips(t *testing.T) {
 		{Email: "cy@example.test", Macros: dispatch.Macros{"TIER": "tin"}},   // condition first
 		{Phone: "+14155550100", Macros: dispatch.Macros{"TIER": "gold"}},     // no address: no rule runs
 	}}}
-	p := planning.New(planning.Condition{}, optOut{"bob@example.test": true, "cy@example.test": true})
-	note, ds := p.Plan(in, planning.Resolution{Rule: actions.Rule{EventID: 3, Actions: []actions.Action{a}}, Found: true}, 1000)
+	p := planning.New(planning.Static(planning.Condition{}), planning.Static(optOut{"bob@example.test": true, "cy@example.test": true}))
+	note, ds, err := p.Plan(context.Background(), in, planning.Resolution{Rule: actions.Rule{EventID: 3, Actions: []actions.Action{a}}, Found: true}, 1000)
 
+	require.NoError(t, err)
 	require.Equal(t, dispatch.NotificationAccepted, note.Status)
 	require.Equal(t, 4, note.DeliveryCount)
 	require.Equal(t, 3, note.SkippedCount)
 	require.Len(t, ds, 4)
-	want := []struct{ status, reason string }{
-		{dispatch.StatusPending, ""},
-		{dispatch.StatusSkipped, "recipient opted out"},
-		{dispatch.StatusSkipped, `condition not met: macro TIER is "tin", action 7 needs "gold"`},
-		{dispatch.StatusSkipped, "recipient has no email address (neither tos nor email)"},
+	want := []struct{ status, reason, detail string }{
+		{dispatch.StatusPending, "", ""},
+		{dispatch.StatusSkipped, dispatch.ReasonOptedOut, "recipient opted out"},
+		{dispatch.StatusSkipped, dispatch.ReasonConditionFalse, `macro TIER is "tin", action 7 needs "gold"`},
+		{dispatch.StatusSkipped, "recipient has no email address (neither tos nor email)", ""},
 	}
 	for i, w := range want {
 		require.Equal(t, w.status, ds[i].Status, "delivery %d", i)
 		require.Equal(t, w.reason, ds[i].Reason, "delivery %d", i)
+		require.Equal(t, w.detail, ds[i].ReasonDetail, "delivery %d", i)
 	}
+}
+
+// batchRule counts its ForBatch calls and sees the inputs it is given.
+type batchRule struct {
+	calls int
+	names []string
+	err   error
+}
+
+func (b *batchRule) ForBatch(_ context.Context, ins []planning.Input) (planning.Rule, error) {
+	b.calls++
+	for _, in := range ins {
+		b.names = append(b.names, in.Notification.Name)
+	}
+	return optOut{}, b.err
+}
+
+// A rule that needs stored data reads it once for the whole batch, and its
+// failure is the batch's: nothing is planned from a partial read.
+func TestBatchRulesReadOncePerBatchAndTheirErrorsFailIt(t *testing.T) {
+	br := &batchRule{}
+	p := planning.New(br)
+	ins := []planning.Input{{Notification: dispatch.Notification{Name: "A"}}, {Notification: dispatch.Notification{Name: "B"}}}
+	_, err := p.ForBatch(context.Background(), ins)
+	require.NoError(t, err)
+	require.Equal(t, 1, br.calls)
+	require.Equal(t, []string{"A", "B"}, br.names)
+
+	br.err = errors.New("connection refused")
+	_, err = p.ForBatch(context.Background(), ins)
+	require.ErrorIs(t, err, br.err)
 }
