@@ -10,6 +10,10 @@
 package main
 
 import (
+	// The zone database in the binary: recipients' IANA time zones must
+	// resolve in a container without /usr/share/zoneinfo.
+	_ "time/tzdata"
+
 	"context"
 	"errors"
 	"flag"

@@ -475,6 +475,8 @@ func TestParseClassifiesBadInput(t *testing.T) {
 		{"no name", `{"collectionId": 1, "notification": [{"recipients": [{}]}]}`, dispatch.ProblemSchema, "notification[0].name"},
 		{"no recipients", `{"collectionId": 1, "notification": [{"name": "A"}]}`, dispatch.ProblemSchema, "notification[0].recipients"},
 		{"nul", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"email": "a\u0000@x"}]}]}`, dispatch.ProblemSchema, "notification[0].recipients[0]"},
+		{"bad timezone", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"timezone": "Mars/Olympus"}]}]}`, dispatch.ProblemSchema, "notification[0].recipients[0].timezone"},
+		{"long id", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"id": "` + strings.Repeat("u", 256) + `"}]}]}`, dispatch.ProblemSchema, "notification[0].recipients[0].id"},
 		{"too large", `{"collectionId": 1, "notification": [{"name": "` + strings.Repeat("A", 2000) + `"}]}`, dispatch.ProblemTooLarge, "body"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -485,7 +487,11 @@ func TestParseClassifiesBadInput(t *testing.T) {
 			require.Equal(t, tc.field, p.Details[0].Field, "%v", err)
 		})
 	}
-	req, err := dispatch.Parse([]byte(`{"collectionId": "772", "extra": 1, "notification": [{"name": "A", "recipients": [{"email": "a@x.io", "macros": {"N": 3, "B": true, "Z": null}}]}]}`), 1024)
+	req, err := dispatch.Parse([]byte(`{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"id": "u-1", "timezone": "Europe/Paris"}]}]}`), 1024)
+	require.NoError(t, err)
+	require.Equal(t, "u-1", req.Notification[0].Recipients[0].ID)
+	require.Equal(t, "Europe/Paris", req.Notification[0].Recipients[0].Timezone)
+	req, err = dispatch.Parse([]byte(`{"collectionId": "772", "extra": 1, "notification": [{"name": "A", "recipients": [{"email": "a@x.io", "macros": {"N": 3, "B": true, "Z": null}}]}]}`), 1024)
 	require.NoError(t, err, "the queue accepts unknown fields and numeric strings")
 	require.EqualValues(t, 772, req.CollectionID)
 	require.Equal(t, dispatch.Macros{"N": "3", "B": "true", "Z": ""}, req.Notification[0].Recipients[0].Macros)

@@ -25,6 +25,11 @@ const (
 	StatusBounced   = "bounced"   // the provider reported a bounce or block (webhook); Reason has its words
 	StatusFailed    = "failed"    // permanently failed, or out of attempts; Reason says why
 	StatusSkipped   = "skipped"   // never sent: no address, condition not met; Reason says why
+	// StatusScheduled waits for its due time (NextAttemptAt, shown as
+	// dueTime) for a rule-engine reason: send_at, delay, quiet_hours,
+	// digest (Reason*). The claim takes it when due, like pending.
+	StatusScheduled = "scheduled"
+	StatusCanceled  = "canceled" // a scheduled or pending delivery whose notification was canceled
 	// StatusUnknown is final: an attempt was in doubt (its worker stopped
 	// mid-send), the provider could not be asked, and the action's
 	// config.inDoubt is markUnknown, so it was not sent again.
@@ -48,7 +53,7 @@ const (
 )
 
 // DeliveryStatuses lists every delivery status, for validation.
-var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown}
+var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown, StatusScheduled, StatusCanceled}
 
 // How recovery resolved an in-doubt attempt (Delivery.Reconciled).
 const (

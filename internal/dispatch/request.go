@@ -26,6 +26,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 )
@@ -65,6 +66,13 @@ type Recipient struct {
 	PushID string    `json:"pushId,omitempty"`
 	Locale string    `json:"locale,omitempty"`
 	Macros Macros    `json:"macros,omitempty"`
+	// ID is the producer's id for the person (its user id): it keys the
+	// recipient's preferences; without it the channel address does
+	// (docs/rules.md).
+	ID string `json:"id,omitempty"`
+	// Timezone is the recipient's IANA zone (Europe/Paris), for quiet hours
+	// and conditions on local time; empty: the collection's default zone.
+	Timezone string `json:"timezone,omitempty"`
 }
 
 // Address is an email address with an optional display name.
@@ -315,6 +323,14 @@ func (r Request) Validate() error {
 			if len(rc.Tos)+len(rc.Ccs)+len(rc.Bccs) > maxAddresses {
 				f.Add(rp, fmt.Sprintf("must have at most %d tos, ccs and bccs together", maxAddresses))
 			}
+			if len(rc.ID) > maxNameLen {
+				f.Add(rp+".id", fmt.Sprintf("must be at most %d characters", maxNameLen))
+			}
+			if rc.Timezone != "" {
+				if _, err := time.LoadLocation(rc.Timezone); err != nil || len(rc.Timezone) > maxNameLen {
+					f.Add(rp+".timezone", "must be an IANA time zone name, such as Europe/Paris")
+				}
+			}
 			if len(rc.Macros) > maxMacros {
 				f.Add(rp+".macros", fmt.Sprintf("must have at most %d entries", maxMacros))
 			}
@@ -348,7 +364,7 @@ func (r Request) names() []string {
 }
 
 func (rc Recipient) strings() []string {
-	s := []string{rc.Email, rc.Phone, rc.PushID, rc.Locale}
+	s := []string{rc.Email, rc.Phone, rc.PushID, rc.Locale, rc.ID, rc.Timezone}
 	for _, l := range [][]Address{rc.Tos, rc.Ccs, rc.Bccs} {
 		for _, a := range l {
 			s = append(s, a.Email, a.Name)
