@@ -2,7 +2,7 @@
 GO      ?= go
 PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+LDFLAGS := -s -w -X main.version=$(VERSION)
 
 .PHONY: run build test test-short fault bench fuzz check fmt vet lint tidy clean
 
@@ -16,7 +16,7 @@ run: build
 ## dependency, a few minutes on two cores) shows progress; later builds reuse Go's cache and take seconds.
 build:
 	@echo "==> building bin/notificationservice (the first build compiles every dependency: minutes; then seconds)"
-	CGO_ENABLED=0 $(GO) build -v -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
+	CGO_ENABLED=0 $(GO) build -v -trimpath -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
 	@echo "==> built bin/notificationservice ($(VERSION))"
 
 ## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ

@@ -176,7 +176,7 @@ var rules = []rule{
 		from:       []string{"..."},
 		exceptFrom: join([]string{"internal/channels/...", "internal/outbox/..."}, groups["testsupport"]),
 		to: []string{
-			"github.com/sendgrid/...", "github.com/twilio/...", "firebase.google.com/...",
+			"github.com/sendgrid/...", "github.com/twilio/...",
 			"github.com/aws/aws-sdk-go-v2/service/...",
 		},
 		direct: true,

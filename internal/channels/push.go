@@ -9,17 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/errorutils"
-	"firebase.google.com/go/v4/messaging"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
-	"google.golang.org/api/option"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
@@ -32,17 +28,24 @@ const FCMName = "fcm"
 // fcmScope is the OAuth scope of the FCM HTTP v1 API.
 const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 
-// Push sends push notifications through FCM HTTP v1 with the
-// firebase-admin-go messaging client: the device token is the recipient's
-// pushId; title, body and data come from the action; APNs options make the
-// same message right for iOS devices.
+// maxFCMResponse caps what is read of an FCM response: a success is a
+// message name, an error a short JSON document.
+const maxFCMResponse = 64 << 10
+
+// Push sends push notifications through the FCM HTTP v1 API
+// (projects.messages.send): the device token is the recipient's pushId;
+// title, body and data come from the action; APNs options make the same
+// message right for iOS devices.
 //
-// The messaging client retries 503s and network errors by itself, up to
-// four times with backoff; the dispatch workers own retries, so each call
-// runs under an attempt guard that lets exactly one HTTP request out and
-// reports its outcome.
+// It is a small client of its own, on golang.org/x/oauth2/google for the
+// service account's tokens, rather than the Firebase Admin SDK: the SDK is
+// used for this one call but pulls Firestore, Storage, gRPC and deprecated
+// modules into the binary (about a third of its size), and it retries 503s
+// and network errors on its own, which the dispatch workers own (each Send
+// here is exactly one HTTP request, whose outcome the worker records).
 type Push struct {
-	client          *messaging.Client
+	client          *http.Client
+	endpoint        string // .../v1/projects/{project}/messages:send
 	timeout         time.Duration
 	maxPayloadBytes int
 	concurrency     int
@@ -75,19 +78,16 @@ func NewPush(ctx context.Context, cfg config.FCM, ts oauth2.TokenSource, breaker
 	if projectID == "" {
 		return nil, errors.New("channels: fcm: no project id (set channels.fcm.projectID)")
 	}
-	hc := &http.Client{Transport: &oauth2.Transport{Source: ts, Base: &attemptGuard{next: newTransport(cfg.Timeout)}}}
-	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: projectID},
-		option.WithHTTPClient(hc),
-		option.WithEndpoint(strings.TrimRight(cfg.BaseURL, "/")+"/v1"))
-	if err != nil {
-		return nil, fmt.Errorf("channels: fcm: %w", err)
-	}
-	mc, err := app.Messaging(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("channels: fcm messaging: %w", err)
+	// The token source fetches through its own client (the key's token_uri);
+	// messages go through this one, with no redirects followed: FCM answers
+	// a send directly.
+	hc := &http.Client{
+		Transport:     &oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, ts), Base: newTransport(cfg.Timeout)},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return &Push{
-		client:          mc,
+		client:          hc,
+		endpoint:        strings.TrimRight(cfg.BaseURL, "/") + "/v1/projects/" + url.PathEscape(projectID) + "/messages:send",
 		timeout:         cfg.Timeout,
 		maxPayloadBytes: cfg.MaxPayloadBytes,
 		concurrency:     max(cfg.Concurrency, 1),
@@ -110,26 +110,56 @@ func (p *Push) Send(ctx context.Context, msgs []Message) []Result {
 	return out
 }
 
-// Message builds the FCM message for m: a notification when there is a
+// The FCM HTTP v1 message, the fields this service sets, in the order and
+// with the names of the API's JSON (https://firebase.google.com/docs/
+// reference/fcm/rest/v1/projects.messages): the golden files of the
+// request bodies are unchanged from the Admin SDK's.
+type (
+	fcmRequest struct {
+		Message fcmMessage `json:"message"`
+	}
+	fcmMessage struct {
+		Data         map[string]string `json:"data,omitempty"`
+		Notification *fcmNotification  `json:"notification,omitempty"`
+		Android      *fcmAndroid       `json:"android,omitempty"`
+		APNS         *fcmAPNS          `json:"apns,omitempty"`
+		Token        string            `json:"token,omitempty"`
+	}
+	fcmNotification struct {
+		Title string `json:"title,omitempty"`
+		Body  string `json:"body,omitempty"`
+	}
+	fcmAndroid struct {
+		Priority string `json:"priority,omitempty"`
+	}
+	fcmAPNS struct {
+		Headers map[string]string `json:"headers,omitempty"`
+		Payload fcmAPNSPayload    `json:"payload"`
+	}
+	fcmAPNSPayload struct {
+		Aps fcmAps `json:"aps"`
+	}
+	fcmAps struct {
+		Sound            string `json:"sound,omitempty"`
+		ContentAvailable int    `json:"content-available,omitempty"`
+	}
+)
+
+// fcmMessageFor builds the FCM message for m: a notification when there is a
 // title or body (an alert on iOS, priority 10), a background data message
 // otherwise (content-available, priority 5).
-func (p *Push) Message(m Message) *messaging.Message {
-	msg := &messaging.Message{Token: m.PushToken, Data: m.Data}
-	aps := &messaging.Aps{}
-	headers := map[string]string{}
+func fcmMessageFor(m Message) fcmMessage {
+	msg := fcmMessage{Token: m.PushToken, Data: m.Data}
 	if m.Title != "" || m.Body != "" {
-		msg.Notification = &messaging.Notification{Title: m.Title, Body: m.Body}
-		msg.Android = &messaging.AndroidConfig{Priority: "high"}
-		aps.Sound = "default"
-		headers["apns-push-type"] = "alert"
-		headers["apns-priority"] = "10"
-	} else {
-		msg.Android = &messaging.AndroidConfig{Priority: "normal"}
-		aps.ContentAvailable = true
-		headers["apns-push-type"] = "background"
-		headers["apns-priority"] = "5"
+		msg.Notification = &fcmNotification{Title: m.Title, Body: m.Body}
+		msg.Android = &fcmAndroid{Priority: "high"}
+		msg.APNS = &fcmAPNS{Headers: map[string]string{"apns-push-type": "alert", "apns-priority": "10"},
+			Payload: fcmAPNSPayload{Aps: fcmAps{Sound: "default"}}}
+		return msg
 	}
-	msg.APNS = &messaging.APNSConfig{Headers: headers, Payload: &messaging.APNSPayload{Aps: aps}}
+	msg.Android = &fcmAndroid{Priority: "normal"}
+	msg.APNS = &fcmAPNS{Headers: map[string]string{"apns-push-type": "background", "apns-priority": "5"},
+		Payload: fcmAPNSPayload{Aps: fcmAps{ContentAvailable: 1}}}
 	return msg
 }
 
@@ -149,12 +179,8 @@ func (p *Push) sendOne(ctx context.Context, m Message) Result {
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	actx, stop := context.WithCancel(cctx)
-	defer stop()
-	at := &attempt{stop: stop}
-	id, err := p.client.Send(context.WithValue(actx, attemptKey{}, at), p.Message(m))
-	if err != nil {
-		e := p.classify(err, at)
+	id, e := p.post(cctx, m)
+	if e != nil {
 		done(e)
 		return Result{Err: e}
 	}
@@ -162,38 +188,73 @@ func (p *Push) sendOne(ctx context.Context, m Message) Result {
 	return Result{ProviderMessageID: id}
 }
 
-// classify turns the outcome of one attempt into an *Error. When the guard
-// stopped the SDK's own retry, the attempt's record is the truth; otherwise
-// the SDK's FirebaseError carries the response.
-func (p *Push) classify(err error, at *attempt) *Error {
-	at.mu.Lock()
-	status, header, body, terr := at.status, at.header, at.body, at.err
-	at.mu.Unlock()
+// post makes the one request of an attempt and classifies its outcome.
+func (p *Push) post(ctx context.Context, m Message) (string, *Error) {
+	body, err := json.Marshal(fcmRequest{Message: fcmMessageFor(m)})
+	if err != nil {
+		return "", Permanent(FCMName, "encoding the message: "+err.Error(), err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return "", Permanent(FCMName, "building the request: "+err.Error(), err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return "", p.requestError(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFCMResponse))
+	if err != nil {
+		return "", transportError(FCMName, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		var ok struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(b, &ok); err != nil || ok.Name == "" {
+			// FCM took the request; resending could notify the device twice.
+			return "", Permanent(FCMName, fmt.Sprintf("HTTP %d with an unreadable answer (no message name); not resent", resp.StatusCode), err)
+		}
+		return ok.Name, nil
+	}
+	return "", p.classify(resp.StatusCode, resp.Header, b)
+}
+
+// requestError classifies a request that got no response: the OAuth token
+// endpoint's refusal (no retry fixes a refused key, unless the token
+// endpoint itself was unavailable), or a transport error.
+func (p *Push) requestError(err error) *Error {
 	var re *oauth2.RetrieveError
-	if errors.As(err, &re) || errors.As(terr, &re) {
+	if errors.As(err, &re) {
 		if re.Response != nil && retryableStatus(re.Response.StatusCode) {
 			return Retryable(FCMName, "OAuth token endpoint: "+re.Error(), retryAfter(re.Response.Header, p.now()), err)
 		}
-		// The service account's token was refused: no retry fixes the key.
 		return Permanent(FCMName, "authentication: the OAuth token was refused: "+re.Error(), err)
 	}
-	if terr != nil {
-		return transportError(FCMName, terr)
+	return transportError(FCMName, err)
+}
+
+// classify turns an FCM error response into an *Error, by the FCM error
+// code (details[].errorCode, else the status) and the HTTP status.
+func (p *Push) classify(status int, header http.Header, body []byte) *Error {
+	var fe fcmErrorBody
+	_ = json.Unmarshal(body, &fe) // an unreadable body leaves the HTTP status to decide
+	code := fe.Error.Status
+	for _, d := range fe.Error.Details {
+		if d.ErrorCode != "" {
+			code = d.ErrorCode
+			break
+		}
 	}
-	if resp := errorutils.HTTPResponse(err); resp != nil {
-		status, header = resp.StatusCode, resp.Header
-	}
-	if status == 0 {
-		return transportError(FCMName, err)
-	}
-	code := fcmErrorCode(err, body)
 	reason := fmt.Sprintf("HTTP %d", status)
 	if code != "" {
 		reason += " " + code
 	}
-	if msg := fcmErrorMessage(err, body); msg != "" {
-		reason += ": " + msg
+	if fe.Error.Message != "" {
+		reason += ": " + fe.Error.Message
 	}
+	err := errors.New(reason)
 	switch {
 	case code == "UNREGISTERED":
 		return Permanent(FCMName, "device token is no longer registered: "+reason, err)
@@ -208,44 +269,6 @@ func (p *Push) classify(err error, at *attempt) *Error {
 	}
 }
 
-// fcmErrorCode is the FCM error code (UNREGISTERED, QUOTA_EXCEEDED, ...).
-func fcmErrorCode(err error, body []byte) string {
-	for code, is := range map[string]func(error) bool{
-		"UNREGISTERED":           messaging.IsUnregistered,
-		"INVALID_ARGUMENT":       messaging.IsInvalidArgument,
-		"SENDER_ID_MISMATCH":     messaging.IsSenderIDMismatch,
-		"QUOTA_EXCEEDED":         messaging.IsQuotaExceeded,
-		"UNAVAILABLE":            messaging.IsUnavailable,
-		"INTERNAL":               messaging.IsInternal,
-		"THIRD_PARTY_AUTH_ERROR": messaging.IsThirdPartyAuthError,
-	} {
-		if is(err) {
-			return code
-		}
-	}
-	var fe fcmErrorBody
-	if json.Unmarshal(body, &fe) == nil {
-		for _, d := range fe.Error.Details {
-			if d.ErrorCode != "" {
-				return d.ErrorCode
-			}
-		}
-		return fe.Error.Status
-	}
-	return ""
-}
-
-func fcmErrorMessage(err error, body []byte) string {
-	var fe fcmErrorBody
-	if len(body) > 0 && json.Unmarshal(body, &fe) == nil && fe.Error.Message != "" {
-		return fe.Error.Message
-	}
-	if errorutils.HTTPResponse(err) != nil {
-		return err.Error()
-	}
-	return ""
-}
-
 type fcmErrorBody struct {
 	Error struct {
 		Status  string `json:"status"`
@@ -254,69 +277,6 @@ type fcmErrorBody struct {
 			ErrorCode string `json:"errorCode"`
 		} `json:"details"`
 	} `json:"error"`
-}
-
-// attemptKey carries an *attempt in a request context.
-type attemptKey struct{}
-
-// attempt records the one HTTP request of a Send call.
-type attempt struct {
-	stop context.CancelFunc
-
-	mu     sync.Mutex
-	sent   bool
-	status int
-	header http.Header
-	body   []byte
-	err    error
-}
-
-// attemptGuard lets one request per attempt reach the provider. When the
-// response is one the SDK would retry on its own (a transport error or a
-// 503), it records the outcome and cancels the attempt's context, so the
-// SDK's retry wait returns at once instead of sending again.
-type attemptGuard struct {
-	next http.RoundTripper
-}
-
-func (g *attemptGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	at, _ := req.Context().Value(attemptKey{}).(*attempt)
-	if at == nil {
-		return g.next.RoundTrip(req)
-	}
-	at.mu.Lock()
-	if at.sent {
-		at.mu.Unlock()
-		return nil, errors.New("channels: fcm: second attempt refused; the dispatcher retries")
-	}
-	at.sent = true
-	at.mu.Unlock()
-
-	resp, err := g.next.RoundTrip(req)
-	at.mu.Lock()
-	defer at.mu.Unlock()
-	if err != nil {
-		at.err = err
-		at.stop()
-		return nil, err
-	}
-	at.status, at.header = resp.StatusCode, resp.Header.Clone()
-	if resp.StatusCode >= 400 {
-		// Keep the error body for classification; the SDK reads this copy.
-		b, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		_ = resp.Body.Close()
-		if rerr != nil {
-			at.err = rerr
-			at.stop()
-			return nil, rerr
-		}
-		at.body = b
-		resp.Body = io.NopCloser(bytes.NewReader(b))
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			at.stop()
-		}
-	}
-	return resp, nil
 }
 
 // maxPushToken bounds a device token; FCM's are about 160 bytes, APNs' 64.

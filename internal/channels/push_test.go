@@ -134,8 +134,10 @@ func TestPushErrors(t *testing.T) {
 		{"bad credentials", fcmError(401, "UNAUTHENTICATED", "", "Request had invalid authentication credentials."), true, 0, "authentication or permission: HTTP 401"},
 		{"quota exceeded honours Retry-After", fcmError(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "Quota exceeded", "Retry-After", "12"), false, 12 * time.Second, "HTTP 429 QUOTA_EXCEEDED"},
 		{"internal", fcmError(500, "INTERNAL", "INTERNAL", "Internal error"), false, 0, "HTTP 500 INTERNAL"},
-		// The SDK would retry a 503 four times with backoff; the guard lets
-		// one request out and reports it.
+		// A 503 is reported, not retried inside Send: the workers retry.
+		{"an answer without a message name is not resent", func(w http.ResponseWriter, r *http.Request, body []byte, n int) {
+			_, _ = w.Write([]byte(`<html>proxy</html>`))
+		}, true, 0, "HTTP 200 with an unreadable answer"},
 		{"unavailable is sent once", fcmError(503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable.", "Retry-After", "30"), false, 30 * time.Second, "HTTP 503 UNAVAILABLE: The service is currently unavailable."},
 	}
 	for _, tc := range cases {
@@ -167,7 +169,7 @@ func TestPushTimeoutAndRefusedAreSentOnce(t *testing.T) {
 	require.Contains(t, e.Reason, "timeout")
 	require.Equal(t, 1, f.count())
 
-	// A closed port: a network error the SDK would retry.
+	// A closed port: a network error, reported at once.
 	closed := newFake(t, fcmSent)
 	closed.Close()
 	p = newPush(t, closed)
@@ -176,7 +178,7 @@ func TestPushTimeoutAndRefusedAreSentOnce(t *testing.T) {
 	e = channels.Classify("fcm", res[0].Err)
 	require.False(t, e.Permanent)
 	require.Contains(t, e.Reason, "transport")
-	require.Less(t, time.Since(start), time.Second, "no SDK retry backoff")
+	require.Less(t, time.Since(start), time.Second, "no retry backoff inside Send")
 }
 
 // With a service-account key file (and no token source), NewPush reads the
