@@ -260,7 +260,7 @@ func TestConditionSkipsRecipients(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		a := emailAction()
-		a.Config.Condition = &actions.Condition{Macro: "TIER", Equals: "gold"}
+		a.Config.Condition = `recipient.macros.TIER == "gold"`
 		cid, _ := seedRule(t, db, "PROMO", a)
 		in := intake.New(db, actions.NewRules(db), nil, nil, nil)
 		out, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
@@ -271,7 +271,7 @@ func TestConditionSkipsRecipients(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, ds, 1)
 		require.Equal(t, dispatch.ReasonConditionFalse, ds[0].Reason)
-		require.Equal(t, `macro TIER is "3", action `+jsonInt(ds[0].ActionID)+` needs "gold"`, ds[0].ReasonDetail)
+		require.Equal(t, `the action's condition is false: recipient.macros.TIER == "gold"`, ds[0].ReasonDetail)
 	})
 }
 
