@@ -60,11 +60,12 @@ type Event struct {
 	Status       string `json:"status"`
 	// Condition is an expr-lang expression (docs/rules.md) that must be
 	// true for a recipient to get any action of the event; it is checked
-	// before the actions' own conditions. "" is none.
-	Condition string `json:"condition"`
+	// before the actions' own conditions. "" is none. Both fields are left
+	// out when unset, so an event without them keeps the catalogue's shape.
+	Condition string `json:"condition,omitempty"`
 	// Required marks an event recipients cannot opt out of (password
 	// reset, security alerts): their preferences do not apply to it.
-	Required    bool   `json:"required"`
+	Required    bool   `json:"required,omitempty"`
 	Version     int64  `json:"-"`
 	CreatedBy   string `json:"-"`
 	UpdatedBy   string `json:"-"`
