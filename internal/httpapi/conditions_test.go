@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"strings"
@@ -117,6 +118,30 @@ func TestConditionsDecideDeliveriesThroughTheAPI(t *testing.T) {
 				require.Equal(t, tc.reason, d["reason"], "delivery: %v", d)
 				require.Contains(t, d["reasonDetail"], tc.detail)
 			})
+		}
+
+		// app wires planning's decisions into /metrics.
+		count := func(reason string) float64 {
+			families, err := api.App.Metrics.Registry().Gather()
+			require.NoError(t, err)
+			for _, f := range families {
+				if f.GetName() != "notify_planning_decisions_total" {
+					continue
+				}
+				for _, m := range f.GetMetric() {
+					if m.GetLabel()[0].GetValue() == reason {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+			return -1
+		}
+		want := map[string]float64{}
+		for _, tc := range conditionCases {
+			want[cmp.Or(tc.reason, "planned")]++
+		}
+		for reason, n := range want {
+			require.Equal(t, n, count(reason), reason)
 		}
 	})
 }
