@@ -46,6 +46,12 @@ func TestEnvironment(t *testing.T) {
 		{`now.Hour() == 22 && now.In(timezone(recipient.timezone)).Hour() == 23`, true},
 		{`recipient.macros.MISSING == ""`, true},
 		{`any(recipient.tos, .email contains "ann")`, true},
+		// docs/rules.md's other examples.
+		{`(notification.data.missing ?? 0) > 100`, false},
+		{`(notification.data.amount ?? 0) > 100`, true},
+		{`recipient.id != "" && notification.tenant == "acme"`, true},
+		{`any(recipient.tos, .email endsWith "@example.test")`, true},
+		{`now.In(timezone(recipient.timezone)).Hour() < 22`, false},
 	} {
 		t.Run(tc.expr, func(t *testing.T) {
 			p, err := condition.Compile(tc.expr)
