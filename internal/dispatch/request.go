@@ -75,7 +75,8 @@ func (d *Data) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	if len(b) == 0 || b[0] != '{' {
-		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: dataType, Field: "data"}
+		// The decoder names the field (notification.data).
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: dataType}
 	}
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -100,6 +101,31 @@ func (d *Data) Scan(src any) error {
 }
 
 var dataType = reflect.TypeOf(map[string]any{})
+
+// validData reports whether every key and string of v, at any depth, is
+// text PostgreSQL can hold (apperr.ValidText): JSON escapes a NUL, so the
+// encoded object would pass where its decoded strings would not.
+func validData(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return apperr.ValidText(v)
+	case Data:
+		return validData(map[string]any(v))
+	case map[string]any:
+		for k, x := range v {
+			if !apperr.ValidText(k) || !validData(x) {
+				return false
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if !validData(x) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // jsonKind names the kind of a JSON value, for a type error.
 func jsonKind(b []byte) string {
@@ -379,7 +405,7 @@ func (r Request) Validate() error {
 		if n.Data != nil {
 			if b, err := json.Marshal(n.Data); err != nil || len(b) > MaxDataLen {
 				f.Add(p+".data", fmt.Sprintf("must be at most %d bytes of JSON", MaxDataLen))
-			} else if !apperr.ValidText(string(b)) {
+			} else if !validData(n.Data) {
 				f.Add(p+".data", apperr.TextReason)
 			}
 		}
