@@ -122,7 +122,15 @@ func (p *Program) String() string { return p.src }
 
 // Compile parses and type-checks src against Env. The error is an *Error
 // naming the position of the problem.
-func Compile(src string) (*Program, error) {
+func Compile(src string) (prog *Program, err error) {
+	// Conditions are tenants' input, saved over the API: a panic in the
+	// compiler on some pathological expression is the expression's error,
+	// never a 500.
+	defer func() {
+		if r := recover(); r != nil {
+			prog, err = nil, &Error{Message: fmt.Sprintf("cannot be compiled: %v", r)}
+		}
+	}()
 	if strings.TrimSpace(src) == "" {
 		return nil, &Error{Message: "is empty"}
 	}

@@ -2,6 +2,7 @@ package condition_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +91,14 @@ func TestCompileErrors(t *testing.T) {
 	}
 	_, err := condition.Compile(string(make([]byte, condition.MaxLen+1)))
 	require.ErrorContains(t, err, "the limit is 2048")
+	// Bounded at save: too many nodes, and pathological nesting, are
+	// errors, not panics.
+	_, err = condition.Compile("1" + strings.Repeat("+1", 600) + ">0")
+	require.ErrorContains(t, err, "exceeds maximum allowed nodes")
+	_, err = condition.Compile(strings.Repeat("(", 1000) + "true" + strings.Repeat(")", 1000))
+	require.NoError(t, err, "deep parentheses are one node")
+	_, err = condition.Compile(strings.Repeat("!", 1000) + "true")
+	require.ErrorContains(t, err, "exceeds maximum allowed nodes")
 }
 
 // A value of the wrong type at run time, or an evaluation over its budget,
