@@ -3,10 +3,13 @@
 package actions
 
 import (
+	"bytes"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
 
+	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/condition"
 	"github.com/notificationservice/notificationservice/internal/message"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -65,6 +68,8 @@ type Action struct {
 	UpdatedBy   string `json:"-"`
 	UpdatedTime int64  `json:"updatedTime"`
 	CreatedTime int64  `json:"createdTime"`
+
+	compiled *Compiled // Config.Condition, compiled when the rule is loaded
 }
 
 // TableName is the actions table.
@@ -91,18 +96,80 @@ const (
 	MissingKeep  = "keep"  // leave the {{MACRO}} placeholder as it is
 )
 
-// Condition limits an action to recipients whose macro Macro equals Equals.
-type Condition struct {
-	Macro  string `json:"macro"`
-	Equals string `json:"equals"`
+// Condition is an action's config.condition: an expr-lang expression over
+// the environment of package condition (docs/rules.md) that must be true
+// for a recipient to get the action; "" lets everyone through.
+//
+// The object form of earlier versions, {"macro": "TIER", "equals": "gold"},
+// is still accepted, in requests and in stored rows alike: it is translated
+// to the equivalent expression (condition.FromMacro) when it is decoded, so
+// an action saved with it reads back, and is published, as a string.
+type Condition string
+
+// UnmarshalJSON accepts a string, null, or the object form.
+func (c *Condition) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case string(b) == "null":
+		*c = ""
+		return nil
+	case len(b) > 0 && b[0] == '{':
+		var old struct {
+			Macro  string `json:"macro"`
+			Equals string `json:"equals"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&old); err != nil {
+			return conditionError(`the object form is {"macro": "NAME", "equals": "value"}; prefer an expression string`)
+		}
+		if !macroName.MatchString(old.Macro) {
+			return conditionError("the object form needs a macro name such as FNAME in macro")
+		}
+		*c = Condition(condition.FromMacro(old.Macro, old.Equals))
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return conditionError("must be a string holding an expression, or the object form {macro, equals}")
+	}
+	*c = Condition(s)
+	return nil
 }
 
-// Matches reports whether a recipient with macros passes the condition.
-func (c *Condition) Matches(macros map[string]string) bool {
-	if c == nil {
-		return true
+// conditionError is a condition that cannot be decoded: a field error the
+// API answers as 400 on config.condition (the decoder of the config
+// prefixes the field with config.).
+func conditionError(reason string) error {
+	return apperr.Invalid("request has invalid fields", apperr.Detail{Field: "condition", Reason: reason})
+}
+
+// Compiled is a condition compiled once, when its rule is loaded: the
+// program, or why the stored expression does not compile (a rule saved
+// before a change of the environment); planning skips with that error.
+type Compiled struct {
+	Program *condition.Program
+	Err     error
+}
+
+// compile compiles src; nil for no condition.
+func compile(src string) *Compiled {
+	if src == "" {
+		return nil
 	}
-	return macros[c.Macro] == c.Equals
+	p, err := condition.Compile(src)
+	return &Compiled{Program: p, Err: err}
+}
+
+// CompiledCondition returns the action's condition compiled: the copy the
+// rule was loaded with (Rules.Resolve compiles it once per action version,
+// and the cache keeps it), or a fresh compile for an action built by hand.
+// nil when the action has none.
+func (a *Action) CompiledCondition() *Compiled {
+	if a.compiled != nil || a.Config.Condition == "" {
+		return a.compiled
+	}
+	return compile(string(a.Config.Condition))
 }
 
 // Config is an action's channel settings: the default content, its locale
@@ -118,8 +185,8 @@ type Config struct {
 	From                string `json:"from,omitempty"`                // SMS sender number (E.164)
 	MessagingServiceSID string `json:"messagingServiceSid,omitempty"` // Twilio Messaging Service, instead of From
 
-	MissingMacro string     `json:"missingMacro,omitempty"` // fail | blank | keep
-	Condition    *Condition `json:"condition,omitempty"`
+	MissingMacro string    `json:"missingMacro,omitempty"` // fail | blank | keep
+	Condition    Condition `json:"condition,omitempty"`
 	// InDoubt is what recovery does with a delivery whose last attempt is
 	// in doubt (its worker stopped mid-send) when the provider cannot be
 	// asked whether it accepted it: resend (the default; at least once) or

@@ -259,8 +259,8 @@ func (c *Cache) remove(el *list.Element) {
 	}
 }
 
-// clone copies what a caller could change in place (the config's maps and
-// condition), so no caller can alter a cached entry or see another's edits.
+// clone copies what a caller could change in place (the config's maps; the
+// compiled condition is immutable and shared), so no caller can alter a cached entry or see another's edits.
 func (a Action) clone() Action {
 	a.Config.Data = maps.Clone(a.Config.Data)
 	if a.Config.Locales != nil {
@@ -270,10 +270,6 @@ func (a Action) clone() Action {
 			locales[k] = v
 		}
 		a.Config.Locales = locales
-	}
-	if a.Config.Condition != nil {
-		cond := *a.Config.Condition
-		a.Config.Condition = &cond
 	}
 	return a
 }

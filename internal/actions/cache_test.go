@@ -172,13 +172,12 @@ func TestCacheServesGetsAndEvictsOnEveryMutation(t *testing.T) {
 		// A caller that edits what it got does not edit the cache.
 		b := c.create(t, actions.Input{Name: "push", EventID: c.event, ConfigName: actions.ConfigPush,
 			Config: actions.Config{Content: actions.Content{Title: "Hi", Data: map[string]string{"k": "v"}},
-				Locales: map[string]actions.Content{"fr": {Title: "Salut"}}, Condition: &actions.Condition{Macro: "M", Equals: "x"}}})
+				Locales: map[string]actions.Content{"fr": {Title: "Salut"}}, Condition: `recipient.macros.M == "x"`}})
 		c.settle(t)
 		first, err := c.svc.Get(c.ctx, c.admin, c.coll, b.ID)
 		require.NoError(t, err)
 		first.Config.Data["k"] = "changed"
 		first.Config.Locales["fr"] = actions.Content{Title: "changed"}
-		first.Config.Condition.Equals = "changed"
 		second, err := c.svc.Get(c.ctx, c.admin, c.coll, b.ID)
 		require.NoError(t, err)
 		require.Equal(t, b, second)

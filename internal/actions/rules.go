@@ -10,8 +10,30 @@ import (
 // Rule is what a notification name resolves to: the ACTIVE event of that name
 // in the collection and its ACTIVE actions, in id order.
 type Rule struct {
-	EventID int64
-	Actions []Action
+	EventID   int64
+	EventName string
+	// CollectionName is the name of the event's collection (conditions
+	// read it as collection.name).
+	CollectionName string
+	// Required is the event's required flag: recipients' opt-outs do not
+	// apply to it (password reset, security alerts).
+	Required bool
+	// Condition is the event's condition (docs/rules.md), checked before
+	// any action's; "" is none.
+	Condition string
+	Actions   []Action
+
+	compiled *Compiled // Condition, compiled when the rule is loaded
+}
+
+// CompiledCondition returns the event's condition compiled: the copy the
+// rule was loaded with, or a fresh compile for a rule built by hand. nil
+// when the event has none.
+func (r *Rule) CompiledCondition() *Compiled {
+	if r.compiled != nil || r.Condition == "" {
+		return r.compiled
+	}
+	return compile(r.Condition)
 }
 
 // Rules resolves notification names to the actions they fire.
@@ -50,12 +72,17 @@ func (r *Rules) Resolve(ctx context.Context, collectionID int64, name string) (r
 
 func (r *Rules) resolve(ctx context.Context, collectionID int64, name string) (rule Rule, found bool, err error) {
 	type row struct {
-		EventID int64
+		EventID        int64
+		EventName      string
+		EventRequired  bool
+		EventCondition string
+		CollectionName string
 		Action
 	}
 	var rows []row
 	err = r.db.WithContext(ctx).Raw(`
-SELECT e.id AS event_id,
+SELECT e.id AS event_id, e.name AS event_name, e.required AS event_required, e.condition AS event_condition,
+       c.name AS collection_name,
        COALESCE(a.id, 0) AS id, COALESCE(a.collection_id, 0) AS collection_id,
        COALESCE(a.name, '') AS name, COALESCE(a.description, '') AS description,
        COALESCE(a.status, '') AS status, COALESCE(a.config_name, '') AS config_name,
@@ -74,12 +101,20 @@ ORDER BY a.id`, StatusActive, StatusActive, collectionID, name, StatusActive).Sc
 	if len(rows) == 0 {
 		return Rule{}, false, nil
 	}
-	rule.EventID = rows[0].EventID
+	rule.EventID, rule.EventName = rows[0].EventID, rows[0].EventName
+	rule.Required, rule.Condition = rows[0].EventRequired, rows[0].EventCondition
+	rule.CollectionName = rows[0].CollectionName
+	// Conditions are compiled here, once per load: the cache keeps the rule
+	// with its programs until a change to the collection, its events or
+	// actions evicts it (a new version of any of them), so a planning batch
+	// never compiles.
+	rule.compiled = compile(rule.Condition)
 	for _, rw := range rows {
 		if rw.Action.ID == 0 { // the LEFT JOIN row of an event without active actions
 			continue
 		}
 		rw.Action.EventID = rw.EventID
+		rw.Action.compiled = compile(string(rw.Action.Config.Condition))
 		rule.Actions = append(rule.Actions, rw.Action)
 	}
 	return rule, true, nil

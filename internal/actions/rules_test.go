@@ -83,3 +83,34 @@ func off2(event int64) actions.Input {
 	in.Status = actions.StatusInactive
 	return in
 }
+
+// A resolved rule carries its event's name, required flag and condition,
+// and every condition compiled once, at load: planning only evaluates.
+func TestRulesResolveCompilesConditions(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		require.NoError(t, db.Exec(`UPDATE events SET condition = ?, required = ? WHERE id = ?`, `event.name != ""`, true, b.event).Error)
+		in := email(b.event, "mail")
+		in.Config.Condition = `recipient.locale startsWith "fr"`
+		b.create(t, in)
+		b.create(t, sms(b.event, "plain"))
+
+		rule, found, err := actions.NewRules(db).Resolve(b.ctx, b.coll, "USER_INVITEUSER")
+		require.NoError(t, err)
+		require.True(t, found)
+		require.Equal(t, "USER_INVITEUSER", rule.EventName)
+		require.True(t, rule.Required)
+		require.Equal(t, `event.name != ""`, rule.Condition)
+		require.NotEmpty(t, rule.CollectionName)
+		ev := rule.CompiledCondition()
+		require.NotNil(t, ev)
+		require.NoError(t, ev.Err)
+		require.Same(t, ev, rule.CompiledCondition(), "compiled at load, not per call")
+		ac := rule.Actions[0].CompiledCondition()
+		require.NoError(t, ac.Err)
+		require.Equal(t, `recipient.locale startsWith "fr"`, ac.Program.String())
+		require.Same(t, ac, rule.Actions[0].CompiledCondition())
+		require.Nil(t, rule.Actions[1].CompiledCondition(), "no condition, nothing to run")
+	})
+}

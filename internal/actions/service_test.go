@@ -103,7 +103,7 @@ func TestConfigRoundTrips(t *testing.T) {
 		in.Config.From = "+14155550100"
 		in.Config.MissingMacro = actions.MissingKeep
 		in.Config.Locales = map[string]actions.Content{"fr": {Body: "Salut"}, "fr_CA": {Body: "Allo"}}
-		in.Config.Condition = &actions.Condition{Macro: "TIER", Equals: "gold"}
+		in.Config.Condition = `recipient.macros.TIER in ["gold", "platinum"]`
 		a := b.create(t, in)
 		got, err := b.svc.Get(b.ctx, b.admin, b.coll, a.ID)
 		require.NoError(t, err)
@@ -170,10 +170,14 @@ func TestCreateValidation(t *testing.T) {
 		{"locale keys", func(_ *bundle, in *actions.Input) {
 			in.Config.Locales = map[string]actions.Content{"fr-CA": {}, "FR": {}, "fr_CA": {}, "fr": {}}
 		}, map[string]string{"config.locales.fr-CA": "fr_CA", "config.locales.FR": "fr_CA"}},
-		{"condition without macro", func(_ *bundle, in *actions.Input) { in.Config.Condition = &actions.Condition{Equals: "x"} },
-			map[string]string{"config.condition.macro": "is required"}},
-		{"condition with a bad macro", func(_ *bundle, in *actions.Input) { in.Config.Condition = &actions.Condition{Macro: "{{X}}"} },
-			map[string]string{"config.condition.macro": "macro name"}},
+		// A condition is compiled and type-checked when it is saved; the
+		// error names its position.
+		{"condition that does not parse", func(_ *bundle, in *actions.Input) { in.Config.Condition = `recipient.locale startsWith` },
+			map[string]string{"config.condition": "line 1, column"}},
+		{"condition on an unknown name", func(_ *bundle, in *actions.Input) { in.Config.Condition = `recipient.plan == "pro"` },
+			map[string]string{"config.condition": "line 1, column 11: type Recipient has no field plan"}},
+		{"condition that is not a bool", func(_ *bundle, in *actions.Input) { in.Config.Condition = `recipient.macros.PLAN` },
+			map[string]string{"config.condition": "expected bool"}},
 		// Templates are tenants' code: what would make a render explode is
 		// refused before it is stored.
 		{"nested each over the macros", func(_ *bundle, in *actions.Input) {
@@ -226,7 +230,7 @@ func TestCreateValidation(t *testing.T) {
 					MessagingServiceSID: "MG0123456789abcdef0123456789abcdef", InDoubt: actions.InDoubtMarkUnknown}},
 			"push with a body only": {Name: "push", EventID: b.event, ConfigName: actions.ConfigPush,
 				Config: actions.Config{Content: actions.Content{Body: "x"}, MissingMacro: actions.MissingBlank,
-					Condition: &actions.Condition{Macro: "user.tier", Equals: ""}}},
+					Condition: `recipient.macros["user.tier"] == ""`}},
 		}
 		for name, in := range valid {
 			_, err := b.svc.Create(b.ctx, b.admin, b.coll, in)

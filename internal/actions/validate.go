@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/condition"
 	"github.com/notificationservice/notificationservice/internal/macros"
 )
 
@@ -167,13 +168,18 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 			f.Add("config.locales."+k, "must be a language such as fr or a locale such as fr_CA")
 		}
 	}
-	if c.Condition != nil {
-		switch {
-		case c.Condition.Macro == "":
-			f.Add("config.condition.macro", "is required")
-		case !macroName.MatchString(c.Condition.Macro):
-			f.Add("config.condition.macro", "must be a macro name such as FNAME")
-		}
+	CheckCondition(f, "config.condition", string(c.Condition))
+}
+
+// CheckCondition records why src, a condition of an action or an event, does
+// not compile: the expression's error and its position (line and column).
+// "" is no condition.
+func CheckCondition(f *apperr.Fields, field, src string) {
+	if src == "" {
+		return
+	}
+	if _, err := condition.Compile(src); err != nil {
+		f.Add(field, "is not a valid condition: "+err.Error())
 	}
 }
 

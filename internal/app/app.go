@@ -23,6 +23,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/invalidate"
@@ -233,7 +234,9 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher)
+	// Planning counts every decision it makes (notify_planning_decisions_total).
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher,
+		intake.WithPlanner(planning.Default().WithObserver(a.Metrics)))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err

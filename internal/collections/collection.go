@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/condition"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
@@ -57,11 +58,19 @@ type Event struct {
 	Name         string `json:"name"`
 	Description  string `json:"description"`
 	Status       string `json:"status"`
-	Version      int64  `json:"-"`
-	CreatedBy    string `json:"-"`
-	UpdatedBy    string `json:"-"`
-	UpdatedTime  int64  `json:"updatedTime"`
-	CreatedTime  int64  `json:"createdTime"`
+	// Condition is an expr-lang expression (docs/rules.md) that must be
+	// true for a recipient to get any action of the event; it is checked
+	// before the actions' own conditions. "" is none. Both fields are left
+	// out when unset, so an event without them keeps the catalogue's shape.
+	Condition string `json:"condition,omitempty"`
+	// Required marks an event recipients cannot opt out of (password
+	// reset, security alerts): their preferences do not apply to it.
+	Required    bool   `json:"required,omitempty"`
+	Version     int64  `json:"-"`
+	CreatedBy   string `json:"-"`
+	UpdatedBy   string `json:"-"`
+	UpdatedTime int64  `json:"updatedTime"`
+	CreatedTime int64  `json:"createdTime"`
 }
 
 // TableName is the events table.
@@ -72,6 +81,8 @@ type Input struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Status      string `json:"status"`
+	Condition   string `json:"condition"`
+	Required    bool   `json:"required"`
 }
 
 // CollectionInput is the body that creates a collection: an Input's fields
@@ -86,15 +97,20 @@ type CollectionInput struct {
 	DefaultFromName  string `json:"defaultFromName"`
 }
 
-// Patch changes the fields it sets and leaves the others alone.
+// Patch changes the fields it sets and leaves the others alone. Condition
+// and Required are an event's only: a collection's patch never sets them.
 type Patch struct {
 	Name        *string `json:"name"`
 	Description *string `json:"description"`
 	Status      *string `json:"status"`
+	Condition   *string `json:"condition"` // "" removes the condition
+	Required    *bool   `json:"required"`
 }
 
 // Empty reports whether the patch changes nothing.
-func (p Patch) Empty() bool { return p.Name == nil && p.Description == nil && p.Status == nil }
+func (p Patch) Empty() bool {
+	return p.Name == nil && p.Description == nil && p.Status == nil && p.Condition == nil && p.Required == nil
+}
 
 // CollectionPatch is a collection's Patch: a Patch's fields (repeated, not
 // embedded, as in CollectionInput) and the default sender; "" clears a field.
@@ -154,6 +170,18 @@ func (in Input) check(f *apperr.Fields) {
 	if in.Status != "" {
 		f.OneOf("status", in.Status, StatusActive, StatusInactive)
 	}
+	checkCondition(f, in.Condition)
+}
+
+// checkCondition records why an event's condition does not compile (the
+// expression's error and its line and column); "" is none.
+func checkCondition(f *apperr.Fields, src string) {
+	if src == "" {
+		return
+	}
+	if _, err := condition.Compile(src); err != nil {
+		f.Add("condition", "is not a valid condition: "+err.Error())
+	}
 }
 
 func (in CollectionInput) validate() error {
@@ -165,7 +193,7 @@ func (in CollectionInput) validate() error {
 
 func (p Patch) validate() error {
 	if p.Empty() {
-		return nothingToChange("name, description, status")
+		return nothingToChange("name, description, status, condition, required")
 	}
 	var f apperr.Fields
 	p.check(&f)
@@ -181,6 +209,9 @@ func (p Patch) check(f *apperr.Fields) {
 	}
 	if p.Status != nil {
 		f.OneOf("status", *p.Status, StatusActive, StatusInactive)
+	}
+	if p.Condition != nil {
+		checkCondition(f, *p.Condition)
 	}
 }
 

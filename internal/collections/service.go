@@ -193,7 +193,7 @@ func (s *Service) CreateEvent(ctx context.Context, p auth.Principal, collectionI
 	now := s.now().UnixMilli()
 	e := Event{
 		CollectionID: collectionID, Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
-		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
+		Condition: in.Condition, Required: in.Required, Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
 	err := s.inTx(ctx, collectionID, func(tx *gorm.DB) error {
 		// Locking the collection makes a concurrent delete of it wait for us
@@ -364,6 +364,12 @@ func (s *Service) changes(p auth.Principal, patch Patch) map[string]any {
 	}
 	if patch.Status != nil {
 		set["status"] = *patch.Status
+	}
+	if patch.Condition != nil {
+		set["condition"] = *patch.Condition
+	}
+	if patch.Required != nil {
+		set["required"] = *patch.Required
 	}
 	return set
 }

@@ -260,7 +260,7 @@ func TestConditionSkipsRecipients(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		a := emailAction()
-		a.Config.Condition = &actions.Condition{Macro: "TIER", Equals: "gold"}
+		a.Config.Condition = `recipient.macros.TIER == "gold"`
 		cid, _ := seedRule(t, db, "PROMO", a)
 		in := intake.New(db, actions.NewRules(db), nil, nil, nil)
 		out, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
@@ -271,7 +271,7 @@ func TestConditionSkipsRecipients(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, ds, 1)
 		require.Equal(t, dispatch.ReasonConditionFalse, ds[0].Reason)
-		require.Equal(t, `macro TIER is "3", action `+jsonInt(ds[0].ActionID)+` needs "gold"`, ds[0].ReasonDetail)
+		require.Equal(t, `the action's condition is false: recipient.macros.TIER == "gold"`, ds[0].ReasonDetail)
 	})
 }
 
@@ -477,18 +477,23 @@ func TestParseClassifiesBadInput(t *testing.T) {
 		{"nul", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"email": "a\u0000@x"}]}]}`, dispatch.ProblemSchema, "notification[0].recipients[0]"},
 		{"bad timezone", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"timezone": "Mars/Olympus"}]}]}`, dispatch.ProblemSchema, "notification[0].recipients[0].timezone"},
 		{"long id", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"id": "` + strings.Repeat("u", 256) + `"}]}]}`, dispatch.ProblemSchema, "notification[0].recipients[0].id"},
-		{"too large", `{"collectionId": 1, "notification": [{"name": "` + strings.Repeat("A", 2000) + `"}]}`, dispatch.ProblemTooLarge, "body"},
+		{"too large", `{"collectionId": 1, "notification": [{"name": "` + strings.Repeat("A", 70000) + `"}]}`, dispatch.ProblemTooLarge, "body"},
+		{"data not an object", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{}], "data": [1]}]}`, dispatch.ProblemSchema, "notification.data"},
+		{"data a string", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{}], "data": "x"}]}`, dispatch.ProblemSchema, "notification.data"},
+		{"data with nul", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{}], "data": {"k": ["\u0000"]}}]}`, dispatch.ProblemSchema, "notification[0].data"},
+		{"data too large", `{"collectionId": 1, "notification": [{"name": "A", "recipients": [{}], "data": {"k": "` + strings.Repeat("x", dispatch.MaxDataLen) + `"}}]}`, dispatch.ProblemSchema, "notification[0].data"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := dispatch.Parse([]byte(tc.body), 1024)
+			_, err := dispatch.Parse([]byte(tc.body), 64<<10)
 			var p *dispatch.Problem
 			require.ErrorAs(t, err, &p)
 			require.Equal(t, tc.code, p.Code, "%v", err)
 			require.Equal(t, tc.field, p.Details[0].Field, "%v", err)
 		})
 	}
-	req, err := dispatch.Parse([]byte(`{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"id": "u-1", "timezone": "Europe/Paris"}]}]}`), 1024)
+	req, err := dispatch.Parse([]byte(`{"collectionId": 1, "notification": [{"name": "A", "recipients": [{"id": "u-1", "timezone": "Europe/Paris"}], "data": {"amount": 150, "tags": ["vip"], "k": "\\u0000"}}]}`), 1024)
 	require.NoError(t, err)
+	require.Equal(t, dispatch.Data{"amount": float64(150), "tags": []any{"vip"}, "k": `\u0000`}, req.Notification[0].Data, "an escaped backslash is no NUL")
 	require.Equal(t, "u-1", req.Notification[0].Recipients[0].ID)
 	require.Equal(t, "Europe/Paris", req.Notification[0].Recipients[0].Timezone)
 	req, err = dispatch.Parse([]byte(`{"collectionId": "772", "extra": 1, "notification": [{"name": "A", "recipients": [{"email": "a@x.io", "macros": {"N": 3, "B": true, "Z": null}}]}]}`), 1024)

@@ -82,6 +82,7 @@ type NotificationRecord struct {
 	IdempotencyKey string      `json:"idempotencyKey,omitempty"`
 	Correlation    StringMap   `json:"correlation"`
 	Recipients     Recipients  `json:"recipients,omitempty"`
+	Data           Data        `json:"data,omitempty"`
 	Status         string      `json:"status"`
 	Reason         string      `json:"reason"`
 	EventID        int64       `json:"eventId"`

@@ -18,6 +18,7 @@ package dispatch
 import (
 	"bytes"
 	"crypto/sha256"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,9 @@ const (
 	maxAddresses     = 100 // tos + ccs + bccs per recipient
 	maxMacros        = 200
 	maxValueLen      = 64 << 10 // one macro value or address
+	// MaxDataLen caps a notification's data object, as compact JSON: the
+	// conditions that read it are linear in its size (docs/rules.md).
+	MaxDataLen = 16 << 10
 )
 
 // Request is the NotificationQueue message and the REST send body, the
@@ -53,6 +57,92 @@ type Request struct {
 type Notification struct {
 	Name       string      `json:"name"`
 	Recipients []Recipient `json:"recipients"`
+	// Data is the trigger's payload, a free-form JSON object (an order's
+	// amount, the invited user's name): conditions read it as
+	// notification.data. Optional; at most MaxDataLen bytes.
+	Data Data `json:"data,omitempty"`
+}
+
+// Data is a notification's free-form data object. JSON numbers decode as
+// float64, objects as map[string]any and arrays as []any.
+type Data map[string]any
+
+// UnmarshalJSON refuses anything but an object (or null).
+func (d *Data) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*d = nil
+		return nil
+	}
+	if len(b) == 0 || b[0] != '{' {
+		// The decoder names the field (notification.data).
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: dataType}
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*d = m
+	return nil
+}
+
+// Value stores the object as JSON text; "" when there is none.
+func (d Data) Value() (driver.Value, error) {
+	if d == nil {
+		return "", nil
+	}
+	return jsonValue(map[string]any(d), "")
+}
+
+// Scan reads the object from JSON text; "" or NULL is none.
+func (d *Data) Scan(src any) error {
+	*d = nil
+	return jsonScan(src, (*map[string]any)(d))
+}
+
+var dataType = reflect.TypeOf(map[string]any{})
+
+// validData reports whether every key and string of v, at any depth, is
+// text PostgreSQL can hold (apperr.ValidText): JSON escapes a NUL, so the
+// encoded object would pass where its decoded strings would not.
+func validData(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return apperr.ValidText(v)
+	case Data:
+		return validData(map[string]any(v))
+	case map[string]any:
+		for k, x := range v {
+			if !apperr.ValidText(k) || !validData(x) {
+				return false
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if !validData(x) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// jsonKind names the kind of a JSON value, for a type error.
+func jsonKind(b []byte) string {
+	if len(b) == 0 {
+		return "nothing"
+	}
+	switch b[0] {
+	case '"':
+		return "string"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	}
+	return "number"
 }
 
 // Recipient is one person the notification is for. Email is shorthand for a
@@ -312,6 +402,13 @@ func (r Request) Validate() error {
 		if len(n.Name) > maxNameLen {
 			f.Add(p+".name", fmt.Sprintf("must be at most %d characters", maxNameLen))
 		}
+		if n.Data != nil {
+			if b, err := json.Marshal(n.Data); err != nil || len(b) > MaxDataLen {
+				f.Add(p+".data", fmt.Sprintf("must be at most %d bytes of JSON", MaxDataLen))
+			} else if !validData(n.Data) {
+				f.Add(p+".data", apperr.TextReason)
+			}
+		}
 		switch c := len(n.Recipients); {
 		case c == 0:
 			f.Add(p+".recipients", "must have at least one recipient")
@@ -380,7 +477,7 @@ func (rc Recipient) strings() []string {
 // sorted by encoding/json), so the same key with the same body replays and
 // with a different body conflicts, whatever the whitespace or key order.
 func (r Request) Hash() string {
-	b, _ := json.Marshal(r) // cannot fail: strings, ints, slices and string maps only
+	b, _ := json.Marshal(r) // cannot fail: strings, ints, slices, maps and data decoded from JSON
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }

@@ -161,6 +161,9 @@ func TestCreateActionRoute(t *testing.T) {
 				"locales":   map[string]any{"fr_CA": map[string]any{"body": "Allo {{FNAME}}"}},
 				"condition": map[string]any{"macro": "TIER", "equals": "gold"}}}
 		got := f.create(t, sms)
+		// The old object form of condition is stored and returned as its
+		// expression (docs/rules.md).
+		sms["config"].(map[string]any)["condition"] = `recipient.macros["TIER"] == "gold"`
 		require.Equal(t, sms["config"], got["config"])
 		require.Equal(t, "INACTIVE", got["status"])
 	})
@@ -203,9 +206,14 @@ func TestCreateActionRouteRefusals(t *testing.T) {
 			{"sms without body", map[string]any{"name": "s", "eventId": f.ev, "configName": "SendSmsConfig",
 				"config": map[string]any{"from": "0044"}}, []string{"config.body", "config.from"}},
 			{"bad locale and condition", with(func(b map[string]any) {
-				b["config"] = map[string]any{"locales": map[string]any{"fr-CA": map[string]any{}}, "condition": map[string]any{"equals": "x"},
+				b["config"] = map[string]any{"locales": map[string]any{"fr-CA": map[string]any{}}, "condition": "recipient.nope",
 					"missingMacro": "drop"}
-			}), []string{"config.locales.fr-CA", "config.condition.macro", "config.missingMacro"}},
+			}), []string{"config.locales.fr-CA", "config.condition", "config.missingMacro"}},
+			// The old object form is checked as it is decoded, so its
+			// problem comes alone.
+			{"old condition without a macro", with(func(b map[string]any) {
+				b["config"] = map[string]any{"subject": "s", "text": "t", "condition": map[string]any{"equals": "x"}}
+			}), []string{"config.condition"}},
 			{"malformed JSON", `{"name": `, []string{"body"}},
 			{"empty body", "", []string{"body"}},
 		}

@@ -14,6 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 )
 
 // Namespace prefixes every metric the service defines.
@@ -49,6 +52,8 @@ type Metrics struct {
 	queueDeadLettered *prometheus.CounterVec
 
 	deliveriesInDoubt prometheus.Counter
+
+	planningDecisions *prometheus.CounterVec
 }
 
 // New returns Metrics on a fresh registry that also carries the Go runtime
@@ -114,7 +119,20 @@ func New() *Metrics {
 		Namespace: Namespace, Subsystem: "deliveries", Name: "in_doubt_total",
 		Help: "Deliveries recovery found in sending with an expired lease (an instance stopped mid-send): the provider may or may not have them.",
 	})).(prometheus.Counter)
+	m.planningDecisions = f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "planning", Name: "decisions_total",
+		Help: "Deliveries planned, by decision: planned, no_address, or the reason code of the rule that skipped them (condition_false, condition_error, opted_out, suppressed, ...).",
+	}, []string{"reason"})).(*prometheus.CounterVec)
+	for _, r := range []string{planning.DecisionPlanned, planning.DecisionNoAddress, dispatch.ReasonConditionFalse, dispatch.ReasonConditionError} {
+		m.planningDecisions.WithLabelValues(r)
+	}
 	return m
+}
+
+// Decided counts n planning decisions of reason (planning.Observer). The
+// reasons are planning's fixed set, so the label cannot grow unbounded.
+func (m *Metrics) Decided(reason string, n int) {
+	m.planningDecisions.WithLabelValues(reason).Add(float64(n))
 }
 
 // Registry is the registry every collector is on; tests gather from it.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -323,4 +325,18 @@ func find(t *testing.T, m *Metrics, name string, labels ...string) (float64, boo
 		}
 	}
 	return 0, false
+}
+
+// Planning's decisions are counted by reason; the reasons planning always
+// has are series from the start, at zero.
+func TestPlanningDecisionsAreCountedByReason(t *testing.T) {
+	m := New()
+	var _ planning.Observer = m
+	require.Zero(t, testutil.ToFloat64(m.planningDecisions.WithLabelValues(dispatch.ReasonConditionError)))
+	m.Decided(planning.DecisionPlanned, 3)
+	m.Decided(dispatch.ReasonConditionFalse, 2)
+	m.Decided(dispatch.ReasonConditionFalse, 1)
+	require.EqualValues(t, 3, testutil.ToFloat64(m.planningDecisions.WithLabelValues(planning.DecisionPlanned)))
+	require.EqualValues(t, 3, testutil.ToFloat64(m.planningDecisions.WithLabelValues(dispatch.ReasonConditionFalse)))
+	require.Equal(t, 4, testutil.CollectAndCount(m.planningDecisions, "notify_planning_decisions_total"))
 }

@@ -72,7 +72,8 @@ func goldenCases() []goldenCase {
 				Description: "Events description", Status: collections.StatusActive, UpdatedTime: 1709786367854, CreatedTime: 1709786367854}}, Actor: seedActor}, 1709786367875},
 		{"event_update", outbox.Change{DetailType: outbox.EventUpdate, EntityID: "42129", CollectionID: 772,
 			Payload: map[string]any{"event": collections.Event{ID: 42129, CollectionID: 772, Name: "ExternalEvents1709786379551",
-				Description: "Events description1709786379551", Status: collections.StatusActive, UpdatedTime: 1709786380278, CreatedTime: 1709786368000}}, Actor: seedActor}, 1709786380289},
+				Description: "Events description1709786379551", Status: collections.StatusActive,
+				Condition: `recipient.locale startsWith "fr"`, Required: true, UpdatedTime: 1709786380278, CreatedTime: 1709786368000}}, Actor: seedActor}, 1709786380289},
 		{"event_delete", outbox.Change{DetailType: outbox.EventDelete, EntityID: "42241", CollectionID: 774,
 			Payload: collections.Deleted{ResponseCode: collections.EventDeletedCode, ResponseMessage: collections.EventDeletedMessage, TimeStamp: "1709786389986"}, Actor: seedActor}, 1709786389988},
 		{"notifications_send", outbox.Change{DetailType: outbox.NotificationsSend, EntityID: "USER_INVITEUSER", CollectionID: 772,
@@ -156,7 +157,8 @@ func requireGolden(t *testing.T, name string, v any) {
 // TestDetailMatchesCatalogue compares the built detail with the event
 // catalogue's own example for each of its seven types, value and JSON type
 // alike (json.Number keeps 42453 and "42453" apart). The only additions
-// allowed are detail.envelopeId and the action's config object.
+// allowed are detail.envelopeId, the action's config object and the event's
+// rule-engine fields (condition and required, present only when set).
 func TestDetailMatchesCatalogue(t *testing.T) {
 	t.Parallel()
 	seen := 0
@@ -189,6 +191,10 @@ func TestDetailMatchesCatalogue(t *testing.T) {
 			if p, ok := got["payload"].(map[string]any)["action"].(map[string]any); ok {
 				require.IsType(t, map[string]any{}, p["config"], "action config must be an object")
 				delete(p, "config")
+			}
+			if p, ok := got["payload"].(map[string]any)["event"].(map[string]any); ok {
+				delete(p, "condition")
+				delete(p, "required")
 			}
 			require.Equal(t, seed.Detail, got)
 		})

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	"time"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/condition"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 )
 
@@ -22,6 +24,8 @@ type Input struct {
 	Key          string // the submission's idempotency key, "" for none
 	Correlation  map[string]string
 	CreatedBy    string // the API caller's user id, "" for the queue
+	Tenant       string // the producer's tenant, "" when it named none
+	EntityID     string // the entity the notification is about, "" for none
 	Notification dispatch.Notification
 }
 
@@ -40,7 +44,8 @@ type Pair struct {
 	Event     *actions.Rule // the resolved event: its id and ACTIVE actions
 	Action    *actions.Action
 	Recipient *dispatch.Recipient
-	Index     int // the recipient's position in the notification
+	Index     int   // the recipient's position in the notification
+	Now       int64 // the planning time, epoch ms
 }
 
 // Rule is one planning-time check on a (recipient, action) pair that has an
@@ -73,40 +78,114 @@ type static struct{ r Rule }
 
 func (s static) ForBatch(context.Context, []Input) (Rule, error) { return s.r, nil }
 
-// Condition is the action's config.condition: a macro that must equal a
-// value for the recipient to get the action. It is today's only Rule.
+// Condition is the conditions of docs/rules.md: the event's, then the
+// action's, each an expr-lang expression compiled when its rule was loaded
+// (actions.Rules.Resolve). A false condition skips the delivery with
+// condition_false and the expression; an error (a stored condition that no
+// longer compiles, a type mismatch in the notification's data, the
+// evaluation budget exceeded) skips it with condition_error and the error,
+// and never fails the batch.
 type Condition struct{}
 
 // Skip implements Rule.
 func (Condition) Skip(p Pair) (string, string) {
-	a := p.Action
-	if a.Config.Condition.Matches(p.Recipient.Macros) {
+	ev := p.Event.CompiledCondition()
+	ac := p.Action.CompiledCondition()
+	if ev == nil && ac == nil {
 		return "", ""
 	}
-	c := a.Config.Condition
-	return dispatch.ReasonConditionFalse, fmt.Sprintf("macro %s is %q, action %d needs %q", c.Macro, p.Recipient.Macros[c.Macro], a.ID, c.Equals)
+	env := Env(p)
+	for _, c := range []struct {
+		what string
+		c    *actions.Compiled
+	}{{"event", ev}, {"action", ac}} {
+		if c.c == nil {
+			continue
+		}
+		if c.c.Err != nil {
+			return dispatch.ReasonConditionError, fmt.Sprintf("the %s's condition does not compile: %v", c.what, c.c.Err)
+		}
+		ok, err := c.c.Program.Eval(env)
+		if err != nil {
+			return dispatch.ReasonConditionError, fmt.Sprintf("the %s's condition %s failed: %v", c.what, c.c.Program, err)
+		}
+		if !ok {
+			return dispatch.ReasonConditionFalse, fmt.Sprintf("the %s's condition is false: %s", c.what, c.c.Program)
+		}
+	}
+	return "", ""
+}
+
+// Env is the environment a condition sees for the pair p (docs/rules.md).
+func Env(p Pair) condition.Env {
+	rc, in := p.Recipient, p.In
+	addrs := func(l []dispatch.Address) []condition.Address {
+		out := make([]condition.Address, len(l))
+		for i, a := range l {
+			out[i] = condition.Address{Email: a.Email, Name: a.Name}
+		}
+		return out
+	}
+	return condition.Env{
+		Recipient: condition.Recipient{
+			ID: rc.ID, Email: rc.Email, Tos: addrs(rc.Tos), Ccs: addrs(rc.Ccs), Bccs: addrs(rc.Bccs),
+			Phone: rc.Phone, PushID: rc.PushID, Locale: rc.Locale, Timezone: rc.Timezone, Macros: rc.Macros,
+		},
+		Notification: condition.Notification{
+			Name: in.Notification.Name, Source: in.Source, Correlation: in.Correlation,
+			Tenant: in.Tenant, EntityID: in.EntityID, Data: in.Notification.Data,
+		},
+		Collection: condition.Ref{ID: in.CollectionID, Name: p.Event.CollectionName},
+		Event:      condition.Ref{ID: p.Event.EventID, Name: p.Event.EventName},
+		Now:        time.UnixMilli(p.Now).UTC(),
+	}
 }
 
 // Planner plans notifications under its rules.
 type Planner struct {
 	rules []BatchRule
+	obs   Observer
+}
+
+// Decision labels an Observer sees besides the rules' reason codes.
+const (
+	DecisionPlanned   = "planned"    // the delivery goes ahead (pending)
+	DecisionNoAddress = "no_address" // the recipient has no usable address on the channel
+)
+
+// Observer is told what planning decided, so the decisions can be counted
+// (app wires the metrics; planning imports none): n deliveries of one
+// notification got reason, which is DecisionPlanned, DecisionNoAddress or
+// the reason code of the rule that skipped them. It is called once per
+// reason per notification, from concurrent batches.
+type Observer interface {
+	Decided(reason string, n int)
+}
+
+// WithObserver makes p report its decisions to o, and returns p.
+func (p *Planner) WithObserver(o Observer) *Planner {
+	p.obs = o
+	return p
 }
 
 // New returns a Planner that runs rules, in order, on every (recipient,
 // action) pair with an address.
 func New(rules ...BatchRule) *Planner { return &Planner{rules: rules} }
 
-// Default is the Planner of today's rule set: the action's condition.
+// Default is the Planner of the rules that need no stored data: the event's
+// and the action's conditions. app adds the rules that read stored data
+// (preferences, suppressions) after it, in docs/rules.md's order.
 func Default() *Planner { return New(Static(Condition{})) }
 
 // Batch is a Planner bound to one batch's stored data (BatchRule.ForBatch).
 type Batch struct {
 	rules []Rule
+	obs   Observer
 }
 
 // ForBatch reads what p's rules need for the notifications ins, once.
 func (p *Planner) ForBatch(ctx context.Context, ins []Input) (*Batch, error) {
-	b := &Batch{rules: make([]Rule, len(p.rules))}
+	b := &Batch{rules: make([]Rule, len(p.rules)), obs: p.obs}
 	for i, r := range p.rules {
 		bound, err := r.ForBatch(ctx, ins)
 		if err != nil {
@@ -140,6 +219,7 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 		IdempotencyKey: in.Key,
 		Correlation:    in.Correlation,
 		Recipients:     n.Recipients,
+		Data:           n.Data,
 		Status:         dispatch.NotificationAccepted,
 		EventID:        r.Rule.EventID,
 		CreatedBy:      in.CreatedBy,
@@ -155,6 +235,7 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 		return note, nil
 	}
 	var ds []*dispatch.Delivery
+	var tally tally
 	for i, rc := range n.Recipients {
 		for k := range r.Rule.Actions {
 			a := &r.Rule.Actions[k]
@@ -170,13 +251,21 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 				UpdatedTime:    now,
 			}
 			d.Address, d.Reason = address(d.Channel, a.ConfigName, rc)
-			pair := Pair{In: &in, Event: &r.Rule, Action: a, Recipient: &n.Recipients[i], Index: i}
+			decision := DecisionNoAddress
+			pair := Pair{In: &in, Event: &r.Rule, Action: a, Recipient: &n.Recipients[i], Index: i, Now: now}
 			for _, rule := range p.rules {
 				if d.Reason != "" {
 					break
 				}
 				d.Reason, d.ReasonDetail = rule.Skip(pair)
 			}
+			switch {
+			case d.Reason == "":
+				decision = DecisionPlanned
+			case d.Address != "":
+				decision = d.Reason // a rule's code: the address step leaves no address
+			}
+			tally.add(decision)
 			if d.Reason != "" {
 				d.Status = dispatch.StatusSkipped
 				note.SkippedCount++
@@ -185,7 +274,32 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 		}
 	}
 	note.DeliveryCount = len(ds)
+	if p.obs != nil {
+		for _, c := range tally {
+			p.obs.Decided(c.reason, c.n)
+		}
+	}
 	return note, ds
+}
+
+// tally counts decisions by reason; a notification has a handful of
+// distinct ones, so a slice beats a map.
+type tally []struct {
+	reason string
+	n      int
+}
+
+func (t *tally) add(reason string) {
+	for i := range *t {
+		if (*t)[i].reason == reason {
+			(*t)[i].n++
+			return
+		}
+	}
+	*t = append(*t, struct {
+		reason string
+		n      int
+	}{reason, 1})
 }
 
 // address returns the recipient's address on channel for display, or a

@@ -27,7 +27,7 @@ func (o optOut) Skip(p planning.Pair) (string, string) {
 // address, and the first reason skips the delivery: the seam the rule
 // engine's conditions, preferences and suppressions join.
 func TestRulesRunInOrderAndTheFirstReasonSkips(t *testing.T) {
-	a := actions.Action{ID: 7, ConfigName: actions.ConfigEmail, Config: actions.Config{Condition: &actions.Condition{Macro: "TIER", Equals: "gold"}}}
+	a := actions.Action{ID: 7, ConfigName: actions.ConfigEmail, Config: actions.Config{Condition: `recipient.macros.TIER == "gold"`}}
 	in := planning.Input{CollectionID: 1, Source: "api", Notification: dispatch.Notification{Name: "N", Recipients: []dispatch.Recipient{
 		{Email: "ann@example.test", Macros: dispatch.Macros{"TIER": "gold"}}, // sent
 		{Email: "bob@example.test", Macros: dispatch.Macros{"TIER": "gold"}}, // opted out
@@ -45,7 +45,7 @@ func TestRulesRunInOrderAndTheFirstReasonSkips(t *testing.T) {
 	want := []struct{ status, reason, detail string }{
 		{dispatch.StatusPending, "", ""},
 		{dispatch.StatusSkipped, dispatch.ReasonOptedOut, "recipient opted out"},
-		{dispatch.StatusSkipped, dispatch.ReasonConditionFalse, `macro TIER is "tin", action 7 needs "gold"`},
+		{dispatch.StatusSkipped, dispatch.ReasonConditionFalse, `the action's condition is false: recipient.macros.TIER == "gold"`},
 		{dispatch.StatusSkipped, "recipient has no email address (neither tos nor email)", ""},
 	}
 	for i, w := range want {
