@@ -125,6 +125,16 @@ type Config struct {
 	// asked whether it accepted it: resend (the default; at least once) or
 	// markUnknown (at most once: the delivery ends unknown).
 	InDoubt string `json:"inDoubt,omitempty"`
+
+	// QuietHours overrides the collection's quiet hours: absent, null
+	// (none for this action) or a window (timing.go). ForSend fills an
+	// absent one with the collection's.
+	QuietHours QuietHours `json:"quietHours,omitzero"`
+	// Urgent deliveries ignore quiet hours.
+	Urgent bool `json:"urgent,omitempty"`
+	// Throttle caps the deliveries per recipient per window; over it a
+	// delivery is skipped (throttled).
+	Throttle *Throttle `json:"throttle,omitempty"`
 }
 
 // InDoubt policies (Config.InDoubt).

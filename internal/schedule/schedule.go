@@ -6,6 +6,8 @@
 package schedule
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -20,6 +22,43 @@ import (
 type Window struct {
 	Start string `json:"start"`
 	End   string `json:"end"`
+}
+
+// Optional is a window a JSON document may leave absent, set to null, or
+// set: an action's config.quietHours (null turns its collection's off) and
+// a collection PATCH (null clears). encoding/json cannot tell absent from
+// null with a pointer, hence the type.
+type Optional struct {
+	// Set is true when the document names the field, as null or a window.
+	Set bool
+	// Window is the window; nil with Set is null.
+	Window *Window
+}
+
+// IsZero makes an absent field stay absent (omitzero).
+func (q Optional) IsZero() bool { return !q.Set }
+
+// MarshalJSON writes null or the window (absent is omitted by omitzero).
+func (q Optional) MarshalJSON() ([]byte, error) {
+	if q.Window == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(q.Window)
+}
+
+// UnmarshalJSON reads null or a window; encoding/json calls it for null too,
+// and not at all when the field is absent.
+func (q *Optional) UnmarshalJSON(b []byte) error {
+	q.Set, q.Window = true, nil
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return nil
+	}
+	var w Window
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	q.Window = &w
+	return nil
 }
 
 // FieldError is one invalid field of a Window ("start" or "end") or of a
