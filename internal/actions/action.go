@@ -58,9 +58,12 @@ type Action struct {
 	ConfigName   string `json:"configName"`
 	// Template is a SendGrid dynamic template id (d-…) for email actions that
 	// render at SendGrid, or empty when Config carries inline content.
-	Template    string `json:"template"`
-	Config      Config `json:"config"`
-	Version     int64  `json:"-"`
+	Template string `json:"template"`
+	Config   Config `json:"config"`
+	Version  int64  `json:"-"`
+	// Timezone is the collection's default zone (IANA), filled in by
+	// ForSend for the send-time rules; not stored with the action.
+	Timezone    string `json:"-" gorm:"-"`
 	CreatedBy   string `json:"-"`
 	UpdatedBy   string `json:"-"`
 	UpdatedTime int64  `json:"updatedTime"`
