@@ -271,3 +271,33 @@ func TestThrottleKeys(t *testing.T) {
 		require.EqualValues(t, 2, sent(ids[2:], "b@example.com"))
 	})
 }
+
+// A delivery counts against its throttle once: not while quiet hours defer
+// it (the throttle comes after them), and not again when it is retried
+// after a provider error, so a limit of 1 still lets its one delivery out.
+func TestThrottleCountsADeliveryOnce(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		cid, ids := quietRule(t, db, "UTC", &schedule.Window{Start: "21:00", End: "08:00"}, throttled(1, "24h", ""))
+		ch := &scripted{errs: []error{channels.Retryable("scripted", "503 busy", time.Minute, nil)}}
+		clk := &clock{t: mustTime(t, "2026-06-01T22:00:00Z")}
+		disp := delivery.New(db, map[string]channels.Channel{"email": ch}, testConfig(), delivery.Senders{}, discard(), clk.now)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), clk.now, nil)
+		_, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
+			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
+		require.NoError(t, err)
+		counted := func() int64 { return countRows(t, db, "SELECT COALESCE(SUM(n), 0) FROM throttle_counters WHERE collection_id = ?", cid) }
+
+		runUntilIdle(t, disp)
+		require.Equal(t, dispatch.StatusScheduled, gateRows(t, db, "action_id = ?", ids[0])[0].Status)
+		require.Zero(t, counted(), "a deferred delivery is not counted")
+		clk.set(mustTime(t, "2026-06-02T08:00:00Z"))
+		runUntilIdle(t, disp) // counted, sent, refused by the provider
+		require.Equal(t, dispatch.StatusPending, gateRows(t, db, "action_id = ?", ids[0])[0].Status)
+		clk.set(mustTime(t, "2026-06-02T08:05:00Z"))
+		runUntilIdle(t, disp) // the retry is not counted again
+		require.Equal(t, dispatch.StatusSent, gateRows(t, db, "action_id = ?", ids[0])[0].Status)
+		require.EqualValues(t, 1, counted())
+	})
+}
