@@ -287,7 +287,9 @@ func TestThrottleCountsADeliveryOnce(t *testing.T) {
 		_, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
 			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
-		counted := func() int64 { return countRows(t, db, "SELECT COALESCE(SUM(n), 0) FROM throttle_counters WHERE collection_id = ?", cid) }
+		counted := func() int64 {
+			return countRows(t, db, "SELECT COALESCE(SUM(n), 0) FROM throttle_counters WHERE collection_id = ?", cid)
+		}
 
 		runUntilIdle(t, disp)
 		require.Equal(t, dispatch.StatusScheduled, gateRows(t, db, "action_id = ?", ids[0])[0].Status)
