@@ -602,14 +602,20 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	//
 	// A gate's deferral or skip gives the claim's attempt back (uncount):
 	// the SET reads the row as it was, so attempts is the fenced value
-	// minus one, and a retried write of the same outcome no longer
-	// matches the fence.
+	// minus one. The row's (attempts, owner) are then what they were
+	// before the claim, and this instance's next claim makes them the
+	// claim's again; a retry of the same write (its commit succeeded but
+	// the answer was lost) must not land on that next claim. The deferral
+	// moved next_attempt_at to v.next_at, later than when it was due, and
+	// a claim does not change it: an uncounted write applies only while
+	// next_attempt_at is not yet v.next_at.
 	q := "UPDATE deliveries SET status = v.status, attempts = deliveries.attempts - v.uncount, reason = v.reason, reason_detail = v.reason_detail, provider = v.provider, " +
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
 		"sent_time = v.sent_time, in_doubt = deliveries.in_doubt + CASE WHEN v.reconciled = '' THEN 0 ELSE 1 END, " +
 		"reconciled = CASE WHEN v.reconciled = '' THEN deliveries.reconciled ELSE v.reconciled END, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
 		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts " +
-		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before)"
+		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before) " +
+		"AND (v.uncount = 0 OR deliveries.next_attempt_at <> v.next_at)"
 	return q, []any{now, string(doc)}, nil
 }
 
