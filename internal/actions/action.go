@@ -61,9 +61,12 @@ type Action struct {
 	ConfigName   string `json:"configName"`
 	// Template is a SendGrid dynamic template id (d-…) for email actions that
 	// render at SendGrid, or empty when Config carries inline content.
-	Template    string `json:"template"`
-	Config      Config `json:"config"`
-	Version     int64  `json:"-"`
+	Template string `json:"template"`
+	Config   Config `json:"config"`
+	Version  int64  `json:"-"`
+	// Timezone is the collection's default zone (IANA), filled in by
+	// ForSend for the send-time rules; not stored with the action.
+	Timezone    string `json:"-" gorm:"-"`
 	CreatedBy   string `json:"-"`
 	UpdatedBy   string `json:"-"`
 	UpdatedTime int64  `json:"updatedTime"`
@@ -192,6 +195,16 @@ type Config struct {
 	// asked whether it accepted it: resend (the default; at least once) or
 	// markUnknown (at most once: the delivery ends unknown).
 	InDoubt string `json:"inDoubt,omitempty"`
+
+	// QuietHours overrides the collection's quiet hours: absent, null
+	// (none for this action) or a window (timing.go). ForSend fills an
+	// absent one with the collection's.
+	QuietHours QuietHours `json:"quietHours,omitzero"`
+	// Urgent deliveries ignore quiet hours.
+	Urgent bool `json:"urgent,omitempty"`
+	// Throttle caps the deliveries per recipient per window; over it a
+	// delivery is skipped (throttled).
+	Throttle *Throttle `json:"throttle,omitempty"`
 }
 
 // InDoubt policies (Config.InDoubt).

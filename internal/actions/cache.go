@@ -61,7 +61,7 @@ type entry struct {
 	name         string
 	action       Action
 	rule         Rule
-	sender       Sender
+	sender       Defaults
 }
 
 // NewCache returns an empty cache of at most size entries, or nil (no
@@ -218,14 +218,15 @@ func (c *Cache) putRule(f fill, collectionID int64, name string, r Rule) {
 	})
 }
 
-// sender looks up a collection's default sender, as action does.
-func (c *Cache) sender(collectionID int64) (Sender, fill, bool) {
+// sender looks up a collection's defaults (its sender, zone and quiet
+// hours), as action does.
+func (c *Cache) sender(collectionID int64) (Defaults, fill, bool) {
 	return lookup(c, func() *list.Element { return c.senders[collectionID] },
-		func(e *entry) Sender { return e.sender })
+		func(e *entry) Defaults { return e.sender })
 }
 
 // putSender caches collection collectionID's default sender, read under f.
-func (c *Cache) putSender(f fill, collectionID int64, s Sender) {
+func (c *Cache) putSender(f fill, collectionID int64, s Defaults) {
 	c.store(f, func() {
 		if el, ok := c.senders[collectionID]; ok {
 			c.remove(el)

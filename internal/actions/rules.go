@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/schedule"
 )
 
 // Rule is what a notification name resolves to: the ACTIVE event of that name
@@ -126,6 +128,15 @@ type Sender struct {
 	Email, Name string
 }
 
+// Defaults are what a send takes from an action's collection when the
+// action does not say: the sender, the zone of recipients without one, and
+// the quiet hours.
+type Defaults struct {
+	Sender     Sender
+	Timezone   string
+	QuietHours *schedule.Window
+}
+
 // Ref names an action of a collection.
 type Ref struct {
 	CollectionID, ID int64
@@ -173,7 +184,8 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 	// the config column needs its Scanner.
 	err := r.db.WithContext(ctx).Table("actions").
 		Select("actions.*, COALESCE(collections.default_from_email, '') AS collection_from_email, "+
-			"COALESCE(collections.default_from_name, '') AS collection_from_name").
+			"COALESCE(collections.default_from_name, '') AS collection_from_name, "+
+			"COALESCE(collections.timezone, '') AS collection_timezone, collections.quiet_hours AS collection_quiet_hours").
 		Joins("LEFT JOIN collections ON collections.id = actions.collection_id").
 		Where("actions.id IN ?", ids).
 		Find(&rows).Error
@@ -181,7 +193,8 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 		return nil, fmt.Errorf("actions: load for send: %w", err)
 	}
 	for _, row := range rows {
-		s := Sender{Email: row.CollectionFromEmail, Name: row.CollectionFromName}
+		s := Defaults{Sender: Sender{Email: row.CollectionFromEmail, Name: row.CollectionFromName},
+			Timezone: row.CollectionTimezone, QuietHours: row.CollectionQuietHours}
 		p := misses[row.ID]
 		r.cache.putAction(p.action, row.Action)
 		r.cache.putSender(p.sender, row.CollectionID, s)
@@ -194,14 +207,22 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 // join reads them.
 type sendRow struct {
 	Action
-	CollectionFromEmail string
-	CollectionFromName  string
+	CollectionFromEmail  string
+	CollectionFromName   string
+	CollectionTimezone   string
+	CollectionQuietHours *schedule.Window `gorm:"serializer:json"`
 }
 
-// withSender returns a with s as its sender when its config names none.
-func (a Action) withSender(s Sender) Action {
-	if a.Config.FromEmail == "" && s.Email != "" {
-		a.Config.FromEmail, a.Config.FromName = s.Email, s.Name
+// withSender returns a with its collection's defaults s where it names
+// none: the sender, the zone (Action.Timezone) and the quiet hours (an
+// absent config.quietHours; null stays off).
+func (a Action) withSender(s Defaults) Action {
+	if a.Config.FromEmail == "" && s.Sender.Email != "" {
+		a.Config.FromEmail, a.Config.FromName = s.Sender.Email, s.Sender.Name
+	}
+	a.Timezone = s.Timezone
+	if !a.Config.QuietHours.Set {
+		a.Config.QuietHours = QuietHours{Set: true, Window: s.QuietHours}
 	}
 	return a
 }

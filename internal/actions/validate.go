@@ -145,6 +145,7 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 	if c.MissingMacro != "" {
 		f.OneOf("config.missingMacro", c.MissingMacro, MissingFail, MissingBlank, MissingKeep)
 	}
+	checkTiming(f, c)
 	if c.InDoubt != "" {
 		f.OneOf("config.inDoubt", c.InDoubt, InDoubtResend, InDoubtMarkUnknown)
 	}

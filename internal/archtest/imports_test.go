@@ -38,7 +38,7 @@ var groups = map[string][]string{
 	},
 	"foundation": {
 		"internal/macros", "internal/message", "internal/store", "internal/auth", "internal/invalidate",
-		"internal/config", "internal/apperr", "internal/retry", "internal/condition", "api", "migrations",
+		"internal/config", "internal/apperr", "internal/retry", "internal/condition", "internal/schedule", "api", "migrations",
 	},
 	// testsupport is imported by _test.go files only.
 	"testsupport": {
@@ -140,6 +140,12 @@ var rules = []rule{
 		from: []string{"internal/message/..."},
 		to:   []string{"internal/...", "api/...", "migrations/..."},
 		why:  "the rendered message is shared by render (which reads actions) and channels (which must not): it can import neither, nor anything that might one day",
+	},
+	{
+		name: "schedule-is-a-leaf",
+		from: []string{"internal/schedule/..."},
+		to:   []string{"internal/...", "api/...", "migrations/..."},
+		why:  "the quiet-hours arithmetic is shared by the validation of collections and actions and by the delivery gates: it knows none of them",
 	},
 	{
 		name: "outbox-no-entities",

@@ -10,6 +10,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/condition"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/schedule"
 )
 
 // Statuses a collection or an event may have.
@@ -39,11 +40,17 @@ type Collection struct {
 	// channels.sendgrid sender applies when DefaultFromEmail is "" too.
 	DefaultFromEmail string `json:"defaultFromEmail"`
 	DefaultFromName  string `json:"defaultFromName"`
-	Version          int64  `json:"-"`
-	CreatedBy        string `json:"-"`
-	UpdatedBy        string `json:"-"`
-	CreatedTime      int64  `json:"createdTime"`
-	UpdatedTime      int64  `json:"updatedTime"`
+	// Timezone is the IANA zone recipients without a timezone of their own
+	// are read in (quiet hours); UTC unless set.
+	Timezone string `json:"timezone"`
+	// QuietHours is the daily window in which the collection's deliveries
+	// wait (null: none); an action may override it (config.quietHours).
+	QuietHours  *schedule.Window `json:"quietHours" gorm:"serializer:json"`
+	Version     int64            `json:"-"`
+	CreatedBy   string           `json:"-"`
+	UpdatedBy   string           `json:"-"`
+	CreatedTime int64            `json:"createdTime"`
+	UpdatedTime int64            `json:"updatedTime"`
 }
 
 // TableName is the collections table.
@@ -90,11 +97,13 @@ type Input struct {
 // fields rather than embed Input, because encoding/json would then name a
 // mistyped field "Input.name" in the 400's details.
 type CollectionInput struct {
-	Name             string `json:"name"`
-	Description      string `json:"description"`
-	Status           string `json:"status"`
-	DefaultFromEmail string `json:"defaultFromEmail"`
-	DefaultFromName  string `json:"defaultFromName"`
+	Name             string           `json:"name"`
+	Description      string           `json:"description"`
+	Status           string           `json:"status"`
+	DefaultFromEmail string           `json:"defaultFromEmail"`
+	DefaultFromName  string           `json:"defaultFromName"`
+	Timezone         string           `json:"timezone"`   // "": UTC
+	QuietHours       *schedule.Window `json:"quietHours"` // nil: none
 }
 
 // Patch changes the fields it sets and leaves the others alone. Condition
@@ -120,11 +129,15 @@ type CollectionPatch struct {
 	Status           *string `json:"status"`
 	DefaultFromEmail *string `json:"defaultFromEmail"`
 	DefaultFromName  *string `json:"defaultFromName"`
+	Timezone         *string `json:"timezone"` // "": UTC
+	// QuietHours, when set, replaces the window; null clears it.
+	QuietHours schedule.Optional `json:"quietHours"`
 }
 
 // Empty reports whether the patch changes nothing.
 func (p CollectionPatch) Empty() bool {
-	return p.common().Empty() && p.DefaultFromEmail == nil && p.DefaultFromName == nil
+	return p.common().Empty() && p.DefaultFromEmail == nil && p.DefaultFromName == nil &&
+		p.Timezone == nil && !p.QuietHours.Set
 }
 
 // common is the part of p that an event's Patch has too.
@@ -188,6 +201,10 @@ func (in CollectionInput) validate() error {
 	var f apperr.Fields
 	Input{Name: in.Name, Description: in.Description, Status: in.Status}.check(&f)
 	checkSender(&f, in.DefaultFromEmail, in.DefaultFromName)
+	checkTimezone(&f, in.Timezone)
+	if in.QuietHours != nil {
+		checkWindow(&f, *in.QuietHours)
+	}
 	return f.Err()
 }
 
@@ -220,7 +237,7 @@ func (p Patch) check(f *apperr.Fields) {
 // UpdateCollection checks that with senderComplete.
 func (p CollectionPatch) validate() error {
 	if p.Empty() {
-		return nothingToChange("name, description, status, defaultFromEmail, defaultFromName")
+		return nothingToChange("name, description, status, defaultFromEmail, defaultFromName, timezone, quietHours")
 	}
 	var f apperr.Fields
 	p.common().check(&f)
@@ -229,6 +246,12 @@ func (p CollectionPatch) validate() error {
 	}
 	if p.DefaultFromName != nil {
 		f.MaxLen("defaultFromName", *p.DefaultFromName, MaxFromNameLen)
+	}
+	if p.Timezone != nil {
+		checkTimezone(&f, *p.Timezone)
+	}
+	if p.QuietHours.Window != nil {
+		checkWindow(&f, *p.QuietHours.Window)
 	}
 	return f.Err()
 }
@@ -253,6 +276,23 @@ func checkSender(f *apperr.Fields, email, name string) {
 func senderComplete(f *apperr.Fields, email, name string) {
 	if email == "" && name != "" {
 		f.Add("defaultFromEmail", "is required when defaultFromName is set")
+	}
+}
+
+// checkTimezone checks a default zone: empty (UTC) or an IANA name.
+func checkTimezone(f *apperr.Fields, zone string) {
+	if zone == "" {
+		return
+	}
+	if _, err := schedule.LoadZone(zone); err != nil {
+		f.Add("timezone", "must be an IANA time zone such as Europe/Paris or UTC")
+	}
+}
+
+// checkWindow checks a quiet-hours window.
+func checkWindow(f *apperr.Fields, w schedule.Window) {
+	for _, e := range w.Validate() {
+		f.Add("quietHours."+e.Field, e.Reason)
 	}
 }
 

@@ -2,6 +2,7 @@ package collections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/schedule"
 )
 
 // Service is the collections and events API. Every method takes the caller,
@@ -65,6 +67,7 @@ func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Col
 	c := Collection{
 		Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
 		DefaultFromEmail: in.DefaultFromEmail, DefaultFromName: in.DefaultFromName,
+		Timezone: zoneOr(in.Timezone), QuietHours: in.QuietHours,
 		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
 	err := s.inTx(ctx, 0, func(tx *gorm.DB) error {
@@ -383,6 +386,12 @@ func (s *Service) collectionChanges(p auth.Principal, patch CollectionPatch) map
 	if patch.DefaultFromName != nil {
 		set["default_from_name"] = *patch.DefaultFromName
 	}
+	if patch.Timezone != nil {
+		set["timezone"] = zoneOr(*patch.Timezone)
+	}
+	if patch.QuietHours.Set {
+		set["quiet_hours"] = quietHoursColumn(patch.QuietHours.Window)
+	}
 	return set
 }
 
@@ -469,4 +478,22 @@ func eventConflict(err error, collectionID int64, name string) error {
 		return &apperr.Error{Kind: apperr.NotFound, Message: fmt.Sprintf("collection %d does not exist", collectionID), Err: err}
 	}
 	return err
+}
+
+// zoneOr is zone, UTC when empty: a collection always names its zone.
+func zoneOr(zone string) string {
+	if zone == "" {
+		return "UTC"
+	}
+	return zone
+}
+
+// quietHoursColumn is w as the quiet_hours column stores it (JSON, NULL
+// for none), as gorm's json serializer writes it on insert.
+func quietHoursColumn(w *schedule.Window) any {
+	if w == nil {
+		return nil
+	}
+	b, _ := json.Marshal(w) // two strings: cannot fail
+	return string(b)
 }

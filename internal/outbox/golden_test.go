@@ -16,6 +16,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/schedule"
 	"github.com/notificationservice/notificationservice/internal/webhooks"
 )
 
@@ -46,10 +47,11 @@ func goldenCases() []goldenCase {
 	inactive := resetEmail
 	inactive.Status, inactive.UpdatedTime, inactive.CreatedTime = actions.StatusInactive, 1709786409660, 1709786405000
 	accounts := collections.Collection{ID: 772, Name: "accounts", Description: "Account lifecycle emails", Status: collections.StatusActive,
-		CreatedTime: 1709786360000, UpdatedTime: 1709786360000}
+		Timezone: "UTC", CreatedTime: 1709786360000, UpdatedTime: 1709786360000}
 	renamed := accounts
 	renamed.Name, renamed.UpdatedTime = "accounts-v2", 1709786361000
 	renamed.DefaultFromEmail, renamed.DefaultFromName = "accounts@example.com", "Example Accounts"
+	renamed.Timezone, renamed.QuietHours = "Europe/Paris", &schedule.Window{Start: "21:00", End: "08:00"}
 
 	hook := webhooks.Endpoint{ID: 31, CollectionID: 772, URL: "https://hooks.example.com/notify", Description: "CRM sync",
 		EventTypes: []string{outbox.TypeNotificationAccepted}, State: webhooks.StatePendingValidation,

@@ -20,11 +20,13 @@ const pruneEvery = time.Hour
 // Pruned counts what one Prune deleted.
 type Pruned struct {
 	Notifications, Deliveries, SandboxMessages int64
+	// ThrottleCounters are the throttle windows that had ended.
+	ThrottleCounters int64
 }
 
 // Prune applies dispatch.retention: it deletes the notifications accepted
 // more than retention ago whose deliveries are all finished (none pending or
-// sending), with their deliveries and the sandbox's records of them. A
+// scheduled or sending), with their deliveries and the sandbox's records of them. A
 // notification with a delivery still to send is kept whatever its age; a
 // finished delivery never becomes pending again, so one selected here stays
 // prunable. The notifications of one keyed request are its dedupe record
@@ -37,6 +39,12 @@ func (d *Dispatcher) Prune(ctx context.Context) (Pruned, error) {
 	if d.cfg.Retention <= 0 {
 		return total, nil
 	}
+	// A throttle window that has ended counts nothing any more (gate.go).
+	res := d.db.WithContext(ctx).Exec(`DELETE FROM throttle_counters WHERE expires_at <= ?`, d.now().UnixMilli())
+	if res.Error != nil {
+		return total, fmt.Errorf("dispatch: prune throttle counters: %w", res.Error)
+	}
+	total.ThrottleCounters = res.RowsAffected
 	cutoff := d.now().Add(-d.cfg.Retention).UnixMilli()
 	for {
 		// Oldest first by id: ids grow with time, so the scan meets the
@@ -44,11 +52,11 @@ func (d *Dispatcher) Prune(ctx context.Context) (Pruned, error) {
 		var ids []int64
 		if err := d.db.WithContext(ctx).Raw(`SELECT id FROM notifications n
 WHERE n.created_time < ? AND NOT EXISTS (
-  SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.status IN ('pending', 'sending'))
+  SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.status IN ('pending', 'scheduled', 'sending'))
 AND (n.idempotency_key = '' OR NOT EXISTS (
   SELECT 1 FROM notifications k JOIN deliveries d ON d.notification_id = k.id
   WHERE k.idempotency_key <> '' AND k.intake_scope = n.intake_scope AND k.idempotency_key = n.idempotency_key
-  AND k.id <> n.id AND d.status IN ('pending', 'sending')))
+  AND k.id <> n.id AND d.status IN ('pending', 'scheduled', 'sending')))
 ORDER BY id LIMIT ?`, cutoff, pruneBatch).Find(&ids).Error; err != nil {
 			return total, fmt.Errorf("dispatch: prune: %w", err)
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/render"
+	"github.com/notificationservice/notificationservice/internal/schedule"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -105,7 +106,7 @@ func New(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, se
 		owner:   newOwner(),
 	}
 	d.rec = newRecorder(d)
-	d.gates = []gate{leaseGate{&d.held}}
+	d.gates = []gate{leaseGate{&d.held}, quietGate{new(schedule.Zones)}, throttleGate{d}}
 	return d
 }
 
@@ -332,7 +333,8 @@ func (d *Dispatcher) claim(ctx context.Context, now int64) ([]Claimed, error) {
 	return rows, nil
 }
 
-// claimSQL is the claim statement: due pending deliveries, oldest first,
+// claimSQL is the claim statement: due pending and scheduled deliveries
+// (a quiet-hours deferral waits as scheduled), oldest first,
 // to sending with one more attempt, leased to this instance until until.
 func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 	lock := ""
@@ -348,7 +350,7 @@ func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, lease_owner = ?, lease_until = ?, updated_time = ?
 WHERE id IN (
   SELECT id FROM deliveries
-  WHERE status = 'pending' AND next_attempt_at <= ?
+  WHERE status IN ('pending', 'scheduled') AND next_attempt_at <= ?
   ORDER BY next_attempt_at, id
   LIMIT ?` + lock + `)
 RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
@@ -362,6 +364,7 @@ type outcome struct {
 	status             string
 	reason             string
 	reasonDetail       string // for a rule-engine reason (dispatch.Reason*)
+	uncount            bool   // give back the claim's attempt (verdict.uncount)
 	provider           string
 	providerMessageID  string
 	nextAttemptAt      int64
@@ -434,9 +437,9 @@ func (d *Dispatcher) release(ctx context.Context, batch []Claimed, cause error) 
 }
 
 // hold asks d's gates, in order, about c; the first that holds it decides.
-func (d *Dispatcher) hold(c *Claimed, a *actions.Action, now time.Time) (verdict, bool) {
+func (d *Dispatcher) hold(ctx context.Context, c *Claimed, a *actions.Action, now time.Time) (verdict, bool) {
 	for _, g := range d.gates {
-		if v, ok := g.hold(c, a, now); ok {
+		if v, ok := g.hold(ctx, c, a, now); ok {
 			return v, true
 		}
 	}
@@ -466,17 +469,15 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 	for _, i := range idx {
 		c := batch[i]
 		// The send-time rules (gate.go): a held delivery is not sent.
-		if v, held := d.hold(&batch[i], a, now); held {
+		if v, held := d.hold(ctx, &batch[i], a, now); held {
 			outs[i].status, outs[i].nextAttemptAt, outs[i].reason, outs[i].reasonDetail = v.status, v.nextAttemptAt, v.reason, v.detail
+			outs[i].uncount = v.uncount
 			continue
 		}
-		rc := c.Decoded
-		if rc == nil {
-			rc = new(dispatch.Recipient)
-			if err := json.Unmarshal([]byte(c.Recipient), rc); err != nil {
-				outs[i].status, outs[i].reason = dispatch.StatusFailed, "stored recipient is unreadable: "+err.Error()
-				continue
-			}
+		rc, err := batch[i].recipient()
+		if err != nil {
+			outs[i].status, outs[i].reason = dispatch.StatusFailed, "stored recipient is unreadable: "+err.Error()
+			continue
 		}
 		m, err := d.render(a, *rc)
 		if err != nil {
@@ -548,7 +549,7 @@ func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, er
 // recordColumns are the fields of one outcome in recordSQL's parameter.
 var recordColumns = store.Columns(
 	"id bigint", "attempts integer", "status text", "reason text", "reason_detail text", "provider text", "pmid text",
-	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint", "reconciled text",
+	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint", "reconciled text", "uncount integer",
 )
 
 type recordRow struct {
@@ -567,6 +568,8 @@ type recordRow struct {
 	// Reconciled is set by Recover only: it counts one more in-doubt
 	// attempt and records how it was resolved.
 	Reconciled string `json:"reconciled"`
+	// Uncount is 1 when the claim's attempt is given back (outcome.uncount).
+	Uncount int `json:"uncount"`
 }
 
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
@@ -578,7 +581,11 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 		if owner == "" {
 			owner = d.owner
 		}
-		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.reasonDetail, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore, o.reconciled}
+		uncount := 0
+		if o.uncount {
+			uncount = 1
+		}
+		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.reasonDetail, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore, o.reconciled, uncount}
 	}
 	doc, err := json.Marshal(rows)
 	if err != nil {
@@ -592,12 +599,23 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	// has more attempts and a new lease, and is left to its new owner.
 	// Recover's own writes also require the lease to be still expired, so
 	// an owner that renewed in the meantime keeps its row.
-	q := "UPDATE deliveries SET status = v.status, reason = v.reason, reason_detail = v.reason_detail, provider = v.provider, " +
+	//
+	// A gate's deferral or skip gives the claim's attempt back (uncount):
+	// the SET reads the row as it was, so attempts is the fenced value
+	// minus one. The row's (attempts, owner) are then what they were
+	// before the claim, and this instance's next claim makes them the
+	// claim's again; a retry of the same write (its commit succeeded but
+	// the answer was lost) must not land on that next claim. The deferral
+	// moved next_attempt_at to v.next_at, later than when it was due, and
+	// a claim does not change it: an uncounted write applies only while
+	// next_attempt_at is not yet v.next_at.
+	q := "UPDATE deliveries SET status = v.status, attempts = deliveries.attempts - v.uncount, reason = v.reason, reason_detail = v.reason_detail, provider = v.provider, " +
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
 		"sent_time = v.sent_time, in_doubt = deliveries.in_doubt + CASE WHEN v.reconciled = '' THEN 0 ELSE 1 END, " +
 		"reconciled = CASE WHEN v.reconciled = '' THEN deliveries.reconciled ELSE v.reconciled END, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
 		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts " +
-		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before)"
+		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before) " +
+		"AND (v.uncount = 0 OR deliveries.next_attempt_at <> v.next_at)"
 	return q, []any{now, string(doc)}, nil
 }
 
