@@ -12,6 +12,9 @@ import (
 type Rule struct {
 	EventID int64
 	Actions []Action
+	// Tenant is the collection's tenant, "" when it has none: a send that
+	// names another tenant is refused (the intake checks it).
+	Tenant string
 }
 
 // Rules resolves notification names to the actions they fire.
@@ -50,12 +53,13 @@ func (r *Rules) Resolve(ctx context.Context, collectionID int64, name string) (r
 
 func (r *Rules) resolve(ctx context.Context, collectionID int64, name string) (rule Rule, found bool, err error) {
 	type row struct {
-		EventID int64
+		EventID          int64
+		CollectionTenant string
 		Action
 	}
 	var rows []row
 	err = r.db.WithContext(ctx).Raw(`
-SELECT e.id AS event_id,
+SELECT e.id AS event_id, c.tenant AS collection_tenant,
        COALESCE(a.id, 0) AS id, COALESCE(a.collection_id, 0) AS collection_id,
        COALESCE(a.name, '') AS name, COALESCE(a.description, '') AS description,
        COALESCE(a.status, '') AS status, COALESCE(a.config_name, '') AS config_name,
@@ -74,7 +78,7 @@ ORDER BY a.id`, StatusActive, StatusActive, collectionID, name, StatusActive).Sc
 	if len(rows) == 0 {
 		return Rule{}, false, nil
 	}
-	rule.EventID = rows[0].EventID
+	rule.EventID, rule.Tenant = rows[0].EventID, rows[0].CollectionTenant
 	for _, rw := range rows {
 		if rw.Action.ID == 0 { // the LEFT JOIN row of an event without active actions
 			continue

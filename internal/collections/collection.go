@@ -24,6 +24,9 @@ const (
 	// MaxFromNameLen is the limit on a default sender name, the same as on
 	// an action's config.fromName.
 	MaxFromNameLen = 256
+	// MaxTenantLen is the limit on a collection's tenant, the same as on
+	// the tenant header of a send.
+	MaxTenantLen = 128
 )
 
 // Collection groups the events and actions of one product or tenant. The JSON
@@ -38,11 +41,15 @@ type Collection struct {
 	// channels.sendgrid sender applies when DefaultFromEmail is "" too.
 	DefaultFromEmail string `json:"defaultFromEmail"`
 	DefaultFromName  string `json:"defaultFromName"`
-	Version          int64  `json:"-"`
-	CreatedBy        string `json:"-"`
-	UpdatedBy        string `json:"-"`
-	CreatedTime      int64  `json:"createdTime"`
-	UpdatedTime      int64  `json:"updatedTime"`
+	// Tenant is the tenant the collection belongs to ("" for none): a send
+	// whose tenant header names another tenant is refused (403 on the API,
+	// dead-lettered on the queue).
+	Tenant      string `json:"tenant"`
+	Version     int64  `json:"-"`
+	CreatedBy   string `json:"-"`
+	UpdatedBy   string `json:"-"`
+	CreatedTime int64  `json:"createdTime"`
+	UpdatedTime int64  `json:"updatedTime"`
 }
 
 // TableName is the collections table.
@@ -84,6 +91,7 @@ type CollectionInput struct {
 	Status           string `json:"status"`
 	DefaultFromEmail string `json:"defaultFromEmail"`
 	DefaultFromName  string `json:"defaultFromName"`
+	Tenant           string `json:"tenant"`
 }
 
 // Patch changes the fields it sets and leaves the others alone.
@@ -104,11 +112,12 @@ type CollectionPatch struct {
 	Status           *string `json:"status"`
 	DefaultFromEmail *string `json:"defaultFromEmail"`
 	DefaultFromName  *string `json:"defaultFromName"`
+	Tenant           *string `json:"tenant"`
 }
 
 // Empty reports whether the patch changes nothing.
 func (p CollectionPatch) Empty() bool {
-	return p.common().Empty() && p.DefaultFromEmail == nil && p.DefaultFromName == nil
+	return p.common().Empty() && p.DefaultFromEmail == nil && p.DefaultFromName == nil && p.Tenant == nil
 }
 
 // common is the part of p that an event's Patch has too.
@@ -160,6 +169,7 @@ func (in CollectionInput) validate() error {
 	var f apperr.Fields
 	Input{Name: in.Name, Description: in.Description, Status: in.Status}.check(&f)
 	checkSender(&f, in.DefaultFromEmail, in.DefaultFromName)
+	checkTenant(&f, in.Tenant)
 	return f.Err()
 }
 
@@ -189,7 +199,7 @@ func (p Patch) check(f *apperr.Fields) {
 // UpdateCollection checks that with senderComplete.
 func (p CollectionPatch) validate() error {
 	if p.Empty() {
-		return nothingToChange("name, description, status, defaultFromEmail, defaultFromName")
+		return nothingToChange("name, description, status, defaultFromEmail, defaultFromName, tenant")
 	}
 	var f apperr.Fields
 	p.common().check(&f)
@@ -199,7 +209,22 @@ func (p CollectionPatch) validate() error {
 	if p.DefaultFromName != nil {
 		f.MaxLen("defaultFromName", *p.DefaultFromName, MaxFromNameLen)
 	}
+	if p.Tenant != nil {
+		checkTenant(&f, *p.Tenant)
+	}
 	return f.Err()
+}
+
+// checkTenant checks a collection's tenant: "" (none) or a name as a send's
+// tenant header would carry it, which is compared exactly.
+func checkTenant(f *apperr.Fields, tenant string) {
+	if !f.Text("tenant", tenant) {
+		return
+	}
+	if strings.TrimSpace(tenant) != tenant {
+		f.Add("tenant", "must not start or end with whitespace")
+	}
+	f.MaxLen("tenant", tenant, MaxTenantLen)
 }
 
 func nothingToChange(fields string) error {

@@ -64,7 +64,7 @@ func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Col
 	now := s.now().UnixMilli()
 	c := Collection{
 		Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
-		DefaultFromEmail: in.DefaultFromEmail, DefaultFromName: in.DefaultFromName,
+		DefaultFromEmail: in.DefaultFromEmail, DefaultFromName: in.DefaultFromName, Tenant: in.Tenant,
 		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
 	err := s.inTx(ctx, 0, func(tx *gorm.DB) error {
@@ -376,6 +376,9 @@ func (s *Service) collectionChanges(p auth.Principal, patch CollectionPatch) map
 	}
 	if patch.DefaultFromName != nil {
 		set["default_from_name"] = *patch.DefaultFromName
+	}
+	if patch.Tenant != nil {
+		set["tenant"] = *patch.Tenant
 	}
 	return set
 }

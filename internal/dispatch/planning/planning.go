@@ -22,6 +22,12 @@ type Input struct {
 	Key          string // the submission's idempotency key, "" for none
 	Correlation  map[string]string
 	CreatedBy    string // the API caller's user id, "" for the queue
+	// Tenant, Team, Service and EntityID are the submission's producer
+	// headers (dispatch.Producer), "" when not given.
+	Tenant       string
+	Team         string
+	Service      string
+	EntityID     string
 	Notification dispatch.Notification
 }
 
@@ -138,6 +144,10 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 		Name:           n.Name,
 		Source:         in.Source,
 		IdempotencyKey: in.Key,
+		Tenant:         in.Tenant,
+		Team:           in.Team,
+		Service:        in.Service,
+		EntityID:       in.EntityID,
 		Correlation:    in.Correlation,
 		Recipients:     n.Recipients,
 		Status:         dispatch.NotificationAccepted,
