@@ -57,7 +57,7 @@ const (
 // DeadLetterReasons lists every reason the consumer dead-letters a message
 // with (x-notify-reason), so /metrics can report each at zero from the start.
 func DeadLetterReasons() []string {
-	return []string{dispatch.ProblemNotJSON, dispatch.ProblemSchema, dispatch.ProblemTooLarge, dispatch.ProblemHeader,
+	return []string{dispatch.ProblemNotJSON, dispatch.ProblemSchema, dispatch.ProblemTooLarge, dispatch.ProblemHeader, ReasonInvalidKey,
 		ReasonIdempotencyConflict, ReasonTenantMismatch, ReasonProcessingFailed}
 }
 
