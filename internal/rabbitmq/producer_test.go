@@ -21,7 +21,7 @@ func TestProducerHeadersOnTheQueue(t *testing.T) {
 	require.NoError(t, e.db.Exec("UPDATE collections SET tenant = 'dodici' WHERE id = ?", e.collectionID).Error)
 	e.publish(e.message(1), amqp.Publishing{MessageId: "with-headers", Headers: amqp.Table{
 		"tenant": "dodici", "team": "team-inventory", "service": "inventory-manager",
-		"entity-id": "000816c3-e9b2-440b-8d27-dfaa4cae00ef",
+		"entity-id":       "000816c3-e9b2-440b-8d27-dfaa4cae00ef",
 		"correlation-ids": `{"order_id": "order-1", "customer_id": "customer-7"}`,
 	}})
 	e.publish(e.message(2), amqp.Publishing{MessageId: "other-tenant", Headers: amqp.Table{"tenant": "other"}})
