@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -113,7 +114,8 @@ func parseCorrelationIDs(raw string) (map[string]string, string) {
 	out := make(map[string]string, len(m))
 	for _, k := range keys {
 		var s string
-		if err := json.Unmarshal(m[k], &s); err != nil {
+		// null decodes into a string without an error; it is not one.
+		if v := bytes.TrimSpace(m[k]); len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
 			return nil, fmt.Sprintf("%s: %q is not a string", shape, apperr.Truncate(k, maxCorrelationKeyLen))
 		}
 		switch {

@@ -187,7 +187,8 @@ func TestProducerHeaders(t *testing.T) {
 				require.NoError(t, json.Unmarshal(body, &ev))
 				require.Equal(t, "NOTIFICATION_ACCEPTED", ev.Type)
 				require.Equal(t, "USER_INVITEUSER", ev.Notification["name"])
-				got[ev.Notification["tenant"].(string)] = ev.Notification
+				tenant, _ := ev.Notification["tenant"].(string)
+				got[tenant] = ev.Notification
 			}
 			require.Contains(t, got, "")
 			withHeaders := got["dodici"]
