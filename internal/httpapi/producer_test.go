@@ -257,3 +257,24 @@ func TestCollectionTenant(t *testing.T) {
 		}
 	})
 }
+
+// The access log line of a send carries its producer headers.
+func TestSendAccessLogCarriesTheProducer(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	api := serveAPI(t, "sqlite", &logs, nil)
+	cid, _ := seedInvite(t, api.testAPI)
+	res := api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/notifications", cid), api.superAdmin(), inviteBody, seedHeaders...)
+	require.Equal(t, http.StatusAccepted, res.Code, "body: %s", res.Raw)
+	var line map[string]any
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"http request"`) && strings.Contains(l, "/notifications") {
+			require.NoError(t, json.Unmarshal([]byte(l), &line))
+		}
+	}
+	require.NotNil(t, line, "no access log line for the send:\n%s", logs.String())
+	require.Equal(t, "dodici", line["tenant"])
+	require.Equal(t, "team-inventory", line["team"])
+	require.Equal(t, "inventory-manager", line["service"])
+	require.Equal(t, "000816c3-e9b2-440b-8d27-dfaa4cae00ef", line["entityId"])
+}
