@@ -24,6 +24,9 @@ type Rule struct {
 	// any action's; "" is none.
 	Condition string
 	Actions   []Action
+	// Tenant is the collection's tenant, "" when it has none: a send that
+	// names another tenant is refused (the intake checks it).
+	Tenant string
 
 	compiled *Compiled // Condition, compiled when the rule is loaded
 }
@@ -74,17 +77,18 @@ func (r *Rules) Resolve(ctx context.Context, collectionID int64, name string) (r
 
 func (r *Rules) resolve(ctx context.Context, collectionID int64, name string) (rule Rule, found bool, err error) {
 	type row struct {
-		EventID        int64
-		EventName      string
-		EventRequired  bool
-		EventCondition string
-		CollectionName string
+		EventID          int64
+		EventName        string
+		EventRequired    bool
+		EventCondition   string
+		CollectionName   string
+		CollectionTenant string
 		Action
 	}
 	var rows []row
 	err = r.db.WithContext(ctx).Raw(`
 SELECT e.id AS event_id, e.name AS event_name, e.required AS event_required, e.condition AS event_condition,
-       c.name AS collection_name,
+       c.name AS collection_name, c.tenant AS collection_tenant,
        COALESCE(a.id, 0) AS id, COALESCE(a.collection_id, 0) AS collection_id,
        COALESCE(a.name, '') AS name, COALESCE(a.description, '') AS description,
        COALESCE(a.status, '') AS status, COALESCE(a.config_name, '') AS config_name,
@@ -111,6 +115,7 @@ ORDER BY a.id`, StatusActive, StatusActive, collectionID, name, StatusActive).Sc
 	// actions evicts it (a new version of any of them), so a planning batch
 	// never compiles.
 	rule.compiled = compile(rule.Condition)
+	rule.Tenant = rows[0].CollectionTenant
 	for _, rw := range rows {
 		if rw.Action.ID == 0 { // the LEFT JOIN row of an event without active actions
 			continue

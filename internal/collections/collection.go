@@ -26,6 +26,9 @@ const (
 	// MaxFromNameLen is the limit on a default sender name, the same as on
 	// an action's config.fromName.
 	MaxFromNameLen = 256
+	// MaxTenantLen is the limit on a collection's tenant, the same as on
+	// the tenant header of a send.
+	MaxTenantLen = 128
 )
 
 // Collection groups the events and actions of one product or tenant. The JSON
@@ -45,12 +48,16 @@ type Collection struct {
 	Timezone string `json:"timezone"`
 	// QuietHours is the daily window in which the collection's deliveries
 	// wait (null: none); an action may override it (config.quietHours).
-	QuietHours  *schedule.Window `json:"quietHours" gorm:"serializer:json"`
-	Version     int64            `json:"-"`
-	CreatedBy   string           `json:"-"`
-	UpdatedBy   string           `json:"-"`
-	CreatedTime int64            `json:"createdTime"`
-	UpdatedTime int64            `json:"updatedTime"`
+	QuietHours *schedule.Window `json:"quietHours" gorm:"serializer:json"`
+	// Tenant is the tenant the collection belongs to ("" for none): a send
+	// whose tenant header names another tenant is refused (403 on the API,
+	// dead-lettered on the queue).
+	Tenant      string `json:"tenant"`
+	Version     int64  `json:"-"`
+	CreatedBy   string `json:"-"`
+	UpdatedBy   string `json:"-"`
+	CreatedTime int64  `json:"createdTime"`
+	UpdatedTime int64  `json:"updatedTime"`
 }
 
 // TableName is the collections table.
@@ -104,6 +111,7 @@ type CollectionInput struct {
 	DefaultFromName  string           `json:"defaultFromName"`
 	Timezone         string           `json:"timezone"`   // "": UTC
 	QuietHours       *schedule.Window `json:"quietHours"` // nil: none
+	Tenant           string           `json:"tenant"`
 }
 
 // Patch changes the fields it sets and leaves the others alone. Condition
@@ -132,12 +140,13 @@ type CollectionPatch struct {
 	Timezone         *string `json:"timezone"` // "": UTC
 	// QuietHours, when set, replaces the window; null clears it.
 	QuietHours schedule.Optional `json:"quietHours"`
+	Tenant     *string           `json:"tenant"`
 }
 
 // Empty reports whether the patch changes nothing.
 func (p CollectionPatch) Empty() bool {
 	return p.common().Empty() && p.DefaultFromEmail == nil && p.DefaultFromName == nil &&
-		p.Timezone == nil && !p.QuietHours.Set
+		p.Timezone == nil && !p.QuietHours.Set && p.Tenant == nil
 }
 
 // common is the part of p that an event's Patch has too.
@@ -205,6 +214,7 @@ func (in CollectionInput) validate() error {
 	if in.QuietHours != nil {
 		checkWindow(&f, *in.QuietHours)
 	}
+	checkTenant(&f, in.Tenant)
 	return f.Err()
 }
 
@@ -237,7 +247,7 @@ func (p Patch) check(f *apperr.Fields) {
 // UpdateCollection checks that with senderComplete.
 func (p CollectionPatch) validate() error {
 	if p.Empty() {
-		return nothingToChange("name, description, status, defaultFromEmail, defaultFromName, timezone, quietHours")
+		return nothingToChange("name, description, status, defaultFromEmail, defaultFromName, timezone, quietHours, tenant")
 	}
 	var f apperr.Fields
 	p.common().check(&f)
@@ -253,7 +263,22 @@ func (p CollectionPatch) validate() error {
 	if p.QuietHours.Window != nil {
 		checkWindow(&f, *p.QuietHours.Window)
 	}
+	if p.Tenant != nil {
+		checkTenant(&f, *p.Tenant)
+	}
 	return f.Err()
+}
+
+// checkTenant checks a collection's tenant: "" (none) or a name as a send's
+// tenant header would carry it, which is compared exactly.
+func checkTenant(f *apperr.Fields, tenant string) {
+	if !f.Text("tenant", tenant) {
+		return
+	}
+	if strings.TrimSpace(tenant) != tenant {
+		f.Add("tenant", "must not start or end with whitespace")
+	}
+	f.MaxLen("tenant", tenant, MaxTenantLen)
 }
 
 func nothingToChange(fields string) error {

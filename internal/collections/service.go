@@ -67,7 +67,7 @@ func (s *Service) CreateCollection(ctx context.Context, p auth.Principal, in Col
 	c := Collection{
 		Name: in.Name, Description: in.Description, Status: statusOr(in.Status),
 		DefaultFromEmail: in.DefaultFromEmail, DefaultFromName: in.DefaultFromName,
-		Timezone: zoneOr(in.Timezone), QuietHours: in.QuietHours,
+		Timezone: zoneOr(in.Timezone), QuietHours: in.QuietHours, Tenant: in.Tenant,
 		Version: 1, CreatedBy: p.UserID, UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
 	}
 	err := s.inTx(ctx, 0, func(tx *gorm.DB) error {
@@ -391,6 +391,9 @@ func (s *Service) collectionChanges(p auth.Principal, patch CollectionPatch) map
 	}
 	if patch.QuietHours.Set {
 		set["quiet_hours"] = quietHoursColumn(patch.QuietHours.Window)
+	}
+	if patch.Tenant != nil {
+		set["tenant"] = *patch.Tenant
 	}
 	return set
 }

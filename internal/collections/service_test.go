@@ -194,7 +194,7 @@ func TestEventLifecycleAndEnvelopes(t *testing.T) {
 		require.JSONEq(t, fmt.Sprintf(`{"responseCode":"NOEVDEL0000","responseMessage":"Event is deleted successfully","timeStamp":%q}`,
 			d.TimeStamp), string(envs[3].Detail.Payload))
 		require.Equal(t, strconv.FormatInt(ev.ID, 10), envs[3].Detail.ID)
-		require.JSONEq(t, fmt.Sprintf(`{"collection":{"id":%d,"name":"Shop","description":"the shop","status":"ACTIVE","defaultFromEmail":"","defaultFromName":"","timezone":"UTC","quietHours":null,"createdTime":%d,"updatedTime":%d}}`,
+		require.JSONEq(t, fmt.Sprintf(`{"collection":{"id":%d,"name":"Shop","description":"the shop","status":"ACTIVE","defaultFromEmail":"","defaultFromName":"","timezone":"UTC","quietHours":null,"tenant":"","createdTime":%d,"updatedTime":%d}}`,
 			col.ID, col.CreatedTime, col.UpdatedTime), string(envs[0].Detail.Payload))
 	})
 }

@@ -56,6 +56,11 @@ type HTTP struct {
 	MaxBodyBytes    int64         `koanf:"maxBodyBytes"`
 	ShutdownTimeout time.Duration `koanf:"shutdownTimeout"`
 	ReadTimeout     time.Duration `koanf:"readTimeout"`
+	// RequireIdempotencyKey makes the REST send refuse a request without
+	// an Idempotency-Key (400), as the event gateway's producers are
+	// required to send one (seed 004); false accepts it without dedupe.
+	// The queue never requires one.
+	RequireIdempotencyKey bool `koanf:"requireIdempotencyKey"`
 }
 
 // validate checks the http section; bad records a finding.
@@ -461,6 +466,8 @@ func Default() Config {
 			MaxBodyBytes:    1 << 20,
 			ShutdownTimeout: 15 * time.Second,
 			ReadTimeout:     30 * time.Second,
+			// A retried send without a key would be sent twice.
+			RequireIdempotencyKey: true,
 		},
 		Database: Database{
 			SQLitePath:   "./data/notificationservice.db",

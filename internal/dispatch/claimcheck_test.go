@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -26,7 +27,7 @@ func TestLargeSendEnvelopePointsAtTheNotification(t *testing.T) {
 			rs[i] = fmt.Sprintf(`{"email": "u%04d@example.com", "macros": {"BIO": %q}}`, i, strings.Repeat("x", 300))
 		}
 		req := request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`+strings.Join(rs, ",")+`]}]}`)
-		res, err := b.intake.Send(context.Background(), req, "big", nil, auth.Principal{UserID: "1"})
+		res, err := b.intake.Send(context.Background(), req, "big", nil, dispatch.Producer{}, auth.Principal{UserID: "1"})
 		require.NoError(t, err)
 		require.Len(t, res.Notifications, 1)
 

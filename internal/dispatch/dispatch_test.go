@@ -209,14 +209,14 @@ func TestIntakeDedupesByKey(t *testing.T) {
 		require.EqualValues(t, 8, deliveries)
 
 		// API keys are scoped by collection, apart from queue message ids.
-		api, err := b.intake.Send(ctx, req, "k1", nil, auth.Principal{UserID: "1"})
+		api, err := b.intake.Send(ctx, req, "k1", nil, dispatch.Producer{}, auth.Principal{UserID: "1"})
 		require.NoError(t, err)
 		require.False(t, api.Replayed)
-		replay, err := b.intake.Send(ctx, req, "k1", nil, auth.Principal{UserID: "1"})
+		replay, err := b.intake.Send(ctx, req, "k1", nil, dispatch.Producer{}, auth.Principal{UserID: "1"})
 		require.NoError(t, err)
 		require.True(t, replay.Replayed)
 		require.Equal(t, api.Notifications, replay.Notifications)
-		_, err = b.intake.Send(ctx, other, "k1", nil, auth.Principal{UserID: "1"})
+		_, err = b.intake.Send(ctx, other, "k1", nil, dispatch.Producer{}, auth.Principal{UserID: "1"})
 		require.ErrorIs(t, err, intake.ErrKeyConflict)
 		require.Equal(t, apperr.FailedPrecondition, apperr.KindOf(err))
 		var envelopes int64

@@ -75,22 +75,28 @@ const (
 // NotificationRecord is one stored notification: one named entry of an
 // accepted request. Deliveries is filled only by Store.Get.
 type NotificationRecord struct {
-	ID             int64       `json:"id" gorm:"primaryKey"`
-	CollectionID   int64       `json:"collectionId"`
-	Name           string      `json:"name"`
-	Source         string      `json:"source"`
-	IdempotencyKey string      `json:"idempotencyKey,omitempty"`
-	Correlation    StringMap   `json:"correlation"`
-	Recipients     Recipients  `json:"recipients,omitempty"`
-	Data           Data        `json:"data,omitempty"`
-	Status         string      `json:"status"`
-	Reason         string      `json:"reason"`
-	EventID        int64       `json:"eventId"`
-	DeliveryCount  int         `json:"deliveryCount"`
-	SkippedCount   int         `json:"skippedCount"`
-	CreatedBy      string      `json:"createdBy,omitempty"`
-	CreatedTime    int64       `json:"createdTime"`
-	Deliveries     []*Delivery `json:"deliveries,omitempty" gorm:"-"`
+	ID             int64  `json:"id" gorm:"primaryKey"`
+	CollectionID   int64  `json:"collectionId"`
+	Name           string `json:"name"`
+	Source         string `json:"source"`
+	IdempotencyKey string `json:"idempotencyKey,omitempty"`
+	// Tenant, Team, Service and EntityID are the producer headers of the
+	// send (dispatch.Producer); "" when not given.
+	Tenant        string      `json:"tenant"`
+	Team          string      `json:"team"`
+	Service       string      `json:"service"`
+	EntityID      string      `json:"entityId"`
+	Correlation   StringMap   `json:"correlation"`
+	Recipients    Recipients  `json:"recipients,omitempty"`
+	Data          Data        `json:"data,omitempty"`
+	Status        string      `json:"status"`
+	Reason        string      `json:"reason"`
+	EventID       int64       `json:"eventId"`
+	DeliveryCount int         `json:"deliveryCount"`
+	SkippedCount  int         `json:"skippedCount"`
+	CreatedBy     string      `json:"createdBy,omitempty"`
+	CreatedTime   int64       `json:"createdTime"`
+	Deliveries    []*Delivery `json:"deliveries,omitempty" gorm:"-"`
 
 	// IntakeScope, Ordinal and RequestHash are the dedupe record of a
 	// keyed request (IdempotencyKey): each of its notifications carries

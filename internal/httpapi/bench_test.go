@@ -88,6 +88,7 @@ func serve(b *testing.B, h http.Handler, method, path, token string, body []byte
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	addIdempotencyKey(req)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != want {

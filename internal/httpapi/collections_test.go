@@ -101,7 +101,7 @@ func TestCollectionRoutes(t *testing.T) {
 		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
 		require.Equal(t, `"1"`, res.Header.Get("ETag"))
 		col := entity(t, res, "collection")
-		require.ElementsMatch(t, []string{"id", "name", "description", "status", "defaultFromEmail", "defaultFromName", "timezone", "quietHours", "createdTime", "updatedTime"}, keys(col))
+		require.ElementsMatch(t, []string{"id", "name", "description", "status", "defaultFromEmail", "defaultFromName", "timezone", "quietHours", "tenant", "createdTime", "updatedTime"}, keys(col))
 		require.Equal(t, "Shop", col["name"])
 		require.Equal(t, "ACTIVE", col["status"])
 		require.Greater(t, col["createdTime"].(float64), 1.7e12, "epoch milliseconds")

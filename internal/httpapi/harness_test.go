@@ -3,11 +3,13 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/app"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -118,6 +121,7 @@ func (a *testAPI) do(method, path, token string, body any, headers ...string) re
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	addIdempotencyKey(req)
 	rec := httptest.NewRecorder()
 	a.App.HTTP.ServeHTTP(rec, req)
 	res := response{Code: rec.Code, Header: rec.Header(), Raw: rec.Body.Bytes()}
@@ -125,6 +129,22 @@ func (a *testAPI) do(method, path, token string, body any, headers ...string) re
 		require.NoError(a.t, json.Unmarshal(res.Raw, &res.JSON), "body: %s", res.Raw)
 	}
 	return res
+}
+
+// sendPath is the REST send route's path.
+var sendPath = regexp.MustCompile(`^/v1/collections/[^/]+/notifications/?$`)
+
+// addIdempotencyKey gives a send request that names no Idempotency-Key a
+// unique one, as the route requires (http.requireIdempotencyKey). A test
+// of the missing key sends the header empty, which the route treats as
+// missing.
+func addIdempotencyKey(req *http.Request) {
+	if req.Method != http.MethodPost || !sendPath.MatchString(req.URL.Path) {
+		return
+	}
+	if _, named := req.Header[http.CanonicalHeaderKey(httpapi.IdempotencyKeyHeader)]; !named {
+		req.Header.Set(httpapi.IdempotencyKeyHeader, "test-"+rand.Text())
+	}
 }
 
 // requireError asserts the standard error body.

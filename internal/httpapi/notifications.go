@@ -2,12 +2,12 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -23,7 +23,7 @@ import (
 // NotificationService is what the notification routes need: the intake's
 // Send and the status reads (app joins intake.Intake and status.Store).
 type NotificationService interface {
-	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (intake.Outcome, error)
+	Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, producer dispatch.Producer, actor auth.Principal) (intake.Outcome, error)
 	Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error)
 	List(ctx context.Context, collectionID int64, f status.NotificationFilter) ([]dispatch.NotificationRecord, error)
 	ListDeliveries(ctx context.Context, collectionID int64, f status.DeliveryFilter) ([]dispatch.Delivery, error)
@@ -38,7 +38,7 @@ const (
 	CorrelationIDHeader = "X-Correlation-ID"
 	// CorrelationIDsHeader is a JSON object of correlation ids, as the event
 	// gateway sends them: {"order_id": "…"}.
-	CorrelationIDsHeader = "Correlation-Ids"
+	CorrelationIDsHeader = dispatch.HeaderCorrelationIDs
 )
 
 const maxKeyLen = 255
@@ -52,6 +52,12 @@ func (r *router) notifications() {
 			return err
 		}
 		key := strings.TrimSpace(c.GetHeader(IdempotencyKeyHeader))
+		if key == "" && r.s.HTTP.RequireIdempotencyKey {
+			// A producer that retries a send without a key sends it twice;
+			// the event gateway's producers must send one (seed 004).
+			return apperr.Invalid("header "+IdempotencyKeyHeader+" is required",
+				apperr.Detail{Field: IdempotencyKeyHeader, Reason: "is required: a unique key per send, so a retried request is not sent twice (for example a UUID)"})
+		}
 		if len(key) > maxKeyLen {
 			return apperr.Invalid("header "+IdempotencyKeyHeader+" is too long",
 				apperr.Detail{Field: IdempotencyKeyHeader, Reason: fmt.Sprintf("must be at most %d characters", maxKeyLen)})
@@ -61,6 +67,10 @@ func (r *router) notifications() {
 			// as text, which PostgreSQL refuses unless it is UTF-8.
 			return apperr.Invalid("header "+IdempotencyKeyHeader+" is not valid text",
 				apperr.Detail{Field: IdempotencyKeyHeader, Reason: apperr.TextReason})
+		}
+		producer, corrIDs, err := dispatch.ParseProducer(c.GetHeader)
+		if err != nil {
+			return producerErr(err)
 		}
 		body, err := io.ReadAll(c.Request.Body)
 		if err != nil {
@@ -79,7 +89,8 @@ func (r *router) notifications() {
 			}
 			return err
 		}
-		out, err := svc.Send(c.Request.Context(), req, key, apiCorrelation(c), p)
+		setLogAttrs(c, producerAttrs(producer)...)
+		out, err := svc.Send(c.Request.Context(), req, key, apiCorrelation(c, corrIDs), producer, p)
 		if err != nil {
 			return err
 		}
@@ -123,7 +134,7 @@ func (r *router) notifications() {
 			return err
 		}
 		return listRoute[status.NotificationFilter, dispatch.NotificationRecord]{
-			key: "notifications", filters: []string{"name", "status", "from", "to"}, exact: true, filter: notificationFilter,
+			key: "notifications", filters: []string{"name", "status", "from", "to", "entityId", "correlationId"}, exact: true, filter: notificationFilter,
 			read: func(ctx context.Context, f status.NotificationFilter, pg Page) ([]dispatch.NotificationRecord, error) {
 				f.After, f.Limit = pg.After, pg.Limit
 				return svc.List(ctx, cid, f)
@@ -156,6 +167,9 @@ func notificationFilter(c *gin.Context) (status.NotificationFilter, error) {
 	}
 	filter.CreatedFrom = queryMillis(c, "from", &f)
 	filter.CreatedTo = queryMillis(c, "to", &f)
+	filter.EntityID, filter.CorrelationID = c.Query("entityId"), c.Query("correlationId")
+	f.Text("entityId", filter.EntityID)
+	f.Text("correlationId", filter.CorrelationID)
 	return filter, f.Err()
 }
 
@@ -189,27 +203,37 @@ func queryMillis(c *gin.Context, name string, f *apperr.Fields) int64 {
 	return v
 }
 
-// apiCorrelation gathers the correlation ids of a send request: the
-// Correlation-Ids JSON header, X-Correlation-ID and the request id.
-func apiCorrelation(c *gin.Context) map[string]string {
-	out := map[string]string{"requestId": requestID(c)}
-	if raw := c.GetHeader(CorrelationIDsHeader); raw != "" {
-		var m map[string]any
-		if json.Unmarshal([]byte(raw), &m) == nil {
-			keys := make([]string, 0, len(m))
-			for k := range m {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			for _, k := range keys[:min(len(keys), 20)] {
-				if s, ok := m[k].(string); ok && len(k) <= 64 && len(s) <= 256 && apperr.ValidText(k) && apperr.ValidText(s) {
-					out[k] = s
-				}
-			}
-		}
-	}
-	if v := c.GetHeader(CorrelationIDHeader); v != "" && len(v) <= 256 {
+// apiCorrelation gathers the correlation ids of a send request: ids (the
+// correlation-ids header, validated by dispatch.ParseProducer),
+// X-Correlation-ID and the request id.
+func apiCorrelation(c *gin.Context, ids map[string]string) map[string]string {
+	out := make(map[string]string, len(ids)+2)
+	maps.Copy(out, ids)
+	out["requestId"] = requestID(c)
+	if v := c.GetHeader(CorrelationIDHeader); v != "" && len(v) <= 256 && apperr.ValidText(v) {
 		out["correlationId"] = v
 	}
 	return out
+}
+
+// producerErr is a producer header problem as the API's 400.
+func producerErr(err error) error {
+	var prob *dispatch.Problem
+	if errors.As(err, &prob) {
+		return apperr.Invalid("request has invalid headers", prob.Details...)
+	}
+	return err
+}
+
+// producerAttrs are the producer headers a send's access log line carries
+// (the ones given).
+func producerAttrs(p dispatch.Producer) []slog.Attr {
+	var attrs []slog.Attr
+	for _, a := range []slog.Attr{slog.String("tenant", p.Tenant), slog.String("team", p.Team),
+		slog.String("service", p.Service), slog.String("entityId", p.EntityID)} {
+		if a.Value.String() != "" {
+			attrs = append(attrs, a)
+		}
+	}
+	return attrs
 }

@@ -236,6 +236,7 @@ func (s *servedAPI) call(method, path, token, body string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	addIdempotencyKey(req)
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(s.t, err)
 	defer res.Body.Close()

@@ -296,14 +296,33 @@ func (s *Server) accessLog(c *gin.Context) {
 	if route == "" {
 		route = "unmatched"
 	}
-	s.Log.LogAttrs(c.Request.Context(), slog.LevelInfo, "http request",
+	attrs := []slog.Attr{
 		slog.String("requestId", requestID(c)),
 		slog.String("method", c.Request.Method),
 		slog.String("route", route),
 		slog.Int("status", c.Writer.Status()),
 		slog.Duration("duration", time.Since(start)),
 		slog.String("userId", c.GetString("notify.userId")),
-	)
+	}
+	if extra, ok := c.Get(logAttrsKey); ok {
+		attrs = append(attrs, extra.([]slog.Attr)...)
+	}
+	s.Log.LogAttrs(c.Request.Context(), slog.LevelInfo, "http request", attrs...)
+}
+
+// logAttrsKey holds the attributes a handler adds to its request's access
+// log line (setLogAttrs).
+const logAttrsKey = "notify.logAttrs"
+
+// setLogAttrs adds attrs to the request's access log line: what a route
+// knows that says whose request it was (a send's producer headers).
+func setLogAttrs(c *gin.Context, attrs ...slog.Attr) {
+	if len(attrs) == 0 {
+		return
+	}
+	prev, _ := c.Get(logAttrsKey)
+	have, _ := prev.([]slog.Attr)
+	c.Set(logAttrsKey, append(have, attrs...))
 }
 
 func (s *Server) recover(c *gin.Context) {

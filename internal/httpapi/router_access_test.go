@@ -149,6 +149,7 @@ func TestRouterChecksManageRightsItself(t *testing.T) {
 		if method == http.MethodPatch || method == http.MethodDelete {
 			req.Header.Set("If-Match", `"1"`)
 		}
+		addIdempotencyKey(req)
 		rec := httptest.NewRecorder()
 		srv.ServeHTTP(rec, req)
 		return rec

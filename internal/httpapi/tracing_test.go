@@ -64,6 +64,7 @@ func TestOneTraceFromTheRequestToTheProviderAndTheEnvelope(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+api.superAdmin())
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	addIdempotencyKey(req)
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	require.NoError(t, res.Body.Close())

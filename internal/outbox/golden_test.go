@@ -30,6 +30,12 @@ const goldenEnvelopeID = "00000000-0000-4000-8000-000000000001"
 // The catalogue's caller: user 1, a super admin on the CSR channel.
 var seedActor = auth.Principal{UserID: "1", Roles: []string{auth.RoleSuperAdmin}, Channel: "CSR"}
 
+// The producer headers of seed 004's example, as a send carries them.
+var seedProducer = &outbox.Producer{Tenant: "dodici", Team: "team-inventory", Service: "inventory-manager",
+	EntityID: "000816c3-e9b2-440b-8d27-dfaa4cae00ef", Correlation: map[string]string{
+		"order_id": "000816c3-e9b2-440b-8d27-dfaa4cae00ef", "customer_id": "000816c3-e9b2-440b-8d27-dfaa4cae00ef",
+		"requestId": "4f6c1d2e9a0b3c5d"}}
+
 // The payloads are the real models of the packages that record them, so a
 // renamed or retyped field there fails here.
 type goldenCase struct {
@@ -52,6 +58,7 @@ func goldenCases() []goldenCase {
 	renamed.Name, renamed.UpdatedTime = "accounts-v2", 1709786361000
 	renamed.DefaultFromEmail, renamed.DefaultFromName = "accounts@example.com", "Example Accounts"
 	renamed.Timezone, renamed.QuietHours = "Europe/Paris", &schedule.Window{Start: "21:00", End: "08:00"}
+	renamed.Tenant = "dodici"
 
 	hook := webhooks.Endpoint{ID: 31, CollectionID: 772, URL: "https://hooks.example.com/notify", Description: "CRM sync",
 		EventTypes: []string{outbox.TypeNotificationAccepted}, State: webhooks.StatePendingValidation,
@@ -82,7 +89,7 @@ func goldenCases() []goldenCase {
 			Payload: map[string]any{"notification": dispatch.Notification{Name: "USER_INVITEUSER", Recipients: []dispatch.Recipient{{
 				Email: "externalevents1709786394020@gmail.com", PushID: "hj7sdf67sqc9", Phone: "409-685-4167",
 				Locale: "en_US", Macros: dispatch.Macros{"FNAME": "John"},
-			}}}}, Actor: seedActor}, 1709786395165},
+			}}}}, Actor: seedActor, Producer: seedProducer}, 1709786395165},
 		{"collection_create", outbox.Change{DetailType: outbox.CollectionCreate, EntityID: "772", CollectionID: 772,
 			Payload: map[string]any{"collection": accounts}, Actor: seedActor}, 1709786360010},
 		{"collection_update", outbox.Change{DetailType: outbox.CollectionUpdate, EntityID: "772", CollectionID: 772,
@@ -159,8 +166,9 @@ func requireGolden(t *testing.T, name string, v any) {
 // TestDetailMatchesCatalogue compares the built detail with the event
 // catalogue's own example for each of its seven types, value and JSON type
 // alike (json.Number keeps 42453 and "42453" apart). The only additions
-// allowed are detail.envelopeId, the action's config object and the event's
-// rule-engine fields (condition and required, present only when set).
+// allowed are detail.envelopeId, the action's config object, the event's
+// rule-engine fields (condition and required, present only when set) and a
+// send's producer fields.
 func TestDetailMatchesCatalogue(t *testing.T) {
 	t.Parallel()
 	seen := 0
@@ -190,6 +198,16 @@ func TestDetailMatchesCatalogue(t *testing.T) {
 
 			require.Equal(t, goldenEnvelopeID, got["envelopeId"], "envelopeId must be a string")
 			delete(got, "envelopeId")
+			if tc.change.Producer != nil {
+				// A send adds the producer headers (seed 004), which the
+				// catalogue predates.
+				for _, k := range []string{"tenant", "team", "service", "entityId"} {
+					require.IsType(t, "", got[k], k)
+					delete(got, k)
+				}
+				require.IsType(t, map[string]any{}, got["correlation"], "correlation must be an object")
+				delete(got, "correlation")
+			}
 			if p, ok := got["payload"].(map[string]any)["action"].(map[string]any); ok {
 				require.IsType(t, map[string]any{}, p["config"], "action config must be an object")
 				delete(p, "config")

@@ -45,6 +45,21 @@ type Change struct {
 	// from DetailType, CollectionID and EntityID, which serves collections,
 	// events and actions; a send sets its notification's path.
 	Href string
+	// Producer is set on a send: who sent the notification and what it is
+	// about, carried in the detail beside the catalogue's fields.
+	Producer *Producer
+}
+
+// Producer is the producer headers of a send (seed 004) as a
+// notifications/send envelope's detail carries them: tenant, team,
+// service, entityId ("" when not given) and the notification's
+// correlation ids.
+type Producer struct {
+	Tenant      string            `json:"tenant"`
+	Team        string            `json:"team"`
+	Service     string            `json:"service"`
+	EntityID    string            `json:"entityId"`
+	Correlation map[string]string `json:"correlation"`
 }
 
 // Detail is the envelope's detail object, field for field as the event
@@ -74,6 +89,9 @@ type Detail struct {
 	// fields, when the whole detail would not fit EventBridge's 256 KB entry
 	// limit: the consumer fetches the entity from ClaimCheck.Href.
 	ClaimCheck *ClaimCheck `json:"claimCheck,omitempty"`
+	// Producer's fields are inlined in a send's detail and absent from
+	// every other envelope (a nil embedded pointer writes nothing).
+	*Producer
 }
 
 // SpanContext is the W3C trace context of the request or message that made
@@ -173,6 +191,9 @@ func BuildDetail(c Change, envelopeID string, now time.Time) (Detail, error) {
 	if roles == nil {
 		roles = []string{}
 	}
+	if p := c.Producer; p != nil && p.Correlation == nil {
+		c.Producer = &Producer{Tenant: p.Tenant, Team: p.Team, Service: p.Service, EntityID: p.EntityID, Correlation: map[string]string{}}
+	}
 	return Detail{
 		ID:                c.EntityID,
 		Timestamp:         now.UnixMilli(),
@@ -184,6 +205,7 @@ func BuildDetail(c Change, envelopeID string, now time.Time) (Detail, error) {
 		Roles:             roles,
 		Channel:           c.Actor.Channel,
 		EnvelopeID:        envelopeID,
+		Producer:          c.Producer,
 	}, nil
 }
 

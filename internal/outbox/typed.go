@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -202,6 +203,11 @@ func TypedEventFromRow(r Row) (TypedEvent, bool, error) {
 	if err := json.Unmarshal(d.Payload, &wrapped); err == nil {
 		if inner, ok := wrapped[entity]; ok {
 			ev.Payload = inner
+			if d.Producer != nil {
+				if ev.Payload, err = withProducer(inner, d.Producer); err != nil {
+					return TypedEvent{}, false, fmt.Errorf("outbox: typed event from envelope %s: %w", r.EnvelopeID, err)
+				}
+			}
 			return ev, true, nil
 		}
 	}
@@ -214,6 +220,30 @@ func TypedEventFromRow(r Row) (TypedEvent, bool, error) {
 	}
 	ev.Payload = deleted
 	return ev, true, nil
+}
+
+// withProducer appends the producer fields of a send's detail to its
+// notification object, after the fields it has, so the webhook event for
+// the notification says who sent it and what it is about as the envelope
+// does.
+func withProducer(obj json.RawMessage, p *Producer) (json.RawMessage, error) {
+	fields, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	obj = bytes.TrimSpace(obj)
+	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+		return nil, fmt.Errorf("notification payload is not an object")
+	}
+	body := bytes.TrimSpace(obj[1 : len(obj)-1])
+	out := make([]byte, 0, len(obj)+len(fields))
+	out = append(out, '{')
+	out = append(out, body...)
+	if len(body) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, fields[1:]...) // fields without its opening brace
+	return out, nil
 }
 
 // ClaimFanout returns up to limit outbox rows the webhook fan-out has not

@@ -2,10 +2,10 @@ package rabbitmq
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"sync"
@@ -26,15 +26,15 @@ import (
 
 // Headers the consumer reads on a message.
 const (
-	HeaderIdempotencyKey = "idempotency-key" // dedupe key; else the message_id property
-	HeaderCorrelationIDs = "correlation-ids" // JSON object of correlation ids, as the event gateway sends them
+	HeaderIdempotencyKey = "idempotency-key"             // dedupe key; else the message_id property
+	HeaderCorrelationIDs = dispatch.HeaderCorrelationIDs // JSON object of correlation ids, as the event gateway sends them
 	HeaderCorrelationID  = "x-correlation-id"
 	HeaderTraceID        = "traceId"
 )
 
 // Headers the consumer sets on a message it dead-letters.
 const (
-	HeaderReason         = "x-notify-reason"           // not_json | schema | too_large | invalid_key | idempotency_conflict | processing_failed
+	HeaderReason         = "x-notify-reason"           // not_json | schema | too_large | invalid_key | invalid_header | tenant_mismatch | idempotency_conflict | processing_failed
 	HeaderError          = "x-notify-error"            // the detail, for a human
 	HeaderQueue          = "x-notify-queue"            // the queue it came from
 	HeaderDeadLetteredAt = "x-notify-dead-lettered-at" // epoch ms
@@ -48,13 +48,17 @@ const (
 	ReasonInvalidKey          = "invalid_key"
 	ReasonIdempotencyConflict = "idempotency_conflict"
 	ReasonProcessingFailed    = "processing_failed"
+	// ReasonTenantMismatch is a message whose tenant header names another
+	// tenant than its collection's: the producer's fault, which no retry
+	// mends (the REST send answers 403).
+	ReasonTenantMismatch = "tenant_mismatch"
 )
 
 // DeadLetterReasons lists every reason the consumer dead-letters a message
 // with (x-notify-reason), so /metrics can report each at zero from the start.
 func DeadLetterReasons() []string {
-	return []string{dispatch.ProblemNotJSON, dispatch.ProblemSchema, dispatch.ProblemTooLarge,
-		ReasonIdempotencyConflict, ReasonProcessingFailed}
+	return []string{dispatch.ProblemNotJSON, dispatch.ProblemSchema, dispatch.ProblemTooLarge, dispatch.ProblemHeader, ReasonInvalidKey,
+		ReasonIdempotencyConflict, ReasonTenantMismatch, ReasonProcessingFailed}
 }
 
 // Intake accepts a batch of submissions in one transaction (intake.Intake).
@@ -425,8 +429,13 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			bad = append(bad, poison{d, ReasonInvalidKey, field + " " + apperr.TextReason})
 			continue
 		}
-		subs = append(subs, intake.Submission{Source: intake.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d),
-			TraceParent: tr.traceParent(d)})
+		producer, ids, err := dispatch.ParseProducer(func(name string) string { return headerString(d.Headers[name]) })
+		if err != nil {
+			bad = append(bad, poison{d, dispatch.ProblemHeader, err.Error()})
+			continue
+		}
+		subs = append(subs, intake.Submission{Source: intake.SourceQueue, Key: dedupeKey(d), Request: req, Correlation: correlation(d, ids),
+			Producer: producer, TraceParent: tr.traceParent(d)})
 		from = append(from, i)
 	}
 	if len(subs) > 0 {
@@ -441,6 +450,8 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			switch {
 			case failed[j] != nil:
 				bad = append(bad, poison{d, ReasonProcessingFailed, failed[j].Error()})
+			case o.Refused != nil:
+				bad = append(bad, poison{d, ReasonTenantMismatch, o.Refused.Error()})
 			case o.Conflict:
 				bad = append(bad, poison{d, ReasonIdempotencyConflict,
 					fmt.Sprintf("key %q was already used for a different message", dedupeKey(d))})
@@ -450,7 +461,9 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			default:
 				c.accepted.Add(1)
 				if c.log.Enabled(ctx, slog.LevelDebug) {
-					c.log.DebugContext(ctx, "rabbitmq: message accepted", "key", dedupeKey(d), "correlation", correlation(d), "notifications", o.Notifications)
+					p := subs[j].Producer
+					c.log.DebugContext(ctx, "rabbitmq: message accepted", "key", dedupeKey(d), "correlation", subs[j].Correlation,
+						"tenant", p.Tenant, "team", p.Team, "service", p.Service, "entityId", p.EntityID, "notifications", o.Notifications)
 				}
 			}
 		}
@@ -598,7 +611,8 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 	c.mu.Unlock()
 	c.Observer.MessageDeadLettered(p.reason)
 	c.log.WarnContext(ctx, "rabbitmq: message dead-lettered", "reason", p.reason, "error", apperr.Truncate(p.text, 300),
-		"messageId", d.MessageId, "correlation", correlation(d), "bytes", len(d.Body), "deadLetterQueue", c.cfg.DeadLetterQueue)
+		"messageId", d.MessageId, "correlation", correlation(d, nil), "tenant", apperr.Truncate(headerString(d.Headers[dispatch.HeaderTenant]), 128),
+		"entityId", apperr.Truncate(headerString(d.Headers[dispatch.HeaderEntityID]), 255), "bytes", len(d.Body), "deadLetterQueue", c.cfg.DeadLetterQueue)
 	return nil
 }
 
@@ -619,24 +633,12 @@ func rawKey(d *amqp.Delivery) (key, field string) {
 	return d.MessageId, "message_id"
 }
 
-// correlation gathers the correlation ids a message carries: the
-// correlation_id property, the correlation-ids header (a JSON object) and
-// the x-correlation-id and traceId headers.
-func correlation(d *amqp.Delivery) map[string]string {
-	out := map[string]string{}
-	if raw, ok := d.Headers[HeaderCorrelationIDs]; ok {
-		var m map[string]any
-		if json.Unmarshal([]byte(headerString(raw)), &m) == nil {
-			for k, v := range m {
-				if len(out) >= 20 {
-					break
-				}
-				if s, ok := v.(string); ok {
-					out[apperr.Truncate(k, 64)] = apperr.Truncate(s, 256)
-				}
-			}
-		}
-	}
+// correlation gathers the correlation ids a message carries: ids (the
+// correlation-ids header, validated by dispatch.ParseProducer), the
+// correlation_id property and the x-correlation-id and traceId headers.
+func correlation(d *amqp.Delivery, ids map[string]string) map[string]string {
+	out := make(map[string]string, len(ids)+3)
+	maps.Copy(out, ids)
 	if v := headerString(d.Headers[HeaderCorrelationID]); v != "" {
 		out["correlationId"] = apperr.Truncate(v, 256)
 	}

@@ -124,7 +124,8 @@ func (b *batch) inputs() []planning.Input {
 }
 
 func (e *entry) input() planning.Input {
-	in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation}
+	in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation,
+		Tenant: e.Producer.Tenant, Team: e.Producer.Team, Service: e.Producer.Service, EntityID: e.Producer.EntityID}
 	if e.Actor != nil {
 		in.CreatedBy = e.Actor.UserID
 	}

@@ -45,7 +45,7 @@ var notificationColumns = store.Columns(
 	"collection_id bigint", "name text", "source text", "intake_scope text", "idempotency_key text",
 	"ordinal integer", "request_hash text", "correlation text", "recipients text", "status text", "reason text",
 	"event_id bigint", "delivery_count integer", "skipped_count integer", "created_by text",
-	"created_time bigint", "trace_parent text", "data text",
+	"created_time bigint", "trace_parent text", "data text", "tenant text", "team text", "service text", "entity_id text",
 )
 
 type notificationRow struct {
@@ -67,6 +67,10 @@ type notificationRow struct {
 	CreatedTime    int64  `json:"created_time"`
 	TraceParent    string `json:"trace_parent"`
 	Data           any    `json:"data"`
+	Tenant         string `json:"tenant"`
+	Team           string `json:"team"`
+	Service        string `json:"service"`
+	EntityID       string `json:"entity_id"`
 }
 
 // insertNotes inserts notes with one statement per chunk, the INSERT …
@@ -88,7 +92,8 @@ func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, notes []*dispatc
 			return err
 		}
 		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeScope, n.IdempotencyKey, n.Ordinal, n.RequestHash,
-			corr, rcpts, n.Status, n.Reason, n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent, data}
+			corr, rcpts, n.Status, n.Reason, n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent, data,
+			n.Tenant, n.Team, n.Service, n.EntityID}
 	}
 	sel, from := store.JSONRows(in.pg, notificationColumns)
 	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix

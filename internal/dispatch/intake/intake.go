@@ -71,6 +71,10 @@ type Submission struct {
 	Key         string
 	Request     dispatch.Request
 	Correlation map[string]string
+	// Producer is the submission's producer headers: kept on each of its
+	// notifications and in their send envelopes. Its Tenant, when the
+	// collection has a tenant, must be that tenant (ErrTenantMismatch).
+	Producer dispatch.Producer
 	// TraceParent is the W3C traceparent of the message (the queue consumer
 	// sets it per message); empty: the span in Submit's ctx, if any.
 	TraceParent string
@@ -105,6 +109,10 @@ type Outcome struct {
 	// Conflict is true when the key was seen before with a different
 	// request: nothing was created.
 	Conflict bool
+	// Refused is set when the submission was refused before anything was
+	// looked up or created: its tenant is not its collection's
+	// (ErrTenantMismatch).
+	Refused error
 }
 
 // Intake accepts submissions: it dedupes them by key, resolves each
@@ -151,10 +159,28 @@ func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.plan
 // workers), and record the summaries and envelopes; after the commit the
 // claimed deliveries are handed off.
 func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, error) {
-	b := newBatch(subs, in.now().UnixMilli(), traceParent(ctx))
-	if err := in.resolve(ctx, b); err != nil {
+	resolved := map[ruleKey]planning.Resolution{}
+	if err := in.resolve(ctx, subs, resolved); err != nil {
 		return nil, err
 	}
+	// A submission its collection's tenant refuses takes no further part:
+	// it claims no key and creates nothing, so the same key can be sent
+	// again with the right tenant.
+	outs := make([]Outcome, len(subs))
+	var kept []Submission
+	var at []int
+	for i, s := range subs {
+		if err := tenantMismatch(s, resolved); err != nil {
+			outs[i].Refused = err
+			continue
+		}
+		kept, at = append(kept, s), append(at, i)
+	}
+	if len(kept) == 0 {
+		return outs, nil
+	}
+	b := newBatch(kept, in.now().UnixMilli(), traceParent(ctx))
+	b.rules = resolved
 	// The rules read what they need for the whole batch once, before the
 	// transaction (on SQLite a read beside an open write transaction would
 	// wait for it).
@@ -191,22 +217,47 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	if b.envelopes > 0 {
 		in.outbox.Committed()
 	}
-	return b.outcomes(), nil
+	for j, o := range b.outcomes() {
+		outs[at[j]] = o
+	}
+	return outs, nil
 }
 
-// resolve looks up the rule of every (collection, name) in b once.
-func (in *Intake) resolve(ctx context.Context, b *batch) error {
-	for _, e := range b.subs {
+// resolve looks up the rule of every (collection, name) in subs once.
+func (in *Intake) resolve(ctx context.Context, subs []Submission, rules map[ruleKey]planning.Resolution) error {
+	for _, e := range subs {
 		for _, n := range e.Request.Notification {
 			k := ruleKey{int64(e.Request.CollectionID), n.Name}
-			if _, ok := b.rules[k]; ok {
+			if _, ok := rules[k]; ok {
 				continue
 			}
 			rule, found, err := in.rules.Resolve(ctx, k.collectionID, k.name)
 			if err != nil {
 				return fmt.Errorf("dispatch: resolve: %w", err)
 			}
-			b.rules[k] = planning.Resolution{Rule: rule, Found: found}
+			rules[k] = planning.Resolution{Rule: rule, Found: found}
+		}
+	}
+	return nil
+}
+
+// ErrTenantMismatch is why a submission is refused whose tenant header
+// names another tenant than its collection's (Outcome.Refused wraps it).
+var ErrTenantMismatch = errors.New("dispatch: tenant does not match the collection's tenant")
+
+// tenantMismatch checks s's tenant against its collection's, which the
+// resolved rules carry (no query of its own). A collection without a
+// tenant, or a submission without one, is not checked; nor is a name
+// that resolved to nothing (it is rejected anyway and sends nothing).
+func tenantMismatch(s Submission, rules map[ruleKey]planning.Resolution) error {
+	if s.Producer.Tenant == "" {
+		return nil
+	}
+	for _, n := range s.Request.Notification {
+		r := rules[ruleKey{int64(s.Request.CollectionID), n.Name}]
+		if r.Found && r.Rule.Tenant != "" && r.Rule.Tenant != s.Producer.Tenant {
+			return fmt.Errorf("%w: tenant %q may not send to collection %d, which belongs to another tenant",
+				ErrTenantMismatch, s.Producer.Tenant, s.Request.CollectionID)
 		}
 	}
 	return nil
@@ -286,6 +337,8 @@ func sendChange(n *dispatch.NotificationRecord, actor auth.Principal) outbox.Cha
 			Recipients []dispatch.Recipient `json:"recipients"`
 		}{n.Name, n.Recipients}},
 		Actor: actor,
+		Producer: &outbox.Producer{Tenant: n.Tenant, Team: n.Team, Service: n.Service, EntityID: n.EntityID,
+			Correlation: n.Correlation},
 		// A send with many recipients outgrows EventBridge's 256 KB entry: its
 		// envelope then points here instead (outbox.ClaimCheck).
 		Href: fmt.Sprintf("/v1/collections/%d/notifications/%d", n.CollectionID, n.ID),
@@ -296,12 +349,19 @@ func sendChange(n *dispatch.NotificationRecord, actor auth.Principal) outbox.Cha
 // with a different request.
 var ErrKeyConflict = errors.New("dispatch: idempotency key reused with a different request")
 
-// Send is the REST API's intake: one request, deduped by key (may be empty).
-// A key reused with a different request is FAILED_PRECONDITION.
-func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, actor auth.Principal) (Outcome, error) {
-	out, err := in.Submit(ctx, []Submission{{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Actor: &actor}})
+// Send is the REST API's intake: one request, deduped by key (may be empty),
+// with the producer headers of the request. A key reused with a different
+// request is FAILED_PRECONDITION; a tenant that is not the collection's is
+// PERMISSION_DENIED.
+func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, producer dispatch.Producer, actor auth.Principal) (Outcome, error) {
+	out, err := in.Submit(ctx, []Submission{{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Producer: producer, Actor: &actor}})
 	if err != nil {
 		return Outcome{}, err
+	}
+	if out[0].Refused != nil {
+		return Outcome{}, &apperr.Error{Kind: apperr.PermissionDenied, Err: out[0].Refused,
+			Message: fmt.Sprintf("tenant %q may not send to collection %d: the collection belongs to another tenant", producer.Tenant, req.CollectionID),
+			Details: []apperr.Detail{{Field: dispatch.HeaderTenant, Reason: "must be the collection's tenant, or left out"}}}
 	}
 	if out[0].Conflict {
 		return Outcome{}, &apperr.Error{Kind: apperr.FailedPrecondition, Err: ErrKeyConflict,

@@ -24,8 +24,12 @@ type Input struct {
 	Key          string // the submission's idempotency key, "" for none
 	Correlation  map[string]string
 	CreatedBy    string // the API caller's user id, "" for the queue
-	Tenant       string // the producer's tenant, "" when it named none
-	EntityID     string // the entity the notification is about, "" for none
+	// Tenant, Team, Service and EntityID are the submission's producer
+	// headers (dispatch.Producer), "" when not given.
+	Tenant       string
+	Team         string
+	Service      string
+	EntityID     string
 	Notification dispatch.Notification
 }
 
@@ -217,6 +221,10 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 		Name:           n.Name,
 		Source:         in.Source,
 		IdempotencyKey: in.Key,
+		Tenant:         in.Tenant,
+		Team:           in.Team,
+		Service:        in.Service,
+		EntityID:       in.EntityID,
 		Correlation:    in.Correlation,
 		Recipients:     n.Recipients,
 		Data:           n.Data,

@@ -16,6 +16,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // sandboxProvider is channels.SandboxName: the provider of deliveries whose
@@ -113,8 +114,13 @@ type NotificationFilter struct {
 	Status      string
 	CreatedFrom int64 // epoch ms, inclusive; 0 for none
 	CreatedTo   int64 // epoch ms, exclusive; 0 for none
-	After       int64
-	Limit       int
+	// EntityID matches the producer's entity-id header exactly;
+	// CorrelationID matches any value of the notification's correlation
+	// ids (order_id, customer_id, x-correlation-id, …).
+	EntityID      string
+	CorrelationID string
+	After         int64
+	Limit         int
 }
 
 // List returns a page of a collection's notifications without their
@@ -132,6 +138,19 @@ func (s *Store) List(ctx context.Context, collectionID int64, f NotificationFilt
 	}
 	if f.CreatedTo > 0 {
 		q = q.Where("created_time < ?", f.CreatedTo)
+	}
+	if f.EntityID != "" {
+		q = q.Where("entity_id = ?", f.EntityID)
+	}
+	if f.CorrelationID != "" {
+		// correlation is a JSON object in a text column: match any of its
+		// values, whatever the key. The collection and the other filters
+		// narrow the rows first; there is no index on the values.
+		if store.IsPostgres(s.db) {
+			q = q.Where("EXISTS (SELECT 1 FROM jsonb_each_text(notifications.correlation::jsonb) AS c WHERE c.value = ?)", f.CorrelationID)
+		} else {
+			q = q.Where("EXISTS (SELECT 1 FROM json_each(notifications.correlation) AS c WHERE c.value = ?)", f.CorrelationID)
+		}
 	}
 	out := []dispatch.NotificationRecord{}
 	if err := q.Order("id").Limit(f.Limit).Find(&out).Error; err != nil {
