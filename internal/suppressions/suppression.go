@@ -92,7 +92,7 @@ type Deleted struct {
 
 // DeletedCode and DeletedMessage are the DELETE answer's.
 const (
-	DeletedCode    = "NOSUPDEL000"
+	DeletedCode    = "NOSPDEL0000"
 	DeletedMessage = "Suppression lifted"
 )
 
