@@ -8,14 +8,16 @@ import (
 	"slices"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Report is one provider report on a delivery: delivered, bounced or
 // failed, with the provider's reason. Suppress, when set, is the
-// suppression-list source the report implies for Address (or, when
-// Address is "", the delivery's address); a report may suppress without
+// suppression-list source the report implies for Address (an email
+// delivery's; other channels', and an email report without one, use the
+// delivery's address); a report may suppress without
 // changing the delivery (Status "": a spam report on a delivered message).
 type Report struct {
 	DeliveryID int64
@@ -153,9 +155,13 @@ func (s *Store) suppress(ctx context.Context, reports []Report) error {
 			continue
 		}
 		d := rows[i]
-		addr := r.Address
-		if addr == "" {
-			addr = d.Address // one address: an email delivery to several has the event's
+		// An email delivery may go to several To addresses (its address
+		// lists them): the event names the one that bounced. A phone is
+		// kept as the recipient gave it, as planning looks it up, not in
+		// the E.164 form Twilio reports it in.
+		addr := d.Address
+		if d.Channel == channels.ChannelEmail && r.Address != "" {
+			addr = r.Address
 		}
 		entries = append(entries, dispatch.Suppression{
 			CollectionID: d.CollectionID, Channel: d.Channel, Address: addr,
