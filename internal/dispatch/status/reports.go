@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
@@ -162,6 +163,9 @@ func (s *Store) suppress(ctx context.Context, reports []Report) error {
 		addr := d.Address
 		if d.Channel == channels.ChannelEmail && r.Address != "" {
 			addr = r.Address
+		}
+		if strings.Contains(addr, ",") {
+			continue // several To addresses and the event names none: which one is unknown
 		}
 		entries = append(entries, dispatch.Suppression{
 			CollectionID: d.CollectionID, Channel: d.Channel, Address: addr,
