@@ -21,6 +21,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
@@ -33,6 +34,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/redact"
 	"github.com/notificationservice/notificationservice/internal/store"
+	"github.com/notificationservice/notificationservice/internal/suppressions"
 	"github.com/notificationservice/notificationservice/internal/tracing"
 	"github.com/notificationservice/notificationservice/internal/webhooks"
 )
@@ -234,11 +236,17 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
-	// Planning counts every decision it makes (notify_planning_decisions_total).
+	supp := suppressions.New(db, a.Outbox, time.Now)
+	supp.OnAdded = a.Metrics.SuppressionsAdded
+	a.Metrics.InitSuppressionSources(suppressions.Sources()...)
+	deps.Suppressions = supp
+	a.Dispatcher.WithSuppressor(suppressor{supp})
+	// The planning-time rules, in docs/rules.md's order; planning counts
+	// every decision it makes (notify_planning_decisions_total).
 	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher,
-		intake.WithPlanner(planning.Default().WithObserver(a.Metrics)))
+		intake.WithPlanner(planning.New(planning.Static(planning.Condition{}), planning.Suppressions(suppressor{supp})).WithObserver(a.Metrics)))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
-	if err := a.wireProviderRoutes(deps); err != nil {
+	if err := a.wireProviderRoutes(deps, supp); err != nil {
 		return err
 	}
 	deps.TestSend = &httpapi.TestSendConfig{Actions: rules, Sender: channels.Direct(chans), Senders: senders,
@@ -269,9 +277,43 @@ type notificationService struct {
 	*status.Store
 }
 
+// suppressor is the suppression list as its consumers declare it: the
+// planning rule's lookup, and where the status webhooks and the delivery
+// workers put the addresses providers refuse.
+type suppressor struct{ s *suppressions.Service }
+
+// Suppressed implements planning.SuppressionLookup.
+func (x suppressor) Suppressed(ctx context.Context, keys []planning.SuppressionKey) ([]*planning.SuppressionHit, error) {
+	ks := make([]suppressions.Key, len(keys))
+	for i, k := range keys {
+		ks[i] = suppressions.Key{CollectionID: k.CollectionID, Channel: k.Channel, Address: k.Address}
+	}
+	found, err := x.s.Find(ctx, ks)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*planning.SuppressionHit, len(found))
+	for i, f := range found {
+		if f != nil {
+			out[i] = &planning.SuppressionHit{Reason: f.Reason, Source: f.Source, CreatedTime: f.CreatedTime}
+		}
+	}
+	return out, nil
+}
+
+// Suppress implements status.Suppressor and delivery.Suppressor.
+func (x suppressor) Suppress(ctx context.Context, entries []dispatch.Suppression) (int, error) {
+	es := make([]suppressions.Entry, len(entries))
+	for i, e := range entries {
+		es[i] = suppressions.Entry{CollectionID: e.CollectionID, Channel: e.Channel, Address: e.Address,
+			Reason: e.Reason, Source: e.Source, Who: e.Who}
+	}
+	return x.s.Suppress(ctx, es)
+}
+
 // wireProviderRoutes adds the provider status webhooks, which record
 // delivered/failed reports through the dispatch store, and the preview route.
-func (a *App) wireProviderRoutes(deps *httpapi.Deps) error {
+func (a *App) wireProviderRoutes(deps *httpapi.Deps, supp *suppressions.Service) error {
 	ch := a.Config.Channels
 	sg, err := channels.NewSendGridWebhook(ch.SendGrid.WebhookPublicKey, ch.SendGrid.WebhookMaxSkew)
 	if err != nil {
@@ -280,7 +322,7 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps) error {
 	deps.Webhooks = &httpapi.Webhooks{
 		SendGrid: sg,
 		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
-		Reports:  status.New(a.DB, time.Now),
+		Reports:  status.New(a.DB, time.Now).WithSuppressor(suppressor{supp}),
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,

@@ -33,7 +33,7 @@ var groups = map[string][]string{
 	"domain": {
 		"internal/dispatch", "internal/dispatch/intake", "internal/dispatch/planning",
 		"internal/dispatch/delivery", "internal/dispatch/status", "internal/preview", "internal/render",
-		"internal/channels", "internal/channels/webhookout", "internal/webhooks",
+		"internal/channels", "internal/channels/webhookout", "internal/webhooks", "internal/suppressions",
 		"internal/actions", "internal/collections", "internal/outbox",
 	},
 	"foundation": {

@@ -56,7 +56,11 @@ type Error struct {
 	Permanent  bool          // retrying cannot help: bad address, unknown template, auth
 	RetryAfter time.Duration // the provider's Retry-After, 0 when none
 	Reason     string        // the provider's own words, recorded on the delivery
-	Err        error
+	// Suppress is the suppression-list source the failure implies (Twilio
+	// 21610, the recipient replied STOP: SuppressTwilioStop), "" for none:
+	// the delivery workers then put the address on the list.
+	Suppress string
+	Err      error
 }
 
 func (e *Error) Error() string {

@@ -327,9 +327,15 @@ func (t *Twilio) classify(err error, call *twilioCall) *Error {
 		return Retryable(TwilioName, reason, retryAfter(call.header, t.now()), err)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden || re.Code == 20003:
 		return Permanent(TwilioName, "authentication or permission: "+reason, err)
+	case re.Code == TwilioUnsubscribed:
+		// The recipient replied STOP: every later message would fail the
+		// same way, so the number goes on the suppression list.
+		e := Permanent(TwilioName, reason, err)
+		e.Suppress = SuppressTwilioStop
+		return e
 	default:
-		// 400/404: invalid To (21211), unsubscribed recipient (21610), a
-		// From the account does not own (21606), body too long (21617)...
+		// 400/404: invalid To (21211), a From the account does not own
+		// (21606), body too long (21617)...
 		return Permanent(TwilioName, reason, err)
 	}
 }

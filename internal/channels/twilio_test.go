@@ -176,6 +176,11 @@ func TestTwilioErrors(t *testing.T) {
 			require.Equal(t, tc.permanent, e.Permanent, e.Reason)
 			require.Contains(t, e.Reason, tc.reason)
 			require.Equal(t, tc.retryAfter, e.RetryAfter)
+			if tc.name == "unsubscribed recipient" {
+				require.Equal(t, channels.SuppressTwilioStop, e.Suppress, "STOP suppresses the number")
+			} else {
+				require.Empty(t, e.Suppress)
+			}
 		})
 	}
 }

@@ -48,7 +48,27 @@ type StatusEvent struct {
 	Status            string // ReportDelivered or ReportFailed; "" when the event changes nothing
 	Reason            string
 	Time              time.Time // when the provider saw the event; zero when it does not say
+	// Suppress is the suppression-list source the event implies (a hard
+	// bounce, a spam report, a STOP: Suppress*), "" for none; Address is
+	// the recipient address it names (SendGrid's email, Twilio's To).
+	Suppress string
+	Address  string
 }
+
+// Suppression sources a report or a send error implies: the values of
+// StatusEvent.Suppress and Error.Suppress, and internal/suppressions'
+// source codes. Soft bounces (blocked, deferred) and drops imply none: the
+// address may work tomorrow.
+const (
+	SuppressSendGridBounce     = "sendgrid_bounce"
+	SuppressSendGridSpamReport = "sendgrid_spamreport"
+	SuppressTwilioStop         = "twilio_stop"
+)
+
+// TwilioUnsubscribed is Twilio's error 21610: the recipient replied STOP
+// to the sender, and Twilio refuses every message to it until they reply
+// START.
+const TwilioUnsubscribed = 21610
 
 // SendGridWebhook verifies SendGrid's signed Event Webhook: an ECDSA
 // signature over the timestamp header followed by the raw body.
@@ -128,7 +148,8 @@ type sendGridEvent struct {
 // ParseSendGridEvents reads an Event Webhook body. delivered marks the
 // delivery delivered; bounce (including blocked) marks it bounced and dropped failed,
 // with SendGrid's reason; processed, deferred, opens, clicks and the rest
-// change nothing (Status "").
+// change nothing (Status ""). A hard bounce (event bounce, type bounce or
+// none; not blocked) and a spamreport also suppress the event's address.
 func ParseSendGridEvents(body []byte) ([]StatusEvent, error) {
 	var raw []sendGridEvent
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -157,6 +178,11 @@ func ParseSendGridEvents(body []byte) ([]StatusEvent, error) {
 				kind += " (" + e.Type + ")"
 			}
 			ev.Reason = strings.TrimSpace(strings.Join(nonEmpty(kind+":", e.Status, e.Reason), " "))
+			if e.Event == "bounce" && (e.Type == "" || e.Type == "bounce") {
+				ev.Suppress, ev.Address = SuppressSendGridBounce, e.Email
+			}
+		case "spamreport":
+			ev.Suppress, ev.Address, ev.Reason = SuppressSendGridSpamReport, e.Email, "spamreport: the recipient marked the message as spam"
 		}
 		out = append(out, ev)
 	}
@@ -244,7 +270,8 @@ func (w *TwilioWebhook) Verify(signedURL string, form url.Values, signature stri
 
 // ParseTwilioStatus reads a status callback: delivered and read mark the
 // delivery delivered; undelivered and failed mark it failed with Twilio's
-// error code; queued, sent and the rest change nothing (Status "").
+// error code; queued, sent and the rest change nothing (Status ""). Error
+// 21610 (the recipient replied STOP) also suppresses the To number.
 func ParseTwilioStatus(form, query url.Values) StatusEvent {
 	ev := StatusEvent{
 		Provider:          TwilioName,
@@ -271,6 +298,9 @@ func ParseTwilioStatus(form, query url.Values) StatusEvent {
 			if msg := form.Get("ErrorMessage"); msg != "" {
 				ev.Reason += " " + msg
 			}
+		}
+		if form.Get("ErrorCode") == strconv.Itoa(TwilioUnsubscribed) {
+			ev.Suppress, ev.Address = SuppressTwilioStop, form.Get("To")
 		}
 	}
 	return ev

@@ -123,6 +123,23 @@ func TestParseSendGridEvents(t *testing.T) {
 		{0, "delivered", "delivered", "", "zzz.filter9"},
 	}, gots)
 	require.Equal(t, time.Unix(1709786406, 0), evs[1].Time)
+	// Only the hard bounce suppresses: a block may clear, a drop names no
+	// refusal by the recipient's server.
+	for i, e := range evs {
+		if i == 2 {
+			require.Equal(t, channels.SuppressSendGridBounce, e.Suppress)
+			require.NotEmpty(t, e.Address)
+			continue
+		}
+		require.Empty(t, e.Suppress, e.Event)
+	}
+
+	// A spam report changes no delivery but suppresses its address.
+	evs, err = channels.ParseSendGridEvents([]byte(`[{"email":"a@example.com","timestamp":1709786406,"event":"spamreport","delivery_id":"7"}]`))
+	require.NoError(t, err)
+	require.Empty(t, evs[0].Status)
+	require.Equal(t, channels.SuppressSendGridSpamReport, evs[0].Suppress)
+	require.Equal(t, "a@example.com", evs[0].Address)
 
 	_, err = channels.ParseSendGridEvents([]byte(`{"not":"an array"}`))
 	require.Error(t, err)
@@ -165,6 +182,13 @@ func TestParseTwilioStatus(t *testing.T) {
 	require.Equal(t, int64(0), ev.DeliveryID)
 	require.Equal(t, "failed", ev.Status)
 	require.Equal(t, "undelivered: error 30003", ev.Reason)
+	require.Empty(t, ev.Suppress)
+
+	// 21610: the recipient replied STOP; the number is suppressed.
+	ev = channels.ParseTwilioStatus(url.Values{"MessageSid": {"SM2"}, "MessageStatus": {"failed"}, "ErrorCode": {"21610"}, "To": {"+14155550100"}}, q)
+	require.Equal(t, "failed", ev.Status)
+	require.Equal(t, channels.SuppressTwilioStop, ev.Suppress)
+	require.Equal(t, "+14155550100", ev.Address)
 
 	for _, s := range []string{"queued", "sending", "sent", "accepted"} {
 		require.Empty(t, channels.ParseTwilioStatus(url.Values{"MessageSid": {"SM3"}, "MessageStatus": {s}}, q).Status, s)

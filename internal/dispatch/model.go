@@ -190,3 +190,18 @@ func jsonValue(v any, empty string) (driver.Value, error) {
 }
 
 func jsonScan(src any, dst any) error { return store.ScanJSON(src, dst) }
+
+// Suppression is an address a provider said must not be sent to again (a
+// hard bounce, a spam report, a STOP), as the status webhooks and the
+// delivery workers hand it to the suppression list (internal/suppressions,
+// through interfaces they declare, wired in app). Source is the list's
+// source code (sendgrid_bounce, sendgrid_spamreport, twilio_stop), Who the
+// provider.
+type Suppression struct {
+	CollectionID int64
+	Channel      string
+	Address      string
+	Reason       string
+	Source       string
+	Who          string
+}

@@ -74,6 +74,11 @@ var routePermissions = map[string]perm{
 	"POST /v1/collections/:collectionId/webhooks/:webhookId/validate":      permWrite,
 	"GET /v1/collections/:collectionId/webhooks/:webhookId/attempts":       permRead,
 
+	"POST /v1/collections/:collectionId/suppressions":            permWrite,
+	"GET /v1/collections/:collectionId/suppressions":             permRead,
+	"GET /v1/collections/:collectionId/suppressions/:address":    permRead,
+	"DELETE /v1/collections/:collectionId/suppressions/:address": permWrite,
+
 	"GET /v1/envelopes":             permSuper,
 	"GET /v1/envelopes/stats":       permSuper,
 	"GET /v1/envelopes/:envelopeId": permSuper,

@@ -59,6 +59,8 @@ func TestNULInBodiesIsRefused(t *testing.T) {
 			{"action template", http.MethodPatch, action, `{"template":"d-\u0000"}`, "template"},
 			{"preview macro", http.MethodPost, action + "/preview", `{"macros":{"FNAME":"\u0000"}}`, "macros.FNAME"},
 			{"replay detailType", http.MethodPost, "/v1/envelopes/replay", `{"since":1,"detailType":"\u0000"}`, "detailType"},
+			{"suppression reason", http.MethodPost, coll + "/suppressions", `{"address":"a@example.com","channel":"email","reason":"\u0000"}`, "reason"},
+			{"suppression address", http.MethodPost, coll + "/suppressions", `{"address":"a\u0000@example.com","channel":"email"}`, "address"},
 			{"send recipient", http.MethodPost, coll + "/notifications",
 				`{"notification":[{"name":"USER_INVITEUSER","recipients":[{"email":"a@example.com","macros":{"FNAME":"\u0000"}}]}]}`,
 				"notification[0].recipients[0]"},
@@ -111,6 +113,13 @@ func TestBadTextInParamsIsRefused(t *testing.T) {
 			res := api.do(http.MethodGet, p, f.root, nil)
 			requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NOOBGET0400")
 			require.Equal(t, apperr.TextReason, details(res)["envelopeId"])
+		}
+		for _, m := range []string{http.MethodGet, http.MethodDelete} {
+			for _, p := range []string{"a%00b", "%FF"} {
+				res := api.do(m, collectionPath(f.coll)+"/suppressions/"+p, f.root, nil)
+				require.Equal(t, http.StatusBadRequest, res.Code, "body: %s", res.Raw)
+				require.Equal(t, apperr.TextReason, details(res)["address"], "body: %s", res.Raw)
+			}
 		}
 		res = api.do(http.MethodGet, "/v1/collections?name=%zz", f.root, nil)
 		requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NOCOLST0400")

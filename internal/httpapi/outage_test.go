@@ -51,7 +51,7 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 			hook := addWebhook(t, api, cid)
 			ids := strings.NewReplacer(":collectionId", fmt.Sprint(cid), ":eventId", fmt.Sprint(eid),
 				":actionId", fmt.Sprint(aid), ":notificationId", fmt.Sprint(nid), ":envelopeId", envID, ":webhookId", fmt.Sprint(hook),
-				":DateTimeUTC", "2024-03-07T04:40:05Z")
+				":address", "a%40example.com", ":DateTimeUTC", "2024-03-07T04:40:05Z")
 			bodies := map[string]any{
 				"POST /v1/collections":                                                 map[string]any{"name": "during the outage"},
 				"GET /v1/collections":                                                  nil,
@@ -89,6 +89,10 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 				"POST /v1/collections/:collectionId/webhooks/:webhookId/rotate-secret": nil,
 				"POST /v1/collections/:collectionId/webhooks/:webhookId/validate":      nil,
 				"GET /v1/collections/:collectionId/webhooks/:webhookId/attempts":       nil,
+				"POST /v1/collections/:collectionId/suppressions":                      map[string]any{"address": "a@example.com", "channel": "email"},
+				"GET /v1/collections/:collectionId/suppressions":                       nil,
+				"GET /v1/collections/:collectionId/suppressions/:address":              nil,
+				"DELETE /v1/collections/:collectionId/suppressions/:address":           nil,
 			}
 			// The feed routes name their consumer in the query.
 			queries := map[string]string{"GET /v1/feed": "?consumer=outage", "POST /v1/feed/:envelopeId/ack": "?consumer=outage",

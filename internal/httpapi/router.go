@@ -62,6 +62,8 @@ type Deps struct {
 	Feed FeedService
 	// Endpoints is the customer webhook endpoint registry (endpoints.go).
 	Endpoints EndpointService
+	// Suppressions is the collections' suppression lists (suppressions.go).
+	Suppressions SuppressionService
 
 	// Webhooks receives provider status reports (routes under /v1/webhooks/,
 	// authenticated by the providers' signatures); Preview renders actions
@@ -129,6 +131,9 @@ func New(d Deps) *Server {
 	}
 	if d.Endpoints != nil {
 		r.endpoints()
+	}
+	if d.Suppressions != nil {
+		r.suppressions()
 	}
 	if d.Preview != nil && d.Actions != nil {
 		r.preview()

@@ -92,7 +92,7 @@ type WebhookResult struct {
 	ResponseCode    string `json:"responseCode"`
 	ResponseMessage string `json:"responseMessage"`
 	Updated         int    `json:"updated"`   // deliveries moved to delivered or failed
-	Ignored         int    `json:"ignored"`   // events that change nothing, or not for our messages
+	Ignored         int    `json:"ignored"`   // events that change no delivery (a spam report still suppresses), or not for our messages
 	Unmatched       int    `json:"unmatched"` // reports for deliveries not in sent/delivered, dropped
 }
 
@@ -115,12 +115,16 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 		matched = make([]bool, len(events))
 		ours    = make([]bool, len(events))
 	)
+	// A report that only suppresses (a spam report) changes no delivery:
+	// it counts as ignored once recorded.
+	suppressOnly := func(ev channels.StatusEvent) bool { return ev.Status == "" && ev.Suppress != "" }
 	for i, ev := range events {
 		switch {
-		case ev.Status == "":
+		case ev.Status == "" && (ev.Suppress == "" || ev.DeliveryID <= 0):
 		case ev.DeliveryID > 0:
 			ours[i] = true
-			reports = append(reports, status.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason})
+			reports = append(reports, status.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason,
+				Suppress: ev.Suppress, Address: ev.Address, Provider: ev.Provider})
 			byID = append(byID, i)
 		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "" && apperr.ValidText(ev.ProviderMessageID):
 			// A Twilio SID names one message. (SendGrid's id is shared by a
@@ -149,7 +153,7 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 	}
 	for i, ev := range events {
 		switch {
-		case !ours[i]:
+		case !ours[i] || suppressOnly(ev):
 			res.Ignored++
 		case matched[i]:
 			res.Updated++

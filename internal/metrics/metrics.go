@@ -54,6 +54,7 @@ type Metrics struct {
 	deliveriesInDoubt prometheus.Counter
 
 	planningDecisions *prometheus.CounterVec
+	suppressionsAdded *prometheus.CounterVec
 }
 
 // New returns Metrics on a fresh registry that also carries the Go runtime
@@ -126,6 +127,10 @@ func New() *Metrics {
 	for _, r := range []string{planning.DecisionPlanned, planning.DecisionNoAddress, dispatch.ReasonConditionFalse, dispatch.ReasonConditionError} {
 		m.planningDecisions.WithLabelValues(r)
 	}
+	m.suppressionsAdded = f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "suppressions", Name: "added_total",
+		Help: "Addresses put on a suppression list, by source (sendgrid_bounce, sendgrid_spamreport, twilio_stop, api).",
+	}, []string{"source"})).(*prometheus.CounterVec)
 	return m
 }
 
@@ -210,6 +215,20 @@ func (m *Metrics) MessageConsumed() { m.queueConsumed.Inc() }
 
 // MessagesAcked counts n messages acked.
 func (m *Metrics) MessagesAcked(n int) { m.queueAcked.Add(float64(n)) }
+
+// SuppressionsAdded counts n addresses put on a suppression list by
+// source (suppressions.Service.OnAdded).
+func (m *Metrics) SuppressionsAdded(source string, n int) {
+	m.suppressionsAdded.WithLabelValues(source).Add(float64(n))
+}
+
+// InitSuppressionSources creates the suppression counter of each source
+// at zero.
+func (m *Metrics) InitSuppressionSources(sources ...string) {
+	for _, s := range sources {
+		m.suppressionsAdded.WithLabelValues(s)
+	}
+}
 
 // DeliveriesInDoubt counts n deliveries found in sending with an expired
 // lease (delivery.Dispatcher.OnInDoubt).

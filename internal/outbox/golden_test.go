@@ -17,6 +17,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/schedule"
+	"github.com/notificationservice/notificationservice/internal/suppressions"
 	"github.com/notificationservice/notificationservice/internal/webhooks"
 )
 
@@ -69,6 +70,10 @@ func goldenCases() []goldenCase {
 	validated.State, validated.UpdatedTime = webhooks.StateActive, 1709786370400
 	validated.LastValidation = &webhooks.Validation{Time: 1709786370100, OK: true, StatusCode: 200}
 
+	bounced := suppressions.Suppression{ID: 9, CollectionID: 772, Address: "externalevents1709786394020@gmail.com", Channel: "email",
+		Reason: "bounce (bounce): 5.1.1 The email account that you tried to reach does not exist", Source: suppressions.SourceSendGridBounce,
+		CreatedBy: "sendgrid", CreatedTime: 1709786390000}
+
 	return []goldenCase{
 		{"action_create", outbox.Change{DetailType: outbox.ActionCreate, EntityID: "42453", CollectionID: 775,
 			Payload: map[string]any{"action": resetEmail}, Actor: seedActor}, 1709786405347},
@@ -103,6 +108,10 @@ func goldenCases() []goldenCase {
 			Payload: map[string]any{"webhook": validated}, Actor: seedActor}, 1709786370410},
 		{"webhook_delete", outbox.Change{DetailType: outbox.WebhookDelete, EntityID: "31", CollectionID: 772,
 			Payload: webhooks.Deleted{ResponseCode: webhooks.DeletedCode, ResponseMessage: webhooks.DeletedMessage, TimeStamp: "1709786380000"}, Actor: seedActor}, 1709786380010},
+		{"suppression_create", outbox.Change{DetailType: outbox.SuppressionCreate, EntityID: "9", CollectionID: 772,
+			Payload: map[string]any{"suppression": bounced}, Actor: auth.Principal{UserID: "sendgrid"}}, 1709786390010},
+		{"suppression_delete", outbox.Change{DetailType: outbox.SuppressionDelete, EntityID: "9", CollectionID: 772,
+			Payload: map[string]any{"suppression": bounced}, Actor: seedActor}, 1709786399010},
 	}
 }
 

@@ -19,6 +19,13 @@ const (
 	WebhookDelete = DetailTypePrefix + "webhook/delete"
 )
 
+// Detail types of a collection's suppression list (internal/suppressions):
+// both carry {"suppression": …}, the delete the entry it lifted.
+const (
+	SuppressionCreate = DetailTypePrefix + "suppression/create"
+	SuppressionDelete = DetailTypePrefix + "suppression/delete"
+)
+
 // Categories of the typed events a customer webhook receives. Each owns a
 // range of codes, as seed 000's event service numbers its types, so a
 // receiver can route a whole category on the code alone.
@@ -41,18 +48,20 @@ const (
 	TypeDeliveryFailed       = "DELIVERY_FAILED"
 	TypeDeliverySkipped      = "DELIVERY_SKIPPED"
 
-	TypeCollectionCreated = "COLLECTION_CREATED"
-	TypeCollectionUpdated = "COLLECTION_UPDATED"
-	TypeCollectionDeleted = "COLLECTION_DELETED"
-	TypeEventCreated      = "EVENT_CREATED"
-	TypeEventUpdated      = "EVENT_UPDATED"
-	TypeEventDeleted      = "EVENT_DELETED"
-	TypeActionCreated     = "ACTION_CREATED"
-	TypeActionUpdated     = "ACTION_UPDATED"
-	TypeActionDeleted     = "ACTION_DELETED"
-	TypeWebhookCreated    = "WEBHOOK_CREATED"
-	TypeWebhookUpdated    = "WEBHOOK_UPDATED"
-	TypeWebhookDeleted    = "WEBHOOK_DELETED"
+	TypeCollectionCreated  = "COLLECTION_CREATED"
+	TypeCollectionUpdated  = "COLLECTION_UPDATED"
+	TypeCollectionDeleted  = "COLLECTION_DELETED"
+	TypeEventCreated       = "EVENT_CREATED"
+	TypeEventUpdated       = "EVENT_UPDATED"
+	TypeEventDeleted       = "EVENT_DELETED"
+	TypeActionCreated      = "ACTION_CREATED"
+	TypeActionUpdated      = "ACTION_UPDATED"
+	TypeActionDeleted      = "ACTION_DELETED"
+	TypeWebhookCreated     = "WEBHOOK_CREATED"
+	TypeWebhookUpdated     = "WEBHOOK_UPDATED"
+	TypeWebhookDeleted     = "WEBHOOK_DELETED"
+	TypeSuppressionCreated = "SUPPRESSION_CREATED"
+	TypeSuppressionDeleted = "SUPPRESSION_DELETED"
 )
 
 // EventType is one entry of the typed-event catalogue.
@@ -92,6 +101,8 @@ var eventTypes = []EventType{
 	{TypeWebhookCreated, 209, CategoryConfiguration, WebhookCreate},
 	{TypeWebhookUpdated, 210, CategoryConfiguration, WebhookUpdate},
 	{TypeWebhookDeleted, 211, CategoryConfiguration, WebhookDelete},
+	{TypeSuppressionCreated, 212, CategoryConfiguration, SuppressionCreate},
+	{TypeSuppressionDeleted, 213, CategoryConfiguration, SuppressionDelete},
 }
 
 // EventTypes returns the typed-event catalogue, in code order.

@@ -192,11 +192,59 @@ func (d *Dispatcher) write(ctx context.Context, outs []outcome) {
 			"count", len(outs), "error", lastErr, "failures", failures)
 		return
 	}
+	d.suppress(ctx, outs)
 	if d.OnSent != nil {
 		for _, o := range outs {
 			if o.status == dispatch.StatusSent {
 				d.OnSent(&dispatch.Delivery{ID: o.id, NotificationID: o.notificationID, CreatedTime: o.createdTime, SentTime: o.sentTime})
 			}
 		}
+	}
+}
+
+// Suppressor puts addresses on their collection's suppression list
+// (internal/suppressions, wired in app). It must be idempotent: an entry
+// already there is kept.
+type Suppressor interface {
+	Suppress(ctx context.Context, entries []dispatch.Suppression) (int, error)
+}
+
+// WithSuppressor makes the workers put the addresses a provider refused
+// for good (Twilio 21610: the recipient replied STOP) on the suppression
+// list through s, and returns d. Call it before Run.
+func (d *Dispatcher) WithSuppressor(s Suppressor) *Dispatcher {
+	d.suppressor = s
+	return d
+}
+
+// suppress writes the suppressions outs carry, after their outcomes: the
+// record statement is one UPDATE on the deliveries, and the list's write
+// records envelopes in a transaction of its own. It is retried as the
+// record is (up to recordRetry); if it still fails, the entries are
+// dropped with a warning: the delivery is recorded as failed with the
+// provider's reason, and the next send to the address fails the same way
+// and suppresses it then.
+func (d *Dispatcher) suppress(ctx context.Context, outs []outcome) {
+	if d.suppressor == nil {
+		return
+	}
+	var entries []dispatch.Suppression
+	for _, o := range outs {
+		if o.suppress != nil {
+			entries = append(entries, *o.suppress)
+		}
+	}
+	if len(entries) == 0 {
+		return
+	}
+	policy := retry.Policy{Initial: 50 * time.Millisecond, Max: 2 * time.Second, NoJitter: true, MaxElapsed: recordRetry}
+	var lastErr error
+	err := policy.Do(ctx, func() error {
+		_, lastErr = d.suppressor.Suppress(ctx, entries)
+		return lastErr
+	}, nil)
+	if err != nil {
+		d.log.WarnContext(ctx, "dispatch: cannot write suppressions; the next send to these addresses fails and suppresses them again",
+			"count", len(entries), "error", lastErr)
 	}
 }

@@ -59,6 +59,8 @@ type Dispatcher struct {
 	rec       *recorder
 	gates     []gate         // send-time rules, before render and send (gate.go)
 	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
+	// suppressor takes the addresses providers refuse for good (record.go).
+	suppressor Suppressor
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -376,6 +378,9 @@ type outcome struct {
 	owner       string
 	leaseBefore int64
 	reconciled  string // Recover's resolution of an in-doubt attempt (Reconciled*)
+	// suppress is the address the provider's answer put on the
+	// suppression list (Twilio 21610), written after the outcome.
+	suppress *dispatch.Suppression
 }
 
 type groupKey struct{ notificationID, actionID int64 }
@@ -466,6 +471,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 	}
 	msgs := make([]channels.Message, 0, len(idx))
 	send := make([]int, 0, len(idx))
+	rcs := make([]*dispatch.Recipient, 0, len(idx)) // the recipient of each of send
 	for _, i := range idx {
 		c := batch[i]
 		// The send-time rules (gate.go): a held delivery is not sent.
@@ -493,6 +499,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 		m.DeliveryID, m.NotificationID, m.CollectionID, m.ActionID, m.Channel = c.ID, c.NotificationID, c.CollectionID, c.ActionID, c.Channel
 		msgs = append(msgs, m)
 		send = append(send, i)
+		rcs = append(rcs, rc)
 	}
 	if len(msgs) == 0 {
 		return
@@ -517,8 +524,29 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			o.status, o.providerMessageID, o.sentTime = dispatch.StatusSent, res.ProviderMessageID, done
 			continue
 		}
-		d.retry(o, channels.Classify(provider, res.Err), now)
+		e := channels.Classify(provider, res.Err)
+		d.retry(o, e, now)
+		if addr := suppressAddress(first.Channel, rcs[j]); e.Suppress != "" && addr != "" {
+			o.suppress = &dispatch.Suppression{CollectionID: batch[i].CollectionID, Channel: first.Channel, Address: addr,
+				Reason: apperr.Truncate(e.Reason, 1000), Source: e.Suppress, Who: provider}
+		}
 	}
+}
+
+// suppressAddress is the address a provider's refusal of rc's message on
+// channel names, as the recipient gave it (so planning, which looks the
+// recipient's own address up, finds it): the phone or the push id. An
+// email may go to several To addresses, and a send error does not say
+// which refused it: "" (SendGrid's refusals arrive as webhook events, which
+// name the address).
+func suppressAddress(channel string, rc *dispatch.Recipient) string {
+	switch channel {
+	case channels.ChannelSMS:
+		return rc.Phone
+	case channels.ChannelPush:
+		return rc.PushID
+	}
+	return ""
 }
 
 // record writes outs in one statement per 500.

@@ -6,18 +6,41 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Report is one provider report on a delivery: delivered, bounced or
-// failed, with the provider's reason.
+// failed, with the provider's reason. Suppress, when set, is the
+// suppression-list source the report implies for Address (an email
+// delivery's; other channels', and an email report without one, use the
+// delivery's address); a report may suppress without
+// changing the delivery (Status "": a spam report on a delivered message).
 type Report struct {
 	DeliveryID int64
 	Status     string
 	Reason     string
+	Suppress   string
+	Address    string
+	Provider   string
+}
+
+// Suppressor puts addresses on their collection's suppression list
+// (internal/suppressions, wired in app). It must be idempotent: an entry
+// already there is kept, so a batch the provider sends again adds nothing.
+type Suppressor interface {
+	Suppress(ctx context.Context, entries []dispatch.Suppression) (int, error)
+}
+
+// WithSuppressor makes MarkReports put the addresses of the reports that
+// imply it on the suppression list through sup, and returns s.
+func (s *Store) WithSuppressor(sup Suppressor) *Store {
+	s.suppressor = sup
+	return s
 }
 
 // reportColumns are the columns of the JSON rows MarkReports passes.
@@ -30,7 +53,10 @@ type reportRow struct {
 }
 
 // MarkReports records reports as if MarkByID were called on each in order,
-// and says which of them applied, in one statement whatever their number:
+// and says which of them applied, in one statement whatever their number
+// (plus, when some imply a suppression, one read and the list's write, done
+// first and whatever the delivery's state, so a batch that failed is
+// suppressed when the provider sends it again):
 // a SendGrid batch carries up to thousands of events, and one UPDATE per
 // event made a batch of 1,000 take 5.3 s on PostgreSQL, past the point where
 // SendGrid gives up and sends the whole batch again.
@@ -48,12 +74,18 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 	// the first bounced or failed one, else the last.
 	final := map[int64]int{}
 	for i, r := range reports {
+		if r.Status == "" && r.Suppress != "" {
+			continue // suppresses only
+		}
 		if !slices.Contains(webhookStatuses, r.Status) {
 			return nil, fmt.Errorf("dispatch: mark: status %q is not one of %v", r.Status, webhookStatuses)
 		}
 		if f, ok := final[r.DeliveryID]; !ok || reports[f].Status == dispatch.StatusDelivered {
 			final[r.DeliveryID] = i
 		}
+	}
+	if err := s.suppress(ctx, reports); err != nil {
+		return nil, err
 	}
 	if len(final) == 0 {
 		return applied, nil
@@ -86,4 +118,65 @@ RETURNING deliveries.id`
 		applied[i] = hit[r.DeliveryID] && i <= final[r.DeliveryID]
 	}
 	return applied, nil
+}
+
+// suppress puts the addresses of the reports that imply it on their
+// delivery's collection's list: one read of the deliveries, one write.
+func (s *Store) suppress(ctx context.Context, reports []Report) error {
+	if s.suppressor == nil {
+		return nil
+	}
+	var ids []int64
+	for _, r := range reports {
+		if r.Suppress != "" && r.DeliveryID > 0 {
+			ids = append(ids, r.DeliveryID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	var rows []struct {
+		ID           int64
+		CollectionID int64
+		Channel      string
+		Address      string
+	}
+	if err := s.db.WithContext(ctx).Table("deliveries").Select("id, collection_id, channel, address").
+		Where("id IN ?", ids).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("dispatch: suppress: read deliveries: %w", err)
+	}
+	byID := make(map[int64]int, len(rows))
+	for i, r := range rows {
+		byID[r.ID] = i
+	}
+	var entries []dispatch.Suppression
+	for _, r := range reports {
+		i, ok := byID[r.DeliveryID]
+		if r.Suppress == "" || !ok {
+			continue
+		}
+		d := rows[i]
+		// An email delivery may go to several To addresses (its address
+		// lists them): the event names the one that bounced. A phone is
+		// kept as the recipient gave it, as planning looks it up, not in
+		// the E.164 form Twilio reports it in.
+		addr := d.Address
+		if d.Channel == channels.ChannelEmail && r.Address != "" {
+			addr = r.Address
+		}
+		if strings.Contains(addr, ",") {
+			continue // several To addresses and the event names none: which one is unknown
+		}
+		entries = append(entries, dispatch.Suppression{
+			CollectionID: d.CollectionID, Channel: d.Channel, Address: addr,
+			Reason: r.Reason, Source: r.Suppress, Who: r.Provider,
+		})
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	if _, err := s.suppressor.Suppress(ctx, entries); err != nil {
+		return fmt.Errorf("dispatch: suppress %d addresses: %w", len(entries), err)
+	}
+	return nil
 }

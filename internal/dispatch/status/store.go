@@ -29,6 +29,8 @@ type Store struct {
 	db      *gorm.DB
 	now     func() time.Time
 	sandbox SandboxRecords
+	// suppressor, when set, takes the addresses reports suppress.
+	suppressor Suppressor
 }
 
 // SandboxRecords is the sandbox channel's record of what it accepted
