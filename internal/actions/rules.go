@@ -12,6 +12,8 @@ import (
 type Rule struct {
 	EventID int64
 	Actions []Action
+	// Required is the event's required flag: opt-outs do not apply to it.
+	Required bool
 }
 
 // Rules resolves notification names to the actions they fire.

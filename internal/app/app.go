@@ -23,12 +23,14 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/preferences"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/redact"
 	"github.com/notificationservice/notificationservice/internal/store"
@@ -233,7 +235,15 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher)
+	// Recipient preferences: their routes, the planning rule after the
+	// condition, and the one-click unsubscribe links of every email.
+	prefs := preferences.New(db, a.Outbox, time.Now)
+	links := preferences.NewLinks(cfg.Unsubscribe, cfg.Auth, cfg.HTTP.Addr, time.Now)
+	a.Dispatcher.WithUnsubscribes(links)
+	deps.Preferences = prefs
+	deps.Unsubscribe = preferences.NewUnsubscribes(links, prefs, db)
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher,
+		intake.WithPlanner(planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db))))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err

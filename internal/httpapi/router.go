@@ -62,6 +62,10 @@ type Deps struct {
 	Feed FeedService
 	// Endpoints is the customer webhook endpoint registry (endpoints.go).
 	Endpoints EndpointService
+	// Preferences serves the recipient preference routes; Unsubscribe the
+	// public one-click unsubscribe routes (preferences.go).
+	Preferences PreferenceService
+	Unsubscribe UnsubscribeService
 
 	// Webhooks receives provider status reports (routes under /v1/webhooks/,
 	// authenticated by the providers' signatures); Preview renders actions
@@ -129,6 +133,13 @@ func New(d Deps) *Server {
 	}
 	if d.Endpoints != nil {
 		r.endpoints()
+	}
+	if d.Preferences != nil {
+		r.preferences()
+	}
+	if d.Unsubscribe != nil {
+		// Outside /v1: the links in emails must outlive API versions.
+		(&router{s: s, g: e.Group("")}).unsubscribe()
 	}
 	if d.Preview != nil && d.Actions != nil {
 		r.preview()

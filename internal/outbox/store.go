@@ -21,6 +21,7 @@ func DetailTypes() []string {
 		ActionCreate, ActionUpdate, ActionDelete,
 		NotificationsSend,
 		WebhookCreate, WebhookUpdate, WebhookDelete,
+		PreferencesUpdate,
 	}
 }
 

@@ -18,6 +18,11 @@ const (
 	WebhookDelete = DetailTypePrefix + "webhook/delete"
 )
 
+// PreferencesUpdate is the detail type of a change to a recipient's
+// preferences (internal/preferences): a PUT, a PATCH or a one-click
+// unsubscribe. detail.id is the recipient key.
+const PreferencesUpdate = DetailTypePrefix + "preferences/update"
+
 // Categories of the typed events a customer webhook receives. Each owns a
 // range of codes, as seed 000's event service numbers its types, so a
 // receiver can route a whole category on the code alone.
@@ -40,18 +45,19 @@ const (
 	TypeDeliveryFailed       = "DELIVERY_FAILED"
 	TypeDeliverySkipped      = "DELIVERY_SKIPPED"
 
-	TypeCollectionCreated = "COLLECTION_CREATED"
-	TypeCollectionUpdated = "COLLECTION_UPDATED"
-	TypeCollectionDeleted = "COLLECTION_DELETED"
-	TypeEventCreated      = "EVENT_CREATED"
-	TypeEventUpdated      = "EVENT_UPDATED"
-	TypeEventDeleted      = "EVENT_DELETED"
-	TypeActionCreated     = "ACTION_CREATED"
-	TypeActionUpdated     = "ACTION_UPDATED"
-	TypeActionDeleted     = "ACTION_DELETED"
-	TypeWebhookCreated    = "WEBHOOK_CREATED"
-	TypeWebhookUpdated    = "WEBHOOK_UPDATED"
-	TypeWebhookDeleted    = "WEBHOOK_DELETED"
+	TypeCollectionCreated  = "COLLECTION_CREATED"
+	TypeCollectionUpdated  = "COLLECTION_UPDATED"
+	TypeCollectionDeleted  = "COLLECTION_DELETED"
+	TypeEventCreated       = "EVENT_CREATED"
+	TypeEventUpdated       = "EVENT_UPDATED"
+	TypeEventDeleted       = "EVENT_DELETED"
+	TypeActionCreated      = "ACTION_CREATED"
+	TypeActionUpdated      = "ACTION_UPDATED"
+	TypeActionDeleted      = "ACTION_DELETED"
+	TypeWebhookCreated     = "WEBHOOK_CREATED"
+	TypeWebhookUpdated     = "WEBHOOK_UPDATED"
+	TypeWebhookDeleted     = "WEBHOOK_DELETED"
+	TypePreferencesUpdated = "PREFERENCES_UPDATED"
 )
 
 // EventType is one entry of the typed-event catalogue.
@@ -91,6 +97,7 @@ var eventTypes = []EventType{
 	{TypeWebhookCreated, 209, CategoryConfiguration, WebhookCreate},
 	{TypeWebhookUpdated, 210, CategoryConfiguration, WebhookUpdate},
 	{TypeWebhookDeleted, 211, CategoryConfiguration, WebhookDelete},
+	{TypePreferencesUpdated, 212, CategoryConfiguration, PreferencesUpdate},
 }
 
 // EventTypes returns the typed-event catalogue, in code order.
