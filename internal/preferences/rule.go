@@ -18,19 +18,10 @@ import (
 // preference as its detail), unless the event is required.
 type Rule struct {
 	db *gorm.DB
-	// Queries counts the reads, one per batch that has recipients (tests).
-	queries func()
 }
 
 // NewRule returns the rule reading db.
 func NewRule(db *gorm.DB) *Rule { return &Rule{db: db} }
-
-// OnQuery makes r call fn once per query it runs (tests count them) and
-// returns r.
-func (r *Rule) OnQuery(fn func()) *Rule {
-	r.queries = fn
-	return r
-}
 
 // Keys are the recipient keys whose preferences apply to rc on channel, in
 // the order they are checked: its id (the producer's user id), then its
@@ -82,9 +73,6 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 	b := batch{}
 	if len(keys) == 0 {
 		return b, nil
-	}
-	if r.queries != nil {
-		r.queries()
 	}
 	var rows []row
 	// Every pair of the two lists, not only those the batch has: a batch is
