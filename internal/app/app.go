@@ -33,6 +33,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/preferences"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/redact"
+	"github.com/notificationservice/notificationservice/internal/render"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/tracing"
 	"github.com/notificationservice/notificationservice/internal/webhooks"
@@ -249,7 +250,9 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		return err
 	}
 	deps.TestSend = &httpapi.TestSendConfig{Actions: rules, Sender: channels.Direct(chans), Senders: senders,
-		Limits: renderLimits(cfg.Templates)}
+		Limits: renderLimits(cfg.Templates), Unsubscribes: links}
+	// A preview shows where the link goes, with a sample token.
+	deps.Preview.Unsubscribe = render.Unsubscribe{URL: links.URL("sample-token"), Mailto: cfg.Unsubscribe.Mailto}
 	if cfg.AMQP.Enabled {
 		ping := func(ctx context.Context) error {
 			sqlDB, err := db.DB()

@@ -337,3 +337,31 @@ func TestOneClickUnsubscribeThroughSendGrid(t *testing.T) {
 		})
 	}
 }
+
+// The preview shows the unsubscribe headers (with a sample link) and
+// {{unsubscribeUrl}}; a test-send carries a working link, as a send does.
+func TestPreviewAndTestSendShowUnsubscribeHeaders(t *testing.T) {
+	t.Parallel()
+	api := newAPI(t, "sqlite")
+	cid, _ := seedPrefsCollection(t, api)
+	var emailID int64
+	require.NoError(t, api.DB.Raw(`SELECT id FROM actions WHERE collection_id = ? AND config_name = 'SendEmailConfig'`, cid).Scan(&emailID).Error)
+	su := api.superAdmin()
+
+	res := api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/actions/%d/preview", cid, emailID), su, `{"macros": {"FNAME": "Ann"}}`)
+	require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+	p := res.JSON["preview"].(map[string]any)
+	require.Equal(t, map[string]any{"List-Unsubscribe": "<http://127.0.0.1:8080/unsubscribe/sample-token>",
+		"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}, p["headers"])
+	require.Contains(t, p["content"].(map[string]any)["text"], "Unsubscribe: http://127.0.0.1:8080/unsubscribe/sample-token")
+
+	res = api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/actions/%d/test-send", cid, emailID), su,
+		`{"email": "ann@example.test", "macros": {"FNAME": "Ann"}}`)
+	require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+	msgs := api.App.Sandbox.Messages()
+	require.Len(t, msgs, 1)
+	link := strings.Trim(msgs[0].Headers["List-Unsubscribe"], "<>")
+	require.True(t, strings.HasPrefix(link, "http://127.0.0.1:8080/unsubscribe/"), link)
+	res = api.do(http.MethodGet, strings.TrimPrefix(link, "http://127.0.0.1:8080"), "", nil)
+	require.Equal(t, http.StatusOK, res.Code, "the test email's link works: %s", res.Raw)
+}
