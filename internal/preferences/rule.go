@@ -55,6 +55,7 @@ func Keys(rc *dispatch.Recipient, channel string) []string {
 func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rule, error) {
 	var cids []int64
 	var keys []string
+	seen := map[string]bool{}
 	for i := range ins {
 		if !slices.Contains(cids, ins[i].CollectionID) {
 			cids = append(cids, ins[i].CollectionID)
@@ -63,7 +64,8 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 			rc := &ins[i].Notification.Recipients[j]
 			for _, ch := range Channels {
 				for _, k := range Keys(rc, ch) {
-					if !slices.Contains(keys, k) {
+					if !seen[k] {
+						seen[k] = true
 						keys = append(keys, k)
 					}
 				}
@@ -77,10 +79,15 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 	var rows []row
 	// Every pair of the two lists, not only those the batch has: a batch is
 	// almost always one collection, and one statement beats a tuple list
-	// SQLite and PostgreSQL spell differently.
-	if err := r.db.WithContext(ctx).Select("collection_id", "recipient_key", "document").
-		Where("collection_id IN ? AND recipient_key IN ?", cids, keys).Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("preferences: read for planning: %w", err)
+	// SQLite and PostgreSQL spell differently. A batch with more keys than
+	// one statement may bind takes one statement per maxKeysPerQuery.
+	for chunk := range slices.Chunk(keys, maxKeysPerQuery) {
+		var part []row
+		if err := r.db.WithContext(ctx).Select("collection_id", "recipient_key", "document").
+			Where("collection_id IN ? AND recipient_key IN ?", cids, chunk).Find(&part).Error; err != nil {
+			return nil, fmt.Errorf("preferences: read for planning: %w", err)
+		}
+		rows = append(rows, part...)
 	}
 	for _, rw := range rows {
 		d, err := decode([]byte(rw.Document))
@@ -93,6 +100,10 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 	}
 	return b, nil
 }
+
+// maxKeysPerQuery keeps a statement's bind parameters well under
+// PostgreSQL's 65,535.
+const maxKeysPerQuery = 10_000
 
 type batchKey struct {
 	collectionID int64

@@ -14,6 +14,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // row is one preferences table row.
@@ -72,7 +73,7 @@ func (s *Service) Get(ctx context.Context, _ auth.Principal, collectionID int64,
 	if err := s.collectionExists(ctx, s.db, collectionID); err != nil {
 		return Document{}, err
 	}
-	d, _, err := s.read(ctx, s.db, collectionID, key)
+	d, _, _, err := s.read(ctx, s.db, collectionID, key)
 	return d, err
 }
 
@@ -156,7 +157,16 @@ func (s *Service) change(ctx context.Context, p auth.Principal, collectionID int
 			if err := s.collectionExists(ctx, tx, collectionID); err != nil {
 				return err
 			}
-			cur, version, err := s.read(ctx, tx, collectionID, key)
+			if store.IsPostgres(tx) {
+				// Serialize the writers of one recipient on its row: create
+				// it when absent (a racing creator waits on the conflict),
+				// then lock it for the read-modify-write. SQLite has one
+				// writer at a time; the version check below covers it.
+				if err := s.lock(ctx, tx, collectionID, key); err != nil {
+					return err
+				}
+			}
+			cur, version, found, err := s.read(ctx, tx, collectionID, key)
 			if err != nil {
 				return err
 			}
@@ -169,7 +179,7 @@ func (s *Service) change(ctx context.Context, p auth.Principal, collectionID int
 				return fmt.Errorf("preferences: encode: %w", err)
 			}
 			now := s.now().UnixMilli()
-			if version == 0 {
+			if !found {
 				res := tx.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row{
 					CollectionID: collectionID, RecipientKey: key, Document: string(doc), Version: 1,
 					UpdatedBy: p.UserID, CreatedTime: now, UpdatedTime: now,
@@ -212,27 +222,45 @@ func (s *Service) change(ctx context.Context, p auth.Principal, collectionID int
 	return Document{}, apperr.New(apperr.FailedPrecondition, "the preferences of %q kept changing concurrently; try again", key)
 }
 
+// lock creates the recipient's row when it has none (version 0: no
+// document yet) and locks it until tx ends.
+func (s *Service) lock(ctx context.Context, tx *gorm.DB, collectionID int64, key string) error {
+	now := s.now().UnixMilli()
+	err := tx.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row{
+		CollectionID: collectionID, RecipientKey: key, Document: `{"channels":{},"events":{}}`, Version: 0,
+		CreatedTime: now, UpdatedTime: now,
+	}).Error
+	if err != nil {
+		return fmt.Errorf("preferences: create for update: %w", err)
+	}
+	var rows []row
+	if err := tx.WithContext(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).
+		Where("collection_id = ? AND recipient_key = ?", collectionID, key).Find(&rows).Error; err != nil {
+		return fmt.Errorf("preferences: lock: %w", err)
+	}
+	return nil
+}
+
 // Href is the API path of a recipient's preferences.
 func Href(collectionID int64, key string) string {
 	return fmt.Sprintf("/v1/collections/%d/recipients/%s/preferences", collectionID, url.PathEscape(key))
 }
 
-// read returns the recipient's document and its row version (0: no row).
-func (s *Service) read(ctx context.Context, db *gorm.DB, collectionID int64, key string) (Document, int64, error) {
+// read returns the recipient's document, its row's version and whether it
+// has a row.
+func (s *Service) read(ctx context.Context, db *gorm.DB, collectionID int64, key string) (d Document, version int64, found bool, err error) {
 	var rows []row
 	if err := db.WithContext(ctx).Where("collection_id = ? AND recipient_key = ?", collectionID, key).Limit(1).Find(&rows).Error; err != nil {
-		return Document{}, 0, fmt.Errorf("preferences: read: %w", err)
+		return Document{}, 0, false, fmt.Errorf("preferences: read: %w", err)
 	}
 	if len(rows) == 0 {
-		d := Document{}
 		d.normalize()
-		return d, 0, nil
+		return d, 0, false, nil
 	}
-	d, err := decode([]byte(rows[0].Document))
-	if err != nil {
-		return Document{}, 0, fmt.Errorf("preferences: stored document of %q is unreadable: %v", key, err)
+	if d, err = decode([]byte(rows[0].Document)); err != nil {
+		return Document{}, 0, false, fmt.Errorf("preferences: stored document of %q is unreadable: %v", key, err)
 	}
-	return d, rows[0].Version, nil
+	return d, rows[0].Version, true, nil
 }
 
 func (s *Service) collectionExists(ctx context.Context, db *gorm.DB, collectionID int64) error {
