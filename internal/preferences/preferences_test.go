@@ -263,6 +263,10 @@ func TestLinksAreSignedExpiringAndRotate(t *testing.T) {
 	tok, err = derived.Token(target)
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(derived.URL(tok), "http://127.0.0.1:8080/unsubscribe/"))
+	for addr, base := range map[string]string{":8080": "http://127.0.0.1:8080", "0.0.0.0:9000": "http://127.0.0.1:9000", "[::]:80": "http://127.0.0.1:80", "10.0.0.5:8080": "http://10.0.0.5:8080"} {
+		l := preferences.NewLinks(config.Unsubscribe{TTL: time.Hour}, a, addr, time.Now)
+		require.Equal(t, base+"/unsubscribe/x", l.URL("x"), addr)
+	}
 	v, err := auth.NewVerifier(context.Background(), a)
 	require.NoError(t, err)
 	_, err = v.Verify(tok)

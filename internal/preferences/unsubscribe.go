@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -65,7 +66,7 @@ func NewLinks(cfg config.Unsubscribe, a config.Auth, serviceAddr string, now fun
 	}
 	base := cfg.BaseURL
 	if base == "" {
-		base = "http://" + serviceAddr
+		base = "http://" + ownAddress(serviceAddr)
 	}
 	l := &Links{base: strings.TrimRight(base, "/"), mailto: cfg.Mailto, ttl: cfg.TTL, key: []byte(key), now: now}
 	l.keys.Keys = []jwt.VerificationKey{l.key}
@@ -73,6 +74,19 @@ func NewLinks(cfg config.Unsubscribe, a config.Auth, serviceAddr string, now fun
 		l.keys.Keys = append(l.keys.Keys, []byte(prev))
 	}
 	return l
+}
+
+// ownAddress is http.addr as a link can reach it: a listener on every
+// interface (":8080", "0.0.0.0:8080") is reached on the loopback.
+func ownAddress(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // derive makes a signing key from a secret of another use, so one leaked
