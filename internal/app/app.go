@@ -31,8 +31,10 @@ import (
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/preferences"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/redact"
+	"github.com/notificationservice/notificationservice/internal/render"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/suppressions"
 	"github.com/notificationservice/notificationservice/internal/tracing"
@@ -236,21 +238,31 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
+	// Recipient preferences: their routes, the planning rule after the
+	// condition, and the one-click unsubscribe links of every email.
+	prefs := preferences.New(db, a.Outbox, time.Now)
+	links := preferences.NewLinks(cfg.Unsubscribe, cfg.Auth, cfg.HTTP.Addr, time.Now)
+	a.Dispatcher.WithUnsubscribes(links)
+	deps.Preferences = prefs
+	deps.Unsubscribe = preferences.NewUnsubscribes(links, prefs, db)
 	supp := suppressions.New(db, a.Outbox, time.Now)
 	supp.OnAdded = a.Metrics.SuppressionsAdded
 	a.Metrics.InitSuppressionSources(suppressions.Sources()...)
 	deps.Suppressions = supp
 	a.Dispatcher.WithSuppressor(suppressor{supp})
-	// The planning-time rules, in docs/rules.md's order; planning counts
-	// every decision it makes (notify_planning_decisions_total).
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher,
-		intake.WithPlanner(planning.New(planning.Static(planning.Condition{}), planning.Suppressions(suppressor{supp})).WithObserver(a.Metrics)))
+	// The planning-time rules, in docs/rules.md's order (conditions,
+	// preferences, suppressions); planning counts every decision it makes
+	// (notify_planning_decisions_total).
+	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db), planning.Suppressions(suppressor{supp}))
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps, supp); err != nil {
 		return err
 	}
 	deps.TestSend = &httpapi.TestSendConfig{Actions: rules, Sender: channels.Direct(chans), Senders: senders,
-		Limits: renderLimits(cfg.Templates)}
+		Limits: renderLimits(cfg.Templates), Unsubscribes: links}
+	// A preview shows where the link goes, with a sample token.
+	deps.Preview.Unsubscribe = render.Unsubscribe{URL: links.URL("sample-token"), Mailto: cfg.Unsubscribe.Mailto}
 	if cfg.AMQP.Enabled {
 		ping := func(ctx context.Context) error {
 			sqlDB, err := db.DB()

@@ -34,7 +34,7 @@ var groups = map[string][]string{
 		"internal/dispatch", "internal/dispatch/intake", "internal/dispatch/planning",
 		"internal/dispatch/delivery", "internal/dispatch/status", "internal/preview", "internal/render",
 		"internal/channels", "internal/channels/webhookout", "internal/webhooks", "internal/suppressions",
-		"internal/actions", "internal/collections", "internal/outbox",
+		"internal/actions", "internal/collections", "internal/outbox", "internal/preferences",
 	},
 	"foundation": {
 		"internal/macros", "internal/message", "internal/store", "internal/auth", "internal/invalidate",

@@ -294,6 +294,11 @@ func (s *SendGrid) request(msgs []Message, b *sgBatch) []byte {
 			p.AddBCCs(bcc...)
 		}
 		p.Subject = msg.Subject
+		// Per personalization: each recipient's List-Unsubscribe names
+		// their own link, while the batch shares the content.
+		for k, v := range msg.Headers {
+			p.SetHeader(k, v)
+		}
 		p.SetCustomArg(ArgNotificationID, strconv.FormatInt(msg.NotificationID, 10))
 		p.SetCustomArg(ArgDeliveryID, strconv.FormatInt(msg.DeliveryID, 10))
 		if msg.TemplateID != "" {

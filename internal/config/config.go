@@ -48,6 +48,8 @@ type Config struct {
 	Metrics   Metrics   `koanf:"metrics"`
 	Tracing   Tracing   `koanf:"tracing"`
 	Webhooks  Webhooks  `koanf:"webhooks"`
+	// Unsubscribe configures the one-click unsubscribe links (docs/rules.md).
+	Unsubscribe Unsubscribe `koanf:"unsubscribe"`
 }
 
 // HTTP configures the REST server.
@@ -584,6 +586,7 @@ func Default() Config {
 			BackoffMax:        time.Hour,
 			RetryFor:          24 * time.Hour,
 		},
+		Unsubscribe: Unsubscribe{TTL: 60 * 24 * time.Hour},
 	}
 }
 
@@ -777,6 +780,7 @@ func (c Config) Validate() error {
 	c.Metrics.validate(bad)
 	c.Tracing.validate(bad)
 	c.Webhooks.validate(bad)
+	c.Unsubscribe.validate(bad)
 	return errors.Join(errs...)
 }
 
@@ -838,5 +842,45 @@ func (w Webhooks) validate(bad func(key, msg string)) {
 	}
 	if w.BatchSize <= 0 {
 		bad("webhooks.batchSize", "must be positive")
+	}
+}
+
+// Unsubscribe configures the one-click unsubscribe links every email of a
+// non-required event carries (RFC 8058; docs/rules.md).
+type Unsubscribe struct {
+	// BaseURL is where the links point: <baseURL>/unsubscribe/<token>.
+	// Empty: the service's own address, http://<http.addr>.
+	BaseURL string `koanf:"baseURL"`
+	// Mailto, when set, is added to List-Unsubscribe as <mailto:…>.
+	Mailto string `koanf:"mailto"`
+	// TTL is how long a link works after the email was sent.
+	TTL time.Duration `koanf:"ttl"`
+	// SigningKey signs the links' tokens (HS256); PreviousSigningKey is
+	// still accepted, never signed with, so the key rotates as
+	// auth.hmacSecret does. Empty: a key derived from auth.hmacSecret (and
+	// the previous from auth.previousHMACSecret), so rotating the JWT secret
+	// rotates these too.
+	SigningKey         string `koanf:"signingKey"`
+	PreviousSigningKey string `koanf:"previousSigningKey"`
+}
+
+// validate checks the unsubscribe section; bad records a finding.
+func (u Unsubscribe) validate(bad func(key, msg string)) {
+	if u.BaseURL != "" {
+		if p, err := url.Parse(u.BaseURL); err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
+			bad("unsubscribe.baseURL", "must be an absolute http(s) URL")
+		}
+	}
+	if u.Mailto != "" && !strings.Contains(u.Mailto, "@") {
+		bad("unsubscribe.mailto", "must be an email address")
+	}
+	if u.TTL <= 0 {
+		bad("unsubscribe.ttl", "must be positive")
+	}
+	if u.SigningKey != "" && len(u.SigningKey) < 32 {
+		bad("unsubscribe.signingKey", "must be empty or at least 32 bytes")
+	}
+	if u.PreviousSigningKey != "" && (len(u.PreviousSigningKey) < 32 || u.PreviousSigningKey == u.SigningKey) {
+		bad("unsubscribe.previousSigningKey", "must be empty or at least 32 bytes and differ from unsubscribe.signingKey")
 	}
 }

@@ -74,10 +74,17 @@ var routePermissions = map[string]perm{
 	"POST /v1/collections/:collectionId/webhooks/:webhookId/validate":      permWrite,
 	"GET /v1/collections/:collectionId/webhooks/:webhookId/attempts":       permRead,
 
-	"POST /v1/collections/:collectionId/suppressions":            permWrite,
-	"GET /v1/collections/:collectionId/suppressions":             permRead,
-	"GET /v1/collections/:collectionId/suppressions/:address":    permRead,
-	"DELETE /v1/collections/:collectionId/suppressions/:address": permWrite,
+	"POST /v1/collections/:collectionId/suppressions":                         permWrite,
+	"GET /v1/collections/:collectionId/suppressions":                          permRead,
+	"GET /v1/collections/:collectionId/suppressions/:address":                 permRead,
+	"DELETE /v1/collections/:collectionId/suppressions/:address":              permWrite,
+	"GET /v1/collections/:collectionId/recipients/:recipientId/preferences":   permRead,
+	"PUT /v1/collections/:collectionId/recipients/:recipientId/preferences":   permSend,
+	"PATCH /v1/collections/:collectionId/recipients/:recipientId/preferences": permSend,
+
+	// The signed token in the path authenticates; no bearer token is asked.
+	"GET /unsubscribe/:token":  permPublic,
+	"POST /unsubscribe/:token": permPublic,
 
 	"GET /v1/envelopes":             permSuper,
 	"GET /v1/envelopes/stats":       permSuper,

@@ -15,6 +15,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/preview"
+	"github.com/notificationservice/notificationservice/internal/render"
 )
 
 // PreviewConfig enables the preview route: the limits it checks are the
@@ -25,6 +26,9 @@ type PreviewConfig struct {
 	// RatePerMinute is each user's preview rate (preview.ratePerMinute),
 	// with as many in a burst; 0: unlimited.
 	RatePerMinute int
+	// Unsubscribe is the sample one-click unsubscribe link an email
+	// preview shows (its headers and {{unsubscribeUrl}}); zero: none.
+	Unsubscribe render.Unsubscribe
 }
 
 // previewBody is the recipient a preview renders for.
@@ -56,7 +60,7 @@ func (r *router) preview() {
 			if err != nil {
 				return err
 			}
-			out, err := preview.Action(a, body.Locale, body.Macros, r.s.Preview.Limits)
+			out, err := preview.Action(a, body.Locale, body.Macros, r.s.Preview.Unsubscribe, r.s.Preview.Limits)
 			if err != nil {
 				return renderError(err)
 			}

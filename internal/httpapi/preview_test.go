@@ -114,7 +114,8 @@ func TestPreviewSMSAndPush(t *testing.T) {
 	require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
 	p = res.JSON["preview"].(map[string]any)
 	require.Equal(t, "d-1257a7b8169f4d84aa3393cb4437cbcf", p["templateId"])
-	require.Equal(t, map[string]any{"FNAME": "Ann"}, p["dynamicTemplateData"])
+	// With the one-click unsubscribe link, for the template's {{unsubscribeUrl}}.
+	require.Equal(t, map[string]any{"FNAME": "Ann", "unsubscribeUrl": "http://127.0.0.1:8080/unsubscribe/sample-token"}, p["dynamicTemplateData"])
 
 	// A template that does not parse is the action's fault.
 	cid, aid = seedAction(t, api, actions.ConfigEmail, "", actions.Config{Content: actions.Content{Subject: "s", HTML: "{{#if A}}never closed"}})

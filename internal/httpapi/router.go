@@ -64,6 +64,10 @@ type Deps struct {
 	Endpoints EndpointService
 	// Suppressions is the collections' suppression lists (suppressions.go).
 	Suppressions SuppressionService
+	// Preferences serves the recipient preference routes; Unsubscribe the
+	// public one-click unsubscribe routes (preferences.go).
+	Preferences PreferenceService
+	Unsubscribe UnsubscribeService
 
 	// Webhooks receives provider status reports (routes under /v1/webhooks/,
 	// authenticated by the providers' signatures); Preview renders actions
@@ -134,6 +138,13 @@ func New(d Deps) *Server {
 	}
 	if d.Suppressions != nil {
 		r.suppressions()
+	}
+	if d.Preferences != nil {
+		r.preferences()
+	}
+	if d.Unsubscribe != nil {
+		// Outside /v1: the links in emails must outlive API versions.
+		(&router{s: s, g: e.Group("")}).unsubscribe()
 	}
 	if d.Preview != nil && d.Actions != nil {
 		r.preview()

@@ -121,15 +121,15 @@ func sendOne(t *testing.T, api *testAPI, cid int64, recipient string) int64 {
 	return int64(res.JSON["notificationIds"].([]any)[0].(float64))
 }
 
-type deliveryRow struct {
+type suppressedRow struct {
 	ID                                    int64
 	Status, Reason, ReasonDetail, Address string
 }
 
 // deliveryOf is the one delivery of notification nid.
-func deliveryOf(t *testing.T, db *gorm.DB, nid int64) deliveryRow {
+func deliveryOf(t *testing.T, db *gorm.DB, nid int64) suppressedRow {
 	t.Helper()
-	var rows []deliveryRow
+	var rows []suppressedRow
 	require.NoError(t, db.Raw(`SELECT id, status, reason, reason_detail, address FROM deliveries WHERE notification_id = ?`, nid).Scan(&rows).Error)
 	require.Len(t, rows, 1)
 	return rows[0]

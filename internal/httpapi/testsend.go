@@ -35,6 +35,11 @@ type TestSendConfig struct {
 	}
 	Senders render.Senders      // the service's default senders
 	Limits  macros.RenderLimits // templates.*, as the workers render
+	// Unsubscribes gives a test email the one-click unsubscribe link a
+	// send would carry (a working one, for the test recipient); nil: none.
+	Unsubscribes interface {
+		Link(collectionID, eventID int64, rc dispatch.Recipient) (render.Unsubscribe, error)
+	}
 }
 
 // testSendResult is the route's answer: what the provider said.
@@ -90,7 +95,13 @@ func (r *router) testSend() {
 				return err
 			}
 			out := testSendResult{Channel: a.Channel()}
-			m, err := render.Message(a, body.ForRender(), cfg.Senders, cfg.Limits)
+			rr := body.ForRender()
+			if cfg.Unsubscribes != nil && a.Channel() == message.Email {
+				if rr.Unsubscribe, err = cfg.Unsubscribes.Link(cid, a.EventID, body); err != nil {
+					return err
+				}
+			}
+			m, err := render.Message(a, rr, cfg.Senders, cfg.Limits)
 			var miss *macros.MissingError
 			var empty *render.EmptyError
 			switch {

@@ -43,6 +43,9 @@ type Message struct {
 	Text        string            `json:"text,omitempty"`
 	TemplateID  string            `json:"templateId,omitempty"`
 	DynamicData map[string]string `json:"dynamicData,omitempty"`
+	// Headers are extra email headers (List-Unsubscribe and
+	// List-Unsubscribe-Post for a one-click unsubscribe, RFC 8058).
+	Headers map[string]string `json:"headers,omitempty"`
 
 	// SMS.
 	Phone               string `json:"phone,omitempty"`

@@ -178,7 +178,7 @@ func TestFeedCategoryAndValidation(t *testing.T) {
 	require.Len(t, evs, 1)
 	require.Equal(t, coll[0], evs[0].ID)
 	require.Equal(t, "0", evs[0].Version)
-	require.Equal(t, []string{"collection", "event", "action", "notifications", "webhook", "suppression"}, outbox.Categories())
+	require.Equal(t, []string{"collection", "event", "action", "notifications", "webhook", "suppression", "preferences"}, outbox.Categories())
 	evs, err = f.Read(ctx, actor, outbox.FeedQuery{Consumer: "colls", Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, evs, 1, "no category: the consumer's own")

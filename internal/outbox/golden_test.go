@@ -16,6 +16,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/preferences"
 	"github.com/notificationservice/notificationservice/internal/schedule"
 	"github.com/notificationservice/notificationservice/internal/suppressions"
 	"github.com/notificationservice/notificationservice/internal/webhooks"
@@ -46,6 +47,7 @@ type goldenCase struct {
 }
 
 func goldenCases() []goldenCase {
+	off := false
 	resetEmail := actions.Action{
 		ID: 42453, CollectionID: 775, Name: "Send Reset Email", Status: actions.StatusActive,
 		Description: "Used to Send Reset Email", EventID: 42297, ConfigName: actions.ConfigEmail,
@@ -112,6 +114,11 @@ func goldenCases() []goldenCase {
 			Payload: map[string]any{"suppression": bounced}, Actor: auth.Principal{UserID: "sendgrid"}}, 1709786390010},
 		{"suppression_delete", outbox.Change{DetailType: outbox.SuppressionDelete, EntityID: "9", CollectionID: 772,
 			Payload: map[string]any{"suppression": bounced}, Actor: seedActor}, 1709786399010},
+		{"preferences_update", outbox.Change{DetailType: outbox.PreferencesUpdate, EntityID: "user-4711", CollectionID: 772,
+			Payload: map[string]any{"preferences": preferences.Changed{CollectionID: 772, RecipientID: "user-4711", Source: preferences.SourceAPI, UpdatedTime: 1709786390000,
+				Preferences: preferences.Document{Channels: map[string]bool{"email": true, "sms": false},
+					Events: map[string]preferences.Event{"USER_INVITEUSER": {Enabled: &off}, "ORDER_SHIPPED": {Channels: map[string]bool{"push": false}}}}}},
+			Actor: seedActor}, 1709786390010},
 	}
 }
 

@@ -22,6 +22,7 @@ func DetailTypes() []string {
 		NotificationsSend,
 		WebhookCreate, WebhookUpdate, WebhookDelete,
 		SuppressionCreate, SuppressionDelete,
+		PreferencesUpdate,
 	}
 }
 

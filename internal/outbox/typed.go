@@ -26,6 +26,11 @@ const (
 	SuppressionDelete = DetailTypePrefix + "suppression/delete"
 )
 
+// PreferencesUpdate is the detail type of a change to a recipient's
+// preferences (internal/preferences): a PUT, a PATCH or a one-click
+// unsubscribe. detail.id is the recipient key.
+const PreferencesUpdate = DetailTypePrefix + "preferences/update"
+
 // Categories of the typed events a customer webhook receives. Each owns a
 // range of codes, as seed 000's event service numbers its types, so a
 // receiver can route a whole category on the code alone.
@@ -62,6 +67,7 @@ const (
 	TypeWebhookDeleted     = "WEBHOOK_DELETED"
 	TypeSuppressionCreated = "SUPPRESSION_CREATED"
 	TypeSuppressionDeleted = "SUPPRESSION_DELETED"
+	TypePreferencesUpdated = "PREFERENCES_UPDATED"
 )
 
 // EventType is one entry of the typed-event catalogue.
@@ -103,6 +109,7 @@ var eventTypes = []EventType{
 	{TypeWebhookDeleted, 211, CategoryConfiguration, WebhookDelete},
 	{TypeSuppressionCreated, 212, CategoryConfiguration, SuppressionCreate},
 	{TypeSuppressionDeleted, 213, CategoryConfiguration, SuppressionDelete},
+	{TypePreferencesUpdated, 214, CategoryConfiguration, PreferencesUpdate},
 }
 
 // EventTypes returns the typed-event catalogue, in code order.

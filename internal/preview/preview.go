@@ -34,6 +34,9 @@ type Result struct {
 	// macro under the fail policy, content over a limit). Empty: it would
 	// be sent.
 	Problems []string `json:"problems"`
+	// Headers are the extra email headers the send would carry: the
+	// one-click List-Unsubscribe pair, with a sample link.
+	Headers map[string]string `json:"headers,omitempty"`
 }
 
 // Action renders a for a recipient with locale and vars through
@@ -43,8 +46,10 @@ type Result struct {
 // with nothing to send and one over its channel's limits (render.Measure).
 // A template that does not parse, or a render over a limit (errors.Is
 // macros.ErrRenderLimit), is an error: a *macros.FieldError wrapping the
-// *macros.TemplateError or *macros.LimitError.
-func Action(a actions.Action, locale string, vars map[string]string, lim macros.Limits) (Result, error) {
+// *macros.TemplateError or *macros.LimitError. An email renders with
+// unsubscribe (a sample link: {{unsubscribeUrl}} and the List-Unsubscribe
+// headers show where a send puts them); zero: none.
+func Action(a actions.Action, locale string, vars map[string]string, unsubscribe render.Unsubscribe, lim macros.Limits) (Result, error) {
 	p := Result{
 		Channel: a.Channel(), Locale: locale, Variant: render.Variant(a.Config, locale),
 		MissingPolicy: a.Config.MissingMacro, Macros: []string{}, Missing: []string{}, Problems: []string{},
@@ -74,7 +79,7 @@ func Action(a actions.Action, locale string, vars map[string]string, lim macros.
 		}
 	}
 
-	rc := render.Recipient{Locale: locale, Macros: vars}
+	rc := render.Recipient{Locale: locale, Macros: vars, Unsubscribe: unsubscribe}
 	m, err := render.Message(a, rc, render.Senders{}, lim.Render)
 	var miss *macros.MissingError
 	if errors.As(err, &miss) {
@@ -93,6 +98,7 @@ func Action(a actions.Action, locale string, vars map[string]string, lim macros.
 	p.Content = actions.Content{Subject: m.Subject, HTML: m.HTML, Text: m.Text, Title: m.Title, Body: m.Body, Data: m.Data}
 	// A dynamic template is SendGrid's to render: shown as it goes there.
 	p.TemplateID, p.DynamicTemplateData = m.TemplateID, m.DynamicData
+	p.Headers = m.Headers
 
 	fit, err := render.Measure(m, lim)
 	p.SMS, p.PushPayloadBytes = fit.SMS, fit.PushPayloadBytes

@@ -32,6 +32,38 @@ type Recipient struct {
 	// Locale picks the content variant (fr_CA, else fr, else the default).
 	Locale string
 	Macros map[string]string
+	// Unsubscribe is the recipient's one-click unsubscribe link, for an
+	// email of an event that is not required; zero: none.
+	Unsubscribe Unsubscribe
+}
+
+// Unsubscribe is a one-click unsubscribe link (RFC 8058): an email that has
+// one carries it in List-Unsubscribe (with Mailto, when set) and
+// List-Unsubscribe-Post, and its templates can show it as
+// {{unsubscribeUrl}}. The delivery workers make it (a signed token); render
+// only places it.
+type Unsubscribe struct {
+	URL    string
+	Mailto string // an address, without "mailto:"
+}
+
+// UnsubscribeMacro is the macro that holds the unsubscribe link.
+const UnsubscribeMacro = "unsubscribeUrl"
+
+// Email headers of a one-click unsubscribe (RFC 2369, RFC 8058).
+const (
+	HeaderListUnsubscribe     = "List-Unsubscribe"
+	HeaderListUnsubscribePost = "List-Unsubscribe-Post"
+	OneClick                  = "List-Unsubscribe=One-Click"
+)
+
+// headers are the List-Unsubscribe headers of u.
+func (u Unsubscribe) headers() map[string]string {
+	v := "<" + u.URL + ">"
+	if u.Mailto != "" {
+		v += ", <mailto:" + u.Mailto + "?subject=unsubscribe>"
+	}
+	return map[string]string{HeaderListUnsubscribe: v, HeaderListUnsubscribePost: OneClick}
 }
 
 // Senders are the service's default senders (channels.sendgrid.from*,
@@ -68,6 +100,13 @@ func Message(a actions.Action, rc Recipient, s Senders, lim macros.RenderLimits)
 	if err != nil {
 		return m, err
 	}
+	unsub := rc.Unsubscribe.URL != "" && m.Channel == actions.ChannelEmail
+	if unsub {
+		vars := make(map[string]string, len(rc.Macros)+1)
+		maps.Copy(vars, rc.Macros)
+		vars[UnsubscribeMacro] = rc.Unsubscribe.URL
+		rc.Macros = vars
+	}
 	out, err := renderFields(macros.NewBudget(lim), fields, rc.Macros, a.Config.MissingMacro)
 	fill(&m, fields, out)
 	switch m.Channel {
@@ -77,6 +116,9 @@ func Message(a actions.Action, rc Recipient, s Senders, lim macros.RenderLimits)
 			m.From = message.Address{Email: a.Config.FromEmail, Name: a.Config.FromName}
 		}
 		m.To, m.Cc, m.Bcc = rc.To, rc.Cc, rc.Bcc
+		if unsub {
+			m.Headers = rc.Unsubscribe.headers()
+		}
 		if a.Template != "" {
 			m.TemplateID, m.DynamicData = a.Template, rc.Macros
 		}

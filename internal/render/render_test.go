@@ -225,3 +225,44 @@ func TestContent(t *testing.T) {
 		Data: map[string]string{"a": "", "b": "<1>", "c": ""},
 	}, got)
 }
+
+// An email with an unsubscribe link carries List-Unsubscribe (with the
+// mailto when there is one) and List-Unsubscribe-Post, and its templates
+// and dynamic data see {{unsubscribeUrl}}; other channels and emails
+// without a link carry none, and the recipient's macros are not changed.
+func TestMessageUnsubscribe(t *testing.T) {
+	t.Parallel()
+	link := render.Unsubscribe{URL: "https://n.example/unsubscribe/t0k", Mailto: "unsub@example.com"}
+	macrosIn := map[string]string{"N": "Ann"}
+	rc := render.Recipient{To: []message.Address{{Email: "ann@example.com"}}, Phone: "+14155550100", Macros: macrosIn, Unsubscribe: link}
+
+	inline := actions.Action{ConfigName: actions.ConfigEmail, Config: actions.Config{Content: actions.Content{
+		Subject: "Hi {{N}}", HTML: `<a href="{{unsubscribeUrl}}">unsubscribe</a>`, Text: "Stop: {{unsubscribeUrl}}"}}}
+	m, err := render.Message(inline, rc, service, macros.RenderLimits{})
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{
+		"List-Unsubscribe":      "<https://n.example/unsubscribe/t0k>, <mailto:unsub@example.com?subject=unsubscribe>",
+		"List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+	}, m.Headers)
+	require.Equal(t, `<a href="https://n.example/unsubscribe/t0k">unsubscribe</a>`, m.HTML)
+	require.Equal(t, "Stop: https://n.example/unsubscribe/t0k", m.Text)
+	require.Equal(t, map[string]string{"N": "Ann"}, macrosIn, "the caller's macros are not changed")
+
+	dynamic := actions.Action{ConfigName: actions.ConfigEmail, Template: "d-123"}
+	m, err = render.Message(dynamic, render.Recipient{To: rc.To, Macros: macrosIn, Unsubscribe: render.Unsubscribe{URL: link.URL}}, service, macros.RenderLimits{})
+	require.NoError(t, err)
+	require.Equal(t, "https://n.example/unsubscribe/t0k", m.DynamicData["unsubscribeUrl"])
+	require.Equal(t, "<https://n.example/unsubscribe/t0k>", m.Headers["List-Unsubscribe"])
+
+	rc.Unsubscribe = render.Unsubscribe{}
+	inline.Config.MissingMacro = macros.MissingKeep
+	m, err = render.Message(inline, rc, service, macros.RenderLimits{})
+	require.NoError(t, err)
+	require.Nil(t, m.Headers, "no link, no headers")
+
+	sms := actions.Action{ConfigName: actions.ConfigSMS, Config: actions.Config{Content: actions.Content{Body: "Hi {{N}}"}}}
+	rc.Unsubscribe = link
+	m, err = render.Message(sms, rc, service, macros.RenderLimits{})
+	require.NoError(t, err)
+	require.Nil(t, m.Headers)
+}

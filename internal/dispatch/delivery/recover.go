@@ -218,7 +218,7 @@ func (d *Dispatcher) inDoubt(c Claimed, a *actions.Action, now time.Time) channe
 	if a == nil {
 		return q
 	}
-	m, err := d.render(a, rc)
+	m, err := d.render(a, rc.ForRender())
 	if err != nil {
 		return q
 	}

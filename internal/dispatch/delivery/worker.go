@@ -61,6 +61,7 @@ type Dispatcher struct {
 	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
 	// suppressor takes the addresses providers refuse for good (record.go).
 	suppressor Suppressor
+	unsub      Unsubscribes // nil: emails carry no unsubscribe link
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -116,6 +117,21 @@ func New(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, se
 // them actions.Rules on the action cache) and returns d. Call it before Run.
 func (d *Dispatcher) WithActions(src ActionSource) *Dispatcher {
 	d.actions = src
+	return d
+}
+
+// Unsubscribes gives an email its one-click unsubscribe link (RFC 8058,
+// docs/rules.md): a signed token for the recipient, the collection and the
+// action's event. The zero Unsubscribe is no link.
+type Unsubscribes interface {
+	Link(collectionID, eventID int64, rc dispatch.Recipient) (render.Unsubscribe, error)
+}
+
+// WithUnsubscribes makes every email carry the link u gives it (its
+// List-Unsubscribe headers and {{unsubscribeUrl}}) and returns d. Call it
+// before Run.
+func (d *Dispatcher) WithUnsubscribes(u Unsubscribes) *Dispatcher {
+	d.unsub = u
 	return d
 }
 
@@ -485,7 +501,15 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			outs[i].status, outs[i].reason = dispatch.StatusFailed, "stored recipient is unreadable: "+err.Error()
 			continue
 		}
-		m, err := d.render(a, *rc)
+		rr := rc.ForRender()
+		if d.unsub != nil && c.Channel == channels.ChannelEmail {
+			var err error
+			if rr.Unsubscribe, err = d.unsub.Link(c.CollectionID, a.EventID, *rc); err != nil {
+				outs[i].status, outs[i].reason = dispatch.StatusFailed, "unsubscribe link: "+err.Error()
+				continue
+			}
+		}
+		m, err := d.render(a, rr)
 		if err != nil {
 			// A render limit names itself (render_limit: …); it is the
 			// template's or the data's fault, so retrying cannot help.
@@ -651,8 +675,8 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 // through package render, within one budget of d.renderLim, so a message
 // over a limit fails (render_limit) instead of being sent. The error is the
 // field's own (the delivery's reason names what failed, not where).
-func (d *Dispatcher) render(a *actions.Action, rc dispatch.Recipient) (channels.Message, error) {
-	m, err := render.Message(*a, rc.ForRender(), d.senders, d.renderLim)
+func (d *Dispatcher) render(a *actions.Action, rc render.Recipient) (channels.Message, error) {
+	m, err := render.Message(*a, rc, d.senders, d.renderLim)
 	if fe := (*macros.FieldError)(nil); errors.As(err, &fe) {
 		err = fe.Err
 	}
