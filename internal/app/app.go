@@ -31,6 +31,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/redact"
+	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/tracing"
 	"github.com/notificationservice/notificationservice/internal/webhooks"
@@ -262,7 +263,11 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// read and prune it through these, whether or not it records now.
 	sandboxRecords := channels.NewSandboxRecords(db)
 	a.Dispatcher = delivery.New(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
-		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords)
+		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords).
+		// A customer's endpoint is retried over hours, as the webhook
+		// sender retries its events, not over a provider's minutes.
+		WithChannelRetry(channels.ChannelWebhook, delivery.ChannelRetry{
+			Policy: retry.Policy{Initial: wh.BackoffBase, Max: wh.BackoffMax}, For: wh.RetryFor})
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt

@@ -87,7 +87,11 @@ func TestWebhookChannelSendsThroughThePipeline(t *testing.T) {
 			t.Parallel()
 			api := newAPI(t, d, func(c *config.Config) {
 				c.Webhooks.AllowPrivateNetworks = true
-				c.Dispatch.BackoffBase, c.Dispatch.BackoffMax = time.Millisecond, 2*time.Millisecond
+				// The webhook channel's own schedule (webhooks.*), not
+				// dispatch.*: with dispatch's an hour, a retry within the
+				// test shows the webhook schedule is the one used.
+				c.Dispatch.BackoffBase, c.Dispatch.BackoffMax = time.Hour, time.Hour
+				c.Webhooks.BackoffBase, c.Webhooks.BackoffMax = time.Millisecond, 2*time.Millisecond
 			})
 			coll := api.createCollection("whchannel-" + d)
 			ev := api.createEvent(coll, "USER_INVITEUSER")

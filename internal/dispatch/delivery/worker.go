@@ -58,6 +58,9 @@ type Dispatcher struct {
 	rec       *recorder
 	gates     []gate         // send-time rules, before render and send (gate.go)
 	sandbox   SandboxRecords // nil: the sandbox's records in db (retention.go)
+	// channelRetry are the channels with a retry schedule of their own
+	// (WithChannelRetry); the others use dispatch.*.
+	channelRetry map[string]ChannelRetry
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -470,7 +473,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 		var err error
 		if name, err = d.notificationName(ctx, first.NotificationID); err != nil {
 			for _, i := range idx {
-				d.retry(&outs[i], channels.Retryable(ch.Name(), "the notification could not be read", 0, err), now)
+				d.retry(&outs[i], first.Channel, channels.Retryable(ch.Name(), "the notification could not be read", 0, err), now)
 			}
 			return
 		}
@@ -531,7 +534,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			o.status, o.providerMessageID, o.sentTime = dispatch.StatusSent, res.ProviderMessageID, done
 			continue
 		}
-		d.retry(o, channels.Classify(provider, res.Err), now)
+		d.retry(o, first.Channel, channels.Classify(provider, res.Err), now)
 	}
 }
 
