@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
@@ -111,8 +113,18 @@ type webhookNotification struct {
 	Body       string            `json:"body,omitempty"`
 }
 
-// WebhookEvent is the event m becomes, sent at at.
-func WebhookEvent(m Message, at time.Time) ([]byte, error) {
+// webhookID is m's webhook-id: its delivery's (WebhookEventID), or, for
+// a message that is no delivery (a test-send), one of its own, so that no
+// two test-sends look like one to a receiver that deduplicates.
+func webhookID(m Message) string {
+	if m.DeliveryID == 0 {
+		return outbox.EventIDPrefix + "test_" + uuid.NewString()
+	}
+	return WebhookEventID(m.DeliveryID)
+}
+
+// WebhookEvent is the event m becomes with id id, sent at at.
+func WebhookEvent(m Message, id string, at time.Time) ([]byte, error) {
 	rc := m.Recipient
 	if len(rc) == 0 {
 		rc = json.RawMessage("{}")
@@ -129,7 +141,7 @@ func WebhookEvent(m Message, at time.Time) ([]byte, error) {
 		return nil, err
 	}
 	return outbox.TypedEvent{
-		ID: WebhookEventID(m.DeliveryID), Type: outbox.TypeNotificationWebhook, Timestamp: at,
+		ID: id, Type: outbox.TypeNotificationWebhook, Timestamp: at,
 		CompanyID: strconv.FormatInt(m.CollectionID, 10), PayloadKey: "notification", Payload: payload,
 	}.MarshalJSON()
 }
@@ -147,8 +159,8 @@ func (w *Webhook) sendOne(ctx context.Context, m Message) Result {
 	if refusal != "" {
 		return Result{Err: Permanent(WebhookName, refusal, nil)}
 	}
-	id := WebhookEventID(m.DeliveryID)
-	body, err := WebhookEvent(m, now)
+	id := webhookID(m)
+	body, err := WebhookEvent(m, id, now)
 	if err != nil {
 		return Result{Err: Permanent(WebhookName, "the event does not encode: "+err.Error(), err)}
 	}
