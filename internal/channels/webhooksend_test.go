@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/channels/channeltest"
@@ -203,4 +206,32 @@ func TestWebhookChannelTargetsAndClasses(t *testing.T) {
 			require.Equal(t, tc.retryAfter, e.RetryAfter)
 		})
 	}
+}
+
+// docs/asyncapi.yaml's NOTIFICATION_WEBHOOK example is the golden event,
+// value for value, so the document shows what a receiver gets.
+func TestWebhookEventIsDocumented(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "asyncapi.yaml"))
+	require.NoError(t, err)
+	var doc struct {
+		Components struct {
+			Messages map[string]struct {
+				Name     string `yaml:"name"`
+				Examples []struct {
+					Payload map[string]any `yaml:"payload"`
+				} `yaml:"examples"`
+			} `yaml:"messages"`
+		} `yaml:"components"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &doc))
+	msg, ok := doc.Components.Messages["notificationWebhook"]
+	require.True(t, ok, "docs/asyncapi.yaml has no notificationWebhook message")
+	require.Equal(t, "NOTIFICATION_WEBHOOK", msg.Name)
+	require.NotEmpty(t, msg.Examples)
+	example, err := json.Marshal(msg.Examples[0].Payload)
+	require.NoError(t, err)
+	golden, err := os.ReadFile(filepath.Join("testdata", "webhook", "notification.json"))
+	require.NoError(t, err)
+	require.JSONEq(t, string(golden), string(example))
 }
