@@ -263,3 +263,36 @@ func TestWebhookActionConfigIsValidated(t *testing.T) {
 	require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
 	require.EqualValues(t, own, res.JSON["action"].(map[string]any)["config"].(map[string]any)["webhookId"])
 }
+
+// A test-send of a SendWebhookConfig action POSTs for real, under a
+// webhook-id of its own each time, so a receiver that deduplicates sees
+// two test-sends as two.
+func TestWebhookActionTestSend(t *testing.T) {
+	t.Parallel()
+	api := newAPI(t, "sqlite", func(c *config.Config) { c.Webhooks.AllowPrivateNetworks = true })
+	coll := api.createCollection("whchannel-testsend")
+	ev := api.createEvent(coll, "USER_INVITEUSER")
+	rcv := newHookReceiver(t, true, 0)
+	res := api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/webhooks", coll), api.superAdmin(), map[string]any{"url": rcv.URL})
+	require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+	res = api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/actions", coll), api.superAdmin(), map[string]any{
+		"name": "hook", "eventId": ev, "configName": "SendWebhookConfig", "config": map[string]any{"body": "Hi {{FNAME}}"},
+	})
+	require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+	aid := int64(res.JSON["action"].(map[string]any)["id"].(float64))
+	path := fmt.Sprintf("/v1/collections/%d/actions/%d/test-send", coll, aid)
+	for range 2 {
+		res = api.do(http.MethodPost, path, api.superAdmin(), map[string]any{"macros": map[string]string{"FNAME": "Ann"}})
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+		ts := res.JSON["testSend"].(map[string]any)
+		require.Equal(t, "sent", ts["status"], "%v", ts)
+		require.Equal(t, "webhook", ts["provider"])
+	}
+	posts := rcv.of("NOTIFICATION_WEBHOOK")
+	require.Len(t, posts, 2)
+	require.NotEqual(t, posts[0].header.Get("webhook-id"), posts[1].header.Get("webhook-id"))
+	require.Regexp(t, `^evt_test_`, posts[0].header.Get("webhook-id"))
+	var e map[string]any
+	require.NoError(t, json.Unmarshal(posts[0].body, &e))
+	require.Equal(t, "Hi Ann", e["notification"].(map[string]any)["body"])
+}
