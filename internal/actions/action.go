@@ -19,6 +19,9 @@ const (
 	ConfigEmail = "SendEmailConfig"
 	ConfigSMS   = "SendSmsConfig"
 	ConfigPush  = "SendPushConfig"
+	// ConfigWebhook sends the notification to the collection's own webhook
+	// endpoints as a NOTIFICATION_WEBHOOK event (docs/webhooks.md).
+	ConfigWebhook = "SendWebhookConfig"
 )
 
 // Statuses shared by collections, events and actions.
@@ -31,9 +34,10 @@ const (
 // the message package's, where they are declared once (channels uses the
 // same constants).
 const (
-	ChannelEmail = message.Email
-	ChannelSMS   = message.SMS
-	ChannelPush  = message.Push
+	ChannelEmail   = message.Email
+	ChannelSMS     = message.SMS
+	ChannelPush    = message.Push
+	ChannelWebhook = message.Webhook
 )
 
 // ChannelOf maps a configName to its channel ("" when unknown).
@@ -45,6 +49,8 @@ func ChannelOf(configName string) string {
 		return ChannelSMS
 	case ConfigPush:
 		return ChannelPush
+	case ConfigWebhook:
+		return ChannelWebhook
 	}
 	return ""
 }
@@ -187,6 +193,11 @@ type Config struct {
 	FromName            string `json:"fromName,omitempty"`            // email sender name
 	From                string `json:"from,omitempty"`                // SMS sender number (E.164)
 	MessagingServiceSID string `json:"messagingServiceSid,omitempty"` // Twilio Messaging Service, instead of From
+
+	// WebhookID names the one endpoint a SendWebhookConfig action sends
+	// to; 0 (absent) sends to every ACTIVE endpoint of the collection that
+	// takes NOTIFICATION_WEBHOOK events.
+	WebhookID int64 `json:"webhookId,omitempty"`
 
 	MissingMacro string    `json:"missingMacro,omitempty"` // fail | blank | keep
 	Condition    Condition `json:"condition,omitempty"`

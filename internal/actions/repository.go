@@ -95,6 +95,17 @@ func (repository) collectionExists(ctx context.Context, db *gorm.DB, id int64) (
 	return n > 0, nil
 }
 
+// webhookOf reports whether webhook endpoint id belongs to collectionID.
+// The endpoints table is internal/webhooks'; actions reads it by name, as
+// it reads collections, so that neither package imports the other.
+func (repository) webhookOf(ctx context.Context, db *gorm.DB, collectionID, id int64) (bool, error) {
+	var n int64
+	if err := db.WithContext(ctx).Table("webhooks").Where("id = ? AND collection_id = ?", id, collectionID).Count(&n).Error; err != nil {
+		return false, fmt.Errorf("actions: webhook %d: %w", id, err)
+	}
+	return n > 0, nil
+}
+
 // lockEventOf locks event id if it belongs to collectionID and reports
 // whether it does.
 func (repository) lockEventOf(ctx context.Context, tx *gorm.DB, collectionID, id int64) (bool, error) {

@@ -200,6 +200,9 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, collectionID int
 		if err := s.checkEvent(ctx, tx, &f, collectionID, a.EventID, true); err != nil {
 			return err
 		}
+		if err := s.checkWebhook(ctx, tx, &f, a); err != nil {
+			return err
+		}
 		if err := f.Err(); err != nil {
 			return err
 		}
@@ -296,6 +299,11 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, collectionID, id
 			renamed := next.Name != cur.Name
 			if moved && next.EventID > 0 {
 				if err := s.checkEvent(ctx, tx, &f, collectionID, next.EventID, false); err != nil {
+					return err
+				}
+			}
+			if next.Config.WebhookID != cur.Config.WebhookID || next.ConfigName != cur.ConfigName {
+				if err := s.checkWebhook(ctx, tx, &f, next); err != nil {
 					return err
 				}
 			}
@@ -399,6 +407,23 @@ func (s *Service) checkEvent(ctx context.Context, tx *gorm.DB, f *apperr.Fields,
 	if eventID > 0 {
 		f.Add("eventId", fmt.Sprintf("is not an event of collection %d", collectionID))
 	}
+	return nil
+}
+
+// checkWebhook records a config.webhookId detail when a SendWebhookConfig
+// action names an endpoint that is not one of its collection's. The state
+// is not checked: an endpoint may be registered, and the action saved,
+// before it validates; until it is ACTIVE the action's deliveries fail
+// saying so (docs/webhooks.md).
+func (s *Service) checkWebhook(ctx context.Context, tx *gorm.DB, f *apperr.Fields, a Action) error {
+	if a.ConfigName != ConfigWebhook || a.Config.WebhookID <= 0 {
+		return nil
+	}
+	ok, err := s.repo.webhookOf(ctx, tx, a.CollectionID, a.Config.WebhookID)
+	if err != nil || ok {
+		return err
+	}
+	f.Add("config.webhookId", fmt.Sprintf("is not a webhook of collection %d", a.CollectionID))
 	return nil
 }
 

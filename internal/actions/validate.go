@@ -50,9 +50,9 @@ func validate(a Action, f *apperr.Fields, lim macros.RenderLimits) {
 		return
 	}
 	switch a.ConfigName {
-	case ConfigEmail, ConfigSMS, ConfigPush:
+	case ConfigEmail, ConfigSMS, ConfigPush, ConfigWebhook:
 	default:
-		f.OneOf("configName", a.ConfigName, ConfigEmail, ConfigSMS, ConfigPush)
+		f.OneOf("configName", a.ConfigName, ConfigEmail, ConfigSMS, ConfigPush, ConfigWebhook)
 		return // the channel rules below depend on a known configName
 	}
 	checkTemplate(f, a.ConfigName, a.Template)
@@ -141,6 +141,21 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 		if c.Title == "" && c.Body == "" {
 			f.Add("config.title", "config.title or config.body is required for "+ConfigPush)
 		}
+	case ConfigWebhook:
+		// The event carries the name, the recipient and the macros; a body
+		// is optional. Whether webhookId is an endpoint of the collection is
+		// the service's check.
+		if c.WebhookID < 0 {
+			f.Add("config.webhookId", "must be a webhook id of the collection (a positive integer), or absent for all its endpoints")
+		}
+		for _, fl := range []struct{ name, v string }{{"subject", c.Subject}, {"html", c.HTML}, {"text", c.Text}, {"title", c.Title}} {
+			if fl.v != "" {
+				f.Add("config."+fl.name, "is not used by "+ConfigWebhook+": its optional template is config.body")
+			}
+		}
+	}
+	if c.WebhookID != 0 && configName != ConfigWebhook {
+		f.Add("config.webhookId", "is only for "+ConfigWebhook)
 	}
 	if c.MissingMacro != "" {
 		f.OneOf("config.missingMacro", c.MissingMacro, MissingFail, MissingBlank, MissingKeep)
@@ -193,7 +208,7 @@ func (fl Filter) validate() error {
 		f.OneOf("status", fl.Status, StatusActive, StatusInactive)
 	}
 	if fl.ConfigName != "" {
-		f.OneOf("configName", fl.ConfigName, ConfigEmail, ConfigSMS, ConfigPush)
+		f.OneOf("configName", fl.ConfigName, ConfigEmail, ConfigSMS, ConfigPush, ConfigWebhook)
 	}
 	return f.Err()
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/redact"
 	"github.com/notificationservice/notificationservice/internal/render"
+	"github.com/notificationservice/notificationservice/internal/retry"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/suppressions"
 	"github.com/notificationservice/notificationservice/internal/tracing"
@@ -59,6 +60,9 @@ type App struct {
 	// WebhookSender turns the outbox into signed events for the customer
 	// webhook endpoints (docs/webhooks.md).
 	WebhookSender *webhooks.Sender
+	// Webhooks is the endpoint registry; the webhook channel
+	// (SendWebhookConfig) reads its endpoints through it.
+	Webhooks *webhooks.Service
 
 	// Dispatcher runs the delivery workers; Sandbox is the channel that
 	// stands in for every provider that is not configured.
@@ -184,9 +188,34 @@ func (a *App) wireWebhooks(deps *httpapi.Deps) error {
 		return err
 	}
 	deps.Endpoints = svc
+	a.Webhooks = svc
 	a.WebhookSender = svc.Sender(a.Log)
 	a.add("webhooks", a.WebhookSender)
 	return nil
+}
+
+// webhookEndpoints is the registry as the webhook channel reads it
+// (channels.WebhookEndpoints): the channel never imports the registry.
+type webhookEndpoints struct{ svc *webhooks.Service }
+
+func (w webhookEndpoints) Endpoints(ctx context.Context, collectionID, id int64, now time.Time) ([]channels.WebhookEndpoint, error) {
+	ts, err := w.svc.Targets(ctx, collectionID, id, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]channels.WebhookEndpoint, len(ts))
+	for i, t := range ts {
+		out[i] = channels.WebhookEndpoint{ID: t.ID, URL: t.URL, State: t.State, Active: t.State == webhooks.StateActive,
+			EventTypes: t.EventTypes, Secrets: t.Secrets}
+		if t.Problem != "" {
+			out[i].Active, out[i].State = false, t.State+" but unusable: "+t.Problem
+		}
+	}
+	return out, nil
+}
+
+func (w webhookEndpoints) Attempted(ctx context.Context, endpointID int64, eventID, eventType string, start time.Time, res webhookout.Result) {
+	w.svc.LogAttempt(ctx, endpointID, eventID, eventType, start, res)
 }
 
 // wireCache builds the action cache and the bus that invalidates it. On
@@ -220,6 +249,12 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	if err != nil {
 		return err
 	}
+	// The webhook channel posts for real even when the others are
+	// sandboxed: its endpoints are the customer's own, registered and
+	// validated by a HEALTH_CHECK echo (docs/webhooks.md).
+	wh := cfg.Webhooks
+	chans[channels.ChannelWebhook] = channels.NewWebhook(webhookEndpoints{a.Webhooks},
+		webhookout.New(webhookout.Config{Timeout: wh.Timeout, AllowPrivateNetworks: wh.AllowPrivateNetworks}), wh.Timeout, a.Log)
 	chans = a.instrumentChannels(chans)
 	senders := delivery.Senders{
 		Email:               channels.Address{Email: cfg.Channels.SendGrid.FromEmail, Name: cfg.Channels.SendGrid.FromName},
@@ -233,7 +268,11 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// read and prune it through these, whether or not it records now.
 	sandboxRecords := channels.NewSandboxRecords(db)
 	a.Dispatcher = delivery.New(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
-		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords)
+		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords).
+		// A customer's endpoint is retried over hours, as the webhook
+		// sender retries its events, not over a provider's minutes.
+		WithChannelRetry(channels.ChannelWebhook, delivery.ChannelRetry{
+			Policy: retry.Policy{Initial: wh.BackoffBase, Max: wh.BackoffMax}, For: wh.RetryFor})
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt

@@ -1,6 +1,7 @@
 // Package channels defines how a rendered delivery reaches a provider: the
 // Channel interface, the error classes every provider reports in, and the
-// providers themselves (sandbox, SendGrid, Twilio, FCM).
+// providers themselves (sandbox, SendGrid, Twilio, FCM, and the customer
+// webhook endpoints).
 package channels
 
 import (
@@ -36,6 +37,9 @@ const (
 	ChannelEmail = message.Email
 	ChannelSMS   = message.SMS
 	ChannelPush  = message.Push
+	// ChannelWebhook is not chosen by Select: the webhook channel
+	// (NewWebhook) always posts, sandbox or not (docs/webhooks.md).
+	ChannelWebhook = message.Webhook
 )
 
 // Channel sends messages through one provider.

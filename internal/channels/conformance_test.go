@@ -31,7 +31,7 @@ import (
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	for _, row := range []channeltest.Row{
-		sandboxRow(false), sandboxRow(true), sendGridRow(), twilioRow(), fcmRow(),
+		sandboxRow(false), sandboxRow(true), sendGridRow(), twilioRow(), fcmRow(), webhookRow(),
 	} {
 		t.Run(row.Name, func(t *testing.T) {
 			t.Parallel()

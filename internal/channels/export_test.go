@@ -20,3 +20,6 @@ func (p *Push) SetClock(now func() time.Time) {
 	p.now = now
 	p.limiter.now = now
 }
+
+// SetWebhookClock replaces the webhook channel's clock.
+func SetWebhookClock(w *Webhook, now func() time.Time) { w.now = now }

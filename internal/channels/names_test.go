@@ -16,4 +16,5 @@ func TestChannelNamesAreTheActionModels(t *testing.T) {
 	require.Equal(t, channels.ChannelEmail, actions.ChannelOf(actions.ConfigEmail))
 	require.Equal(t, channels.ChannelSMS, actions.ChannelOf(actions.ConfigSMS))
 	require.Equal(t, channels.ChannelPush, actions.ChannelOf(actions.ConfigPush))
+	require.Equal(t, channels.ChannelWebhook, actions.ChannelOf(actions.ConfigWebhook))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/dispatch/status"
+	"github.com/notificationservice/notificationservice/internal/message"
 )
 
 // NotificationService is what the notification routes need: the intake's
@@ -181,7 +182,7 @@ func deliveryFilter(c *gin.Context) (status.DeliveryFilter, error) {
 		f.OneOf("status", filter.Status, dispatch.DeliveryStatuses...)
 	}
 	if filter.Channel != "" {
-		f.OneOf("channel", filter.Channel, "email", "sms", "push")
+		f.OneOf("channel", filter.Channel, message.Email, message.SMS, message.Push, message.Webhook)
 	}
 	nid, err := queryID(c, "notificationId")
 	f.Collect(err)

@@ -6,6 +6,8 @@
 // channels-no-config-domain, docs/architecture.md).
 package message
 
+import "encoding/json"
+
 // The channels a Message goes out on: the values of Message.Channel, which
 // deliveries record and the channels key their providers by. Declared once
 // here, in the leaf both sides may import: channels names its providers by
@@ -15,6 +17,9 @@ const (
 	Email = "email"
 	SMS   = "sms"
 	Push  = "push"
+	// Webhook is a typed event POSTed to the collection's own webhook
+	// endpoints (docs/webhooks.md, "The webhook channel").
+	Webhook = "webhook"
 )
 
 // Address is an email recipient or sender.
@@ -30,7 +35,7 @@ type Message struct {
 	NotificationID int64  `json:"notificationId"`
 	CollectionID   int64  `json:"collectionId"`
 	ActionID       int64  `json:"actionId"`
-	Channel        string `json:"channel"` // email | sms | push
+	Channel        string `json:"channel"` // email | sms | push | webhook
 
 	// Email. TemplateID set: SendGrid renders the dynamic template with
 	// DynamicData; otherwise Subject/HTML/Text are already rendered.
@@ -57,4 +62,14 @@ type Message struct {
 	Title     string            `json:"title,omitempty"`
 	Data      map[string]string `json:"data,omitempty"`
 	PushToken string            `json:"pushToken,omitempty"`
+
+	// Webhook: the endpoint the action names (0: every ACTIVE endpoint of
+	// the collection that takes the event type), the notification's name,
+	// the recipient as the producer sent it (without its macros) and the
+	// macros; Body is the rendered body template, "" when the action has
+	// none.
+	WebhookID    int64             `json:"webhookId,omitempty"`
+	Notification string            `json:"notification,omitempty"`
+	Recipient    json.RawMessage   `json:"recipient,omitempty"`
+	Macros       map[string]string `json:"macros,omitempty"`
 }

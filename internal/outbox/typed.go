@@ -52,6 +52,10 @@ const (
 	TypeDeliveryBounced      = "DELIVERY_BOUNCED"
 	TypeDeliveryFailed       = "DELIVERY_FAILED"
 	TypeDeliverySkipped      = "DELIVERY_SKIPPED"
+	// TypeNotificationWebhook is a notification sent to an endpoint by an
+	// action of configName SendWebhookConfig (the webhook channel): it is
+	// the notification itself, not news about one.
+	TypeNotificationWebhook = "NOTIFICATION_WEBHOOK"
 
 	TypeCollectionCreated  = "COLLECTION_CREATED"
 	TypeCollectionUpdated  = "COLLECTION_UPDATED"
@@ -76,7 +80,8 @@ type EventType struct {
 	Code     int    `json:"code"`
 	Category string `json:"category"`
 	// DetailType is the envelope the event is made from; "" for an event no
-	// envelope carries (HEALTH_CHECK, and the delivery status changes that
+	// envelope carries (HEALTH_CHECK, NOTIFICATION_WEBHOOK, which the
+	// webhook channel sends itself, and the delivery status changes that
 	// are catalogued but not yet recorded as envelopes: docs/webhooks.md).
 	DetailType string `json:"-"`
 }
@@ -94,6 +99,7 @@ var eventTypes = []EventType{
 	{TypeDeliveryBounced, 105, CategoryDelivery, ""},
 	{TypeDeliveryFailed, 106, CategoryDelivery, ""},
 	{TypeDeliverySkipped, 107, CategoryDelivery, ""},
+	{TypeNotificationWebhook, 108, CategoryDelivery, ""},
 
 	{TypeCollectionCreated, 200, CategoryConfiguration, CollectionCreate},
 	{TypeCollectionUpdated, 201, CategoryConfiguration, CollectionUpdate},

@@ -138,6 +138,10 @@ func Message(a actions.Action, rc Recipient, s Senders, lim macros.RenderLimits)
 		}
 	case actions.ChannelPush:
 		m.PushToken = rc.PushToken
+	case actions.ChannelWebhook:
+		// The event carries the macros whatever the body; the caller adds
+		// the notification's name and the recipient.
+		m.WebhookID, m.Macros = a.Config.WebhookID, rc.Macros
 	}
 	return m, err
 }
@@ -192,6 +196,10 @@ func Fields(a actions.Action, locale string) ([]Field, error) {
 	case actions.ChannelPush:
 		all = []Field{{Name: "title", Source: c.Title, part: partTitle}, {Name: "body", Source: c.Body, part: partBody}}
 		all = append(all, dataFields(c.Data)...)
+	case actions.ChannelWebhook:
+		// The optional body template, rendered as text: the receiver gets it
+		// as a JSON string, which escapes it.
+		all = []Field{{Name: "body", Source: c.Body, part: partBody}}
 	default:
 		return nil, fmt.Errorf("unknown configName %q", a.ConfigName)
 	}

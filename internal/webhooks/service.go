@@ -417,3 +417,48 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
+
+// Target is an endpoint as the webhook channel (SendWebhookConfig) sends
+// to it: the endpoint and the secrets that sign at the time asked, or
+// Problem when it cannot be signed for.
+type Target struct {
+	Endpoint
+	Secrets []string
+	Problem string // why it cannot be sent to although ACTIVE ("" when it can)
+}
+
+// Targets returns the endpoints of collectionID (only endpoint id when id
+// > 0), whatever their state, in id order, with their signing secrets at
+// now. An endpoint whose secret does not decrypt is returned with Problem
+// set rather than failing the others.
+func (s *Service) Targets(ctx context.Context, collectionID, id int64, now time.Time) ([]Target, error) {
+	q := s.db.WithContext(ctx).Where("collection_id = ?", collectionID)
+	if id > 0 {
+		q = q.Where("id = ?", id)
+	}
+	var eps []Endpoint
+	if err := q.Order("id").Find(&eps).Error; err != nil {
+		return nil, fmt.Errorf("webhooks: endpoints of %d: %w", collectionID, err)
+	}
+	out := make([]Target, len(eps))
+	for i, e := range eps {
+		out[i].Endpoint = e
+		secrets, err := s.signingSecrets(e, now)
+		if err != nil {
+			out[i].Problem = err.Error()
+			continue
+		}
+		out[i].Secrets = secrets
+	}
+	return out, nil
+}
+
+// LogAttempt adds a POST the webhook channel made to the endpoint's
+// attempt log, as the sender's own are.
+func (s *Service) LogAttempt(ctx context.Context, endpointID int64, eventID, eventType string, start time.Time, res webhookout.Result) {
+	errText := ""
+	if !res.OK() {
+		errText = fmt.Sprint(res.Err)
+	}
+	s.logAttempt(ctx, s.db, endpointID, eventID, eventType, start, res, errText)
+}

@@ -62,6 +62,9 @@ type Dispatcher struct {
 	// suppressor takes the addresses providers refuse for good (record.go).
 	suppressor Suppressor
 	unsub      Unsubscribes // nil: emails carry no unsubscribe link
+	// channelRetry are the channels with a retry schedule of their own
+	// (WithChannelRetry); the others use dispatch.*.
+	channelRetry map[string]ChannelRetry
 	// due is set by Wake (deliveries pending, maybe due) and cleared by
 	// each claim statement as it starts.
 	due atomic.Bool
@@ -487,6 +490,18 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 	}
 	msgs := make([]channels.Message, 0, len(idx))
 	send := make([]int, 0, len(idx))
+	var name string
+	if first.Channel == channels.ChannelWebhook {
+		// The webhook event names the notification, which no delivery row
+		// carries: one read per (notification, action) group.
+		var err error
+		if name, err = d.notificationName(ctx, first.NotificationID); err != nil {
+			for _, i := range idx {
+				d.retry(&outs[i], first.Channel, channels.Retryable(ch.Name(), "the notification could not be read", 0, err), now)
+			}
+			return
+		}
+	}
 	rcs := make([]*dispatch.Recipient, 0, len(idx)) // the recipient of each of send
 	for _, i := range idx {
 		c := batch[i]
@@ -521,6 +536,9 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			continue
 		}
 		m.DeliveryID, m.NotificationID, m.CollectionID, m.ActionID, m.Channel = c.ID, c.NotificationID, c.CollectionID, c.ActionID, c.Channel
+		if c.Channel == channels.ChannelWebhook {
+			m.Notification, m.Recipient = name, webhookRecipient(*rc)
+		}
 		msgs = append(msgs, m)
 		send = append(send, i)
 		rcs = append(rcs, rc)
@@ -549,7 +567,7 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			continue
 		}
 		e := channels.Classify(provider, res.Err)
-		d.retry(o, e, now)
+		d.retry(o, first.Channel, e, now)
 		if addr := suppressAddress(first.Channel, rcs[j]); e.Suppress != "" && addr != "" {
 			o.suppress = &dispatch.Suppression{CollectionID: batch[i].CollectionID, Channel: first.Channel, Address: addr,
 				Reason: apperr.Truncate(e.Reason, 1000), Source: e.Suppress, Who: provider}
@@ -669,6 +687,29 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before) " +
 		"AND (v.uncount = 0 OR deliveries.next_attempt_at <> v.next_at)"
 	return q, []any{now, string(doc)}, nil
+}
+
+// notificationName reads the name of notification id.
+func (d *Dispatcher) notificationName(ctx context.Context, id int64) (string, error) {
+	var names []string
+	if err := d.db.WithContext(ctx).Table("notifications").Where("id = ?", id).Pluck("name", &names).Error; err != nil {
+		return "", fmt.Errorf("dispatch: notification %d: %w", id, err)
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("dispatch: notification %d is gone", id)
+	}
+	return names[0], nil
+}
+
+// webhookRecipient is rc as the webhook event carries it: as the producer
+// sent it, without the macros, which the event carries beside it.
+func webhookRecipient(rc dispatch.Recipient) json.RawMessage {
+	rc.Macros = nil
+	b, err := json.Marshal(rc)
+	if err != nil {
+		return nil // a decoded recipient always encodes
+	}
+	return b
 }
 
 // render builds the provider message for recipient rc from action a

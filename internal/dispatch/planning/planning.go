@@ -258,7 +258,7 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 				CreatedTime:    now,
 				UpdatedTime:    now,
 			}
-			d.Address, d.Reason = address(d.Channel, a.ConfigName, rc)
+			d.Address, d.Reason = address(a, rc)
 			decision := DecisionNoAddress
 			pair := Pair{In: &in, Event: &r.Rule, Action: a, Recipient: &n.Recipients[i], Index: i, Now: now}
 			for _, rule := range p.rules {
@@ -310,10 +310,10 @@ func (t *tally) add(reason string) {
 	}{reason, 1})
 }
 
-// address returns the recipient's address on channel for display, or a
-// reason why there is none.
-func address(channel, configName string, rc dispatch.Recipient) (addr, reason string) {
-	switch channel {
+// address returns the recipient's address on a's channel for display, or
+// a reason why there is none.
+func address(a *actions.Action, rc dispatch.Recipient) (addr, reason string) {
+	switch a.Channel() {
 	case actions.ChannelEmail:
 		to := rc.To()
 		if len(to) == 0 {
@@ -341,8 +341,22 @@ func address(channel, configName string, rc dispatch.Recipient) (addr, reason st
 			return "", "recipient has no pushId"
 		}
 		return rc.PushID, ""
+	case actions.ChannelWebhook:
+		// The collection's endpoints, not the recipient's: every recipient
+		// has this address. Which endpoints are ACTIVE is read at send time
+		// (the channel), when the state that matters is known.
+		return WebhookAddress(a.Config.WebhookID), ""
 	}
-	return "", fmt.Sprintf("action has unknown configName %q", configName)
+	return "", fmt.Sprintf("action has unknown configName %q", a.ConfigName)
+}
+
+// WebhookAddress is a webhook delivery's address: "webhook:<id>" for the
+// endpoint an action names, "webhook:*" for all of the collection's.
+func WebhookAddress(webhookID int64) string {
+	if webhookID > 0 {
+		return fmt.Sprintf("webhook:%d", webhookID)
+	}
+	return "webhook:*"
 }
 
 func validEmail(s string) bool {
