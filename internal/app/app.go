@@ -178,6 +178,9 @@ func (a *App) wireWebhooks(deps *httpapi.Deps) error {
 	if err != nil {
 		return err
 	}
+	// Endpoint changes drop every instance's snapshot of who wants the
+	// delivery lifecycle events (webhooks/lifecycle.go).
+	svc = svc.WithInvalidator(a.Invalidation)
 	deps.Endpoints = svc
 	a.WebhookSender = svc.Sender(a.Log)
 	a.add("webhooks", a.WebhookSender)
@@ -227,13 +230,16 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The sandbox owns sandbox_messages; the status route and retention
 	// read and prune it through these, whether or not it records now.
 	sandboxRecords := channels.NewSandboxRecords(db)
+	// The workers, the intake and the provider reports write the delivery
+	// lifecycle events straight into the webhook sender's queue, in their
+	// own transactions, for the collections whose endpoints want them.
 	a.Dispatcher = delivery.New(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
-		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords)
+		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords).WithEvents(a.WebhookSender)
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher)
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithEvents(a.WebhookSender))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
@@ -277,7 +283,7 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps) error {
 	deps.Webhooks = &httpapi.Webhooks{
 		SendGrid: sg,
 		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
-		Reports:  status.New(a.DB, time.Now),
+		Reports:  status.New(a.DB, time.Now).WithEvents(a.WebhookSender),
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,
