@@ -249,6 +249,16 @@ func TestDeliveryLifecycleEvents(t *testing.T) {
 			require.Equal(t, []string{"DELIVERY_BOUNCED"}, types(onlyBounced))
 			require.Equal(t, find(got, "DELIVERY_BOUNCED")["id"], onlyBounced[0]["id"], "one event, one id, for every endpoint")
 
+			// The quiet collection gains an endpoint: the subscriber snapshot
+			// is dropped with the change, and its next send has events.
+			quietRcv := newEchoReceiver(t)
+			registerWebhook(t, api, quiet, quietRcv.URL, "DELIVERY_SENT")
+			before := countMessages()
+			submit(quiet, dispatch.Recipient{Email: "q@example.com"})
+			_, err = api.App.Dispatcher.RunOnce(ctx)
+			require.NoError(t, err)
+			require.EqualValues(t, before+1, countMessages(), "DELIVERY_SENT for the new endpoint")
+
 			// Every POST is in the endpoint's attempt log.
 			var attempts int64
 			require.NoError(t, api.DB.Raw("SELECT COUNT(*) FROM webhook_attempts WHERE event_type LIKE 'DELIVERY_%'").Scan(&attempts).Error)
@@ -274,4 +284,22 @@ func find(evs []map[string]any, typ string) map[string]any {
 		}
 	}
 	return nil
+}
+
+// On PostgreSQL an endpoint change on one instance drops the subscriber
+// snapshot of the others (the invalidation bus), so their workers start
+// recording the events a new endpoint wants.
+func TestLifecycleSubscribersAcrossInstances(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, "postgres", func(c *config.Config) { c.Webhooks.AllowPrivateNetworks = true })
+	b := a.another(t)
+	a.serve(t)
+	b.serve(t)
+	ctx := context.Background()
+	coll := a.createCollection("across")
+	require.False(t, b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_SENT"), "no endpoint yet (and the snapshot is loaded)")
+	rcv := newEchoReceiver(t)
+	registerWebhook(t, a, coll, rcv.URL, "DELIVERY_SENT")
+	require.Eventually(t, func() bool { return b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_SENT") }, 10*time.Second, 5*time.Millisecond)
+	require.False(t, b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_BOUNCED"), "the endpoint wants DELIVERY_SENT only")
 }
