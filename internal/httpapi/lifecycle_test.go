@@ -14,13 +14,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/config"
@@ -125,7 +128,8 @@ func requireGolden(t *testing.T, ev map[string]any, body []byte) {
 // NOTIFICATION_ACCEPTED; its deliveries become DELIVERY_SKIPPED (no address,
 // at planning), DELIVERY_SENT and DELIVERY_FAILED (the sandbox refuses the
 // address as SendGrid would) from the workers; and SendGrid's signed event
-// webhook makes DELIVERY_DELIVERED, DELIVERY_OPENED and DELIVERY_BOUNCED.
+// webhook makes DELIVERY_DELIVERED, DELIVERY_OPENED, DELIVERY_CLICKED and
+// DELIVERY_BOUNCED.
 // An endpoint subscribed to DELIVERY_BOUNCED alone gets only that, and a
 // collection without endpoints gets no webhook message at all.
 func TestDeliveryLifecycleEvents(t *testing.T) {
@@ -219,9 +223,10 @@ func TestDeliveryLifecycleEvents(t *testing.T) {
 			require.EqualValues(t, messages+1, countMessages())
 			post(fmt.Sprintf(`[
  {"email":"a@example.com","timestamp":%d,"event":"open","sg_message_id":"m1","delivery_id":"%d"},
+ {"email":"a@example.com","timestamp":%d,"event":"click","url":"https://example.com/x","sg_message_id":"m1","delivery_id":"%d"},
  {"email":"a@example.com","timestamp":%d,"event":"bounce","type":"bounce","status":"5.1.1","reason":"550 user unknown","sg_message_id":"m1","delivery_id":"%d"}]`,
-				now+1, sentID, now+2, sentID))
-			require.EqualValues(t, messages+3+1, countMessages(), "delivered, opened, bounced for one endpoint, bounced for the other")
+				now+1, sentID, now+2, sentID, now+3, sentID))
+			require.EqualValues(t, messages+4+1, countMessages(), "delivered, opened, clicked, bounced for one endpoint, bounced for the other")
 
 			drainWebhooks(t, api)
 			// The endpoint wanting all also gets the configuration events of
@@ -230,7 +235,7 @@ func TestDeliveryLifecycleEvents(t *testing.T) {
 				return !regexp.MustCompile(`^(NOTIFICATION|DELIVERY)_`).MatchString(ev["type"].(string))
 			})
 			require.Equal(t, []string{"NOTIFICATION_ACCEPTED", "DELIVERY_SKIPPED", "DELIVERY_SKIPPED", "DELIVERY_SENT", "DELIVERY_FAILED",
-				"DELIVERY_DELIVERED", "DELIVERY_OPENED", "DELIVERY_BOUNCED"}, inCatalogueOrder(got))
+				"DELIVERY_DELIVERED", "DELIVERY_OPENED", "DELIVERY_CLICKED", "DELIVERY_BOUNCED"}, inCatalogueOrder(got))
 			for _, ev := range got {
 				require.Equal(t, fmt.Sprint(coll), ev["companyId"])
 				if dl, ok := ev["delivery"].(map[string]any); ok {
@@ -262,7 +267,7 @@ func TestDeliveryLifecycleEvents(t *testing.T) {
 			// Every POST is in the endpoint's attempt log.
 			var attempts int64
 			require.NoError(t, api.DB.Raw("SELECT COUNT(*) FROM webhook_attempts WHERE event_type LIKE 'DELIVERY_%'").Scan(&attempts).Error)
-			require.EqualValues(t, 8, attempts, "each delivery event posted once")
+			require.EqualValues(t, 9, attempts, "each delivery event posted once")
 		})
 	}
 }
@@ -271,7 +276,7 @@ func TestDeliveryLifecycleEvents(t *testing.T) {
 // the sender posts concurrently, so arrival order is not it.
 func inCatalogueOrder(evs []map[string]any) []string {
 	order := []string{"NOTIFICATION_ACCEPTED", "DELIVERY_SKIPPED", "DELIVERY_SENT", "DELIVERY_FAILED",
-		"DELIVERY_DELIVERED", "DELIVERY_OPENED", "DELIVERY_BOUNCED"}
+		"DELIVERY_DELIVERED", "DELIVERY_OPENED", "DELIVERY_CLICKED", "DELIVERY_BOUNCED"}
 	out := types(evs)
 	slices.SortFunc(out, func(a, b string) int { return slices.Index(order, a) - slices.Index(order, b) })
 	return out
@@ -302,4 +307,81 @@ func TestLifecycleSubscribersAcrossInstances(t *testing.T) {
 	registerWebhook(t, a, coll, rcv.URL, "DELIVERY_SENT")
 	require.Eventually(t, func() bool { return b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_SENT") }, 10*time.Second, 5*time.Millisecond)
 	require.False(t, b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_BOUNCED"), "the endpoint wants DELIVERY_SENT only")
+}
+
+// Every lifecycle event's golden body is documented in docs/asyncapi.yaml:
+// a message on the customerWebhook channel whose example has the golden's
+// shape (the same fields, of the same JSON types).
+func TestAsyncAPIDocumentsLifecycleEvents(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "asyncapi.yaml"))
+	require.NoError(t, err)
+	var doc struct {
+		Channels map[string]struct {
+			Messages map[string]struct {
+				Ref string `yaml:"$ref"`
+			} `yaml:"messages"`
+		} `yaml:"channels"`
+		Components struct {
+			Messages map[string]struct {
+				Name     string `yaml:"name"`
+				Examples []struct {
+					Payload map[string]any `yaml:"payload"`
+				} `yaml:"examples"`
+			} `yaml:"messages"`
+		} `yaml:"components"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &doc))
+	examples := map[string][]map[string]any{} // type → example payloads on the channel
+	for _, m := range doc.Channels["customerWebhook"].Messages {
+		msg := doc.Components.Messages[strings.TrimPrefix(m.Ref, "#/components/messages/")]
+		for _, ex := range msg.Examples {
+			typ, _ := ex.Payload["type"].(string)
+			examples[typ] = append(examples[typ], ex.Payload)
+		}
+	}
+	goldens, err := filepath.Glob(filepath.Join("testdata", "lifecycle", "*.json"))
+	require.NoError(t, err)
+	require.Len(t, goldens, 8, "NOTIFICATION_ACCEPTED and the seven DELIVERY_* types")
+	for _, path := range goldens {
+		typ := strings.TrimSuffix(filepath.Base(path), ".json")
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		want := jsonShape(mustDecode(t, b))
+		found := false
+		for _, ex := range examples[typ] {
+			// YAML reads numbers as int; JSON as float64: compare shapes.
+			exJSON, err := json.Marshal(ex)
+			require.NoError(t, err)
+			if reflect.DeepEqual(want, jsonShape(mustDecode(t, exJSON))) {
+				found = true
+			}
+		}
+		require.True(t, found, "docs/asyncapi.yaml has no customerWebhook example of %s shaped like %s", typ, path)
+	}
+}
+
+// jsonShape replaces every leaf with its JSON type.
+func jsonShape(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range x {
+			out[k] = jsonShape(e)
+		}
+		return out
+	case []any:
+		if len(x) == 0 {
+			return []any{}
+		}
+		return []any{jsonShape(x[0])}
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case nil:
+		return "null"
+	default:
+		return "number"
+	}
 }
