@@ -97,8 +97,8 @@ func (c *Cache) Stats() CacheStats {
 // of its collection (its status or event may have changed what they list);
 // a collection key drops the collection's rules and its default sender.
 func (c *Cache) Evict(k invalidate.Key) {
-	if c == nil {
-		return
+	if c == nil || k.Kind == invalidate.KindWebhooks {
+		return // webhook endpoints change no action, rule or sender
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -187,6 +187,9 @@ func (a *App) wireWebhooks(deps *httpapi.Deps) error {
 	if err != nil {
 		return err
 	}
+	// Endpoint changes drop every instance's snapshot of who wants the
+	// delivery lifecycle events (webhooks/lifecycle.go).
+	svc = svc.WithInvalidator(a.Invalidation)
 	deps.Endpoints = svc
 	a.Webhooks = svc
 	a.WebhookSender = svc.Sender(a.Log)
@@ -267,8 +270,11 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The sandbox owns sandbox_messages; the status route and retention
 	// read and prune it through these, whether or not it records now.
 	sandboxRecords := channels.NewSandboxRecords(db)
+	// The workers, the intake and the provider reports write the delivery
+	// lifecycle events straight into the webhook sender's queue, in their
+	// own transactions, for the collections whose endpoints want them.
 	a.Dispatcher = delivery.New(db, chans, cfg.Dispatch, senders, a.Log, time.Now).WithActions(rules).
-		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords).
+		WithRenderLimits(renderLimits(cfg.Templates)).WithSandbox(sandboxRecords).WithEvents(a.WebhookSender).
 		// A customer's endpoint is retried over hours, as the webhook
 		// sender retries its events, not over a provider's minutes.
 		WithChannelRetry(channels.ChannelWebhook, delivery.ChannelRetry{
@@ -293,7 +299,8 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// preferences, suppressions); planning counts every decision it makes
 	// (notify_planning_decisions_total).
 	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db), planning.Suppressions(suppressor{supp}))
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)))
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)),
+		intake.WithEvents(a.WebhookSender))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
 	if err := a.wireProviderRoutes(deps, supp); err != nil {
 		return err
@@ -373,7 +380,7 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps, supp *suppressions.Service)
 	deps.Webhooks = &httpapi.Webhooks{
 		SendGrid: sg,
 		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
-		Reports:  status.New(a.DB, time.Now).WithSuppressor(suppressor{supp}),
+		Reports:  status.New(a.DB, time.Now).WithSuppressor(suppressor{supp}).WithEvents(a.WebhookSender),
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,

@@ -29,6 +29,11 @@ const (
 	ReportDelivered = "delivered"
 	ReportBounced   = "bounced"
 	ReportFailed    = "failed"
+	// ReportOpened and ReportClicked are engagements: the recipient opened
+	// the message or clicked a link in it. They change no status; the
+	// customer webhooks receive them as DELIVERY_OPENED and DELIVERY_CLICKED.
+	ReportOpened  = "opened"
+	ReportClicked = "clicked"
 )
 
 // Signature failures. ErrUnsigned is a request without the signature
@@ -45,7 +50,7 @@ type StatusEvent struct {
 	DeliveryID        int64  // from custom_args or the callback URL; 0 when the message is not ours
 	ProviderMessageID string // Twilio's MessageSid, SendGrid's sg_message_id
 	Event             string // the provider's own word: delivered, bounce, undelivered...
-	Status            string // ReportDelivered or ReportFailed; "" when the event changes nothing
+	Status            string // a Report* value; "" when the event changes nothing
 	Reason            string
 	Time              time.Time // when the provider saw the event; zero when it does not say
 	// Suppress is the suppression-list source the event implies (a hard
@@ -147,9 +152,10 @@ type sendGridEvent struct {
 
 // ParseSendGridEvents reads an Event Webhook body. delivered marks the
 // delivery delivered; bounce (including blocked) marks it bounced and dropped failed,
-// with SendGrid's reason; processed, deferred, opens, clicks and the rest
-// change nothing (Status ""). A hard bounce (event bounce, type bounce or
-// none; not blocked) and a spamreport also suppress the event's address.
+// with SendGrid's reason; open and click are engagements (ReportOpened,
+// ReportClicked); processed, deferred and the rest change nothing (Status "").
+// A hard bounce (event bounce, type bounce or none; not blocked) and a
+// spamreport also suppress the event's address.
 func ParseSendGridEvents(body []byte) ([]StatusEvent, error) {
 	var raw []sendGridEvent
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -168,6 +174,10 @@ func ParseSendGridEvents(body []byte) ([]StatusEvent, error) {
 		switch e.Event {
 		case "delivered":
 			ev.Status = ReportDelivered
+		case "open":
+			ev.Status = ReportOpened
+		case "click":
+			ev.Status = ReportClicked
 		case "bounce", "blocked", "dropped":
 			ev.Status = ReportFailed
 			if e.Event != "dropped" {

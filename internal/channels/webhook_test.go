@@ -119,7 +119,7 @@ func TestParseSendGridEvents(t *testing.T) {
 		{102, "bounce", "bounced", "bounce: 5.1.1 550 5.1.1 user unknown", "abc.filter2"},
 		{103, "bounce", "bounced", "bounce (blocked): 4.0.0 blocked by policy", "abc.filter3"},
 		{104, "dropped", "failed", "dropped: Bounced Address", "abc.filter4"},
-		{105, "open", "", "", "abc.filter5"},
+		{105, "open", "opened", "", "abc.filter5"},
 		{0, "delivered", "delivered", "", "zzz.filter9"},
 	}, gots)
 	require.Equal(t, time.Unix(1709786406, 0), evs[1].Time)

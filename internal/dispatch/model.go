@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -51,6 +52,25 @@ const (
 	ReasonQuietHours     = "quiet_hours"     // scheduled: deferred to the end of quiet hours
 	ReasonDigest         = "digest"          // scheduled: held in an open digest window
 )
+
+// EventType is the typed webhook event (docs/webhooks.md) a delivery
+// entering status is: "" for the statuses no customer event follows (the
+// waiting and in-flight ones, canceled and unknown).
+func EventType(status string) string {
+	switch status {
+	case StatusSent:
+		return outbox.TypeDeliverySent
+	case StatusDelivered:
+		return outbox.TypeDeliveryDelivered
+	case StatusBounced:
+		return outbox.TypeDeliveryBounced
+	case StatusFailed:
+		return outbox.TypeDeliveryFailed
+	case StatusSkipped:
+		return outbox.TypeDeliverySkipped
+	}
+	return ""
+}
 
 // DeliveryStatuses lists every delivery status, for validation.
 var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown, StatusScheduled, StatusCanceled}

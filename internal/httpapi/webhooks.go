@@ -91,8 +91,8 @@ func (s *Server) twilioStatus(c *gin.Context, _ auth.Principal) error {
 type WebhookResult struct {
 	ResponseCode    string `json:"responseCode"`
 	ResponseMessage string `json:"responseMessage"`
-	Updated         int    `json:"updated"`   // deliveries moved to delivered or failed
-	Ignored         int    `json:"ignored"`   // events that change no delivery (a spam report still suppresses), or not for our messages
+	Updated         int    `json:"updated"`   // reports recorded: deliveries moved to delivered, bounced or failed, and opens and clicks of sent ones
+	Ignored         int    `json:"ignored"`   // events that change nothing (a spam report still suppresses), or not for our messages
 	Unmatched       int    `json:"unmatched"` // reports for deliveries not in sent/delivered, dropped
 }
 
@@ -124,9 +124,10 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 		case ev.DeliveryID > 0:
 			ours[i] = true
 			reports = append(reports, status.Report{DeliveryID: ev.DeliveryID, Status: ev.Status, Reason: ev.Reason,
-				Suppress: ev.Suppress, Address: ev.Address, Provider: ev.Provider})
+				Suppress: ev.Suppress, Address: ev.Address, Provider: ev.Provider, Time: ev.Time})
 			byID = append(byID, i)
-		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "" && apperr.ValidText(ev.ProviderMessageID):
+		case ev.Provider == channels.TwilioName && ev.ProviderMessageID != "" && apperr.ValidText(ev.ProviderMessageID) &&
+			ev.Status != channels.ReportOpened && ev.Status != channels.ReportClicked:
 			// A Twilio SID names one message. (SendGrid's id is shared by a
 			// batched request, so SendGrid events need their delivery_id.) An
 			// id that is not text cannot be one we stored, and PostgreSQL

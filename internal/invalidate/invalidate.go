@@ -45,6 +45,9 @@ const (
 	// KindCollection is a collection or one of its events: the rules of the
 	// collection change, its actions do not.
 	KindCollection Kind = "collection"
+	// KindWebhooks is the customer webhook endpoints of a collection: which
+	// of them are ACTIVE and which event types they want.
+	KindWebhooks Kind = "webhooks"
 )
 
 // Key names a changed row whose cached copies must go.
@@ -64,8 +67,13 @@ func Collection(collectionID int64) Key {
 	return Key{Kind: KindCollection, CollectionID: collectionID}
 }
 
-// String is the key's wire form: "action:<collection>:<id>" or
-// "collection:<collection>".
+// Webhooks is the key of collection collectionID's webhook endpoints.
+func Webhooks(collectionID int64) Key {
+	return Key{Kind: KindWebhooks, CollectionID: collectionID}
+}
+
+// String is the key's wire form: "action:<collection>:<id>",
+// "collection:<collection>" or "webhooks:<collection>".
 func (k Key) String() string {
 	if k.Kind == KindAction {
 		return "action:" + strconv.FormatInt(k.CollectionID, 10) + ":" + strconv.FormatInt(k.ID, 10)
@@ -85,12 +93,12 @@ func Parse(s string) (Key, error) {
 			return Key{}, fmt.Errorf("invalidate: key %q: %w", s, err)
 		}
 		return Action(cid, id), nil
-	case len(parts) == 2 && parts[0] == string(KindCollection):
+	case len(parts) == 2 && (parts[0] == string(KindCollection) || parts[0] == string(KindWebhooks)):
 		cid, err := num(parts[1])
 		if err != nil {
 			return Key{}, fmt.Errorf("invalidate: key %q: %w", s, err)
 		}
-		return Collection(cid), nil
+		return Key{Kind: Kind(parts[0]), CollectionID: cid}, nil
 	}
 	return Key{}, fmt.Errorf("invalidate: key %q: unknown form", s)
 }

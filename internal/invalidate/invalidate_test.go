@@ -18,14 +18,15 @@ import (
 
 func TestKeyWireForm(t *testing.T) {
 	t.Parallel()
-	for _, k := range []Key{Action(775, 42453), Collection(775), Collection(-3)} {
+	for _, k := range []Key{Action(775, 42453), Collection(775), Collection(-3), Webhooks(775)} {
 		got, err := Parse(k.String())
 		require.NoError(t, err)
 		require.Equal(t, k, got)
 	}
 	require.Equal(t, "action:775:42453", Action(775, 42453).String())
 	require.Equal(t, "collection:775", Collection(775).String())
-	for _, bad := range []string{"", "action:1", "collection:x", "event:1:2", "action:1:2:3"} {
+	require.Equal(t, "webhooks:775", Webhooks(775).String())
+	for _, bad := range []string{"", "action:1", "collection:x", "webhooks:x", "webhooks:1:2", "event:1:2", "action:1:2:3"} {
 		_, err := Parse(bad)
 		require.Error(t, err, bad)
 	}

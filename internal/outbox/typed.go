@@ -80,9 +80,10 @@ type EventType struct {
 	Code     int    `json:"code"`
 	Category string `json:"category"`
 	// DetailType is the envelope the event is made from; "" for an event no
-	// envelope carries (HEALTH_CHECK, NOTIFICATION_WEBHOOK, which the
-	// webhook channel sends itself, and the delivery status changes that
-	// are catalogued but not yet recorded as envelopes: docs/webhooks.md).
+	// envelope carries: HEALTH_CHECK, NOTIFICATION_WEBHOOK (which the webhook
+	// channel sends itself), and the delivery lifecycle, which the workers
+	// and the status reports write straight into the webhooks' queue
+	// (DeliveryEvent; why not envelopes: docs/webhooks.md).
 	DetailType string `json:"-"`
 }
 
@@ -268,6 +269,65 @@ func withProducer(obj json.RawMessage, p *Producer) (json.RawMessage, error) {
 	}
 	out = append(out, fields[1:]...) // fields without its opening brace
 	return out, nil
+}
+
+// DeliveryChange is the payload ("delivery") of a delivery lifecycle event
+// (DELIVERY_*): the delivery as it stands after the change.
+type DeliveryChange struct {
+	ID                int64  `json:"id"`
+	NotificationID    int64  `json:"notificationId"`
+	CollectionID      int64  `json:"collectionId"`
+	ActionID          int64  `json:"actionId"`
+	Channel           string `json:"channel"`
+	Address           string `json:"address"`
+	Status            string `json:"status"`
+	Reason            string `json:"reason"`
+	ReasonDetail      string `json:"reasonDetail"`
+	Provider          string `json:"provider"`
+	ProviderMessageID string `json:"providerMessageId"`
+	Time              int64  `json:"time"` // epoch ms of the change (the event's timestamp)
+}
+
+// DeliveryEvent is the typed event of delivery c becoming eventType at
+// at. Its id names the delivery and the type, so the same change recorded
+// twice (a provider repeating a report) is one event, and each receiver's
+// webhook-id dedupes it; occurrence, for the events a delivery may have
+// several of (opens, clicks), tells them apart ("" for the others).
+func DeliveryEvent(eventType string, c DeliveryChange, at time.Time, occurrence string) (TypedEvent, error) {
+	c.Time = at.UnixMilli()
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return TypedEvent{}, err
+	}
+	id := EventIDPrefix + "dlv_" + strconv.FormatInt(c.ID, 10) + "_" + strings.ToLower(strings.TrimPrefix(eventType, "DELIVERY_"))
+	if occurrence != "" {
+		id += "_" + occurrence
+	}
+	return TypedEvent{ID: id, Type: eventType, Timestamp: at, CompanyID: strconv.FormatInt(c.CollectionID, 10),
+		PayloadKey: "delivery", Payload: payload}, nil
+}
+
+// AcceptedNotification is the payload ("notification") of the
+// NOTIFICATION_ACCEPTED event of a queue send: the name and recipients the
+// notifications/send envelope of an API send carries, plus the
+// notification's id and source, which its delivery events refer to.
+type AcceptedNotification struct {
+	ID         int64  `json:"id"`
+	Name       string `json:"name"`
+	Source     string `json:"source"`
+	Recipients any    `json:"recipients"`
+}
+
+// NotificationAcceptedEvent is the NOTIFICATION_ACCEPTED event of a
+// notification accepted without an envelope (a queue send). Its id names
+// the notification, so it is stable.
+func NotificationAcceptedEvent(collectionID int64, n AcceptedNotification, at time.Time) (TypedEvent, error) {
+	payload, err := json.Marshal(n)
+	if err != nil {
+		return TypedEvent{}, err
+	}
+	return TypedEvent{ID: EventIDPrefix + "ntf_" + strconv.FormatInt(n.ID, 10) + "_accepted", Type: TypeNotificationAccepted,
+		Timestamp: at, CompanyID: strconv.FormatInt(collectionID, 10), PayloadKey: "notification", Payload: payload}, nil
 }
 
 // ClaimFanout returns up to limit outbox rows the webhook fan-out has not

@@ -20,7 +20,9 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
+	"github.com/notificationservice/notificationservice/internal/webhooks"
 )
 
 const (
@@ -72,8 +74,14 @@ func benchQueueDrain(b *testing.B, record bool) {
 	// As app.New wires them: rules and actions through the action cache,
 	// kept honest by the invalidation bus.
 	rules := actions.NewRules(e.db).WithCache(e.actionCache())
-	e.disp = delivery.New(e.db, chans, config.Default().Dispatch, delivery.Senders{}, discard(), nil).WithActions(rules)
-	e.intake = intake.New(e.db, rules, nil, nil, e.disp)
+	// And the delivery lifecycle events for the customer webhooks, as app
+	// wires them: the collection has no endpoint (the common case), so
+	// each status change costs a lookup in the subscriber snapshot.
+	hooks, err := webhooks.New(e.db, outbox.NewWriter(nil, nil), config.Default().Webhooks, nil, nil)
+	require.NoError(b, err)
+	events := hooks.Sender(discard())
+	e.disp = delivery.New(e.db, chans, config.Default().Dispatch, delivery.Senders{}, discard(), nil).WithActions(rules).WithEvents(events)
+	e.intake = intake.New(e.db, rules, nil, nil, e.disp, intake.WithEvents(events))
 	// One email action only, as the benchmark asks.
 	require.NoError(b, e.db.Exec("UPDATE actions SET status = 'INACTIVE' WHERE config_name <> 'SendEmailConfig'").Error)
 	e.cfg.Prefetch, e.cfg.BatchSize = 1000, 250

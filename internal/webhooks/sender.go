@@ -283,6 +283,7 @@ func (x *Sender) record(ctx context.Context, c claimed, start time.Time, res web
 		return tx.WithContext(ctx).Model(&message{}).Where("id = ?", c.m.ID).Updates(set).Error
 	})
 	if err == nil && disabled {
+		x.s.subs.drop()
 		x.s.outbox.Committed()
 		x.log.Warn("webhooks: endpoint disabled after failing", "endpoint", c.ep.ID, "for", x.s.cfg.DisableAfter)
 	}

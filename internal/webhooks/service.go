@@ -18,6 +18,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
@@ -36,6 +37,8 @@ type Service struct {
 	box    box
 	client Poster
 	now    func() time.Time
+	subs   *subscribers    // who wants lifecycle events (lifecycle.go)
+	bus    *invalidate.Bus // nil: this instance's snapshot only
 }
 
 // New returns the registry on db, recording its changes with w and posting
@@ -48,7 +51,18 @@ func New(db *gorm.DB, w *outbox.Writer, cfg config.Webhooks, client Poster, now 
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{db: db, outbox: w, cfg: cfg, box: b, client: client, now: now}, nil
+	return &Service{db: db, outbox: w, cfg: cfg, box: b, client: client, now: now, subs: newSubscribers(db, now)}, nil
+}
+
+// WithInvalidator announces every endpoint change on bus, so the subscriber
+// snapshots of the other instances drop too, and subscribes this one's; it
+// returns s. Without it a change drops this instance's snapshot only.
+func (s *Service) WithInvalidator(bus *invalidate.Bus) *Service {
+	s.bus = bus
+	if bus != nil {
+		bus.Subscribe(s.subs)
+	}
+	return s
 }
 
 // Create registers an endpoint in PENDING_VALIDATION, commits it with its
@@ -384,13 +398,19 @@ func (s *Service) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 		}
 		return fmt.Errorf("webhooks: transaction: %w", err)
 	}
+	s.subs.drop()
 	s.outbox.Committed()
 	return nil
 }
 
 // record writes the envelope of a change to e in tx. Payloads are built
 // from Endpoint, whose secrets are json:"-": no envelope carries one.
+// Every change may change who wants lifecycle events: it is announced on
+// the bus in tx too.
 func (s *Service) record(ctx context.Context, tx *gorm.DB, p auth.Principal, detailType string, e Endpoint, payload any) error {
+	if err := s.bus.Publish(ctx, tx, invalidate.Webhooks(e.CollectionID)); err != nil {
+		return err
+	}
 	return s.outbox.Record(ctx, tx, outbox.Change{
 		DetailType: detailType, EntityID: strconv.FormatInt(e.ID, 10), CollectionID: e.CollectionID,
 		Payload: payload, Actor: p,

@@ -99,7 +99,7 @@ WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli
 	res := d.reconcile(ctx, stale, acts, now)
 	outs := make([]outcome, len(stale))
 	for i, c := range stale {
-		o := outcome{id: c.ID, attempts: c.Attempts}
+		o := outcome{id: c.ID, collectionID: c.CollectionID, attempts: c.Attempts}
 		pm, accepted := res.accepted[c.ID]
 		policy := actions.InDoubtResend
 		if a := acts[c.ActionID]; a != nil && a.Config.InDoubt != "" {

@@ -79,6 +79,9 @@ type Dispatcher struct {
 	// (docs/observability.md), so the app sets it only when spans are
 	// recorded (tracing.enabled). Set it before Run.
 	JoinTraces bool
+	// events, when set, records the lifecycle events of the status
+	// changes (events.go). Set by WithEvents before Run.
+	events Events
 	// Outage, when set, hears every failed worker cycle, so /readyz reports
 	// a database the workers cannot write to (store.Outage). On PostgreSQL
 	// the claim and record statements bypass gorm's callbacks. Set it
@@ -381,6 +384,7 @@ RETURNING id, notification_id, collection_id, action_id, recipient_index, channe
 // outcome is what happened to one claimed delivery.
 type outcome struct {
 	id, notificationID int64
+	collectionID       int64 // asks Events whether the change is wanted
 	attempts           int
 	status             string
 	reason             string
@@ -418,7 +422,7 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
 	var order []groupKey
 	groups := map[groupKey][]int{}
 	for i, c := range batch {
-		outs[i] = outcome{id: c.ID, notificationID: c.NotificationID, attempts: c.Attempts, createdTime: c.CreatedTime}
+		outs[i] = outcome{id: c.ID, notificationID: c.NotificationID, collectionID: c.CollectionID, attempts: c.Attempts, createdTime: c.CreatedTime}
 		k := groupKey{c.NotificationID, c.ActionID}
 		if groups[k] == nil {
 			order = append(order, k)
@@ -606,6 +610,14 @@ func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, er
 		q, args, err := d.recordSQL(chunk, now)
 		if err != nil {
 			return n, fmt.Errorf("dispatch: record outcomes: %w", err)
+		}
+		if d.wantsEvents(ctx, chunk) {
+			k, err := d.recordWithEvents(ctx, q, args, now)
+			n += k
+			if err != nil {
+				return n, fmt.Errorf("dispatch: record outcomes: %w", err)
+			}
+			continue
 		}
 		k, err := d.oneShotExec(ctx, q, args)
 		n += k

@@ -126,6 +126,7 @@ type Intake struct {
 	outbox  EnvelopeRecorder
 	now     func() time.Time
 	local   Local
+	events  Events // nil: no lifecycle events (events.go)
 }
 
 // New returns an Intake. outbox may be nil (no envelopes). local,
@@ -188,6 +189,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: intake: %w", err)
 	}
+	recorded := false
 	err = in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		b.reset()
 		b.plan(rules)
@@ -200,7 +202,12 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 		if err := in.storeDeliveries(ctx, tx, b); err != nil {
 			return err
 		}
-		return in.recordResults(ctx, tx, b)
+		if err := in.recordResults(ctx, tx, b); err != nil {
+			return err
+		}
+		ok, err := in.recordEvents(ctx, tx, b)
+		recorded = ok
+		return err
 	})
 	if err != nil {
 		if b.reserved > 0 {
@@ -216,6 +223,9 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	}
 	if b.envelopes > 0 {
 		in.outbox.Committed()
+	}
+	if recorded {
+		in.events.Committed()
 	}
 	for j, o := range b.outcomes() {
 		outs[at[j]] = o

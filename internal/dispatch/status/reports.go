@@ -7,18 +7,23 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Report is one provider report on a delivery: delivered, bounced or
-// failed, with the provider's reason. Suppress, when set, is the
-// suppression-list source the report implies for Address (an email
-// delivery's; other channels', and an email report without one, use the
-// delivery's address); a report may suppress without
+// failed, with the provider's reason, or an engagement (opened, clicked),
+// which changes no status and is only an event for the customer webhooks.
+// Suppress, when set, is the suppression-list source the report implies
+// for Address (an email delivery's; other channels', and an email report
+// without one, use the delivery's address); a report may suppress without
 // changing the delivery (Status "": a spam report on a delivered message).
 type Report struct {
 	DeliveryID int64
@@ -27,6 +32,9 @@ type Report struct {
 	Suppress   string
 	Address    string
 	Provider   string
+	// Time is when the provider saw it (zero when it does not say); it
+	// tells a delivery's opens and clicks apart.
+	Time time.Time
 }
 
 // Suppressor puts addresses on their collection's suppression list
@@ -67,18 +75,29 @@ type reportRow struct {
 // refuses the rest; a delivery in any other state (or none) refuses them
 // all. So the statement writes each delivery's last applicable report, if
 // the delivery is in sent or delivered when it runs, and returns the ids it
-// wrote. A report that did not apply is the NOT_FOUND of MarkByID.
+// wrote. A report that did not apply is the NOT_FOUND of MarkByID. An
+// engagement applies when its delivery is in sent or delivered (or unknown),
+// and writes nothing.
+//
+// With Events, every applied report that an endpoint of the delivery's
+// collection wants becomes its lifecycle event, in the same transaction:
+// a delivery that went delivered then bounced in one batch has both events.
 func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, error) {
 	applied := make([]bool, len(reports))
 	// final is, per delivery, the index of the report its row ends with:
 	// the first bounced or failed one, else the last.
 	final := map[int64]int{}
+	var engaged []int64
 	for i, r := range reports {
 		if r.Status == "" && r.Suppress != "" {
 			continue // suppresses only
 		}
+		if slices.Contains(engagementStatuses, r.Status) {
+			engaged = append(engaged, r.DeliveryID)
+			continue
+		}
 		if !slices.Contains(webhookStatuses, r.Status) {
-			return nil, fmt.Errorf("dispatch: mark: status %q is not one of %v", r.Status, webhookStatuses)
+			return nil, fmt.Errorf("dispatch: mark: status %q is not one of %v or %v", r.Status, webhookStatuses, engagementStatuses)
 		}
 		if f, ok := final[r.DeliveryID]; !ok || reports[f].Status == dispatch.StatusDelivered {
 			final[r.DeliveryID] = i
@@ -87,8 +106,47 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 	if err := s.suppress(ctx, reports); err != nil {
 		return nil, err
 	}
+	err := s.write(ctx, func(db *gorm.DB) ([]outbox.TypedEvent, error) {
+		// Engagements are read before the statement: an open reported with
+		// the bounce that follows it applies to the delivery as it was.
+		seen, err := s.engagedRows(ctx, db, engaged)
+		if err != nil {
+			return nil, err
+		}
+		changed, err := s.markFinal(ctx, db, reports, final)
+		if err != nil {
+			return nil, err
+		}
+		var evs []outbox.TypedEvent
+		for i, r := range reports {
+			row, ok := changed[r.DeliveryID]
+			if slices.Contains(engagementStatuses, r.Status) {
+				row, ok = seen[r.DeliveryID]
+				applied[i] = ok
+			} else {
+				applied[i] = ok && i <= final[r.DeliveryID]
+				row.Status, row.Reason = r.Status, apperr.Truncate(r.Reason, 1000)
+			}
+			if !applied[i] {
+				continue
+			}
+			if evs, err = s.appendEvent(ctx, evs, row, r); err != nil {
+				return nil, err
+			}
+		}
+		return evs, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return applied, nil
+}
+
+// markFinal writes each delivery's final report (final: delivery id →
+// index in reports) in one statement and returns the rows it changed.
+func (s *Store) markFinal(ctx context.Context, db *gorm.DB, reports []Report, final map[int64]int) (map[int64]changedRow, error) {
 	if len(final) == 0 {
-		return applied, nil
+		return nil, nil
 	}
 	rows := make([]reportRow, 0, len(final))
 	for id, f := range final {
@@ -100,24 +158,37 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 	if err != nil {
 		return nil, err
 	}
-	sel, from := store.JSONRows(store.IsPostgres(s.db), reportColumns)
+	sel, from := store.JSONRows(store.IsPostgres(db), reportColumns)
 	// webhookFrom is "status IN (...)": qualified here, as v has a status too.
 	q := `UPDATE deliveries SET status = v.status, reason = v.reason, updated_time = ?
 FROM (SELECT ` + sel + ` FROM ` + from + `) AS v
-WHERE deliveries.id = v.id AND deliveries.` + webhookFrom + `
-RETURNING deliveries.id`
-	var matched []int64
-	if err := s.db.WithContext(ctx).Raw(q, s.now().UnixMilli(), string(doc)).Scan(&matched).Error; err != nil {
+WHERE deliveries.id = v.id AND deliveries.` + webhookFrom + changedColumns
+	var matched []changedRow
+	if err := db.WithContext(ctx).Raw(q, s.now().UnixMilli(), string(doc)).Scan(&matched).Error; err != nil {
 		return nil, fmt.Errorf("dispatch: mark %d reports: %w", len(reports), err)
 	}
-	hit := make(map[int64]bool, len(matched))
-	for _, id := range matched {
-		hit[id] = true
+	out := make(map[int64]changedRow, len(matched))
+	for _, r := range matched {
+		out[r.ID] = r
 	}
-	for i, r := range reports {
-		applied[i] = hit[r.DeliveryID] && i <= final[r.DeliveryID]
+	return out, nil
+}
+
+// engagedRows returns the deliveries of ids an open or click applies to.
+func (s *Store) engagedRows(ctx context.Context, db *gorm.DB, ids []int64) (map[int64]changedRow, error) {
+	if len(ids) == 0 {
+		return nil, nil
 	}
-	return applied, nil
+	var rows []changedRow
+	if err := db.WithContext(ctx).Raw(`SELECT `+deliveryColumns+` FROM deliveries WHERE id IN ? AND `+webhookFrom, ids).
+		Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("dispatch: engaged deliveries: %w", err)
+	}
+	out := make(map[int64]changedRow, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r
+	}
+	return out, nil
 }
 
 // suppress puts the addresses of the reports that imply it on their

@@ -16,6 +16,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -31,6 +32,7 @@ type Store struct {
 	sandbox SandboxRecords
 	// suppressor, when set, takes the addresses reports suppress.
 	suppressor Suppressor
+	events     Events // nil: reports record no lifecycle events (events.go)
 }
 
 // SandboxRecords is the sandbox channel's record of what it accepted
@@ -224,15 +226,30 @@ func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageI
 	if !slices.Contains(webhookStatuses, status) {
 		return 0, fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
 	}
-	res := s.db.WithContext(ctx).Model(&dispatch.Delivery{}).
-		Where("provider = ? AND provider_message_id = ? AND "+webhookFrom, provider, providerMessageID).
-		Updates(map[string]any{"status": status, "reason": apperr.Truncate(reason, 1000), "updated_time": s.now().UnixMilli()})
-	if res.Error != nil {
-		return 0, fmt.Errorf("dispatch: mark %s message %q: %w", provider, providerMessageID, res.Error)
+	var n int64
+	err := s.write(ctx, func(db *gorm.DB) ([]outbox.TypedEvent, error) {
+		var rows []changedRow
+		err := db.WithContext(ctx).Raw(`UPDATE deliveries SET status = ?, reason = ?, updated_time = ?
+WHERE provider = ? AND provider_message_id = ? AND `+webhookFrom+changedColumns,
+			status, apperr.Truncate(reason, 1000), s.now().UnixMilli(), provider, providerMessageID).Scan(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("dispatch: mark %s message %q: %w", provider, providerMessageID, err)
+		}
+		n = int64(len(rows))
+		var evs []outbox.TypedEvent
+		for _, row := range rows {
+			if evs, err = s.appendEvent(ctx, evs, row, Report{DeliveryID: row.ID, Status: status, Reason: reason}); err != nil {
+				return nil, err
+			}
+		}
+		return evs, nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	if res.RowsAffected == 0 {
+	if n == 0 {
 		return 0, &apperr.Error{Kind: apperr.NotFound, Err: ErrNotFound,
 			Message: fmt.Sprintf("no sent delivery has %s message id %q", provider, providerMessageID)}
 	}
-	return res.RowsAffected, nil
+	return n, nil
 }

@@ -1,0 +1,119 @@
+package delivery
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+)
+
+// Events records the delivery lifecycle events of the customer webhooks
+// (DELIVERY_SENT, DELIVERY_FAILED, DELIVERY_SKIPPED…; docs/webhooks.md);
+// webhooks.Sender implements it, and app wires it.
+type Events interface {
+	// Wants reports whether collectionID has an ACTIVE endpoint that wants
+	// eventType. It answers from memory: it is asked for every outcome.
+	Wants(ctx context.Context, collectionID int64, eventType string) bool
+	// Record writes evs in tx, the transaction of their status changes.
+	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
+	// Committed is called after a transaction that recorded events commits.
+	Committed()
+}
+
+// WithEvents makes the workers record the lifecycle events of the outcomes
+// they write through ev, and returns d. Call it before Run.
+func (d *Dispatcher) WithEvents(ev Events) *Dispatcher {
+	d.events = ev
+	return d
+}
+
+// wantsEvents reports whether any of outs is a change some endpoint wants.
+// For a collection without endpoints this is one map lookup per outcome,
+// and the outcomes are written by the one statement as before.
+func (d *Dispatcher) wantsEvents(ctx context.Context, outs []outcome) bool {
+	if d.events == nil {
+		return false
+	}
+	for _, o := range outs {
+		if t := dispatch.EventType(o.status); t != "" && o.collectionID != 0 && d.events.Wants(ctx, o.collectionID, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// changedRow is a delivery as the record statement left it.
+type changedRow struct {
+	ID                int64
+	NotificationID    int64
+	CollectionID      int64
+	ActionID          int64
+	Channel           string
+	Address           string
+	Status            string
+	Reason            string
+	ReasonDetail      string
+	Provider          string
+	ProviderMessageID sql.NullString
+}
+
+// changedColumns are what the record statement returns for the events.
+const changedColumns = " RETURNING deliveries.id, deliveries.notification_id, deliveries.collection_id, deliveries.action_id, " +
+	"deliveries.channel, deliveries.address, deliveries.status, deliveries.reason, deliveries.reason_detail, deliveries.provider, " +
+	"deliveries.provider_message_id"
+
+// recordWithEvents runs the record statement q in a transaction with the
+// events of the rows it changed (the fence decides which did: a row
+// claimed again keeps its status and has no event), so each event exists
+// if and only if its status change committed. It returns how many rows
+// took their outcome.
+func (d *Dispatcher) recordWithEvents(ctx context.Context, q string, args []any, now int64) (int64, error) {
+	var n int64
+	recorded := false
+	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []changedRow
+		if err := tx.Raw(q+changedColumns, args...).Scan(&rows).Error; err != nil {
+			return err
+		}
+		n = int64(len(rows))
+		evs, err := d.eventsOf(ctx, rows, time.UnixMilli(now))
+		if err != nil || len(evs) == 0 {
+			return err
+		}
+		recorded = true
+		return d.events.Record(ctx, tx, evs)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("with lifecycle events: %w", err)
+	}
+	if recorded {
+		d.events.Committed()
+	}
+	return n, nil
+}
+
+// eventsOf returns the wanted events of rows.
+func (d *Dispatcher) eventsOf(ctx context.Context, rows []changedRow, at time.Time) ([]outbox.TypedEvent, error) {
+	var evs []outbox.TypedEvent
+	for _, r := range rows {
+		t := dispatch.EventType(r.Status)
+		if t == "" || !d.events.Wants(ctx, r.CollectionID, t) {
+			continue
+		}
+		ev, err := outbox.DeliveryEvent(t, outbox.DeliveryChange{
+			ID: r.ID, NotificationID: r.NotificationID, CollectionID: r.CollectionID, ActionID: r.ActionID,
+			Channel: r.Channel, Address: r.Address, Status: r.Status, Reason: r.Reason, ReasonDetail: r.ReasonDetail,
+			Provider: r.Provider, ProviderMessageID: r.ProviderMessageID.String,
+		}, at, "")
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, ev)
+	}
+	return evs, nil
+}

@@ -1,0 +1,122 @@
+package status
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+)
+
+// Engagement reports: a provider saw the recipient open the message or
+// click a link in it (channels.ReportOpened, ReportClicked). They change no
+// status; they are events for the customer webhooks only.
+const (
+	ReportOpened  = "opened"
+	ReportClicked = "clicked"
+)
+
+var engagementStatuses = []string{ReportOpened, ReportClicked}
+
+// engagementTypes are their lifecycle event types.
+var engagementTypes = map[string]string{ReportOpened: outbox.TypeDeliveryOpened, ReportClicked: outbox.TypeDeliveryClicked}
+
+// Events records the lifecycle events of the provider reports for the
+// customer webhooks (DELIVERY_DELIVERED, _BOUNCED, _FAILED, _OPENED,
+// _CLICKED; docs/webhooks.md); webhooks.Sender implements it, and app
+// wires it.
+type Events interface {
+	// Wants reports whether collectionID has an ACTIVE endpoint that wants
+	// eventType. It answers from memory.
+	Wants(ctx context.Context, collectionID int64, eventType string) bool
+	// Record writes evs in tx, the transaction of the reports.
+	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
+	// Committed is called after a transaction that recorded events commits.
+	Committed()
+}
+
+// WithEvents makes the reports record their lifecycle events through ev
+// and returns s.
+func (s *Store) WithEvents(ev Events) *Store {
+	s.events = ev
+	return s
+}
+
+// changedRow is a delivery as a report left it.
+type changedRow struct {
+	ID                int64
+	NotificationID    int64
+	CollectionID      int64
+	ActionID          int64
+	Channel           string
+	Address           string
+	Status            string
+	Reason            string
+	ReasonDetail      string
+	Provider          string
+	ProviderMessageID sql.NullString
+}
+
+// deliveryColumns are changedRow's columns.
+const deliveryColumns = "deliveries.id, deliveries.notification_id, deliveries.collection_id, deliveries.action_id, " +
+	"deliveries.channel, deliveries.address, deliveries.status, deliveries.reason, deliveries.reason_detail, deliveries.provider, " +
+	"deliveries.provider_message_id"
+
+// changedColumns is the RETURNING clause of the report statements.
+const changedColumns = " RETURNING " + deliveryColumns
+
+// write runs fn, in a transaction with the events it returns when the store
+// records events (else on the pool, as before), and wakes the webhook
+// sender after a commit that recorded some.
+func (s *Store) write(ctx context.Context, fn func(db *gorm.DB) ([]outbox.TypedEvent, error)) error {
+	if s.events == nil {
+		_, err := fn(s.db)
+		return err
+	}
+	recorded := false
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		evs, err := fn(tx)
+		if err != nil || len(evs) == 0 {
+			return err
+		}
+		recorded = true
+		return s.events.Record(ctx, tx, evs)
+	})
+	if err == nil && recorded {
+		s.events.Committed()
+	}
+	return err
+}
+
+// appendEvent appends the event of report r on row (as r left it) to evs,
+// when an endpoint wants it.
+func (s *Store) appendEvent(ctx context.Context, evs []outbox.TypedEvent, row changedRow, r Report) ([]outbox.TypedEvent, error) {
+	if s.events == nil {
+		return evs, nil
+	}
+	t, occurrence := dispatch.EventType(r.Status), ""
+	if et, ok := engagementTypes[r.Status]; ok {
+		// A delivery is opened (clicked) as often as the provider says:
+		// the provider's time tells each apart, and the same report
+		// repeated is the same event.
+		t, occurrence = et, strconv.FormatInt(s.now().UnixMilli(), 10)
+		if !r.Time.IsZero() {
+			occurrence = strconv.FormatInt(r.Time.Unix(), 10)
+		}
+	}
+	if t == "" || !s.events.Wants(ctx, row.CollectionID, t) {
+		return evs, nil
+	}
+	ev, err := outbox.DeliveryEvent(t, outbox.DeliveryChange{
+		ID: row.ID, NotificationID: row.NotificationID, CollectionID: row.CollectionID, ActionID: row.ActionID,
+		Channel: row.Channel, Address: row.Address, Status: row.Status, Reason: row.Reason, ReasonDetail: row.ReasonDetail,
+		Provider: row.Provider, ProviderMessageID: row.ProviderMessageID.String,
+	}, s.now(), occurrence)
+	if err != nil {
+		return nil, err
+	}
+	return append(evs, ev), nil
+}
