@@ -125,6 +125,9 @@ type Config struct {
 	// asked whether it accepted it: resend (the default; at least once) or
 	// markUnknown (at most once: the delivery ends unknown).
 	InDoubt string `json:"inDoubt,omitempty"`
+	// Delay postpones the action's deliveries: a duration after the
+	// notification (its sendAt), or the timestamp a macro holds (Delay).
+	Delay *Delay `json:"delay,omitempty"`
 }
 
 // InDoubt policies (Config.InDoubt).

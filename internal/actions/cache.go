@@ -275,6 +275,10 @@ func (a Action) clone() Action {
 		cond := *a.Config.Condition
 		a.Config.Condition = &cond
 	}
+	if a.Config.Delay != nil {
+		delay := *a.Config.Delay
+		a.Config.Delay = &delay
+	}
 	return a
 }
 

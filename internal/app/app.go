@@ -233,8 +233,8 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
 	a.add("dispatch", a.Dispatcher)
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher)
-	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords)}
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithMaxScheduleAhead(cfg.Dispatch.MaxScheduleAhead))
+	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords).WithEnvelopes(a.Outbox)}
 	if err := a.wireProviderRoutes(deps); err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ const (
 	TypeDeliveryBounced      = "DELIVERY_BOUNCED"
 	TypeDeliveryFailed       = "DELIVERY_FAILED"
 	TypeDeliverySkipped      = "DELIVERY_SKIPPED"
+	TypeNotificationCanceled = "NOTIFICATION_CANCELED"
 
 	TypeCollectionCreated = "COLLECTION_CREATED"
 	TypeCollectionUpdated = "COLLECTION_UPDATED"
@@ -78,6 +79,7 @@ var eventTypes = []EventType{
 	{TypeDeliveryBounced, 105, CategoryDelivery, ""},
 	{TypeDeliveryFailed, 106, CategoryDelivery, ""},
 	{TypeDeliverySkipped, 107, CategoryDelivery, ""},
+	{TypeNotificationCanceled, 108, CategoryDelivery, NotificationsCancel},
 
 	{TypeCollectionCreated, 200, CategoryConfiguration, CollectionCreate},
 	{TypeCollectionUpdated, 201, CategoryConfiguration, CollectionUpdate},

@@ -441,6 +441,8 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 			switch {
 			case failed[j] != nil:
 				bad = append(bad, poison{d, ReasonProcessingFailed, failed[j].Error()})
+			case o.Problem != nil: // a sendAt beyond dispatch.maxScheduleAhead
+				bad = append(bad, poison{d, o.Problem.Code, o.Problem.Error()})
 			case o.Conflict:
 				bad = append(bad, poison{d, ReasonIdempotencyConflict,
 					fmt.Sprintf("key %q was already used for a different message", dedupeKey(d))})

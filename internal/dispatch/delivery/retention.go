@@ -23,8 +23,8 @@ type Pruned struct {
 }
 
 // Prune applies dispatch.retention: it deletes the notifications accepted
-// more than retention ago whose deliveries are all finished (none pending or
-// sending), with their deliveries and the sandbox's records of them. A
+// more than retention ago whose deliveries are all finished (none pending,
+// scheduled or sending), with their deliveries and the sandbox's records of them. A
 // notification with a delivery still to send is kept whatever its age; a
 // finished delivery never becomes pending again, so one selected here stays
 // prunable. The notifications of one keyed request are its dedupe record
@@ -44,11 +44,11 @@ func (d *Dispatcher) Prune(ctx context.Context) (Pruned, error) {
 		var ids []int64
 		if err := d.db.WithContext(ctx).Raw(`SELECT id FROM notifications n
 WHERE n.created_time < ? AND NOT EXISTS (
-  SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.status IN ('pending', 'sending'))
+  SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.status IN ('pending', 'scheduled', 'sending'))
 AND (n.idempotency_key = '' OR NOT EXISTS (
   SELECT 1 FROM notifications k JOIN deliveries d ON d.notification_id = k.id
   WHERE k.idempotency_key <> '' AND k.intake_scope = n.intake_scope AND k.idempotency_key = n.idempotency_key
-  AND k.id <> n.id AND d.status IN ('pending', 'sending')))
+  AND k.id <> n.id AND d.status IN ('pending', 'scheduled', 'sending')))
 ORDER BY id LIMIT ?`, cutoff, pruneBatch).Find(&ids).Error; err != nil {
 			return total, fmt.Errorf("dispatch: prune: %w", err)
 		}

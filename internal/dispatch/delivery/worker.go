@@ -332,8 +332,12 @@ func (d *Dispatcher) claim(ctx context.Context, now int64) ([]Claimed, error) {
 	return rows, nil
 }
 
-// claimSQL is the claim statement: due pending deliveries, oldest first,
-// to sending with one more attempt, leased to this instance until until.
+// claimSQL is the claim statement: due pending and scheduled deliveries,
+// oldest first, to sending with one more attempt, leased to this instance
+// until until. Its WHERE repeats the predicate of the partial index
+// deliveries_waiting_idx (migration 00020) word for word, so both dialects
+// use it: the rows due now are at the index's start, whatever number of
+// scheduled rows wait after them.
 func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 	lock := ""
 	if d.pg {
@@ -348,7 +352,7 @@ func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, lease_owner = ?, lease_until = ?, updated_time = ?
 WHERE id IN (
   SELECT id FROM deliveries
-  WHERE status = 'pending' AND next_attempt_at <= ?
+  WHERE status IN ('pending', 'scheduled') AND next_attempt_at <= ?
   ORDER BY next_attempt_at, id
   LIMIT ?` + lock + `)
 RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
@@ -591,12 +595,15 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	// is not repeated); a row claimed again, by this instance or another,
 	// has more attempts and a new lease, and is left to its new owner.
 	// Recover's own writes also require the lease to be still expired, so
-	// an owner that renewed in the meantime keeps its row.
+	// an owner that renewed in the meantime keeps its row. A cancel
+	// (status.Store.Cancel) takes pending rows, and one may be a row
+	// Recover put back while its old owner was still sending: when that
+	// send was accepted the row says sent, not canceled, because it was.
 	q := "UPDATE deliveries SET status = v.status, reason = v.reason, reason_detail = v.reason_detail, provider = v.provider, " +
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
 		"sent_time = v.sent_time, in_doubt = deliveries.in_doubt + CASE WHEN v.reconciled = '' THEN 0 ELSE 1 END, " +
 		"reconciled = CASE WHEN v.reconciled = '' THEN deliveries.reconciled ELSE v.reconciled END, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
-		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts " +
+		"WHERE deliveries.id = v.id AND (deliveries.status IN ('sending', 'pending') OR (deliveries.status = 'canceled' AND v.status = 'sent')) AND deliveries.attempts = v.attempts " +
 		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before)"
 	return q, []any{now, string(doc)}, nil
 }

@@ -105,6 +105,11 @@ type Outcome struct {
 	// Conflict is true when the key was seen before with a different
 	// request: nothing was created.
 	Conflict bool
+	// Problem, when set, is why the submission was refused before
+	// anything was stored: a sendAt beyond dispatch.maxScheduleAhead,
+	// which only the intake's clock can tell. The queue dead-letters the
+	// message with its code; Send answers INVALID_ARGUMENT.
+	Problem *dispatch.Problem
 }
 
 // Intake accepts submissions: it dedupes them by key, resolves each
@@ -118,6 +123,7 @@ type Intake struct {
 	outbox  EnvelopeRecorder
 	now     func() time.Time
 	local   Local
+	ahead   time.Duration // dispatch.maxScheduleAhead; 0: no limit
 }
 
 // New returns an Intake. outbox may be nil (no envelopes). local,
@@ -141,6 +147,13 @@ type Option func(*Intake)
 // rule engine's rules (conditions, preferences, suppressions) here.
 func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.planner = p } }
 
+// WithMaxScheduleAhead refuses a sendAt more than ahead in the future
+// (dispatch.maxScheduleAhead) and skips a delivery an action's delay would
+// put beyond it.
+func WithMaxScheduleAhead(ahead time.Duration) Option {
+	return func(in *Intake) { in.ahead = ahead }
+}
+
 // Submit accepts subs in one transaction and returns one Outcome per
 // submission, in order. An error means nothing was committed (the caller
 // may retry the whole batch: keys make that safe).
@@ -151,7 +164,46 @@ func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.plan
 // workers), and record the summaries and envelopes; after the commit the
 // claimed deliveries are handed off.
 func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, error) {
-	b := newBatch(subs, in.now().UnixMilli(), traceParent(ctx))
+	now := in.now()
+	refused := map[int]*dispatch.Problem{}
+	for i, s := range subs {
+		if p := s.Request.CheckSchedule(now, in.ahead); p != nil {
+			refused[i] = p
+		}
+	}
+	if len(refused) == 0 {
+		return in.submit(ctx, subs, now)
+	}
+	keep := make([]Submission, 0, len(subs)-len(refused))
+	for i, s := range subs {
+		if refused[i] == nil {
+			keep = append(keep, s)
+		}
+	}
+	var kept []Outcome
+	if len(keep) > 0 {
+		var err error
+		if kept, err = in.submit(ctx, keep, now); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]Outcome, len(subs))
+	for i := range subs {
+		if p := refused[i]; p != nil {
+			out[i] = Outcome{Problem: p}
+			continue
+		}
+		out[i], kept = kept[0], kept[1:]
+	}
+	return out, nil
+}
+
+func (in *Intake) submit(ctx context.Context, subs []Submission, at time.Time) ([]Outcome, error) {
+	now := at.UnixMilli()
+	b := newBatch(subs, now, traceParent(ctx))
+	if in.ahead > 0 {
+		b.latest = at.Add(in.ahead).UnixMilli()
+	}
 	if err := in.resolve(ctx, b); err != nil {
 		return nil, err
 	}
@@ -302,6 +354,9 @@ func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, co
 	out, err := in.Submit(ctx, []Submission{{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Actor: &actor}})
 	if err != nil {
 		return Outcome{}, err
+	}
+	if p := out[0].Problem; p != nil {
+		return Outcome{}, p.AppErr()
 	}
 	if out[0].Conflict {
 		return Outcome{}, &apperr.Error{Kind: apperr.FailedPrecondition, Err: ErrKeyConflict,

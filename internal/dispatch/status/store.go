@@ -28,6 +28,7 @@ type Store struct {
 	db      *gorm.DB
 	now     func() time.Time
 	sandbox SandboxRecords
+	outbox  EnvelopeRecorder // Cancel's envelopes; nil: none
 }
 
 // SandboxRecords is the sandbox channel's record of what it accepted
