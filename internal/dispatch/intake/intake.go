@@ -164,10 +164,15 @@ func WithMaxScheduleAhead(ahead time.Duration) Option {
 // workers), and record the summaries and envelopes; after the commit the
 // claimed deliveries are handed off.
 func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, error) {
+	// A sendAt beyond the horizon refuses its submission alone (Outcome.
+	// Problem), before the batch: the others go ahead.
 	now := in.now()
-	refused := map[int]*dispatch.Problem{}
+	var refused map[int]*dispatch.Problem
 	for i, s := range subs {
 		if p := s.Request.CheckSchedule(now, in.ahead); p != nil {
+			if refused == nil {
+				refused = map[int]*dispatch.Problem{}
+			}
 			refused[i] = p
 		}
 	}
@@ -198,6 +203,8 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	return out, nil
 }
 
+// submit is Submit for submissions that passed the schedule check, all
+// stamped at.
 func (in *Intake) submit(ctx context.Context, subs []Submission, at time.Time) ([]Outcome, error) {
 	now := at.UnixMilli()
 	b := newBatch(subs, now, traceParent(ctx))
