@@ -216,6 +216,9 @@ type Config struct {
 	// Throttle caps the deliveries per recipient per window; over it a
 	// delivery is skipped (throttled).
 	Throttle *Throttle `json:"throttle,omitempty"`
+	// Delay postpones the action's deliveries: a duration after the
+	// notification (its sendAt), or the timestamp a macro holds (Delay).
+	Delay *Delay `json:"delay,omitempty"`
 }
 
 // InDoubt policies (Config.InDoubt).

@@ -272,6 +272,10 @@ func (a Action) clone() Action {
 		}
 		a.Config.Locales = locales
 	}
+	if a.Config.Delay != nil {
+		delay := *a.Config.Delay
+		a.Config.Delay = &delay
+	}
 	return a
 }
 

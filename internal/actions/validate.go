@@ -184,6 +184,16 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 			f.Add("config.locales."+k, "must be a language such as fr or a locale such as fr_CA")
 		}
 	}
+	if d := c.Delay; d != nil {
+		switch {
+		case d.bad:
+			f.Add("config.delay", `must be a Go duration such as "10m" or "24h", or {"macro": "NAME"}: a macro holding a timestamp`)
+		case d.Macro != "" && !macroName.MatchString(d.Macro):
+			f.Add("config.delay.macro", "must be a macro name such as REMIND_AT")
+		case d.Macro == "" && (d.Duration <= 0 || d.Duration > MaxDelay):
+			f.Add("config.delay", fmt.Sprintf("must be a positive duration of at most %s", MaxDelay))
+		}
+	}
 	CheckCondition(f, "config.condition", string(c.Condition))
 }
 

@@ -323,6 +323,10 @@ type Dispatch struct {
 	// Retention is how long finished notifications are kept, with their
 	// deliveries, sandbox records and idempotency keys; 0 keeps them forever.
 	Retention time.Duration `koanf:"retention"`
+	// MaxScheduleAhead is how far ahead a notification's sendAt (or an
+	// action's delay to a macro's timestamp) may be: beyond it the send
+	// is refused, so no delivery waits in the queue for years.
+	MaxScheduleAhead time.Duration `koanf:"maxScheduleAhead"`
 }
 
 // validate checks the dispatch section; bad records a finding.
@@ -360,6 +364,9 @@ func (d Dispatch) validate(bad func(key, msg string)) {
 	}
 	if d.RecordBatch < 1 {
 		bad("dispatch.recordBatch", "must be at least 1")
+	}
+	if d.MaxScheduleAhead < time.Minute {
+		bad("dispatch.maxScheduleAhead", "must be at least 1m")
 	}
 }
 
@@ -531,6 +538,9 @@ func Default() Config {
 			RecordBatch:    256,
 			RecordSandbox:  true,
 			Retention:      30 * 24 * time.Hour,
+			// A quarter: far enough for a renewal reminder, near enough
+			// that a typo in a year does not park a delivery for a decade.
+			MaxScheduleAhead: 90 * 24 * time.Hour,
 		},
 		Channels: Channels{
 			SendGrid: SendGrid{

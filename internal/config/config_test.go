@@ -95,6 +95,7 @@ func TestValidateChecksEverySection(t *testing.T) {
 		{"auth.leeway", func(c *config.Config) { c.Auth.Leeway = -time.Second }},
 		{"log.format", func(c *config.Config) { c.Log.Format = "xml" }},
 		{"outbox.retention", func(c *config.Config) { c.Outbox.Retention = -time.Second }},
+		{"dispatch.maxScheduleAhead", func(c *config.Config) { c.Dispatch.MaxScheduleAhead = 0 }},
 		{"templates.maxSteps", func(c *config.Config) { c.Templates.MaxSteps = 0 }},
 		{"templates.renderTimeout", func(c *config.Config) { c.Templates.RenderTimeout = 0 }},
 		{"preview.ratePerMinute", func(c *config.Config) { c.Preview.RatePerMinute = 0 }},

@@ -173,6 +173,22 @@ type Delivery struct {
 	SandboxMessages []SandboxMessage `json:"sandboxMessages,omitempty" gorm:"-"`
 }
 
+// MarshalJSON adds dueTime to the delivery's fields: when a delivery that
+// waits (scheduled or pending) is due, epoch ms. It is nextAttemptTime for
+// those two statuses and absent for the others, whose nextAttemptTime is
+// history.
+func (d Delivery) MarshalJSON() ([]byte, error) {
+	type fields Delivery // without this method
+	var due int64
+	if d.Status == StatusScheduled || d.Status == StatusPending {
+		due = d.NextAttemptAt
+	}
+	return json.Marshal(struct {
+		fields
+		DueTime int64 `json:"dueTime,omitempty"`
+	}{fields(d), due})
+}
+
 // SandboxMessage is one message the sandbox channel accepted for a delivery:
 // the rendered channels.Message as it recorded it.
 type SandboxMessage = channels.SandboxMessage

@@ -57,6 +57,10 @@ type Request struct {
 type Notification struct {
 	Name       string      `json:"name"`
 	Recipients []Recipient `json:"recipients"`
+	// SendAt, when set, is when its deliveries are due: they are planned
+	// now and wait as scheduled until then (docs/rules.md). A time in the
+	// past sends now.
+	SendAt Timestamp `json:"sendAt,omitempty"`
 	// Data is the trigger's payload, a free-form JSON object (an order's
 	// amount, the invited user's name): conditions read it as
 	// notification.data. Optional; at most MaxDataLen bytes.
@@ -143,6 +147,51 @@ func jsonKind(b []byte) string {
 		return "null"
 	}
 	return "number"
+}
+
+// Timestamp is an instant in epoch milliseconds that accepts an RFC 3339
+// string or an epoch-milliseconds number, and encodes as the number (so a
+// request's Hash is the same whichever form it came in). Zero is unset. A
+// value of neither form decodes to invalidTimestamp, which Validate reports
+// with the field's name; the decoder would only name the body.
+type Timestamp int64
+
+const invalidTimestamp Timestamp = -1
+
+// UnmarshalJSON accepts "2026-12-24T18:00:00+01:00" and 1798131600000.
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	s := string(bytes.TrimSpace(b))
+	switch {
+	case s == "null":
+		*t = 0
+	case strings.HasPrefix(s, `"`):
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return err
+		}
+		at, err := time.Parse(time.RFC3339Nano, str)
+		if err != nil || at.UnixMilli() <= 0 {
+			*t = invalidTimestamp
+			return nil
+		}
+		*t = Timestamp(at.UnixMilli())
+	default:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			*t = invalidTimestamp
+			return nil
+		}
+		*t = Timestamp(n)
+	}
+	return nil
+}
+
+// Time is t as a time; the zero time when t is unset.
+func (t Timestamp) Time() time.Time {
+	if t <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(t))
 }
 
 // Recipient is one person the notification is for. Email is shorthand for a
@@ -409,6 +458,9 @@ func (r Request) Validate() error {
 				f.Add(p+".data", apperr.TextReason)
 			}
 		}
+		if n.SendAt < 0 {
+			f.Add(p+".sendAt", "must be an RFC 3339 time (2026-12-24T18:00:00Z) or epoch milliseconds after 1970")
+		}
 		switch c := len(n.Recipients); {
 		case c == 0:
 			f.Add(p+".recipients", "must have at least one recipient")
@@ -445,6 +497,28 @@ func (r Request) Validate() error {
 	}
 	if !apperr.ValidText(strings.Join(r.names(), "")) {
 		f.Add("notification.name", apperr.TextReason)
+	}
+	if len(f) == 0 {
+		return nil
+	}
+	return &Problem{Code: ProblemSchema, Message: "message has invalid fields", Details: f}
+}
+
+// CheckSchedule refuses a request with a sendAt more than ahead after
+// now, naming each such entry; a sendAt in the past is fine (it sends now).
+// It is apart from Validate because it needs the clock and the service's
+// dispatch.maxScheduleAhead; ahead <= 0 checks nothing.
+func (r Request) CheckSchedule(now time.Time, ahead time.Duration) *Problem {
+	if ahead <= 0 {
+		return nil
+	}
+	var f apperr.Fields
+	latest := now.Add(ahead).UnixMilli()
+	for i, n := range r.Notification {
+		if int64(n.SendAt) > latest {
+			f.Add(fmt.Sprintf("notification[%d].sendAt", i),
+				fmt.Sprintf("must be at most %s ahead (dispatch.maxScheduleAhead); it is %s ahead", ahead, n.SendAt.Time().Sub(now).Round(time.Second)))
+		}
 	}
 	if len(f) == 0 {
 		return nil

@@ -28,6 +28,7 @@ type NotificationService interface {
 	Get(ctx context.Context, collectionID, id int64) (*dispatch.NotificationRecord, error)
 	List(ctx context.Context, collectionID int64, f status.NotificationFilter) ([]dispatch.NotificationRecord, error)
 	ListDeliveries(ctx context.Context, collectionID int64, f status.DeliveryFilter) ([]dispatch.Delivery, error)
+	Cancel(ctx context.Context, collectionID, id int64, actor auth.Principal) (*dispatch.NotificationRecord, status.Cancellation, error)
 }
 
 // Headers of the send route.
@@ -127,6 +128,29 @@ func (r *router) notifications() {
 			return err
 		}
 		c.JSON(http.StatusOK, gin.H{"notification": n})
+		return nil
+	})
+	// Cancel is the producer's: whoever may send may take a send back.
+	r.handle(http.MethodPost, "/collections/:collectionId/notifications/:notificationId/cancel", "NONTCNL", sendCollection, func(c *gin.Context, p auth.Principal) error {
+		cid, err := pathID(c, "collectionId")
+		if err != nil {
+			return err
+		}
+		id, err := pathID(c, "notificationId")
+		if err != nil {
+			return err
+		}
+		n, done, err := svc.Cancel(c.Request.Context(), cid, id, p)
+		if err != nil {
+			return err
+		}
+		c.JSON(http.StatusOK, gin.H{
+			"responseCode":    ResponseCode("NONTCNL", http.StatusOK),
+			"responseMessage": fmt.Sprintf("%d deliveries canceled; %d in flight", done.Canceled, done.InFlight),
+			"notification":    n,
+			"canceled":        done.Canceled,
+			"inFlight":        done.InFlight,
+		})
 		return nil
 	})
 	r.handle(http.MethodGet, "/collections/:collectionId/notifications", "NONTLST", readCollection, func(c *gin.Context, p auth.Principal) error {

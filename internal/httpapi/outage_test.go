@@ -73,6 +73,7 @@ func TestDatabaseOutageAnswers503OnEveryRoute(t *testing.T) {
 				"POST /v1/collections/:collectionId/notifications":                        sendBody,
 				"GET /v1/collections/:collectionId/notifications":                         nil,
 				"GET /v1/collections/:collectionId/notifications/:notificationId":         nil,
+				"POST /v1/collections/:collectionId/notifications/:notificationId/cancel": nil,
 				"GET /v1/collections/:collectionId/deliveries":                            nil,
 				"GET /v1/envelopes":                                                       nil,
 				"GET /v1/envelopes/stats":                                                 nil,

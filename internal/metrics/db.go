@@ -79,8 +79,11 @@ func newDBCollector(db *gorm.DB, cfg config.Metrics, log *slog.Logger, now func(
 		deliveries:    d("deliveries", "Deliveries in the database by channel and current status.", "channel", "status"),
 		retryDepth:    d("retry_queue_depth", "Deliveries pending again after a failed attempt (status pending, attempts > 0), by channel.", "channel"),
 		channels:      []string{channels.ChannelEmail, channels.ChannelSMS, channels.ChannelPush},
-		statuses: []string{dispatch.StatusPending, dispatch.StatusSending, dispatch.StatusSent, dispatch.StatusDelivered,
-			dispatch.StatusBounced, dispatch.StatusFailed, dispatch.StatusSkipped},
+		// scheduled is its own series, not part of pending: pending is work
+		// due now (the backlog an operator scales for), scheduled is work
+		// due later by design (sendAt, delay), which may be millions of rows.
+		statuses: []string{dispatch.StatusPending, dispatch.StatusScheduled, dispatch.StatusSending, dispatch.StatusSent, dispatch.StatusDelivered,
+			dispatch.StatusBounced, dispatch.StatusFailed, dispatch.StatusSkipped, dispatch.StatusCanceled},
 	}
 }
 

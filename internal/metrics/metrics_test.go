@@ -254,6 +254,9 @@ VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
 		del("sms", "failed", 8)
 		del("sms", "pending", 3)
 		del("webhook", "pending", 2) // a channel the collector does not list is reported all the same
+		// Scheduled is its own series, and not a retry even after an attempt
+		// (a send-time gate holds a claimed delivery as scheduled again).
+		del("email", "scheduled", 1)
 
 		// The first reading is cached: a scrape within metrics.dbCacheTTL
 		// does not query again.
@@ -269,6 +272,8 @@ VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
 		require.Equal(t, 2.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "pending"))
 		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "failed"))
 		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "email"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "scheduled"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_deliveries", "channel", "push", "status", "canceled"))
 		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "sms"))
 		require.Equal(t, 0.0, gauge(t, m, "notify_retry_queue_depth", "channel", "push"))
 		require.Equal(t, 0.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "sent"))
@@ -276,7 +281,7 @@ VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
 		require.Equal(t, 1.0, gauge(t, m, "notify_retry_queue_depth", "channel", "webhook"))
 		n, err := testutil.GatherAndCount(m.Registry(), "notify_deliveries")
 		require.NoError(t, err)
-		require.Equal(t, 3*7+1, n, "each series once")
+		require.Equal(t, 3*9+1, n, "each series once")
 
 		// A database that fails: up is 0 and the gauges are left out.
 		broken := newDBCollector(db, config.Metrics{DBTimeout: time.Second}, nil, time.Now)

@@ -15,6 +15,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/preferences"
 	"github.com/notificationservice/notificationservice/internal/schedule"
@@ -97,6 +98,9 @@ func goldenCases() []goldenCase {
 				Email: "externalevents1709786394020@gmail.com", PushID: "hj7sdf67sqc9", Phone: "409-685-4167",
 				Locale: "en_US", Macros: dispatch.Macros{"FNAME": "John"},
 			}}}}, Actor: seedActor, Producer: seedProducer}, 1709786395165},
+		{"notifications_cancel", outbox.Change{DetailType: outbox.NotificationsCancel, EntityID: "8812", CollectionID: 772,
+			Payload: map[string]any{"notification": status.Cancellation{ID: 8812, Name: "USER_INVITEUSER", Canceled: 2}},
+			Actor:   seedActor, Href: "/v1/collections/772/notifications/8812"}, 1709786396000},
 		{"collection_create", outbox.Change{DetailType: outbox.CollectionCreate, EntityID: "772", CollectionID: 772,
 			Payload: map[string]any{"collection": accounts}, Actor: seedActor}, 1709786360010},
 		{"collection_update", outbox.Change{DetailType: outbox.CollectionUpdate, EntityID: "772", CollectionID: 772,

@@ -31,6 +31,9 @@ const (
 	CollectionUpdate  = DetailTypePrefix + "collection/update"
 	CollectionDelete  = DetailTypePrefix + "collection/delete"
 	NotificationsSend = DetailTypePrefix + "notifications/send"
+	// NotificationsCancel: a notification's unsent deliveries were
+	// canceled (POST …/notifications/{id}/cancel); detail.id is its id.
+	NotificationsCancel = DetailTypePrefix + "notifications/cancel"
 )
 
 // Change is one mutation to publish.

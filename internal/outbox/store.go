@@ -19,7 +19,7 @@ func DetailTypes() []string {
 		CollectionCreate, CollectionUpdate, CollectionDelete,
 		EventCreate, EventUpdate, EventDelete,
 		ActionCreate, ActionUpdate, ActionDelete,
-		NotificationsSend,
+		NotificationsSend, NotificationsCancel,
 		WebhookCreate, WebhookUpdate, WebhookDelete,
 		SuppressionCreate, SuppressionDelete,
 		PreferencesUpdate,

@@ -56,6 +56,9 @@ const (
 	// action of configName SendWebhookConfig (the webhook channel): it is
 	// the notification itself, not news about one.
 	TypeNotificationWebhook = "NOTIFICATION_WEBHOOK"
+	// TypeNotificationCanceled: a notification's waiting deliveries were
+	// canceled (POST .../notifications/{id}/cancel).
+	TypeNotificationCanceled = "NOTIFICATION_CANCELED"
 
 	TypeCollectionCreated  = "COLLECTION_CREATED"
 	TypeCollectionUpdated  = "COLLECTION_UPDATED"
@@ -101,6 +104,7 @@ var eventTypes = []EventType{
 	{TypeDeliveryFailed, 106, CategoryDelivery, ""},
 	{TypeDeliverySkipped, 107, CategoryDelivery, ""},
 	{TypeNotificationWebhook, 108, CategoryDelivery, ""},
+	{TypeNotificationCanceled, 109, CategoryDelivery, NotificationsCancel},
 
 	{TypeCollectionCreated, 200, CategoryConfiguration, CollectionCreate},
 	{TypeCollectionUpdated, 201, CategoryConfiguration, CollectionUpdate},

@@ -452,6 +452,8 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 				bad = append(bad, poison{d, ReasonProcessingFailed, failed[j].Error()})
 			case o.Refused != nil:
 				bad = append(bad, poison{d, ReasonTenantMismatch, o.Refused.Error()})
+			case o.Problem != nil: // a sendAt beyond dispatch.maxScheduleAhead
+				bad = append(bad, poison{d, o.Problem.Code, o.Problem.Error()})
 			case o.Conflict:
 				bad = append(bad, poison{d, ReasonIdempotencyConflict,
 					fmt.Sprintf("key %q was already used for a different message", dedupeKey(d))})

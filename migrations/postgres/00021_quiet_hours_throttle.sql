@@ -21,15 +21,7 @@ CREATE TABLE throttle_counters (
 );
 CREATE INDEX throttle_counters_expires ON throttle_counters (expires_at);
 
--- The claim takes due scheduled rows (a quiet-hours deferral) as well as
--- pending ones: status IN ('pending', 'scheduled') cannot use the partial
--- index of pending rows (deliveries_due_idx, 00006), and fell back to a
--- sequential scan. This one has the claim's own predicate. (The schedules
--- work, issue 16, claims the same rows; keep one such index when merging.)
-CREATE INDEX deliveries_waiting_due_idx ON deliveries (next_attempt_at, id) WHERE status IN ('pending', 'scheduled');
-
 -- +goose Down
-DROP INDEX deliveries_waiting_due_idx;
 DROP TABLE throttle_counters;
 ALTER TABLE collections DROP COLUMN quiet_hours;
 ALTER TABLE collections DROP COLUMN timezone;

@@ -25,7 +25,7 @@ type Pruned struct {
 }
 
 // Prune applies dispatch.retention: it deletes the notifications accepted
-// more than retention ago whose deliveries are all finished (none pending or
+// more than retention ago whose deliveries are all finished (none pending,
 // scheduled or sending), with their deliveries and the sandbox's records of them. A
 // notification with a delivery still to send is kept whatever its age; a
 // finished delivery never becomes pending again, so one selected here stays

@@ -357,9 +357,21 @@ func (d *Dispatcher) claim(ctx context.Context, now int64) ([]Claimed, error) {
 	return rows, nil
 }
 
+// claimPick picks the claim's rows (parameters: now, limit): the part of
+// the claim a backlog of future rows could slow, which
+// BenchmarkClaimWithScheduledBacklog times alone.
+const claimPick = `
+  SELECT id FROM deliveries
+  WHERE status IN ('pending', 'scheduled') AND next_attempt_at <= ?
+  ORDER BY next_attempt_at, id
+  LIMIT ?`
+
 // claimSQL is the claim statement: due pending and scheduled deliveries
-// (a quiet-hours deferral waits as scheduled), oldest first,
-// to sending with one more attempt, leased to this instance until until.
+// (a quiet-hours deferral waits as scheduled too), oldest first, to sending with one more attempt, leased to this instance
+// until until. Its WHERE repeats the predicate of the partial index
+// deliveries_waiting_idx (migration 00020) word for word, so both dialects
+// use it: the rows due now are at the index's start, whatever number of
+// scheduled rows wait after them.
 func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 	lock := ""
 	if d.pg {
@@ -372,11 +384,7 @@ func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 	args := []any{now, d.owner, until, now, now, d.cfg.ClaimBatch}
 	return `
 UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, lease_owner = ?, lease_until = ?, updated_time = ?
-WHERE id IN (
-  SELECT id FROM deliveries
-  WHERE status IN ('pending', 'scheduled') AND next_attempt_at <= ?
-  ORDER BY next_attempt_at, id
-  LIMIT ?` + lock + `)
+WHERE id IN (` + claimPick + lock + `)
 RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
   ` + traceParent + ` AS trace_parent`, args
 }
@@ -680,7 +688,10 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 	// is not repeated); a row claimed again, by this instance or another,
 	// has more attempts and a new lease, and is left to its new owner.
 	// Recover's own writes also require the lease to be still expired, so
-	// an owner that renewed in the meantime keeps its row.
+	// an owner that renewed in the meantime keeps its row. A cancel
+	// (status.Store.Cancel) takes pending rows, and one may be a row
+	// Recover put back while its old owner was still sending: when that
+	// send was accepted the row says sent, not canceled, because it was.
 	//
 	// A gate's deferral or skip gives the claim's attempt back (uncount):
 	// the SET reads the row as it was, so attempts is the fenced value
@@ -695,7 +706,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 		"provider_message_id = COALESCE(NULLIF(v.pmid, ''), deliveries.provider_message_id), next_attempt_at = v.next_at, " +
 		"sent_time = v.sent_time, in_doubt = deliveries.in_doubt + CASE WHEN v.reconciled = '' THEN 0 ELSE 1 END, " +
 		"reconciled = CASE WHEN v.reconciled = '' THEN deliveries.reconciled ELSE v.reconciled END, updated_time = ? FROM (SELECT " + sel + " FROM " + from + ") AS v " +
-		"WHERE deliveries.id = v.id AND deliveries.status IN ('sending', 'pending') AND deliveries.attempts = v.attempts " +
+		"WHERE deliveries.id = v.id AND (deliveries.status IN ('sending', 'pending') OR (deliveries.status = 'canceled' AND v.status = 'sent')) AND deliveries.attempts = v.attempts " +
 		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before) " +
 		"AND (v.uncount = 0 OR deliveries.next_attempt_at <> v.next_at)"
 	return q, []any{now, string(doc)}, nil

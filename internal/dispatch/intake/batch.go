@@ -13,10 +13,12 @@ import (
 // and writes it, so what belongs to a submission or a notification stays
 // with it.
 type batch struct {
-	now   int64  // epoch ms: every row of the batch is created at now
-	trace string // the traceparent of Submit's ctx
-	rules map[ruleKey]planning.Resolution
-	subs  []*entry
+	now int64 // epoch ms: every row of the batch is created at now
+	// latest is the latest due time a delay may set (planning.Input.Latest).
+	latest int64
+	trace  string // the traceparent of Submit's ctx
+	rules  map[ruleKey]planning.Resolution
+	subs   []*entry
 	// notes are the notifications planned for the submissions that may be
 	// fresh (the keyless ones and the first of each key in the batch); after
 	// keepFresh, only those of fresh submissions.
@@ -92,7 +94,7 @@ func (b *batch) plan(p *planning.Batch) {
 		if e.Key != "" && e.first != i {
 			continue
 		}
-		in := e.input()
+		in := e.input(b.latest)
 		for j, n := range e.Request.Notification {
 			in.Notification = n
 			note, ds := p.Plan(in, b.rules[ruleKey{in.CollectionID, n.Name}], b.now)
@@ -114,7 +116,7 @@ func (b *batch) plan(p *planning.Batch) {
 func (b *batch) inputs() []planning.Input {
 	var ins []planning.Input
 	for _, e := range b.subs {
-		in := e.input()
+		in := e.input(b.latest)
 		for _, n := range e.Request.Notification {
 			in.Notification = n
 			ins = append(ins, in)
@@ -123,8 +125,8 @@ func (b *batch) inputs() []planning.Input {
 	return ins
 }
 
-func (e *entry) input() planning.Input {
-	in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation,
+func (e *entry) input(latest int64) planning.Input {
+	in := planning.Input{CollectionID: int64(e.Request.CollectionID), Source: e.Source, Key: e.Key, Correlation: e.Correlation, Latest: latest,
 		Tenant: e.Producer.Tenant, Team: e.Producer.Team, Service: e.Producer.Service, EntityID: e.Producer.EntityID}
 	if e.Actor != nil {
 		in.CreatedBy = e.Actor.UserID

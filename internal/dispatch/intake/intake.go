@@ -113,6 +113,11 @@ type Outcome struct {
 	// looked up or created: its tenant is not its collection's
 	// (ErrTenantMismatch).
 	Refused error
+	// Problem, when set, is why the submission was refused before
+	// anything was stored: a sendAt beyond dispatch.maxScheduleAhead,
+	// which only the intake's clock can tell. The queue dead-letters the
+	// message with its code; Send answers INVALID_ARGUMENT.
+	Problem *dispatch.Problem
 }
 
 // Intake accepts submissions: it dedupes them by key, resolves each
@@ -126,7 +131,8 @@ type Intake struct {
 	outbox  EnvelopeRecorder
 	now     func() time.Time
 	local   Local
-	events  Events // nil: no lifecycle events (events.go)
+	events  Events        // nil: no lifecycle events (events.go)
+	ahead   time.Duration // dispatch.maxScheduleAhead; 0: no limit
 }
 
 // New returns an Intake. outbox may be nil (no envelopes). local,
@@ -150,6 +156,13 @@ type Option func(*Intake)
 // rule engine's rules (conditions, preferences, suppressions) here.
 func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.planner = p } }
 
+// WithMaxScheduleAhead refuses a sendAt more than ahead in the future
+// (dispatch.maxScheduleAhead) and skips a delivery an action's delay would
+// put beyond it.
+func WithMaxScheduleAhead(ahead time.Duration) Option {
+	return func(in *Intake) { in.ahead = ahead }
+}
+
 // Submit accepts subs in one transaction and returns one Outcome per
 // submission, in order. An error means nothing was committed (the caller
 // may retry the whole batch: keys make that safe).
@@ -160,27 +173,37 @@ func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.plan
 // workers), and record the summaries and envelopes; after the commit the
 // claimed deliveries are handed off.
 func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, error) {
+	// A submission refused before anything is stored takes no further
+	// part: a sendAt beyond dispatch.maxScheduleAhead (which only the
+	// intake's clock can tell; Outcome.Problem), or a tenant that is not
+	// its collection's (Outcome.Refused). It claims no key and creates
+	// nothing, so the same key can be sent again, corrected.
+	at := in.now()
 	resolved := map[ruleKey]planning.Resolution{}
 	if err := in.resolve(ctx, subs, resolved); err != nil {
 		return nil, err
 	}
-	// A submission its collection's tenant refuses takes no further part:
-	// it claims no key and creates nothing, so the same key can be sent
-	// again with the right tenant.
 	outs := make([]Outcome, len(subs))
 	var kept []Submission
-	var at []int
+	var idx []int
 	for i, s := range subs {
+		if p := s.Request.CheckSchedule(at, in.ahead); p != nil {
+			outs[i].Problem = p
+			continue
+		}
 		if err := tenantMismatch(s, resolved); err != nil {
 			outs[i].Refused = err
 			continue
 		}
-		kept, at = append(kept, s), append(at, i)
+		kept, idx = append(kept, s), append(idx, i)
 	}
 	if len(kept) == 0 {
 		return outs, nil
 	}
-	b := newBatch(kept, in.now().UnixMilli(), traceParent(ctx))
+	b := newBatch(kept, at.UnixMilli(), traceParent(ctx))
+	if in.ahead > 0 {
+		b.latest = at.Add(in.ahead).UnixMilli()
+	}
 	b.rules = resolved
 	// The rules read what they need for the whole batch once, before the
 	// transaction (on SQLite a read beside an open write transaction would
@@ -228,7 +251,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 		in.events.Committed()
 	}
 	for j, o := range b.outcomes() {
-		outs[at[j]] = o
+		outs[idx[j]] = o
 	}
 	return outs, nil
 }
@@ -372,6 +395,9 @@ func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, co
 		return Outcome{}, &apperr.Error{Kind: apperr.PermissionDenied, Err: out[0].Refused,
 			Message: fmt.Sprintf("tenant %q may not send to collection %d: the collection belongs to another tenant", producer.Tenant, req.CollectionID),
 			Details: []apperr.Detail{{Field: dispatch.HeaderTenant, Reason: "must be the collection's tenant, or left out"}}}
+	}
+	if p := out[0].Problem; p != nil {
+		return Outcome{}, p.AppErr()
 	}
 	if out[0].Conflict {
 		return Outcome{}, &apperr.Error{Kind: apperr.FailedPrecondition, Err: ErrKeyConflict,

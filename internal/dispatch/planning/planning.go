@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,9 @@ type Input struct {
 	Service      string
 	EntityID     string
 	Notification dispatch.Notification
+	// Latest is the latest due time (epoch ms) a delay may give a
+	// delivery (now + dispatch.maxScheduleAhead); 0: no limit.
+	Latest int64
 }
 
 // Resolution is what the notification's name resolved to: its event's
@@ -267,15 +271,19 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 				}
 				d.Reason, d.ReasonDetail = rule.Skip(pair)
 			}
+			if d.Reason == "" {
+				d.Status, d.NextAttemptAt, d.Reason, d.ReasonDetail = when(in, a, rc, now)
+			} else {
+				d.Status = dispatch.StatusSkipped
+			}
 			switch {
-			case d.Reason == "":
-				decision = DecisionPlanned
+			case d.Status != dispatch.StatusSkipped:
+				decision = DecisionPlanned // pending, or scheduled for later
 			case d.Address != "":
 				decision = d.Reason // a rule's code: the address step leaves no address
 			}
 			tally.add(decision)
-			if d.Reason != "" {
-				d.Status = dispatch.StatusSkipped
+			if d.Status == dispatch.StatusSkipped {
 				note.SkippedCount++
 			}
 			ds = append(ds, d)
@@ -308,6 +316,52 @@ func (t *tally) add(reason string) {
 		reason string
 		n      int
 	}{reason, 1})
+}
+
+// when decides when a delivery that goes ahead is due: now (pending), or
+// later (scheduled) for the notification's sendAt and the action's delay,
+// which counts from sendAt. A delay to a macro's timestamp that is missing,
+// unreadable or beyond in.Latest skips the delivery (reason delay): the
+// producer's data is wrong, and sending at once would break the promise the
+// action makes.
+func when(in Input, a *actions.Action, rc dispatch.Recipient, now int64) (status string, due int64, reason, detail string) {
+	due, reason = now, ""
+	if at := int64(in.Notification.SendAt); at > now {
+		due, reason, detail = at, dispatch.ReasonSendAt, "sendAt "+time.UnixMilli(at).UTC().Format(time.RFC3339Nano)
+	}
+	if dl := a.Config.Delay; dl != nil {
+		switch {
+		case dl.Macro != "":
+			at, ok := timestamp(rc.Macros[dl.Macro])
+			if !ok {
+				return dispatch.StatusSkipped, now, dispatch.ReasonDelay,
+					fmt.Sprintf("action %d delays to macro %s, which is %q: not an RFC 3339 time or epoch milliseconds", a.ID, dl.Macro, apperr.Truncate(rc.Macros[dl.Macro], 100))
+			}
+			if in.Latest > 0 && at > in.Latest {
+				return dispatch.StatusSkipped, now, dispatch.ReasonDelay,
+					fmt.Sprintf("action %d delays to macro %s, %s: beyond dispatch.maxScheduleAhead", a.ID, dl.Macro, time.UnixMilli(at).UTC().Format(time.RFC3339))
+			}
+			if at > due {
+				due, reason, detail = at, dispatch.ReasonDelay, fmt.Sprintf("config.delay: macro %s, %s", dl.Macro, time.UnixMilli(at).UTC().Format(time.RFC3339Nano))
+			}
+		case dl.Duration > 0:
+			due += dl.Duration.Milliseconds()
+			reason, detail = dispatch.ReasonDelay, fmt.Sprintf("config.delay %s after %s", dl.Duration, time.UnixMilli(due-dl.Duration.Milliseconds()).UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if reason == "" {
+		return dispatch.StatusPending, now, "", ""
+	}
+	return dispatch.StatusScheduled, due, reason, detail
+}
+
+// timestamp reads a macro's value as an instant: RFC 3339 or epoch ms.
+func timestamp(v string) (int64, bool) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return n, n > 0
+	}
+	at, err := time.Parse(time.RFC3339Nano, v)
+	return at.UnixMilli(), err == nil && at.UnixMilli() > 0
 }
 
 // address returns the recipient's address on a's channel for display, or

@@ -32,7 +32,8 @@ type Store struct {
 	sandbox SandboxRecords
 	// suppressor, when set, takes the addresses reports suppress.
 	suppressor Suppressor
-	events     Events // nil: reports record no lifecycle events (events.go)
+	events     Events           // nil: reports record no lifecycle events (events.go)
+	outbox     EnvelopeRecorder // Cancel's envelopes; nil: none
 }
 
 // SandboxRecords is the sandbox channel's record of what it accepted
