@@ -187,10 +187,12 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 	if d := c.Delay; d != nil {
 		switch {
 		case d.bad:
-			f.Add("config.delay", `must be a Go duration such as "10m" or "24h", or {"macro": "NAME"}: a macro holding a timestamp`)
+			f.Add("config.delay", `must be a Go duration such as "10m" or "24h", {"macro": "NAME"}: a macro holding a timestamp, or {"data": "field"}: a field of the notification's data holding one`)
 		case d.Macro != "" && !macroName.MatchString(d.Macro):
 			f.Add("config.delay.macro", "must be a macro name such as REMIND_AT")
-		case d.Macro == "" && (d.Duration <= 0 || d.Duration > MaxDelay):
+		case d.Data != "" && (len(d.Data) > 255 || !apperr.ValidText(d.Data)):
+			f.Add("config.delay.data", "must be a field name of at most 255 characters")
+		case d.Macro == "" && d.Data == "" && (d.Duration <= 0 || d.Duration > MaxDelay):
 			f.Add("config.delay", fmt.Sprintf("must be a positive duration of at most %s", MaxDelay))
 		}
 	}

@@ -229,6 +229,9 @@ func TestActionDelay(t *testing.T) {
 		{"macro", `{"macro": "REMIND_AT"}`, "", dispatch.StatusScheduled, dispatch.ReasonDelay, remindAt},
 		{"sendAt after the macro's time", `{"macro": "REMIND_AT"}`, `, "sendAt": "2026-12-26T00:00:00Z"`, dispatch.StatusScheduled, dispatch.ReasonSendAt, time.Date(2026, 12, 26, 0, 0, 0, 0, time.UTC)},
 		{"macro missing", `{"macro": "NOT_THERE"}`, "", dispatch.StatusSkipped, dispatch.ReasonDelay, t0},
+		{"data string", `{"data": "remindAt"}`, `, "data": {"remindAt": "2026-12-25T09:00:00+01:00"}`, dispatch.StatusScheduled, dispatch.ReasonDelay, remindAt},
+		{"data epoch ms", `{"data": "remindAt"}`, `, "data": {"remindAt": ` + strconv.FormatInt(remindAt.UnixMilli(), 10) + `}`, dispatch.StatusScheduled, dispatch.ReasonDelay, remindAt},
+		{"data missing", `{"data": "remindAt"}`, `, "data": {"other": 1}`, dispatch.StatusSkipped, dispatch.ReasonDelay, t0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,13 +77,13 @@ func TestActionDelayIsValidatedOnSave(t *testing.T) {
 	config := func(delay string) string {
 		return `{"config": {"subject": "Hi", "text": "Hi", "delay": ` + delay + `}}`
 	}
-	for _, ok := range []string{`"24h"`, `{"macro": "REMIND_AT"}`} {
+	for _, ok := range []string{`"24h"`, `{"macro": "REMIND_AT"}`, `{"data": "remindAt"}`} {
 		res := api.do(http.MethodPatch, path, admin, config(ok))
 		require.Equal(t, http.StatusOK, res.Code, "%s: %s", ok, res.Raw)
 	}
 	for bad, field := range map[string]string{
 		`"tomorrow"`: "config.delay", `"-5m"`: "config.delay", `"9000h"`: "config.delay", `5`: "config.delay",
-		`{"macro": "x y"}`: "config.delay.macro", `{"data": "remindAt"}`: "config.delay",
+		`{"macro": "x y"}`: "config.delay.macro", `{"macro": "A", "data": "b"}`: "config.delay", `{"other": "b"}`: "config.delay",
 	} {
 		res := api.do(http.MethodPatch, path, admin, config(bad))
 		requireError(t, res, http.StatusBadRequest, "INVALID_ARGUMENT", "NOACUPD0400")

@@ -331,18 +331,24 @@ func when(in Input, a *actions.Action, rc dispatch.Recipient, now int64) (status
 	}
 	if dl := a.Config.Delay; dl != nil {
 		switch {
-		case dl.Macro != "":
-			at, ok := timestamp(rc.Macros[dl.Macro])
+		case dl.Macro != "" || dl.Data != "":
+			// A time the producer sent: the recipient's macro, or a field of
+			// the notification's data.
+			what, raw := "macro "+dl.Macro, rc.Macros[dl.Macro]
+			if dl.Data != "" {
+				what, raw = "data."+dl.Data, dataTime(in.Notification.Data[dl.Data])
+			}
+			at, ok := timestamp(raw)
 			if !ok {
 				return dispatch.StatusSkipped, now, dispatch.ReasonDelay,
-					fmt.Sprintf("action %d delays to macro %s, which is %q: not an RFC 3339 time or epoch milliseconds", a.ID, dl.Macro, apperr.Truncate(rc.Macros[dl.Macro], 100))
+					fmt.Sprintf("action %d delays to %s, which is %q: not an RFC 3339 time or epoch milliseconds", a.ID, what, apperr.Truncate(raw, 100))
 			}
 			if in.Latest > 0 && at > in.Latest {
 				return dispatch.StatusSkipped, now, dispatch.ReasonDelay,
-					fmt.Sprintf("action %d delays to macro %s, %s: beyond dispatch.maxScheduleAhead", a.ID, dl.Macro, time.UnixMilli(at).UTC().Format(time.RFC3339))
+					fmt.Sprintf("action %d delays to %s, %s: beyond dispatch.maxScheduleAhead", a.ID, what, time.UnixMilli(at).UTC().Format(time.RFC3339))
 			}
 			if at > due {
-				due, reason, detail = at, dispatch.ReasonDelay, fmt.Sprintf("config.delay: macro %s, %s", dl.Macro, time.UnixMilli(at).UTC().Format(time.RFC3339Nano))
+				due, reason, detail = at, dispatch.ReasonDelay, fmt.Sprintf("config.delay: %s, %s", what, time.UnixMilli(at).UTC().Format(time.RFC3339Nano))
 			}
 		case dl.Duration > 0:
 			due += dl.Duration.Milliseconds()
@@ -353,6 +359,20 @@ func when(in Input, a *actions.Action, rc dispatch.Recipient, now int64) (status
 		return dispatch.StatusPending, now, "", ""
 	}
 	return dispatch.StatusScheduled, due, reason, detail
+}
+
+// dataTime is a data field's value as timestamp reads it: a string as it
+// is, a JSON number (decoded as float64) as its integer text.
+func dataTime(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatInt(int64(v), 10)
+	case nil:
+		return ""
+	}
+	return fmt.Sprint(v)
 }
 
 // timestamp reads a macro's value as an instant: RFC 3339 or epoch ms.
