@@ -12,18 +12,9 @@ import (
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
-// Events records the delivery lifecycle events of the customer webhooks
-// (DELIVERY_SENT, DELIVERY_FAILED, DELIVERY_SKIPPED…; docs/webhooks.md);
-// webhooks.Sender implements it, and app wires it.
-type Events interface {
-	// Wants reports whether collectionID has an ACTIVE endpoint that wants
-	// eventType. It answers from memory: it is asked for every outcome.
-	Wants(ctx context.Context, collectionID int64, eventType string) bool
-	// Record writes evs in tx, the transaction of their status changes.
-	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
-	// Committed is called after a transaction that recorded events commits.
-	Committed()
-}
+// Events is dispatch.Events: what the workers' outcomes (DELIVERY_SENT,
+// _FAILED, _SKIPPED…) are recorded through.
+type Events = dispatch.Events
 
 // WithEvents makes the workers record the lifecycle events of the outcomes
 // they write through ev, and returns d. Call it before Run.

@@ -10,20 +10,10 @@ import (
 	"github.com/notificationservice/notificationservice/internal/outbox"
 )
 
-// Events records the lifecycle events of the customer webhooks that
-// planning produces: DELIVERY_SKIPPED for a delivery planned skipped, and
-// NOTIFICATION_ACCEPTED for a notification accepted from the queue (an API
-// send has its notifications/send envelope, which the webhooks fan out
-// instead). webhooks.Sender implements it, and app wires it.
-type Events interface {
-	// Wants reports whether collectionID has an ACTIVE endpoint that wants
-	// eventType. It answers from memory: it is asked for every skip.
-	Wants(ctx context.Context, collectionID int64, eventType string) bool
-	// Record writes evs in tx, the intake's transaction.
-	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
-	// Committed is called after a transaction that recorded events commits.
-	Committed()
-}
+// Events is dispatch.Events: what planning's skips and queue sends
+// (NOTIFICATION_ACCEPTED; an API send has its notifications/send envelope,
+// which the webhooks fan out instead) are recorded through.
+type Events = dispatch.Events
 
 // WithEvents makes the intake record lifecycle events through ev.
 func WithEvents(ev Events) Option { return func(in *Intake) { in.events = ev } }

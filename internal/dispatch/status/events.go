@@ -24,19 +24,9 @@ var engagementStatuses = []string{ReportOpened, ReportClicked}
 // engagementTypes are their lifecycle event types.
 var engagementTypes = map[string]string{ReportOpened: outbox.TypeDeliveryOpened, ReportClicked: outbox.TypeDeliveryClicked}
 
-// Events records the lifecycle events of the provider reports for the
-// customer webhooks (DELIVERY_DELIVERED, _BOUNCED, _FAILED, _OPENED,
-// _CLICKED; docs/webhooks.md); webhooks.Sender implements it, and app
-// wires it.
-type Events interface {
-	// Wants reports whether collectionID has an ACTIVE endpoint that wants
-	// eventType. It answers from memory.
-	Wants(ctx context.Context, collectionID int64, eventType string) bool
-	// Record writes evs in tx, the transaction of the reports.
-	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
-	// Committed is called after a transaction that recorded events commits.
-	Committed()
-}
+// Events is dispatch.Events: what the provider reports (DELIVERY_DELIVERED,
+// _BOUNCED, _FAILED, _OPENED, _CLICKED) are recorded through.
+type Events = dispatch.Events
 
 // WithEvents makes the reports record their lifecycle events through ev
 // and returns s.
