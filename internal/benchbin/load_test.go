@@ -1,0 +1,294 @@
+package benchbin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"gorm.io/gorm"
+)
+
+// result is what a closed-loop HTTP load saw.
+type result struct {
+	ok, other int
+	elapsed   time.Duration
+	lat       []time.Duration // of the ok answers, sorted
+}
+
+func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
+
+// closedLoop runs conns clients, each sending its next request as soon as
+// the last is answered, for d. req builds request i; ok is the status that
+// counts as served.
+func closedLoop(conns int, d time.Duration, ok int, req func(i int64) *http.Request) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var next atomic.Int64
+	var mu sync.Mutex
+	var res result
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			var lat []time.Duration
+			var other int
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Do(req(next.Add(1)))
+				if err != nil {
+					other++
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode == ok {
+					lat = append(lat, time.Since(t0))
+				} else {
+					other++
+				}
+			}
+			mu.Lock()
+			res.lat = append(res.lat, lat...)
+			res.other += other
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.ok = len(res.lat)
+	slices.Sort(res.lat)
+	return res
+}
+
+// pct is the q-quantile of sorted (0 if empty).
+func pct(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(q*float64(len(sorted)-1))]
+}
+
+// serve runs h on a free loopback port until the benchmark ends and returns
+// its address: the bare handlers answer over a socket, as the service does.
+func serve(b *testing.B, h http.Handler) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return ln.Addr().String()
+}
+
+// bareGet is a bare gin.New() handler on the action's path that writes the
+// service's own answer from memory: no middleware, no auth, no cache.
+func bareGet(body []byte) http.Handler {
+	r := gin.New()
+	r.GET("/v1/collections/:collectionId/actions/:actionId", func(c *gin.Context) {
+		c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+	})
+	return r
+}
+
+// bareInsert is a bare gin.New() handler on the send's path: bind the same
+// JSON, one INSERT ... RETURNING id (autocommit), 202 with the id. No
+// middleware, no auth, no idempotency, no planning.
+func bareInsert(b *testing.B, db *gorm.DB) http.Handler {
+	b.Helper()
+	if err := db.Exec(`CREATE TABLE bare_notifications (id BIGSERIAL PRIMARY KEY, collection_id BIGINT NOT NULL,
+idempotency_key TEXT NOT NULL, body JSONB NOT NULL, created_time BIGINT NOT NULL)`).Error; err != nil {
+		b.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		b.Fatal(err)
+	}
+	type entry struct {
+		Name       string            `json:"name" binding:"required"`
+		Recipients []json.RawMessage `json:"recipients" binding:"required"`
+	}
+	r := gin.New()
+	r.POST("/v1/collections/:collectionId/notifications", func(c *gin.Context) {
+		var in struct {
+			Notification []entry `json:"notification" binding:"required"`
+		}
+		if err := c.ShouldBindJSON(&in); err != nil {
+			c.JSON(http.StatusBadRequest, gin.H{"error": err.Error()})
+			return
+		}
+		cid, err := strconv.ParseInt(c.Param("collectionId"), 10, 64)
+		if err != nil {
+			c.JSON(http.StatusBadRequest, gin.H{"error": err.Error()})
+			return
+		}
+		body, _ := json.Marshal(in)
+		var id int64
+		if err := sqlDB.QueryRowContext(c.Request.Context(),
+			`INSERT INTO bare_notifications (collection_id, idempotency_key, body, created_time) VALUES ($1, $2, $3, $4) RETURNING id`,
+			cid, c.GetHeader("Idempotency-Key"), body, time.Now().UnixMilli()).Scan(&id); err != nil {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"error": err.Error()})
+			return
+		}
+		c.JSON(http.StatusAccepted, gin.H{"id": id})
+	})
+	return r
+}
+
+// publishAt publishes n messages at rate per second on its own channel
+// (persistent, no confirms, as a producer would), each at its slot
+// start+i/rate so a late tick does not lower the rate, and returns when
+// each was published.
+func publishAt(ctx context.Context, conn *amqp.Connection, exchange, key string, n, rate int, id func(int) string, body func(int) []byte) ([]time.Time, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	defer ch.Close()
+	at := make([]time.Time, n)
+	start := time.Now()
+	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
+		at[i] = time.Now()
+		if err := ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{
+			MessageId: id(i), DeliveryMode: amqp.Persistent, ContentType: "application/json",
+			Headers: amqp.Table{"bench-published-ns": at[i].UnixNano()}, Body: body(i)}); err != nil {
+			return nil, fmt.Errorf("publish %d: %w", i, err)
+		}
+	}
+	return at, nil
+}
+
+// preload publishes n messages with confirms, in windows of 1000.
+func preload(ctx context.Context, conn *amqp.Connection, exchange, key string, n int, id func(int) string, body func(int) []byte) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		return err
+	}
+	var window []*amqp.DeferredConfirmation
+	wait := func() error {
+		for _, dc := range window {
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			ok, err := dc.WaitContext(wctx)
+			cancel()
+			if !ok {
+				return fmt.Errorf("publish not confirmed: %v", err)
+			}
+		}
+		window = window[:0]
+		return nil
+	}
+	for i := range n {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, amqp.Publishing{
+			MessageId: id(i), DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: body(i)})
+		if err != nil {
+			return err
+		}
+		if window = append(window, dc); len(window) == 1000 {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+	}
+	return wait()
+}
+
+// bareConsume is the baseline: consumers channels with prefetch, each acking
+// every message as it arrives, until n are acked or d passes. It returns the
+// publish→receive latencies of the messages that carry the publish time.
+func bareConsume(conn *amqp.Connection, queue string, consumers, prefetch, n int, d time.Duration) ([]time.Duration, error) {
+	var acked atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range consumers {
+		ch, err := conn.Channel()
+		if err != nil {
+			return nil, err
+		}
+		if err := ch.Qos(prefetch, 0, false); err != nil {
+			return nil, err
+		}
+		ds, err := ch.Consume(queue, "", false, false, false, false, nil)
+		if err != nil {
+			return nil, err
+		}
+		wg.Go(func() {
+			defer ch.Close()
+			for {
+				select {
+				case m, open := <-ds:
+					if !open {
+						return
+					}
+					if ns, ok := m.Headers["bench-published-ns"].(int64); ok {
+						mu.Lock()
+						lat = append(lat, time.Since(time.Unix(0, ns)))
+						mu.Unlock()
+					}
+					if m.Ack(false) != nil {
+						return
+					}
+					if acked.Add(1) >= int64(n) {
+						once.Do(func() { close(done) })
+					}
+				case <-done:
+					return
+				}
+			}
+		})
+	}
+	var err error
+	select {
+	case <-done:
+	case <-time.After(d):
+		once.Do(func() { close(done) })
+		err = fmt.Errorf("bare loop: %d of %d acked in %s", acked.Load(), n, d)
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	return lat, err
+}
+
+// request is a JSON request with the token.
+func request(method, url, tok, body string) *http.Request {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		panic(errors.Join(errors.New("benchbin: bad request"), err)) // a bug in the harness, not a measurement
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req
+}
