@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"gorm.io/gorm"
 
@@ -65,7 +65,6 @@ func BenchmarkBinary(b *testing.B) {
 }
 
 func runHarness(b *testing.B, s settings) {
-	gin.SetMode(gin.ReleaseMode)
 	loadBefore := loadavg()
 	dir := b.TempDir()
 	bin := build(b, dir)
@@ -124,9 +123,19 @@ func runHarness(b *testing.B, s settings) {
 	}
 	getURL := fmt.Sprintf("http://%s/v1/collections/%d/actions/%d", p.addr, cid, actionID)
 	body := getBody(b, getURL, tok)
-	bareGetURL := "http://" + serve(b, bareGet(body)) + fmt.Sprintf("/v1/collections/%d/actions/%d", cid, actionID)
+	bodyFile := filepath.Join(dir, "action.json")
+	if err := os.WriteFile(bodyFile, body, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	bg := startBare(b, dir, "bare-get", envBareMode+"=get", envBareBody+"="+bodyFile)
+	bareGetURL := fmt.Sprintf("http://%s/v1/collections/%d/actions/%d", bg.addr, cid, actionID)
 	get := closedLoop(s.conns, s.seconds, http.StatusOK, func(int64) *http.Request { return request(http.MethodGet, getURL, tok, "") })
 	bareGetRes := closedLoop(s.conns, s.seconds, http.StatusOK, func(int64) *http.Request { return request(http.MethodGet, bareGetURL, tok, "") })
+	bareRSS, err := bg.rss()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bg.stop()
 	if !p.stop() {
 		b.Errorf("the idle service did not shut down cleanly on SIGTERM")
 	}
@@ -157,7 +166,11 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 
 	// 6. The REST send against bare Gin + INSERT, at the same concurrency.
 	sendURL := fmt.Sprintf("http://%s/v1/collections/%d/notifications", p.addr, cid)
-	bareSendURL := "http://" + serve(b, bareInsert(b, db)) + fmt.Sprintf("/v1/collections/%d/notifications", cid)
+	if err := db.Exec(bareTable).Error; err != nil {
+		b.Fatal(err)
+	}
+	bi := startBare(b, dir, "bare-insert", envBareMode+"=insert", envBareDB+"="+dbURL)
+	bareSendURL := fmt.Sprintf("http://%s/v1/collections/%d/notifications", bi.addr, cid)
 	send := func(url, prefix string) func(int64) *http.Request {
 		return func(i int64) *http.Request {
 			r := request(http.MethodPost, url, tok, restBody(int(i)))
@@ -167,6 +180,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	}
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
+	bi.stop()
 	// End: the REST backlog sent, the process at rest again.
 	waitSent(b, db, "rest-%", rest.ok, deadline)
 	peak, end := rss.finish()
@@ -196,7 +210,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	fmt.Fprintf(&t, "| GET an action (cached), %d connections, %s (p50 / p99) | %.0f/s (%s / %s ms), %d other | Gin, same JSON from memory: %.0f/s (%s / %s ms) | %.1f%% |\n",
 		s.conns, s.seconds, get.rate(), ms(pct(get.lat, 0.5)), ms(pct(get.lat, 0.99)), get.other,
 		bareGetRes.rate(), ms(pct(bareGetRes.lat, 0.5)), ms(pct(bareGetRes.lat, 0.99)), 100*get.rate()/bareGetRes.rate())
-	fmt.Fprintf(&t, "| RSS (VmRSS): idle / peak / end | %.1f / %.1f / %.1f MiB | – | – |\n", mib(idle), mib(peak), mib(end))
+	fmt.Fprintf(&t, "| RSS (VmRSS): idle / peak / end | %.1f / %.1f / %.1f MiB | bare Gin (this test binary) after its GET load: %.1f MiB | – |\n", mib(idle), mib(peak), mib(end), mib(bareRSS))
 	fmt.Fprintf(&t, "| binary size (-trimpath -s -w) | %.1f MB | – | – |\n", float64(st.Size())/1e6)
 	fmt.Fprintf(&t, "\nload average (1/5/15 min): %s at the start, %s at the end\n", loadBefore, loadavg())
 	// To stdout, not b.Log: the testing package cuts a benchmark's log to

@@ -2,23 +2,17 @@ package benchbin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"gorm.io/gorm"
 )
 
 // result is what a closed-loop HTTP load saw.
@@ -81,78 +75,6 @@ func pct(sorted []time.Duration, q float64) time.Duration {
 		return 0
 	}
 	return sorted[int(q*float64(len(sorted)-1))]
-}
-
-// serve runs h on a free loopback port until the benchmark ends and returns
-// its address: the bare handlers answer over a socket, as the service does.
-func serve(b *testing.B, h http.Handler) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return ln.Addr().String()
-}
-
-// bareGet is a bare gin.New() handler on the action's path that writes the
-// service's own answer from memory: no middleware, no auth, no cache.
-func bareGet(body []byte) http.Handler {
-	r := gin.New()
-	r.GET("/v1/collections/:collectionId/actions/:actionId", func(c *gin.Context) {
-		c.Data(http.StatusOK, "application/json; charset=utf-8", body)
-	})
-	return r
-}
-
-// bareInsert is a bare gin.New() handler on the send's path: bind the same
-// JSON, one INSERT ... RETURNING id (autocommit), 202 with the id. No
-// middleware, no auth, no idempotency, no planning.
-func bareInsert(b *testing.B, db *gorm.DB) http.Handler {
-	b.Helper()
-	if err := db.Exec(`CREATE TABLE bare_notifications (id BIGSERIAL PRIMARY KEY, collection_id BIGINT NOT NULL,
-idempotency_key TEXT NOT NULL, body JSONB NOT NULL, created_time BIGINT NOT NULL)`).Error; err != nil {
-		b.Fatal(err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		b.Fatal(err)
-	}
-	type entry struct {
-		Name       string            `json:"name" binding:"required"`
-		Recipients []json.RawMessage `json:"recipients" binding:"required"`
-	}
-	r := gin.New()
-	r.POST("/v1/collections/:collectionId/notifications", func(c *gin.Context) {
-		var in struct {
-			Notification []entry `json:"notification" binding:"required"`
-		}
-		if err := c.ShouldBindJSON(&in); err != nil {
-			c.JSON(http.StatusBadRequest, gin.H{"error": err.Error()})
-			return
-		}
-		cid, err := strconv.ParseInt(c.Param("collectionId"), 10, 64)
-		if err != nil {
-			c.JSON(http.StatusBadRequest, gin.H{"error": err.Error()})
-			return
-		}
-		body, _ := json.Marshal(in)
-		var id int64
-		if err := sqlDB.QueryRowContext(c.Request.Context(),
-			`INSERT INTO bare_notifications (collection_id, idempotency_key, body, created_time) VALUES ($1, $2, $3, $4) RETURNING id`,
-			cid, c.GetHeader("Idempotency-Key"), body, time.Now().UnixMilli()).Scan(&id); err != nil {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"error": err.Error()})
-			return
-		}
-		c.JSON(http.StatusAccepted, gin.H{"id": id})
-	})
-	return r
 }
 
 // publishAt publishes n messages at rate per second on its own channel

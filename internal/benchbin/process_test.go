@@ -71,15 +71,11 @@ type process struct {
 // shared default ones) and a free port. The config file is absent.
 func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 	b.Helper()
-	p := &process{addr: fmt.Sprintf("127.0.0.1:%d", freePort(b)), logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "-config", filepath.Join(dir, "none.yaml"), "serve")
-	p.cmd.Env = append(cleanEnv(),
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	cmd := exec.Command(bin, "-config", filepath.Join(dir, "none.yaml"), "serve")
+	cmd.Env = append(cleanEnv(),
 		config.EnvName("database.url")+"="+dbURL,
-		config.EnvName("http.addr")+"="+p.addr,
+		config.EnvName("http.addr")+"="+addr,
 		config.EnvName("amqp.enabled")+"=true",
 		config.EnvName("amqp.url")+"="+a.URL,
 		config.EnvName("amqp.exchange")+"="+a.Exchange,
@@ -88,6 +84,29 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 		config.EnvName("amqp.deadLetterExchange")+"="+a.DeadLetterExchange,
 		config.EnvName("amqp.deadLetterQueue")+"="+a.DeadLetterQueue,
 	)
+	return run(b, dir, name, addr, cmd)
+}
+
+// startBare runs a bare Gin handler (bare.go's runBare) in a process of its
+// own, this test binary run again: the bare handler and the service answer
+// the same load generator from outside, each in its own process.
+func startBare(b *testing.B, dir, name string, env ...string) *process {
+	b.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(cleanEnv(), envBareAddr+"="+addr), env...)
+	return run(b, dir, name, addr, cmd)
+}
+
+// run starts cmd, its output into dir/name.log, and waits until addr
+// answers /readyz. It is stopped when the benchmark ends.
+func run(b *testing.B, dir, name, addr string, cmd *exec.Cmd) *process {
+	b.Helper()
+	p := &process{cmd: cmd, addr: addr, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		_ = logf.Close()
@@ -112,7 +131,7 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 		if time.Now().After(deadline) {
 			b.Fatalf("%s not ready within a minute", name)
 		}
-		time.Sleep(50 * time.Millisecond) // the service starts in another process: poll
+		time.Sleep(50 * time.Millisecond) // the process starts on its own: poll
 	}
 	return p
 }
