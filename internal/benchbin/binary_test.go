@@ -180,9 +180,13 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	}
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
+	// And at the fixed rate, open loop: latency from each request's slot.
+	waitSent(b, db, "rest-%", rest.ok, deadline) // the closed loop's backlog out of the way
+	restAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(sendURL, "rate-"))
+	bareAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(bareSendURL, "barerate-"))
 	bi.stop()
 	// End: the REST backlog sent, the process at rest again.
-	waitSent(b, db, "rest-%", rest.ok, deadline)
+	waitSent(b, db, "rate-%", restAt.ok, deadline)
 	peak, end := rss.finish()
 	if !p.stop() {
 		b.Errorf("the service did not shut down cleanly on SIGTERM")
@@ -207,6 +211,9 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	fmt.Fprintf(&t, "| REST send, %d connections, %s: accepted/s (p50 / p99) | %.0f/s (%s / %s ms), %d other | Gin + one INSERT: %.0f/s (%s / %s ms), %d other | %.1f%% |\n",
 		s.conns, s.seconds, rest.rate(), ms(pct(rest.lat, 0.5)), ms(pct(rest.lat, 0.99)), rest.other,
 		bareRest.rate(), ms(pct(bareRest.lat, 0.5)), ms(pct(bareRest.lat, 0.99)), bareRest.other, 100*rest.rate()/bareRest.rate())
+	fmt.Fprintf(&t, "| REST send at %d req/s for %s (open loop): p50 / p99 (accepted/s) | %s / %s ms (%.0f/s), %d other | Gin + one INSERT: %s / %s ms (%.0f/s), %d other | – |\n",
+		s.rate, s.seconds, ms(pct(restAt.lat, 0.5)), ms(pct(restAt.lat, 0.99)), restAt.rate(), restAt.other,
+		ms(pct(bareAt.lat, 0.5)), ms(pct(bareAt.lat, 0.99)), bareAt.rate(), bareAt.other)
 	fmt.Fprintf(&t, "| GET an action (cached), %d connections, %s (p50 / p99) | %.0f/s (%s / %s ms), %d other | Gin, same JSON from memory: %.0f/s (%s / %s ms) | %.1f%% |\n",
 		s.conns, s.seconds, get.rate(), ms(pct(get.lat, 0.5)), ms(pct(get.lat, 0.99)), get.other,
 		bareGetRes.rate(), ms(pct(bareGetRes.lat, 0.5)), ms(pct(bareGetRes.lat, 0.99)), 100*get.rate()/bareGetRes.rate())

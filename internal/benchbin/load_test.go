@@ -69,6 +69,50 @@ func closedLoop(conns int, d time.Duration, ok int, req func(i int64) *http.Requ
 	return res
 }
 
+// openLoop sends rate requests a second for d, request i at its own slot
+// start+i/rate whatever the answers before it (at most 1024 in flight), and
+// times each from its slot: a server that falls behind shows it in the
+// latency, not in a lower offered rate.
+func openLoop(rate int, d time.Duration, ok int, req func(i int64) *http.Request) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1024}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	n := int(int64(rate) * int64(d) / int64(time.Second))
+	sem := make(chan struct{}, 1024)
+	var mu sync.Mutex
+	var res result
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		slot := start.Add(time.Duration(i) * time.Second / time.Duration(rate))
+		time.Sleep(time.Until(slot))
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			resp, err := client.Do(req(int64(i)))
+			served := false
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				served = resp.StatusCode == ok
+			}
+			lat := time.Since(slot)
+			mu.Lock()
+			defer mu.Unlock()
+			if served {
+				res.lat = append(res.lat, lat)
+			} else {
+				res.other++
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.ok = len(res.lat)
+	slices.Sort(res.lat)
+	return res
+}
+
 // pct is the q-quantile of sorted (0 if empty).
 func pct(sorted []time.Duration, q float64) time.Duration {
 	if len(sorted) == 0 {
