@@ -210,6 +210,13 @@ func sampleRSS(p *process, every time.Duration) *rssSampler {
 	return s
 }
 
+// peakSoFar is the peak of the samples taken so far.
+func (s *rssSampler) peakSoFar() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}
+
 // finish stops sampling and returns the peak and the last sample.
 func (s *rssSampler) finish() (peak, last int64) {
 	close(s.stop)
