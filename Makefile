@@ -4,7 +4,7 @@ PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: run build test test-short fault bench fuzz check fmt vet lint tidy clean
+.PHONY: run build test test-short fault bench bench-binary fuzz check fmt vet lint tidy clean
 
 ## run: build bin/notificationservice, then start it on the embedded defaults (SQLite in ./data, sandbox
 ## channels, log sink). The other commands (token, publish, ...) run the same binary: no re-link each time.
@@ -32,9 +32,16 @@ test-short:
 fault:
 	$(GO) test -count=1 -v -timeout 30m -run '^TestFaults$$' ./internal/faulttest
 
-## bench: the benchmarks in docs/benchmarks.md (needs PostgreSQL and RabbitMQ)
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(PKGS)
+## bench: the benchmarks in docs/benchmarks.md (needs PostgreSQL and RabbitMQ): first the built binary
+## against bare baselines (bench-binary), then the in-process benchmarks, kept for profiling
+bench: bench-binary
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkBinary$$' -benchmem -count=1 -timeout 60m $(PKGS)
+
+## bench-binary: build the binary, run it with its default configuration on a fresh database and queues of
+## its own, and print its figures beside bare amqp091-go and Gin in one table (docs/benchmarks.md, "The built
+## binary"). Sizes: BENCH_MESSAGES=5000 BENCH_RATE=1000 BENCH_SECONDS=5 BENCH_CONNS=64 by default.
+bench-binary:
+	$(GO) test -run '^$$' -bench '^BenchmarkBinary$$' -benchtime 1x -count=1 -timeout 30m ./internal/benchbin
 
 ## fuzz: the fuzz targets, one after another, each for FUZZTIME (30s by default): the template
 ## renderer, and the HTTP API on SQLite and on PostgreSQL (docs/api.md)

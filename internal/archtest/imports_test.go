@@ -42,7 +42,7 @@ var groups = map[string][]string{
 	},
 	// testsupport is imported by _test.go files only.
 	"testsupport": {
-		"internal/testdb", "internal/outbox/eventbridgetest", "internal/faulttest",
+		"internal/testdb", "internal/outbox/eventbridgetest", "internal/faulttest", "internal/benchbin",
 		"internal/archtest", "internal/channels/channeltest",
 	},
 }

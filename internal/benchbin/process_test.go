@@ -1,0 +1,258 @@
+package benchbin
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+)
+
+// build builds the binary as `make build` does (no cgo, -trimpath, stripped):
+// the harness measures the executable users run, its size included.
+func build(b *testing.B, dir string) string {
+	b.Helper()
+	bin := filepath.Join(dir, "notificationservice")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin,
+		"github.com/notificationservice/notificationservice/cmd/notificationservice")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// cleanEnv is the environment without NOTIFY_* variables: only the ones the
+// harness sets apply, on top of the embedded defaults.
+func cleanEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, config.EnvPrefix) && !strings.HasPrefix(kv, "RABBITMQ_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func freePort(b *testing.B) int {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// process is one running service.
+type process struct {
+	cmd     *exec.Cmd
+	addr    string
+	logPath string
+	done    chan struct{}
+}
+
+// start runs `serve` with the default configuration plus what only this
+// machine can say: the database, the broker, the queue names (ours, not the
+// shared default ones) and a free port. The config file is absent.
+func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
+	b.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	cmd := exec.Command(bin, "-config", filepath.Join(dir, "none.yaml"), "serve")
+	cmd.Env = append(cleanEnv(),
+		config.EnvName("database.url")+"="+dbURL,
+		config.EnvName("http.addr")+"="+addr,
+		config.EnvName("amqp.enabled")+"=true",
+		config.EnvName("amqp.url")+"="+a.URL,
+		config.EnvName("amqp.exchange")+"="+a.Exchange,
+		config.EnvName("amqp.queue")+"="+a.Queue,
+		config.EnvName("amqp.routingKey")+"="+a.RoutingKey,
+		config.EnvName("amqp.deadLetterExchange")+"="+a.DeadLetterExchange,
+		config.EnvName("amqp.deadLetterQueue")+"="+a.DeadLetterQueue,
+	)
+	return run(b, dir, name, addr, cmd)
+}
+
+// startBare runs a bare Gin handler (bare.go's runBare) in a process of its
+// own, this test binary run again: the bare handler and the service answer
+// the same load generator from outside, each in its own process.
+func startBare(b *testing.B, dir, name string, env ...string) *process {
+	b.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(cleanEnv(), envBareAddr+"="+addr), env...)
+	return run(b, dir, name, addr, cmd)
+}
+
+// run starts cmd, its output into dir/name.log, and waits until addr
+// answers /readyz. It is stopped when the benchmark ends.
+func run(b *testing.B, dir, name, addr string, cmd *exec.Cmd) *process {
+	b.Helper()
+	p := &process{cmd: cmd, addr: addr, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		_ = logf.Close()
+		b.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); _ = logf.Close(); close(p.done) }()
+	b.Cleanup(func() {
+		p.stop()
+		if b.Failed() {
+			log, _ := os.ReadFile(p.logPath)
+			b.Logf("%s log (last 4 KB):\n%s", name, tail(log, 4096))
+		}
+	})
+	deadline := time.Now().Add(time.Minute)
+	for !p.ready() {
+		select {
+		case <-p.done:
+			log, _ := os.ReadFile(p.logPath)
+			b.Fatalf("%s exited at start:\n%s", name, tail(log, 4096))
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s not ready within a minute", name)
+		}
+		time.Sleep(50 * time.Millisecond) // the process starts on its own: poll
+	}
+	return p
+}
+
+func (p *process) ready() bool {
+	resp, err := http.Get("http://" + p.addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// stop is SIGTERM, then SIGKILL if the service has not exited in 30 s. It
+// reports whether the shutdown was clean.
+func (p *process) stop() bool {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState != nil && p.cmd.ProcessState.Success()
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.Success()
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		return false
+	}
+}
+
+// rss is the process's resident set (VmRSS), in bytes.
+func (p *process) rss() (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
+}
+
+// rssSampler samples a process's RSS until stopped and keeps the peak.
+type rssSampler struct {
+	mu         sync.Mutex
+	peak, last int64
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func sampleRSS(p *process, every time.Duration) *rssSampler {
+	s := &rssSampler{stop: make(chan struct{})}
+	s.wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if n, err := p.rss(); err == nil {
+				s.mu.Lock()
+				s.peak, s.last = max(s.peak, n), n
+				s.mu.Unlock()
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return s
+}
+
+// peakSoFar is the peak of the samples taken so far.
+func (s *rssSampler) peakSoFar() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}
+
+// finish stops sampling and returns the peak and the last sample.
+func (s *rssSampler) finish() (peak, last int64) {
+	close(s.stop)
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak, s.last
+}
+
+// token mints a super-admin token with the binary's own token command (the
+// default development secret, as serve uses).
+func token(b *testing.B, bin, dir string) string {
+	b.Helper()
+	cmd := exec.Command(bin, "-config", filepath.Join(dir, "none.yaml"), "token", "-user", "bench")
+	cmd.Env = cleanEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("token: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// databaseURL is base with its database replaced by name.
+func databaseURL(b *testing.B, base, name string) string {
+	b.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
