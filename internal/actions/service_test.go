@@ -178,6 +178,13 @@ func TestCreateValidation(t *testing.T) {
 			map[string]string{"config.condition": "line 1, column 11: type Recipient has no field plan"}},
 		{"condition that is not a bool", func(_ *bundle, in *actions.Input) { in.Config.Condition = `recipient.macros.PLAN` },
 			map[string]string{"config.condition": "expected bool"}},
+		// conditionEvaluateAt is plan (the default) or send, and send needs
+		// a condition to evaluate.
+		{"conditionEvaluateAt unknown", func(_ *bundle, in *actions.Input) {
+			in.Config.Condition, in.Config.ConditionEvaluateAt = `recipient.locale == "fr"`, "later"
+		}, map[string]string{"config.conditionEvaluateAt": `must be "plan" (the default) or "send"`}},
+		{"conditionEvaluateAt send without a condition", func(_ *bundle, in *actions.Input) { in.Config.ConditionEvaluateAt = "send" },
+			map[string]string{"config.conditionEvaluateAt": "send needs a config.condition"}},
 		// Templates are tenants' code: what would make a render explode is
 		// refused before it is stored.
 		{"nested each over the macros", func(_ *bundle, in *actions.Input) {
