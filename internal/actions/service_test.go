@@ -104,6 +104,7 @@ func TestConfigRoundTrips(t *testing.T) {
 		in.Config.MissingMacro = actions.MissingKeep
 		in.Config.Locales = map[string]actions.Content{"fr": {Body: "Salut"}, "fr_CA": {Body: "Allo"}}
 		in.Config.Condition = `recipient.macros.TIER in ["gold", "platinum"]`
+		in.Config.ConditionEvaluateAt = actions.EvaluateAtSend
 		a := b.create(t, in)
 		got, err := b.svc.Get(b.ctx, b.admin, b.coll, a.ID)
 		require.NoError(t, err)

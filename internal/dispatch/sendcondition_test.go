@@ -12,8 +12,12 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/schedule"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -163,5 +167,37 @@ func TestSendTimeConditionReadsNotificationsOncePerBatch(t *testing.T) {
 		require.Equal(t, int64(1), reads.Load())
 		require.Equal(t, int64(3), countRows(t, db, "SELECT COUNT(*) FROM deliveries WHERE action_id = ? AND status = 'sent'", c.email))
 		require.Equal(t, int64(3), countRows(t, db, "SELECT COUNT(*) FROM deliveries WHERE action_id = ? AND reason = ?", c.email, dispatch.ReasonConditionFalse))
+	})
+}
+
+// The send-time condition is the first gate after the lease: a delivery it
+// skips during the collection's quiet hours is skipped at once, not
+// deferred to the morning; one it lets through is then deferred. It holds
+// on the intake's hand-off path too (no delay: the delivery never waits in
+// the queue).
+func TestSendTimeConditionComesBeforeQuietHours(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		no, yes := atSend(`recipient.macros.FNAME == "Bob"`, "", false), atSend(`recipient.macros.FNAME == "Ann"`, "", false)
+		no.Name, yes.Name = "no", "yes"
+		cid, ids := quietRule(t, db, "UTC", &schedule.Window{Start: "21:00", End: "08:00"}, no, yes)
+		clk := &clock{t: mustTime(t, "2026-06-01T23:00:00Z")}
+		sandbox := channels.NewSandbox(db, discard(), nil)
+		disp := delivery.New(db, map[string]channels.Channel{"email": sandbox}, testConfig(), delivery.Senders{}, discard(), clk.now)
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), clk.now, disp)
+		_, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
+			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "Ann"}}]}]}`)}})
+		require.NoError(t, err)
+		planned := gateRows(t, db, "action_id IN (?, ?)", ids[0], ids[1])
+		require.Equal(t, []string{dispatch.StatusPending, dispatch.StatusPending}, []string{planned[0].Status, planned[1].Status})
+
+		runUntilIdle(t, disp)
+		skipped := gateRows(t, db, "action_id = ?", ids[0])[0]
+		require.Equal(t, dispatch.StatusSkipped, skipped.Status)
+		require.Equal(t, dispatch.ReasonConditionFalse, skipped.Reason)
+		deferred := gateRows(t, db, "action_id = ?", ids[1])[0]
+		require.Equal(t, dispatch.StatusScheduled, deferred.Status)
+		require.Equal(t, dispatch.ReasonQuietHours, deferred.Reason)
 	})
 }
