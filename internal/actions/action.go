@@ -201,6 +201,11 @@ type Config struct {
 
 	MissingMacro string    `json:"missingMacro,omitempty"` // fail | blank | keep
 	Condition    Condition `json:"condition,omitempty"`
+	// ConditionEvaluateAt is when Condition is evaluated: at planning
+	// ("plan", the default, also "") or by the delivery worker just before
+	// the send ("send"), so a delayed action can be "remind after 24 h
+	// unless …" (docs/rules.md).
+	ConditionEvaluateAt string `json:"conditionEvaluateAt,omitempty"`
 	// InDoubt is what recovery does with a delivery whose last attempt is
 	// in doubt (its worker stopped mid-send) when the provider cannot be
 	// asked whether it accepted it: resend (the default; at least once) or
@@ -219,6 +224,18 @@ type Config struct {
 	// Delay postpones the action's deliveries: a duration after the
 	// notification (its sendAt), or the timestamp a macro holds (Delay).
 	Delay *Delay `json:"delay,omitempty"`
+}
+
+// When an action's condition is evaluated (Config.ConditionEvaluateAt).
+const (
+	EvaluateAtPlan = "plan"
+	EvaluateAtSend = "send"
+)
+
+// ConditionAtSend reports whether the action's condition is the delivery
+// worker's to evaluate, at send time, rather than planning's.
+func (c Config) ConditionAtSend() bool {
+	return c.Condition != "" && c.ConditionEvaluateAt == EvaluateAtSend
 }
 
 // InDoubt policies (Config.InDoubt).

@@ -201,6 +201,11 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 		s := Defaults{Sender: Sender{Email: row.CollectionFromEmail, Name: row.CollectionFromName},
 			Timezone: row.CollectionTimezone, QuietHours: row.CollectionQuietHours}
 		p := misses[row.ID]
+		if row.Action.Config.ConditionAtSend() {
+			// The workers evaluate it (dispatch/delivery's conditionGate):
+			// compiled once per load, kept with the cached action.
+			row.Action.compiled = compile(string(row.Action.Config.Condition))
+		}
 		r.cache.putAction(p.action, row.Action)
 		r.cache.putSender(p.sender, row.CollectionID, s)
 		out = append(out, row.Action.withSender(s))

@@ -104,6 +104,7 @@ func TestConfigRoundTrips(t *testing.T) {
 		in.Config.MissingMacro = actions.MissingKeep
 		in.Config.Locales = map[string]actions.Content{"fr": {Body: "Salut"}, "fr_CA": {Body: "Allo"}}
 		in.Config.Condition = `recipient.macros.TIER in ["gold", "platinum"]`
+		in.Config.ConditionEvaluateAt = actions.EvaluateAtSend
 		a := b.create(t, in)
 		got, err := b.svc.Get(b.ctx, b.admin, b.coll, a.ID)
 		require.NoError(t, err)
@@ -178,6 +179,13 @@ func TestCreateValidation(t *testing.T) {
 			map[string]string{"config.condition": "line 1, column 11: type Recipient has no field plan"}},
 		{"condition that is not a bool", func(_ *bundle, in *actions.Input) { in.Config.Condition = `recipient.macros.PLAN` },
 			map[string]string{"config.condition": "expected bool"}},
+		// conditionEvaluateAt is plan (the default) or send, and send needs
+		// a condition to evaluate.
+		{"conditionEvaluateAt unknown", func(_ *bundle, in *actions.Input) {
+			in.Config.Condition, in.Config.ConditionEvaluateAt = `recipient.locale == "fr"`, "later"
+		}, map[string]string{"config.conditionEvaluateAt": `must be "plan" (the default) or "send"`}},
+		{"conditionEvaluateAt send without a condition", func(_ *bundle, in *actions.Input) { in.Config.ConditionEvaluateAt = "send" },
+			map[string]string{"config.conditionEvaluateAt": "send needs a config.condition"}},
 		// Templates are tenants' code: what would make a render explode is
 		// refused before it is stored.
 		{"nested each over the macros", func(_ *bundle, in *actions.Input) {

@@ -197,6 +197,15 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 		}
 	}
 	CheckCondition(f, "config.condition", string(c.Condition))
+	switch c.ConditionEvaluateAt {
+	case "", EvaluateAtPlan:
+	case EvaluateAtSend:
+		if c.Condition == "" {
+			f.Add("config.conditionEvaluateAt", "send needs a config.condition to evaluate")
+		}
+	default:
+		f.Add("config.conditionEvaluateAt", `must be "plan" (the default) or "send"`)
+	}
 }
 
 // CheckCondition records why src, a condition of an action or an event, does

@@ -20,9 +20,12 @@ import (
 // (deferred: scheduled, or pending after an error), or skipped or failed
 // with its reason.
 //
-// The order is docs/DESIGN.md's: the lease, quiet hours in the recipient's
-// zone (defer, quietGate), throttle per recipient (skip, throttleGate),
-// then (to come) the digest window. Quiet hours come before the throttle
+// The order is docs/DESIGN.md's: the lease, the action's condition when it
+// is evaluated at send time (skip, conditionGate in condition.go), quiet
+// hours in the recipient's zone (defer, quietGate), throttle per recipient
+// (skip, throttleGate), then (to come) the digest window. The condition
+// comes first so that a delivery it skips is not deferred to the morning
+// only to be skipped then, nor counted by the throttle. Quiet hours come before the throttle
 // so that a deferred delivery does not use up a throttle slot it may not
 // use until morning. Schedules and delays need no gate: planning sets the
 // due time and the claim takes a delivery only when it is due.

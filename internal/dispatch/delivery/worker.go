@@ -115,7 +115,7 @@ func New(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, se
 		owner:   newOwner(),
 	}
 	d.rec = newRecorder(d)
-	d.gates = []gate{leaseGate{&d.held}, quietGate{new(schedule.Zones)}, throttleGate{d}}
+	d.gates = []gate{leaseGate{&d.held}, conditionGate{}, quietGate{new(schedule.Zones)}, throttleGate{d}}
 	return d
 }
 
@@ -297,6 +297,9 @@ type Claimed struct {
 	// Decoded is Recipient decoded, when the intake handed the delivery
 	// off with the value it planned it from: no need to decode it again.
 	Decoded *dispatch.Recipient `gorm:"-"`
+	// note is the delivery's notification, read once per batch for a
+	// condition evaluated at send time (loadNotes); nil otherwise.
+	note *sendNote `gorm:"-"`
 }
 
 // RunOnce takes one batch, the hand-offs waiting or else a claim of due
@@ -421,6 +424,9 @@ type groupKey struct{ notificationID, actionID int64 }
 // returns.
 func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
 	byID, err := d.loadActions(ctx, batch)
+	if err == nil {
+		err = d.loadNotes(ctx, batch, byID)
+	}
 	if err != nil {
 		// Nothing was sent: back to pending after a backoff.
 		return d.release(ctx, batch, err)

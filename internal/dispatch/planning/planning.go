@@ -98,7 +98,10 @@ type Condition struct{}
 // Skip implements Rule.
 func (Condition) Skip(p Pair) (string, string) {
 	ev := p.Event.CompiledCondition()
-	ac := p.Action.CompiledCondition()
+	var ac *actions.Compiled
+	if !p.Action.Config.ConditionAtSend() { // else the delivery worker's (conditionEvaluateAt send)
+		ac = p.Action.CompiledCondition()
+	}
 	if ev == nil && ac == nil {
 		return "", ""
 	}
@@ -126,19 +129,9 @@ func (Condition) Skip(p Pair) (string, string) {
 
 // Env is the environment a condition sees for the pair p (docs/rules.md).
 func Env(p Pair) condition.Env {
-	rc, in := p.Recipient, p.In
-	addrs := func(l []dispatch.Address) []condition.Address {
-		out := make([]condition.Address, len(l))
-		for i, a := range l {
-			out[i] = condition.Address{Email: a.Email, Name: a.Name}
-		}
-		return out
-	}
+	in := p.In
 	return condition.Env{
-		Recipient: condition.Recipient{
-			ID: rc.ID, Email: rc.Email, Tos: addrs(rc.Tos), Ccs: addrs(rc.Ccs), Bccs: addrs(rc.Bccs),
-			Phone: rc.Phone, PushID: rc.PushID, Locale: rc.Locale, Timezone: rc.Timezone, Macros: rc.Macros,
-		},
+		Recipient: p.Recipient.ForCondition(),
 		Notification: condition.Notification{
 			Name: in.Notification.Name, Source: in.Source, Correlation: in.Correlation,
 			Tenant: in.Tenant, EntityID: in.EntityID, Data: in.Notification.Data,
