@@ -31,6 +31,10 @@ const (
 	// digest (Reason*). The claim takes it when due, like pending.
 	StatusScheduled = "scheduled"
 	StatusCanceled  = "canceled" // a scheduled or pending delivery whose notification was canceled
+	// StatusDigested is final: the delivery joined an open digest window
+	// and is sent as an item of the window's delivery, which
+	// DigestDeliveryID names.
+	StatusDigested = "digested"
 	// StatusUnknown is final: an attempt was in doubt (its worker stopped
 	// mid-send), the provider could not be asked, and the action's
 	// config.inDoubt is markUnknown, so it was not sent again.
@@ -73,7 +77,7 @@ func EventType(status string) string {
 }
 
 // DeliveryStatuses lists every delivery status, for validation.
-var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown, StatusScheduled, StatusCanceled}
+var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown, StatusScheduled, StatusCanceled, StatusDigested}
 
 // How recovery resolved an in-doubt attempt (Delivery.Reconciled).
 const (
@@ -163,10 +167,13 @@ type Delivery struct {
 	// InDoubt counts the attempts whose outcome recovery had to work out
 	// (the worker stopped between the provider call and its record), and
 	// Reconciled says how the last was resolved (Reconciled*; "" when none).
-	InDoubt     int    `json:"inDoubt"`
-	Reconciled  string `json:"reconciled"`
-	CreatedTime int64  `json:"createdTime"`
-	UpdatedTime int64  `json:"updatedTime"`
+	InDoubt int `json:"inDoubt"`
+	// DigestDeliveryID is, for a digested delivery, the delivery of the
+	// digest window it joined, which sends it as one of its items.
+	DigestDeliveryID int64  `json:"digestDeliveryId,omitempty"`
+	Reconciled       string `json:"reconciled"`
+	CreatedTime      int64  `json:"createdTime"`
+	UpdatedTime      int64  `json:"updatedTime"`
 	// SandboxMessages are what the sandbox channel recorded for this
 	// delivery (one per send), shown by Store.Get: exactly what a provider
 	// would have been sent. Empty for real providers.
