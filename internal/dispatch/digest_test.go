@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -188,4 +189,21 @@ func TestDigestConcurrentIntakesOpenOneWindow(t *testing.T) {
 	}
 	require.Equal(t, 1, scheduled)
 	require.Equal(t, n-1, digested)
+}
+
+// Canceling the notification that opened a window cancels the digest's
+// delivery and closes the window: the next notification opens a new one
+// rather than joining a delivery that will never be sent.
+func TestDigestCancelOfTheOpenerClosesTheWindow(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		c := setupClocked(t, db, digestAction(50))
+		first := sendDigest(t, c, c.intake, "a")
+		_, _, err := c.store.Cancel(context.Background(), c.collectionID, first, auth.Principal{UserID: "u"})
+		require.NoError(t, err)
+		require.Equal(t, dispatch.StatusCanceled, one(t, c, first).Status)
+		next := one(t, c, sendDigest(t, c, c.intake, "b"))
+		require.Equal(t, dispatch.StatusScheduled, next.Status)
+		require.Equal(t, next.ID, next.DigestDeliveryID)
+	})
 }
