@@ -40,8 +40,8 @@ func checkDigest(f *apperr.Fields, c Config) {
 	if d == nil {
 		return
 	}
-	if w, err := time.ParseDuration(d.Window); err != nil || w < time.Second || w > 31*24*time.Hour {
-		f.Add("config.digest.window", "must be a Go duration between 1s and 744h, such as 10m or 1h")
+	if w, err := time.ParseDuration(d.Window); err != nil || w < time.Second || w > 7*24*time.Hour {
+		f.Add("config.digest.window", "must be a Go duration between 1s and 168h, such as 10m or 1h")
 	}
 	if d.MaxItems < 2 || d.MaxItems > MaxDigestItems {
 		f.Add("config.digest.maxItems", "must be between 2 and "+strconv.Itoa(MaxDigestItems))
