@@ -70,6 +70,14 @@ func TestDigestSendsOneDeliveryWithEveryItemAtTheClose(t *testing.T) {
 			require.Equal(t, dispatch.StatusDigested, d.Status)
 			require.Equal(t, first.ID, d.DigestDeliveryID)
 		}
+		// The status API shows the open digest: when it closes and which
+		// notifications it holds.
+		require.NotNil(t, first.Digest)
+		require.Equal(t, 7, first.Digest.Count)
+		require.Equal(t, closes.UnixMilli(), first.Digest.ClosesAt)
+		for i, it := range first.Digest.Items {
+			require.Equal(t, ids[i], it.NotificationID)
+		}
 
 		c.at(closes.Add(-time.Millisecond))
 		n, err := c.disp.RunOnce(ctx)

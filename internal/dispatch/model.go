@@ -167,13 +167,16 @@ type Delivery struct {
 	// InDoubt counts the attempts whose outcome recovery had to work out
 	// (the worker stopped between the provider call and its record), and
 	// Reconciled says how the last was resolved (Reconciled*; "" when none).
-	InDoubt int `json:"inDoubt"`
-	// DigestDeliveryID is, for a digested delivery, the delivery of the
-	// digest window it joined, which sends it as one of its items.
-	DigestDeliveryID int64  `json:"digestDeliveryId,omitempty"`
-	Reconciled       string `json:"reconciled"`
-	CreatedTime      int64  `json:"createdTime"`
-	UpdatedTime      int64  `json:"updatedTime"`
+	InDoubt     int    `json:"inDoubt"`
+	Reconciled  string `json:"reconciled"`
+	CreatedTime int64  `json:"createdTime"`
+	UpdatedTime int64  `json:"updatedTime"`
+	// DigestDeliveryID is, for a delivery of a digest action, the delivery
+	// of its digest window (its own id on that delivery), which sends it
+	// as an item; 0 for other actions. Digest is, on the window's own
+	// delivery, what the window holds; Store.Get fills it.
+	DigestDeliveryID int64   `json:"digestDeliveryId,omitempty"`
+	Digest           *Digest `json:"digest,omitempty" gorm:"-"`
 	// SandboxMessages are what the sandbox channel recorded for this
 	// delivery (one per send), shown by Store.Get: exactly what a provider
 	// would have been sent. Empty for real providers.
@@ -194,6 +197,21 @@ func (d Delivery) MarshalJSON() ([]byte, error) {
 		fields
 		DueTime int64 `json:"dueTime,omitempty"`
 	}{fields(d), due})
+}
+
+// Digest is what a digest window holds (docs/rules.md, Digest): Count
+// deliveries, Items, in arrival order, its own first. ClosesAt is when the
+// window's delivery is due while it waits (scheduled), 0 once sent.
+type Digest struct {
+	Count    int          `json:"count"`
+	ClosesAt int64        `json:"closesAt,omitempty"`
+	Items    []DigestItem `json:"items"`
+}
+
+// DigestItem is one delivery a digest window holds.
+type DigestItem struct {
+	DeliveryID     int64 `json:"deliveryId"`
+	NotificationID int64 `json:"notificationId"`
 }
 
 // SandboxMessage is one message the sandbox channel accepted for a delivery:
