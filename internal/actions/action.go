@@ -224,6 +224,9 @@ type Config struct {
 	// Delay postpones the action's deliveries: a duration after the
 	// notification (its sendAt), or the timestamp a macro holds (Delay).
 	Delay *Delay `json:"delay,omitempty"`
+	// Digest gathers the action's deliveries to one recipient within a
+	// window into one (digest.go).
+	Digest *Digest `json:"digest,omitempty"`
 }
 
 // When an action's condition is evaluated (Config.ConditionEvaluateAt).

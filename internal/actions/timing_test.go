@@ -77,6 +77,9 @@ func TestTimingValidation(t *testing.T) {
 			{"throttle window", `{"throttle": {"limit": 3, "window": "an hour"}}`, map[string]string{"config.throttle.window": "must be a Go duration between 1s and 744h, such as 1h or 10m"}},
 			{"throttle window too short", `{"throttle": {"limit": 3, "window": "10ms"}}`, map[string]string{"config.throttle.window": "must be a Go duration between 1s and 744h, such as 1h or 10m"}},
 			{"throttle key", `{"throttle": {"limit": 3, "window": "1h", "key": "event"}}`, map[string]string{"config.throttle.key": "must be one of [recipient recipient+event]"}},
+			{"digest", `{"digest": {"window": "ten minutes", "maxItems": 1, "key": "event"}}`, map[string]string{
+				"config.digest.window": "must be a Go duration between 1s and 168h, such as 10m or 1h", "config.digest.maxItems": "must be between 2 and 1000",
+				"config.digest.key": "must be one of [recipient]"}},
 		} {
 			in := sms(b.event, "x")
 			require.NoError(t, json.Unmarshal([]byte(tc.cfg), &in.Config), tc.name)

@@ -161,6 +161,7 @@ func checkConfig(f *apperr.Fields, configName, tmpl string, c Config) {
 		f.OneOf("config.missingMacro", c.MissingMacro, MissingFail, MissingBlank, MissingKeep)
 	}
 	checkTiming(f, c)
+	checkDigest(f, c)
 	if c.InDoubt != "" {
 		f.OneOf("config.inDoubt", c.InDoubt, InDoubtResend, InDoubtMarkUnknown)
 	}

@@ -31,6 +31,10 @@ const (
 	// digest (Reason*). The claim takes it when due, like pending.
 	StatusScheduled = "scheduled"
 	StatusCanceled  = "canceled" // a scheduled or pending delivery whose notification was canceled
+	// StatusDigested is final: the delivery joined an open digest window
+	// and is sent as an item of the window's delivery, which
+	// DigestDeliveryID names.
+	StatusDigested = "digested"
 	// StatusUnknown is final: an attempt was in doubt (its worker stopped
 	// mid-send), the provider could not be asked, and the action's
 	// config.inDoubt is markUnknown, so it was not sent again.
@@ -73,7 +77,7 @@ func EventType(status string) string {
 }
 
 // DeliveryStatuses lists every delivery status, for validation.
-var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown, StatusScheduled, StatusCanceled}
+var DeliveryStatuses = []string{StatusPending, StatusSending, StatusSent, StatusDelivered, StatusBounced, StatusFailed, StatusSkipped, StatusUnknown, StatusScheduled, StatusCanceled, StatusDigested}
 
 // How recovery resolved an in-doubt attempt (Delivery.Reconciled).
 const (
@@ -167,6 +171,12 @@ type Delivery struct {
 	Reconciled  string `json:"reconciled"`
 	CreatedTime int64  `json:"createdTime"`
 	UpdatedTime int64  `json:"updatedTime"`
+	// DigestDeliveryID is, for a delivery of a digest action, the delivery
+	// of its digest window (its own id on that delivery), which sends it
+	// as an item; 0 for other actions. Digest is, on the window's own
+	// delivery, what the window holds; Store.Get fills it.
+	DigestDeliveryID int64   `json:"digestDeliveryId,omitempty"`
+	Digest           *Digest `json:"digest,omitempty" gorm:"-"`
 	// SandboxMessages are what the sandbox channel recorded for this
 	// delivery (one per send), shown by Store.Get: exactly what a provider
 	// would have been sent. Empty for real providers.
@@ -187,6 +197,21 @@ func (d Delivery) MarshalJSON() ([]byte, error) {
 		fields
 		DueTime int64 `json:"dueTime,omitempty"`
 	}{fields(d), due})
+}
+
+// Digest is what a digest window holds (docs/rules.md, Digest): Count
+// deliveries, Items, in arrival order, its own first. ClosesAt is when the
+// window's delivery is due while it waits (scheduled), 0 once sent.
+type Digest struct {
+	Count    int          `json:"count"`
+	ClosesAt int64        `json:"closesAt,omitempty"`
+	Items    []DigestItem `json:"items"`
+}
+
+// DigestItem is one delivery a digest window holds.
+type DigestItem struct {
+	DeliveryID     int64 `json:"deliveryId"`
+	NotificationID int64 `json:"notificationId"`
 }
 
 // SandboxMessage is one message the sandbox channel accepted for a delivery:

@@ -35,6 +35,54 @@ type Budget struct {
 	depth    int
 	produced int // bytes of output so far, conservatively
 	err      *LimitError
+	// extra are values a template sees beside the macros (a digest's
+	// items and count: With), nested maps and lists of them.
+	extra map[string]any
+}
+
+// With makes every render within b also see extra's values under their
+// names (beside the macros, which they shadow), and returns b: a digest's
+// template iterates items with {{#each items}} and prints {{count}}.
+// Strings anywhere in extra print within the budget, as macros do.
+func (b *Budget) With(extra map[string]any) *Budget {
+	b.extra = extra
+	return b
+}
+
+// wrap makes the strings of v, at any depth, budget-counted values.
+func (b *Budget) wrap(v any) any {
+	switch x := v.(type) {
+	case string:
+		if x == "" {
+			return ""
+		}
+		return value{s: x, b: b}
+	case map[string]string:
+		out := make(map[string]any, len(x))
+		for k, s := range x {
+			out[k] = b.wrap(s)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = b.wrap(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = b.wrap(e)
+		}
+		return out
+	case []map[string]any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = b.wrap(e)
+		}
+		return out
+	}
+	return v
 }
 
 // NewBudget starts the budget of one message's render; its clock starts now.

@@ -228,10 +228,14 @@ func (t *Template) ExecuteWithin(b *Budget, vars map[string]string, missing stri
 	if t.size > b.lim.MaxTemplateBytes {
 		return "", b.fail(b.lim.MaxTemplateBytes, t.size, "template is %d bytes, more than %d (templates.maxSize)", t.size, b.lim.MaxTemplateBytes)
 	}
-	ctx := b.context(vars, len(t.refs))
+	ctx := b.context(vars, len(t.refs)+len(b.extra))
+	for k, v := range b.extra {
+		ctx[k] = b.wrap(v)
+	}
 	var absent []string
 	for _, name := range t.refs {
-		if _, ok := vars[name]; !ok {
+		_, extra := b.extra[name]
+		if _, ok := vars[name]; !ok && !extra {
 			absent = append(absent, name)
 		}
 	}

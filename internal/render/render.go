@@ -32,6 +32,9 @@ type Recipient struct {
 	// Locale picks the content variant (fr_CA, else fr, else the default).
 	Locale string
 	Macros map[string]string
+	// Extra are values the templates see beside the macros: a digest's
+	// items and count (delivery's digest). nil for a plain delivery.
+	Extra map[string]any
 	// Unsubscribe is the recipient's one-click unsubscribe link, for an
 	// email of an event that is not required; zero: none.
 	Unsubscribe Unsubscribe
@@ -107,7 +110,7 @@ func Message(a actions.Action, rc Recipient, s Senders, lim macros.RenderLimits)
 		vars[UnsubscribeMacro] = rc.Unsubscribe.URL
 		rc.Macros = vars
 	}
-	out, err := renderFields(macros.NewBudget(lim), fields, rc.Macros, a.Config.MissingMacro)
+	out, err := renderFields(macros.NewBudget(lim).With(rc.Extra), fields, rc.Macros, a.Config.MissingMacro)
 	fill(&m, fields, out)
 	switch m.Channel {
 	case actions.ChannelEmail:

@@ -46,7 +46,7 @@ func (d *Dispatcher) oneShotQuery(ctx context.Context, dest *[]Claimed, q string
 	for rows.Next() {
 		var c Claimed
 		if err := rows.Scan(&c.ID, &c.NotificationID, &c.CollectionID, &c.ActionID, &c.RecipientIndex,
-			&c.Channel, &c.Recipient, &c.Attempts, &c.CreatedTime, &c.TraceParent); err != nil {
+			&c.Channel, &c.Recipient, &c.Attempts, &c.CreatedTime, &c.DigestDeliveryID, &c.TraceParent); err != nil {
 			return errors.Join(err, rows.Close())
 		}
 		*dest = append(*dest, c)

@@ -81,7 +81,7 @@ func (d *Dispatcher) recoverBatch(ctx context.Context, limit int) (int64, int, e
 	// its recipient address, when it was claimed and by whom, and its
 	// lease expiry.
 	var stale []Claimed
-	if err := d.db.WithContext(ctx).Raw(`SELECT id, notification_id, collection_id, action_id, channel, recipient, attempts, address, claimed_at, lease_owner, lease_until FROM deliveries
+	if err := d.db.WithContext(ctx).Raw(`SELECT id, notification_id, collection_id, action_id, channel, recipient, attempts, address, claimed_at, lease_owner, lease_until, digest_delivery_id FROM deliveries
 WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit).Scan(&stale).Error; err != nil {
 		return 0, 0, fmt.Errorf("dispatch: recover: %w", err)
 	}

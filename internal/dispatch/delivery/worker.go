@@ -300,6 +300,9 @@ type Claimed struct {
 	// note is the delivery's notification, read once per batch for a
 	// condition evaluated at send time (loadNotes); nil otherwise.
 	note *sendNote `gorm:"-"`
+	// DigestDeliveryID equal to ID marks the delivery of a digest window:
+	// it is rendered with the window's items (digest.go).
+	DigestDeliveryID int64
 }
 
 // RunOnce takes one batch, the hand-offs waiting or else a claim of due
@@ -388,7 +391,7 @@ func (d *Dispatcher) claimSQL(now, until int64) (string, []any) {
 	return `
 UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = ?, lease_owner = ?, lease_until = ?, updated_time = ?
 WHERE id IN (` + claimPick + lock + `)
-RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time,
+RETURNING id, notification_id, collection_id, action_id, recipient_index, channel, recipient, attempts, created_time, digest_delivery_id,
   ` + traceParent + ` AS trace_parent`, args
 }
 
@@ -539,6 +542,12 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			var err error
 			if rr.Unsubscribe, err = d.unsub.Link(c.CollectionID, a.EventID, *rc); err != nil {
 				outs[i].status, outs[i].reason = dispatch.StatusFailed, "unsubscribe link: "+err.Error()
+				continue
+			}
+		}
+		if c.DigestDeliveryID == c.ID {
+			if rr.Extra, err = d.digest(ctx, c.ID); err != nil {
+				d.retry(&outs[i], first.Channel, channels.Retryable(ch.Name(), "the digest's items could not be read", 0, err), now)
 				continue
 			}
 		}

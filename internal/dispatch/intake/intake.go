@@ -320,6 +320,9 @@ func (in *Intake) storeDeliveries(ctx context.Context, tx *gorm.DB, b *batch) er
 	if err != nil {
 		return err
 	}
+	if err := in.joinDigests(ctx, tx, b, all); err != nil {
+		return err
+	}
 	trace := make(map[int64]string, len(b.notes))
 	for _, p := range b.notes {
 		trace[p.note.ID] = p.note.TraceParent

@@ -348,6 +348,14 @@ func when(in Input, a *actions.Action, rc dispatch.Recipient, now int64) (status
 			reason, detail = dispatch.ReasonDelay, fmt.Sprintf("config.delay %s after %s", dl.Duration, time.UnixMilli(due-dl.Duration.Milliseconds()).UTC().Format(time.RFC3339Nano))
 		}
 	}
+	if dg := a.Config.Digest; dg != nil && dg.Every() > 0 {
+		// A digest window counts from when the delivery would have been
+		// due. The intake's store step decides whether this delivery opens
+		// the window (and stays so) or joins an open one (digested).
+		due += dg.Every().Milliseconds()
+		return dispatch.StatusScheduled, due, dispatch.ReasonDigest,
+			fmt.Sprintf("config.digest: window %s, closes %s", dg.Window, time.UnixMilli(due).UTC().Format(time.RFC3339Nano))
+	}
 	if reason == "" {
 		return dispatch.StatusPending, now, "", ""
 	}

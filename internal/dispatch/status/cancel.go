@@ -69,6 +69,12 @@ WHERE notification_id = ? AND status IN ('scheduled', 'pending')`,
 			return res.Error
 		}
 		c.Canceled = res.RowsAffected
+		// A canceled digest delivery's window takes no more items: the
+		// next delivery for its key opens a new one (docs/rules.md, Digest).
+		if err := tx.Exec(`DELETE FROM digest_windows WHERE delivery_id IN
+  (SELECT id FROM deliveries WHERE notification_id = ? AND status = ?)`, id, dispatch.StatusCanceled).Error; err != nil {
+			return err
+		}
 		if err := tx.Model(&dispatch.Delivery{}).Where("notification_id = ? AND status = ?", id, dispatch.StatusSending).Count(&c.InFlight).Error; err != nil {
 			return err
 		}

@@ -84,6 +84,9 @@ func (s *Store) Get(ctx context.Context, collectionID, id int64) (*dispatch.Noti
 	if err := s.attachSandboxMessages(ctx, n.Deliveries); err != nil {
 		return nil, err
 	}
+	if err := s.attachDigests(ctx, n.Deliveries); err != nil {
+		return nil, err
+	}
 	return &n, nil
 }
 
@@ -253,4 +256,39 @@ WHERE provider = ? AND provider_message_id = ? AND `+webhookFrom+changedColumns,
 			Message: fmt.Sprintf("no sent delivery has %s message id %q", provider, providerMessageID)}
 	}
 	return n, nil
+}
+
+// attachDigests adds, to each delivery that is a digest window's own, the
+// deliveries (and so the notifications) its window holds, in one query.
+func (s *Store) attachDigests(ctx context.Context, ds []*dispatch.Delivery) error {
+	byID := map[int64]*dispatch.Delivery{}
+	var ids []int64
+	for _, d := range ds {
+		if d.DigestDeliveryID != 0 && d.DigestDeliveryID == d.ID {
+			byID[d.ID] = d
+			ids = append(ids, d.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	var rows []struct {
+		ID, NotificationID, DigestDeliveryID int64
+	}
+	if err := s.db.WithContext(ctx).Raw(`SELECT id, notification_id, digest_delivery_id FROM deliveries
+WHERE digest_delivery_id IN ? ORDER BY id`, ids).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("dispatch: get digests: %w", err)
+	}
+	for _, r := range rows {
+		d := byID[r.DigestDeliveryID]
+		if d.Digest == nil {
+			d.Digest = &dispatch.Digest{}
+			if d.Status == dispatch.StatusScheduled {
+				d.Digest.ClosesAt = d.NextAttemptAt
+			}
+		}
+		d.Digest.Items = append(d.Digest.Items, dispatch.DigestItem{DeliveryID: r.ID, NotificationID: r.NotificationID})
+		d.Digest.Count++
+	}
+	return nil
 }
