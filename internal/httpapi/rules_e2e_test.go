@@ -234,3 +234,58 @@ func TestRulesEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// A required event's emails carry no one-click unsubscribe (opt-outs do not
+// apply to it): the sandbox records no List-Unsubscribe headers and
+// {{unsubscribeUrl}} renders empty, while a non-required event's email
+// carries both. Marking the event not required gives its next email the
+// link (the cached action drops with the event's change).
+func TestRequiredEventEmailsCarryNoUnsubscribeLink(t *testing.T) {
+	t.Parallel()
+	eachDialect(t, func(t *testing.T, api *testAPI) {
+		su := api.superAdmin()
+		res := api.do(http.MethodPost, "/v1/collections", su, map[string]any{"name": "required-unsub"})
+		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+		cid := int64(res.JSON["collection"].(map[string]any)["id"].(float64))
+		base := fmt.Sprintf("/v1/collections/%d", cid)
+		eventIDs := map[string]any{}
+		for name, required := range map[string]bool{"NEWSLETTER": false, "PASSWORD_RESET": true} {
+			res := api.do(http.MethodPost, base+"/events", su, map[string]any{"name": name, "required": required})
+			require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+			eventIDs[name] = res.JSON["event"].(map[string]any)["id"]
+			res = api.do(http.MethodPost, base+"/actions", su, map[string]any{"name": "email", "eventId": eventIDs[name],
+				"configName": "SendEmailConfig", "config": map[string]any{"subject": name, "text": "Unsubscribe: [{{unsubscribeUrl}}]"}})
+			require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+		}
+		// send sends name to one recipient and returns what the sandbox
+		// recorded for it.
+		send := func(name, email string) map[string]any {
+			res := api.do(http.MethodPost, base+"/notifications", su,
+				fmt.Sprintf(`{"notification": [{"name": %q, "recipients": [{"email": %q}]}]}`, name, email))
+			require.Equal(t, http.StatusAccepted, res.Code, "body: %s", res.Raw)
+			nid := int64(res.JSON["notificationIds"].([]any)[0].(float64))
+			runOnce(t, api)
+			res = api.do(http.MethodGet, fmt.Sprintf("%s/notifications/%d", base, nid), su, nil)
+			require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+			d := res.JSON["notification"].(map[string]any)["deliveries"].([]any)[0].(map[string]any)
+			require.Equal(t, dispatch.StatusSent, d["status"], "delivery: %v", d)
+			return d["sandboxMessages"].([]any)[0].(map[string]any)["message"].(map[string]any)
+		}
+		requireLink := func(msg map[string]any) {
+			t.Helper()
+			headers, _ := msg["headers"].(map[string]any)
+			require.Equal(t, "List-Unsubscribe=One-Click", headers["List-Unsubscribe-Post"], "message: %v", msg)
+			require.Regexp(t, `^<http://127\.0\.0\.1:8080/unsubscribe/[A-Za-z0-9._-]+>$`, headers["List-Unsubscribe"])
+			require.Regexp(t, `^Unsubscribe: \[http://127\.0\.0\.1:8080/unsubscribe/[A-Za-z0-9._-]+\]$`, msg["text"])
+		}
+
+		requireLink(send("NEWSLETTER", "ann@example.test"))
+		msg := send("PASSWORD_RESET", "ann@example.test")
+		require.NotContains(t, msg, "headers", "no List-Unsubscribe on a required event's email: %v", msg)
+		require.Equal(t, "Unsubscribe: []", msg["text"])
+
+		res = api.do(http.MethodPatch, fmt.Sprintf("%s/events/%v", base, eventIDs["PASSWORD_RESET"]), su, map[string]any{"required": false})
+		require.Equal(t, http.StatusOK, res.Code, "body: %s", res.Raw)
+		requireLink(send("PASSWORD_RESET", "bob@example.test"))
+	})
+}
