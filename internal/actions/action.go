@@ -72,11 +72,15 @@ type Action struct {
 	Version  int64  `json:"-"`
 	// Timezone is the collection's default zone (IANA), filled in by
 	// ForSend for the send-time rules; not stored with the action.
-	Timezone    string `json:"-" gorm:"-"`
-	CreatedBy   string `json:"-"`
-	UpdatedBy   string `json:"-"`
-	UpdatedTime int64  `json:"updatedTime"`
-	CreatedTime int64  `json:"createdTime"`
+	Timezone string `json:"-" gorm:"-"`
+	// EventRequired is its event's required flag (opt-outs do not apply),
+	// filled in by ForSend: a required event's emails carry no unsubscribe
+	// link. Not stored with the action.
+	EventRequired bool   `json:"-" gorm:"-"`
+	CreatedBy     string `json:"-"`
+	UpdatedBy     string `json:"-"`
+	UpdatedTime   int64  `json:"updatedTime"`
+	CreatedTime   int64  `json:"createdTime"`
 
 	compiled *Compiled // Config.Condition, compiled when the rule is loaded
 }

@@ -158,6 +158,11 @@ type Ref struct {
 // With a cache, the actions and senders it holds cost nothing; the rest are
 // read in one query (a join: the default costs no query of its own) and
 // cached. The dispatch workers call it once per batch.
+//
+// Each action carries its event's required flag (Action.EventRequired). An
+// event's change publishes its collection's key, which evicts the
+// collection's sender; an action is served from the cache only with its
+// sender, so the next call reads the action, and the flag, again.
 func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 	type pending struct {
 		action, sender fill
@@ -190,8 +195,10 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 	err := r.db.WithContext(ctx).Table("actions").
 		Select("actions.*, COALESCE(collections.default_from_email, '') AS collection_from_email, "+
 			"COALESCE(collections.default_from_name, '') AS collection_from_name, "+
-			"COALESCE(collections.timezone, '') AS collection_timezone, collections.quiet_hours AS collection_quiet_hours").
+			"COALESCE(collections.timezone, '') AS collection_timezone, collections.quiet_hours AS collection_quiet_hours, "+
+			"(events.required IS NOT NULL AND events.required) AS event_required").
 		Joins("LEFT JOIN collections ON collections.id = actions.collection_id").
+		Joins("LEFT JOIN events ON events.id = actions.event_id").
 		Where("actions.id IN ?", ids).
 		Find(&rows).Error
 	if err != nil {
@@ -201,6 +208,7 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 		s := Defaults{Sender: Sender{Email: row.CollectionFromEmail, Name: row.CollectionFromName},
 			Timezone: row.CollectionTimezone, QuietHours: row.CollectionQuietHours}
 		p := misses[row.ID]
+		row.Action.EventRequired = row.EventRequired
 		if row.Action.Config.ConditionAtSend() {
 			// The workers evaluate it (dispatch/delivery's conditionGate):
 			// compiled once per load, kept with the cached action.
@@ -214,13 +222,14 @@ func (r *Rules) ForSend(ctx context.Context, refs []Ref) ([]Action, error) {
 }
 
 // sendRow is an action with its collection's default sender, as ForSend's
-// join reads them.
+// join reads them, and its event's required flag.
 type sendRow struct {
 	Action
 	CollectionFromEmail  string
 	CollectionFromName   string
 	CollectionTimezone   string
 	CollectionQuietHours *schedule.Window `gorm:"serializer:json"`
+	EventRequired        bool
 }
 
 // withSender returns a with its collection's defaults s where it names

@@ -48,6 +48,10 @@ type Recipient struct {
 type Unsubscribe struct {
 	URL    string
 	Mailto string // an address, without "mailto:"
+	// Withheld marks an email of a required event (opt-outs do not apply):
+	// no link and no headers, and {{unsubscribeUrl}} renders empty rather
+	// than as a missing macro.
+	Withheld bool
 }
 
 // UnsubscribeMacro is the macro that holds the unsubscribe link.
@@ -104,7 +108,7 @@ func Message(a actions.Action, rc Recipient, s Senders, lim macros.RenderLimits)
 		return m, err
 	}
 	unsub := rc.Unsubscribe.URL != "" && m.Channel == actions.ChannelEmail
-	if unsub {
+	if unsub || (rc.Unsubscribe.Withheld && m.Channel == actions.ChannelEmail) {
 		vars := make(map[string]string, len(rc.Macros)+1)
 		maps.Copy(vars, rc.Macros)
 		vars[UnsubscribeMacro] = rc.Unsubscribe.URL

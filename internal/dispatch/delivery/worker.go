@@ -133,8 +133,9 @@ type Unsubscribes interface {
 	Link(collectionID, eventID int64, rc dispatch.Recipient) (render.Unsubscribe, error)
 }
 
-// WithUnsubscribes makes every email carry the link u gives it (its
-// List-Unsubscribe headers and {{unsubscribeUrl}}) and returns d. Call it
+// WithUnsubscribes makes every email of an event that is not required carry
+// the link u gives it (its List-Unsubscribe headers and {{unsubscribeUrl}};
+// a required event's renders it empty) and returns d. Call it
 // before Run.
 func (d *Dispatcher) WithUnsubscribes(u Unsubscribes) *Dispatcher {
 	d.unsub = u
@@ -538,7 +539,11 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			continue
 		}
 		rr := rc.ForRender()
-		if d.unsub != nil && c.Channel == channels.ChannelEmail {
+		// A required event's emails (password reset) carry no unsubscribe
+		// link: opt-outs do not apply to them, so the link would lie.
+		if d.unsub != nil && c.Channel == channels.ChannelEmail && a.EventRequired {
+			rr.Unsubscribe = render.Unsubscribe{Withheld: true}
+		} else if d.unsub != nil && c.Channel == channels.ChannelEmail {
 			var err error
 			if rr.Unsubscribe, err = d.unsub.Link(c.CollectionID, a.EventID, *rc); err != nil {
 				outs[i].status, outs[i].reason = dispatch.StatusFailed, "unsubscribe link: "+err.Error()
