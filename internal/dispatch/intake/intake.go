@@ -140,6 +140,7 @@ type Intake struct {
 	local   Local
 	events  Events        // nil: no lifecycle events (events.go)
 	ahead   time.Duration // dispatch.maxScheduleAhead; 0: no limit
+	group   *groupCommit  // nil: each Send is its own Submit
 }
 
 // New returns an Intake. outbox may be nil (no envelopes). local,
@@ -168,6 +169,19 @@ func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.plan
 // put beyond it.
 func WithMaxScheduleAhead(ahead time.Duration) Option {
 	return func(in *Intake) { in.ahead = ahead }
+}
+
+// WithGroupCommit has concurrent Sends share one Submit, one transaction:
+// a Send waits at most wait for others to join it, and a batch takes at
+// most max. A wait of 0 (or a max below 1) submits each Send alone.
+func WithGroupCommit(wait time.Duration, most int) Option {
+	return func(in *Intake) {
+		if wait <= 0 || most < 1 {
+			in.group = nil
+			return
+		}
+		in.group = &groupCommit{submit: in.Submit, wait: wait, most: most}
+	}
 }
 
 // Submit accepts subs in one transaction and returns one Outcome per
@@ -409,11 +423,23 @@ var ErrKeyConflict = errors.New("dispatch: idempotency key reused with a differe
 // Send is the REST API's intake: one request, deduped by key (may be empty),
 // with the producer headers of the request. A key reused with a different
 // request is FAILED_PRECONDITION; a tenant that is not the collection's is
-// PERMISSION_DENIED.
+// PERMISSION_DENIED. With WithGroupCommit concurrent Sends share one
+// transaction; each still returns only after its own notification is
+// committed, with its own outcome, and a failed transaction fails each.
 func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, producer dispatch.Producer, actor auth.Principal) (Outcome, error) {
-	out, err := in.Submit(ctx, []Submission{{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Producer: producer, Actor: &actor}})
-	if err != nil {
-		return Outcome{}, err
+	sub := Submission{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Producer: producer, Actor: &actor}
+	var out []Outcome
+	if in.group != nil {
+		o, err := in.group.send(ctx, sub)
+		if err != nil {
+			return Outcome{}, err
+		}
+		out = []Outcome{o}
+	} else {
+		var err error
+		if out, err = in.Submit(ctx, []Submission{sub}); err != nil {
+			return Outcome{}, err
+		}
 	}
 	if out[0].Refused != nil {
 		return Outcome{}, &apperr.Error{Kind: apperr.PermissionDenied, Err: out[0].Refused,
