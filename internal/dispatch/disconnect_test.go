@@ -26,16 +26,16 @@ import (
 func TestClientDisconnectDoesNotCancelTheCommit(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
-		h := runHandoff(t, db, 4, newGated(true))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		name := "test:disconnect"
-		require.NoError(t, db.Callback().Row().After("gorm:row").Register(name, func(tx *gorm.DB) {
+		// Registered before the workers run: gorm's callbacks are not
+		// safe to change while the database is in use.
+		require.NoError(t, db.Callback().Row().After("gorm:row").Register("test:disconnect", func(tx *gorm.DB) {
 			if strings.Contains(tx.Statement.SQL.String(), "INSERT INTO deliveries") {
 				cancel()
 			}
 		}))
-		t.Cleanup(func() { _ = db.Callback().Row().Remove(name) })
+		h := runHandoff(t, db, 4, newGated(true))
 
 		out, err := h.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceAPI, Key: "gone-1",
 			Request: request(t, h.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER",
