@@ -63,6 +63,11 @@ type HTTP struct {
 	// required to send one (seed 004); false accepts it without dedupe.
 	// The queue never requires one.
 	RequireIdempotencyKey bool `koanf:"requireIdempotencyKey"`
+	// SendBatchWait is how long a REST send waits for concurrent ones to
+	// share its transaction (group commit: one WAL flush for many sends);
+	// 0 commits each send alone. SendBatchMax sends make a batch go at once.
+	SendBatchWait time.Duration `koanf:"sendBatchWait"`
+	SendBatchMax  int           `koanf:"sendBatchMax"`
 }
 
 // validate checks the http section; bad records a finding.
@@ -75,6 +80,13 @@ func (h HTTP) validate(bad func(key, msg string)) {
 	}
 	if h.ShutdownTimeout <= 0 {
 		bad("http.shutdownTimeout", "must be positive")
+	}
+	// A send waits this long even on an idle server: keep it short.
+	if h.SendBatchWait < 0 || h.SendBatchWait > time.Second {
+		bad("http.sendBatchWait", "must be between 0 (no group commit) and 1s")
+	}
+	if h.SendBatchMax < 1 {
+		bad("http.sendBatchMax", "must be at least 1")
 	}
 }
 
@@ -477,6 +489,8 @@ func Default() Config {
 			ReadTimeout:     30 * time.Second,
 			// A retried send without a key would be sent twice.
 			RequireIdempotencyKey: true,
+			SendBatchWait:         2 * time.Millisecond,
+			SendBatchMax:          64,
 		},
 		Database: Database{
 			SQLitePath:   "./data/notificationservice.db",

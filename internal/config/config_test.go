@@ -70,6 +70,8 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"NOTIFY_OUTBOX_SINK=kafka", "outbox.sink (NOTIFY_OUTBOX_SINK)"},
 		{"NOTIFY_AMQP_PREFETCH=0", "amqp.prefetch (NOTIFY_AMQP_PREFETCH)"},
 		{"NOTIFY_HTTP_SHUTDOWN_TIMEOUT=soon", "shutdownTimeout"},
+		{"NOTIFY_HTTP_SEND_BATCH_WAIT=5s", "http.sendBatchWait (NOTIFY_HTTP_SEND_BATCH_WAIT)"},
+		{"NOTIFY_HTTP_SEND_BATCH_MAX=0", "http.sendBatchMax (NOTIFY_HTTP_SEND_BATCH_MAX)"},
 		{"NOTIFY_DATABSE_URL=postgres://x", "unknown environment variable NOTIFY_DATABSE_URL"},
 	}
 	for _, tc := range cases {

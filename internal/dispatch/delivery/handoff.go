@@ -71,6 +71,18 @@ func (d *Dispatcher) Hand(batch []Claimed) {
 	}
 }
 
+// Return takes back batch, reserved and inserted claimed by a transaction
+// whose COMMIT failed, so whether the rows exist is unknown: it releases
+// their places, puts those that were stored back to pending, due now (the
+// write is fenced by this instance's lease, so rows that were never
+// committed are not touched), and wakes a worker to claim them. Without it
+// a committed delivery would wait in sending until its lease expired.
+func (d *Dispatcher) Return(batch []Claimed) {
+	d.Release(len(batch))
+	d.requeue(batch, "the intake's commit reported an error; back to the queue")
+	d.Wake()
+}
+
 // takeLocal returns up to one claim batch of handed-off deliveries. One
 // whose lease lapsed while it waited is not sent (sendGroup).
 func (d *Dispatcher) takeLocal() []Claimed {

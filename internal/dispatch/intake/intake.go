@@ -61,7 +61,14 @@ type Local interface {
 	Lease(now int64) (owner string, until int64)
 	// Wake tells an idle worker that pending deliveries may be due.
 	Wake()
+	// Return takes back the claimed deliveries of a batch whose COMMIT
+	// failed, so its outcome is unknown: instead of Release, it puts those
+	// that were stored back to pending and wakes a worker for them.
+	Return(batch []delivery.Claimed)
 }
+
+// commitTimeout bounds a batch's transaction, which no caller's ctx cancels.
+const commitTimeout = 30 * time.Second
 
 // Submission is one request to accept: a queue message or an API call.
 type Submission struct {
@@ -133,6 +140,7 @@ type Intake struct {
 	local   Local
 	events  Events        // nil: no lifecycle events (events.go)
 	ahead   time.Duration // dispatch.maxScheduleAhead; 0: no limit
+	group   *groupCommit  // nil: each Send is its own Submit
 }
 
 // New returns an Intake. outbox may be nil (no envelopes). local,
@@ -161,6 +169,19 @@ func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.plan
 // put beyond it.
 func WithMaxScheduleAhead(ahead time.Duration) Option {
 	return func(in *Intake) { in.ahead = ahead }
+}
+
+// WithGroupCommit has concurrent Sends share one Submit, one transaction:
+// a Send waits at most wait for others to join it, and a batch takes at
+// most max. A wait of 0 (or a max below 1) submits each Send alone.
+func WithGroupCommit(wait time.Duration, most int) Option {
+	return func(in *Intake) {
+		if wait <= 0 || most < 1 {
+			in.group = nil
+			return
+		}
+		in.group = &groupCommit{submit: in.Submit, wait: wait, most: most}
+	}
 }
 
 // Submit accepts subs in one transaction and returns one Outcome per
@@ -212,28 +233,45 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: intake: %w", err)
 	}
-	recorded := false
-	err = in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	recorded, body := false, false
+	// The transaction does not take ctx's cancellation: with pgx the COMMIT
+	// runs under the transaction's ctx, so a client that went away during it
+	// made the commit's outcome unknown here while the database had kept the
+	// rows, deliveries claimed for this instance's workers included, which
+	// then waited in sending for their lease to expire. Once begun, a batch
+	// (other clients' requests too, under group commit) is committed or not
+	// for reasons of the database's only.
+	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	err = in.db.WithContext(txCtx).Transaction(func(tx *gorm.DB) error {
 		b.reset()
 		b.plan(rules)
-		if err := in.claimKeys(ctx, tx, b); err != nil {
+		if err := in.claimKeys(txCtx, tx, b); err != nil {
 			return err
 		}
-		if err := in.insertNotifications(ctx, tx, b.keepFresh()); err != nil {
+		if err := in.insertNotifications(txCtx, tx, b.keepFresh()); err != nil {
 			return err
 		}
-		if err := in.storeDeliveries(ctx, tx, b); err != nil {
+		if err := in.storeDeliveries(txCtx, tx, b); err != nil {
 			return err
 		}
-		if err := in.recordResults(ctx, tx, b); err != nil {
+		if err := in.recordResults(txCtx, tx, b); err != nil {
 			return err
 		}
-		ok, err := in.recordEvents(ctx, tx, b)
+		ok, err := in.recordEvents(txCtx, tx, b)
 		recorded = ok
+		body = err == nil
 		return err
 	})
 	if err != nil {
-		if b.reserved > 0 {
+		switch {
+		case body && len(b.handed) > 0:
+			// The COMMIT itself failed: the rows may be stored, claimed by
+			// this instance. They go back to pending (fenced by the lease:
+			// a no-op for rows that are not there) and a worker is woken,
+			// so a committed delivery is sent now, not after its lease.
+			in.local.Return(b.handed)
+		case b.reserved > 0:
 			in.local.Release(b.reserved)
 		}
 		return nil, fmt.Errorf("dispatch: intake: %w", err)
@@ -388,11 +426,23 @@ var ErrKeyConflict = errors.New("dispatch: idempotency key reused with a differe
 // Send is the REST API's intake: one request, deduped by key (may be empty),
 // with the producer headers of the request. A key reused with a different
 // request is FAILED_PRECONDITION; a tenant that is not the collection's is
-// PERMISSION_DENIED.
+// PERMISSION_DENIED. With WithGroupCommit concurrent Sends share one
+// transaction; each still returns only after its own notification is
+// committed, with its own outcome, and a failed transaction fails each.
 func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, correlation map[string]string, producer dispatch.Producer, actor auth.Principal) (Outcome, error) {
-	out, err := in.Submit(ctx, []Submission{{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Producer: producer, Actor: &actor}})
-	if err != nil {
-		return Outcome{}, err
+	sub := Submission{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Producer: producer, Actor: &actor}
+	var out []Outcome
+	if in.group != nil {
+		o, err := in.group.send(ctx, sub)
+		if err != nil {
+			return Outcome{}, err
+		}
+		out = []Outcome{o}
+	} else {
+		var err error
+		if out, err = in.Submit(ctx, []Submission{sub}); err != nil {
+			return Outcome{}, err
+		}
 	}
 	if out[0].Refused != nil {
 		return Outcome{}, &apperr.Error{Kind: apperr.PermissionDenied, Err: out[0].Refused,
