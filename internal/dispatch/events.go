@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"database/sql"
 
 	"gorm.io/gorm"
 
@@ -23,4 +24,35 @@ type Events interface {
 	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
 	// Committed is called after a transaction that recorded events commits.
 	Committed()
+}
+
+// ChangedDelivery is a delivery as a status change left it: what its
+// lifecycle event reports. The workers' record statement and the provider
+// reports both read it back (ChangedColumns) from the rows they change.
+type ChangedDelivery struct {
+	ID                int64
+	NotificationID    int64
+	CollectionID      int64
+	ActionID          int64
+	Channel           string
+	Address           string
+	Status            string
+	Reason            string
+	ReasonDetail      string
+	Provider          string
+	ProviderMessageID sql.NullString
+}
+
+// ChangedColumns are ChangedDelivery's columns, qualified by deliveries.
+const ChangedColumns = "deliveries.id, deliveries.notification_id, deliveries.collection_id, deliveries.action_id, " +
+	"deliveries.channel, deliveries.address, deliveries.status, deliveries.reason, deliveries.reason_detail, deliveries.provider, " +
+	"deliveries.provider_message_id"
+
+// Change is c as its lifecycle event's payload.
+func (c ChangedDelivery) Change() outbox.DeliveryChange {
+	return outbox.DeliveryChange{
+		ID: c.ID, NotificationID: c.NotificationID, CollectionID: c.CollectionID, ActionID: c.ActionID,
+		Channel: c.Channel, Address: c.Address, Status: c.Status, Reason: c.Reason, ReasonDetail: c.ReasonDetail,
+		Provider: c.Provider, ProviderMessageID: c.ProviderMessageID.String,
+	}
 }

@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -39,24 +38,10 @@ func (d *Dispatcher) wantsEvents(ctx context.Context, outs []outcome) bool {
 }
 
 // changedRow is a delivery as the record statement left it.
-type changedRow struct {
-	ID                int64
-	NotificationID    int64
-	CollectionID      int64
-	ActionID          int64
-	Channel           string
-	Address           string
-	Status            string
-	Reason            string
-	ReasonDetail      string
-	Provider          string
-	ProviderMessageID sql.NullString
-}
+type changedRow = dispatch.ChangedDelivery
 
 // changedColumns are what the record statement returns for the events.
-const changedColumns = " RETURNING deliveries.id, deliveries.notification_id, deliveries.collection_id, deliveries.action_id, " +
-	"deliveries.channel, deliveries.address, deliveries.status, deliveries.reason, deliveries.reason_detail, deliveries.provider, " +
-	"deliveries.provider_message_id"
+const changedColumns = " RETURNING " + dispatch.ChangedColumns
 
 // recordWithEvents runs the record statement q in a transaction with the
 // events of the rows it changed (the fence decides which did: a row
@@ -96,11 +81,7 @@ func (d *Dispatcher) eventsOf(ctx context.Context, rows []changedRow, at time.Ti
 		if t == "" || !d.events.Wants(ctx, r.CollectionID, t) {
 			continue
 		}
-		ev, err := outbox.DeliveryEvent(t, outbox.DeliveryChange{
-			ID: r.ID, NotificationID: r.NotificationID, CollectionID: r.CollectionID, ActionID: r.ActionID,
-			Channel: r.Channel, Address: r.Address, Status: r.Status, Reason: r.Reason, ReasonDetail: r.ReasonDetail,
-			Provider: r.Provider, ProviderMessageID: r.ProviderMessageID.String,
-		}, at, "")
+		ev, err := outbox.DeliveryEvent(t, r.Change(), at, "")
 		if err != nil {
 			return nil, err
 		}

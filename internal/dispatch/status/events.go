@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"database/sql"
 	"strconv"
 
 	"gorm.io/gorm"
@@ -36,24 +35,10 @@ func (s *Store) WithEvents(ev Events) *Store {
 }
 
 // changedRow is a delivery as a report left it.
-type changedRow struct {
-	ID                int64
-	NotificationID    int64
-	CollectionID      int64
-	ActionID          int64
-	Channel           string
-	Address           string
-	Status            string
-	Reason            string
-	ReasonDetail      string
-	Provider          string
-	ProviderMessageID sql.NullString
-}
+type changedRow = dispatch.ChangedDelivery
 
 // deliveryColumns are changedRow's columns.
-const deliveryColumns = "deliveries.id, deliveries.notification_id, deliveries.collection_id, deliveries.action_id, " +
-	"deliveries.channel, deliveries.address, deliveries.status, deliveries.reason, deliveries.reason_detail, deliveries.provider, " +
-	"deliveries.provider_message_id"
+const deliveryColumns = dispatch.ChangedColumns
 
 // changedColumns is the RETURNING clause of the report statements.
 const changedColumns = " RETURNING " + deliveryColumns
@@ -100,11 +85,7 @@ func (s *Store) appendEvent(ctx context.Context, evs []outbox.TypedEvent, row ch
 	if t == "" || !s.events.Wants(ctx, row.CollectionID, t) {
 		return evs, nil
 	}
-	ev, err := outbox.DeliveryEvent(t, outbox.DeliveryChange{
-		ID: row.ID, NotificationID: row.NotificationID, CollectionID: row.CollectionID, ActionID: row.ActionID,
-		Channel: row.Channel, Address: row.Address, Status: row.Status, Reason: row.Reason, ReasonDetail: row.ReasonDetail,
-		Provider: row.Provider, ProviderMessageID: row.ProviderMessageID.String,
-	}, s.now(), occurrence)
+	ev, err := outbox.DeliveryEvent(t, row.Change(), s.now(), occurrence)
 	if err != nil {
 		return nil, err
 	}
