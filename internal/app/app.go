@@ -175,6 +175,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 		return nil, err
 	}
 	a.HTTP = httpapi.New(deps)
+	if cfg.Debug.PprofAddr != "" {
+		a.add("pprof", pprofServer{addr: cfg.Debug.PprofAddr, log: log})
+	}
 	return a, nil
 }
 

@@ -84,6 +84,11 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 		config.EnvName("amqp.deadLetterExchange")+"="+a.DeadLetterExchange,
 		config.EnvName("amqp.deadLetterQueue")+"="+a.DeadLetterQueue,
 	)
+	// BENCH_PPROF_ADDR profiles the drain's process: go tool pprof
+	// http://<addr>/debug/pprof/profile?seconds=10 while it runs.
+	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && name == "serve" {
+		cmd.Env = append(cmd.Env, config.EnvName("debug.pprofAddr")+"="+pp)
+	}
 	return run(b, dir, name, addr, cmd)
 }
 

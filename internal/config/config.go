@@ -50,6 +50,18 @@ type Config struct {
 	Webhooks  Webhooks  `koanf:"webhooks"`
 	// Unsubscribe configures the one-click unsubscribe links (docs/rules.md).
 	Unsubscribe Unsubscribe `koanf:"unsubscribe"`
+	// Debug holds the operator's profiling switch (docs/observability.md).
+	Debug Debug `koanf:"debug"`
+}
+
+// Debug configures what an operator turns on to look inside a running
+// process. Off by default: a profile endpoint is not for the public port.
+type Debug struct {
+	// PprofAddr, when set, serves net/http/pprof on its own listener
+	// (e.g. 127.0.0.1:6060), never on the API port, so the API's auth and
+	// middleware are not in the profile and the profiles are not on the
+	// API's network.
+	PprofAddr string `koanf:"pprofAddr"`
 }
 
 // HTTP configures the REST server.
@@ -802,6 +814,11 @@ func (c Config) Validate() error {
 	c.Dispatch.validate(bad)
 	c.Channels.validate(bad)
 	c.Metrics.validate(bad)
+	if c.Debug.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.Debug.PprofAddr); err != nil {
+			bad("debug.pprofAddr", "must be host:port")
+		}
+	}
 	c.Tracing.validate(bad)
 	c.Webhooks.validate(bad)
 	c.Unsubscribe.validate(bad)
