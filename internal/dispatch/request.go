@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 )
@@ -288,6 +289,13 @@ func (m *Macros) UnmarshalJSON(b []byte) error {
 		switch {
 		case len(v) == 0 || string(v) == "null":
 			out[k] = ""
+		case v[0] == '"' && bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v):
+			// The document was validated as a whole: a string without
+			// escapes is its bytes between the quotes (invalid UTF-8 would
+			// have become U+FFFD, hence the check). Most macro values are
+			// such strings; decoding each again cost 6.6% of the drain's
+			// CPU (issue 17).
+			out[k] = string(v[1 : len(v)-1])
 		case v[0] == '"':
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {

@@ -436,6 +436,7 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
 		return d.release(ctx, batch, err)
 	}
 
+	shareRecipients(batch)
 	outs := make([]outcome, len(batch))
 	var order []groupKey
 	groups := map[groupKey][]int{}
@@ -465,6 +466,35 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// shareRecipients decodes each distinct stored recipient of batch once and
+// gives the decoded value to every delivery that stores it. A claim returns
+// the recipient's JSON per delivery, and the three deliveries of a
+// recipient on email, SMS and push store the same text: decoding it per
+// delivery was 9% of the drain's CPU (issue 17). Hand-offs carry Decoded
+// already. The value is shared read-only (gates, render and the
+// unsubscribe link read it; webhookRecipient changes a copy). One that
+// does not decode is left to sendGroup, which fails its delivery naming
+// the error.
+func shareRecipients(batch []Claimed) {
+	var seen map[string]*dispatch.Recipient
+	for i := range batch {
+		c := &batch[i]
+		if c.Decoded != nil {
+			continue
+		}
+		if rc, ok := seen[c.Recipient]; ok {
+			c.Decoded = rc
+			continue
+		}
+		if rc, err := c.recipient(); err == nil {
+			if seen == nil {
+				seen = make(map[string]*dispatch.Recipient, len(batch))
+			}
+			seen[c.Recipient] = rc
+		}
+	}
 }
 
 // release puts a batch back to pending when it could not even be prepared.
