@@ -3,6 +3,7 @@ package channels_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -93,4 +94,48 @@ func inDoubt(ids ...int64) []channels.InDoubt {
 		out[i].DeliveryID = id
 	}
 	return out
+}
+
+// The message column holds exactly what json.Marshal makes of the Message
+// (HTML escaped, map keys sorted, a webhook's raw recipient compacted), for
+// every row of a Send larger than one statement's chunk, and every row
+// has an id of its own.
+func TestSandboxRecordsTheMessageAsJSONMarshalEncodesIt(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	sb := channels.NewSandbox(db, nil, nil)
+	msgs := make([]channels.Message, 1003)
+	for i := range msgs {
+		msgs[i] = channels.Message{DeliveryID: int64(i + 1), NotificationID: 9, CollectionID: 2, ActionID: 3, Channel: "webhook",
+			Subject: "<b>Ann & Bob</b> café \u2028 😀", Headers: map[string]string{"Z": "1", "A": "2"},
+			Data: map[string]string{"k": "v\"q\\"}, Recipient: json.RawMessage(`{ "email" : "ann@example.com" }`),
+			Macros: map[string]string{"FNAME": "Ann"}, Body: fmt.Sprint("body ", i)}
+	}
+	res := sb.Send(context.Background(), msgs)
+	ids := map[string]bool{}
+	for _, r := range res {
+		require.NoError(t, r.Err)
+		require.Regexp(t, `^sbx-\d+-[0-9a-f]{12}$`, r.ProviderMessageID)
+		ids[r.ProviderMessageID] = true
+	}
+	require.Len(t, ids, len(msgs))
+	var rows []struct {
+		DeliveryID        int64
+		NotificationID    int64
+		Channel           string
+		ProviderMessageID string
+		Message           string
+	}
+	require.NoError(t, db.Raw("SELECT delivery_id, notification_id, channel, provider_message_id, message FROM sandbox_messages ORDER BY delivery_id").
+		Scan(&rows).Error)
+	require.Len(t, rows, len(msgs))
+	for i, row := range rows {
+		want, err := json.Marshal(msgs[i])
+		require.NoError(t, err)
+		require.Equal(t, string(want), row.Message)
+		require.Equal(t, msgs[i].DeliveryID, row.DeliveryID)
+		require.EqualValues(t, 9, row.NotificationID)
+		require.Equal(t, "webhook", row.Channel)
+		require.Equal(t, res[i].ProviderMessageID, row.ProviderMessageID)
+	}
 }
