@@ -200,6 +200,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) work(ctx context.Context, worker int) {
 	idle := time.NewTimer(0)
 	defer idle.Stop()
+	pool := newSenders(sendConcurrency)
+	defer pool.close()
 	failures := 0
 	for {
 		if ctx.Err() != nil {
@@ -208,7 +210,7 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 		// A cycle in hand is finished on shutdown, within a bound: a database
 		// that hangs leaves the claim in sending, for Recover.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.SendTimeout+30*time.Second)
-		more, _, err := d.cycle(cctx)
+		more, _, err := d.cycle(cctx, pool)
 		cancel()
 		switch {
 		case err != nil:
@@ -310,7 +312,7 @@ type Claimed struct {
 // deliveries, sends it and records the outcomes. It returns how many it
 // took.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
-	_, n, err := d.cycle(ctx)
+	_, n, err := d.cycle(ctx, nil)
 	return n, err
 }
 
@@ -330,7 +332,7 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 // nearly every claim after one found nothing (2,436 empty claims in one
 // BenchmarkQueueDrain run, each planned for its arguments). Retries that
 // come due later are claimed at the next poll.
-func (d *Dispatcher) cycle(ctx context.Context) (more bool, n int, err error) {
+func (d *Dispatcher) cycle(ctx context.Context, pool *senders) (more bool, n int, err error) {
 	batch := d.takeLocal()
 	handed := len(batch) > 0
 	if !handed {
@@ -342,7 +344,7 @@ func (d *Dispatcher) cycle(ctx context.Context) (more bool, n int, err error) {
 	if full && !handed {
 		d.Wake() // more may be due: let another worker claim them meanwhile
 	}
-	if err := d.process(ctx, batch); err != nil {
+	if err := d.process(ctx, batch, pool); err != nil {
 		return false, len(batch), err
 	}
 	return (full && !handed) || d.localLen() > 0 || d.due.Load(), len(batch), nil
@@ -425,8 +427,11 @@ type groupKey struct{ notificationID, actionID int64 }
 
 // process sends batch and gives each group's outcomes to the recorder as
 // its send returns. Without a running recorder they are written before it
-// returns.
-func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
+// returns. The groups are sent concurrently, by pool's goroutines (nil: a
+// pool of this call's), at most sendConcurrency at once, so a slow
+// provider holds only its own groups; the last group is sent by the
+// calling goroutine, which would otherwise only wait.
+func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders) error {
 	byID, err := d.loadActions(ctx, batch)
 	if err == nil {
 		err = d.loadNotes(ctx, batch, byID)
@@ -448,22 +453,30 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed) error {
 		}
 		groups[k] = append(groups[k], i)
 	}
-	sem := make(chan struct{}, 64)
+	send := func(k groupKey) {
+		idx := groups[k]
+		d.rec.reserve(len(idx))
+		d.sendGroup(ctx, byID[k.actionID], batch, idx, outs)
+		mine := make([]outcome, len(idx))
+		for j, i := range idx {
+			mine[j] = outs[i]
+		}
+		d.rec.add(ctx, mine)
+	}
+	if pool == nil && len(order) > 1 {
+		pool = newSenders(sendConcurrency)
+		defer pool.close()
+	}
 	var wg sync.WaitGroup
-	for _, k := range order {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			idx := groups[k]
-			d.rec.reserve(len(idx))
-			d.sendGroup(ctx, byID[k.actionID], batch, idx, outs)
-			mine := make([]outcome, len(idx))
-			for j, i := range idx {
-				mine[j] = outs[i]
-			}
-			d.rec.add(ctx, mine)
+	last := len(order) - 1
+	for _, k := range order[:last] {
+		wg.Add(1)
+		pool.do(func() {
+			defer wg.Done()
+			send(k)
 		})
 	}
+	send(order[last])
 	wg.Wait()
 	return nil
 }
