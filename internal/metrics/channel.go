@@ -3,7 +3,10 @@ package metrics
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/outbox"
@@ -19,6 +22,26 @@ func (m *Metrics) Channel(ch channels.Channel) channels.Channel {
 type channel struct {
 	next channels.Channel
 	m    *Metrics
+	// series caches, by channel name, the provider's duration and message
+	// series: a lookup by label values per Send hashes them each time.
+	series sync.Map // string → *channelSeries
+}
+
+type channelSeries struct {
+	provider string
+	duration prometheus.Observer
+	messages prometheus.Counter
+}
+
+// seriesOf returns the series of provider (next's name: every channel's is
+// a constant, which the cache checks) and channel name.
+func (c *channel) seriesOf(provider, name string) *channelSeries {
+	if s, ok := c.series.Load(name); ok && s.(*channelSeries).provider == provider {
+		return s.(*channelSeries)
+	}
+	s := &channelSeries{provider, c.m.providerDuration.WithLabelValues(provider, name), c.m.providerMessages.WithLabelValues(provider, name)}
+	c.series.Store(name, s)
+	return s
 }
 
 func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
@@ -28,8 +51,9 @@ func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.
 		return res
 	}
 	provider, name := c.next.Name(), msgs[0].Channel
-	c.m.providerDuration.WithLabelValues(provider, name).Observe(time.Since(start).Seconds())
-	c.m.providerMessages.WithLabelValues(provider, name).Add(float64(len(msgs)))
+	s := c.seriesOf(provider, name)
+	s.duration.Observe(time.Since(start).Seconds())
+	s.messages.Add(float64(len(msgs)))
 	for _, r := range res {
 		if r.Err == nil {
 			continue

@@ -22,16 +22,21 @@ import (
 // event with its class and reason; never an address or a body. It is a
 // channels.Middleware: channels.Wrap keeps ch's capabilities.
 func (t *Tracing) Channel(ch channels.Channel) channels.Channel {
-	return channels.Wrap(ch, (&channel{next: ch, tracer: t.tracer}).Send)
+	return channels.Wrap(ch, (&channel{next: ch, tracer: t.tracer, off: !t.Enabled()}).Send)
 }
 
 type channel struct {
 	next   channels.Channel
 	tracer trace.Tracer
+	// off: tracing is off, and the no-op tracer's span would only carry
+	// the span context ctx already holds (the provider call still joins
+	// the trace in ctx), so Send skips it: its ids and attributes were
+	// about 1.4% of the drain's CPU for nothing (issue 17).
+	off bool
 }
 
 func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
-	if len(msgs) == 0 {
+	if len(msgs) == 0 || c.off {
 		return c.next.Send(ctx, msgs)
 	}
 	provider := c.next.Name()

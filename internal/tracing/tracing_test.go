@@ -206,3 +206,31 @@ func TestSinkSpanLinksToTheEnvelopesTraces(t *testing.T) {
 	require.Equal(t, "0af7651916cd43dd8448eb211c80319c", s.Links[1].SpanContext.TraceID().String())
 	require.Equal(t, []string{"e1", "e2", "e3"}, attr(s, "notify.envelope_ids").AsStringSlice())
 }
+
+// ctxChannel records the context of its last Send.
+type ctxChannel struct{ got *context.Context }
+
+func (ctxChannel) Name() string { return "fakeprovider" }
+
+func (c ctxChannel) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
+	*c.got = ctx
+	return make([]channels.Result, len(msgs))
+}
+
+// With tracing off, the channel starts no span and builds no attributes
+// (it allocates nothing of its own): the provider call runs under the trace
+// context it was given. Not parallel: AllocsPerRun counts every goroutine's.
+func TestChannelWithTracingOffPassesTheTraceThrough(t *testing.T) {
+	tr, err := tracing.New(context.Background(), config.Tracing{}, "test")
+	require.NoError(t, err)
+	var got context.Context
+	ch := tr.Channel(ctxChannel{&got})
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true})
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), sc)
+	res := ch.Send(ctx, []channels.Message{{DeliveryID: 1, Channel: "email"}})
+	require.Len(t, res, 1)
+	require.Equal(t, sc, trace.SpanContextFromContext(got))
+	msgs := []channels.Message{{DeliveryID: 1, NotificationID: 2, Channel: "email"}, {DeliveryID: 3, NotificationID: 4, Channel: "email"}}
+	allocs := testing.AllocsPerRun(100, func() { ch.Send(ctx, msgs) })
+	require.LessOrEqual(t, allocs, 2.0, "the results slice and little else")
+}
