@@ -52,6 +52,10 @@ type Sandbox struct {
 	next     int
 	queue    []*sandboxBatch
 	flushing bool
+	// docs encodes the flusher's statements (only the flusher, one at a
+	// time, uses it): its buffer is kept from one flush to the next
+	// rather than grown anew each time.
+	docs sandboxDocs
 }
 
 type sandboxBatch struct {
@@ -213,7 +217,8 @@ func (s *Sandbox) commit(ctx context.Context, b *sandboxBatch) error {
 // insert writes the rows of batch through s.records, with one created time.
 func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	now := s.now().UnixMilli()
-	var docs sandboxDocs
+	docs := &s.docs
+	docs.reset()
 	for _, b := range batch {
 		for _, r := range b.rows {
 			// A message of no delivery (a test-send) is kept in memory
@@ -446,6 +451,12 @@ func (d *sandboxDocs) flush() {
 	d.done = append(d.done, d.buf.String())
 	d.buf.Reset()
 	d.rows = 0
+}
+
+// reset empties d for the next statements, keeping its buffer.
+func (d *sandboxDocs) reset() {
+	d.done, d.rows = d.done[:0], 0
+	d.buf.Reset()
 }
 
 // close returns the documents, one per sandboxChunk rows.
