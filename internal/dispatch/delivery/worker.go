@@ -200,7 +200,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) work(ctx context.Context, worker int) {
 	idle := time.NewTimer(0)
 	defer idle.Stop()
-	pool := newSenders(sendConcurrency)
+	pool := newSenders(sendConcurrency - 1) // process sends one group itself
 	defer pool.close()
 	failures := 0
 	for {
@@ -428,9 +428,9 @@ type groupKey struct{ notificationID, actionID int64 }
 // process sends batch and gives each group's outcomes to the recorder as
 // its send returns. Without a running recorder they are written before it
 // returns. The groups are sent concurrently, by pool's goroutines (nil: a
-// pool of this call's), at most sendConcurrency at once, so a slow
-// provider holds only its own groups; the last group is sent by the
-// calling goroutine, which would otherwise only wait.
+// pool of this call's) and the last by the calling goroutine, which would
+// otherwise only wait: at most sendConcurrency at once (the pool's bound
+// plus one), so a slow provider holds only its own groups.
 func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders) error {
 	byID, err := d.loadActions(ctx, batch)
 	if err == nil {
@@ -464,7 +464,7 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders
 		d.rec.add(ctx, mine)
 	}
 	if pool == nil && len(order) > 1 {
-		pool = newSenders(sendConcurrency)
+		pool = newSenders(sendConcurrency - 1)
 		defer pool.close()
 	}
 	var wg sync.WaitGroup
