@@ -220,13 +220,13 @@ func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	docs := &s.docs
 	docs.reset()
 	for _, b := range batch {
-		for _, r := range b.rows {
+		for i := range b.rows {
 			// A message of no delivery (a test-send) is kept in memory
 			// only: no delivery's retention would ever prune its row.
-			if r.msg.DeliveryID == 0 {
+			if b.rows[i].msg.DeliveryID == 0 {
 				continue
 			}
-			if err := docs.add(r, now); err != nil {
+			if err := docs.add(&b.rows[i], now); err != nil {
 				return err
 			}
 		}
@@ -400,7 +400,7 @@ type sandboxDocs struct {
 }
 
 // add appends r, recorded at now.
-func (d *sandboxDocs) add(r sandboxRow, now int64) error {
+func (d *sandboxDocs) add(r *sandboxRow, now int64) error {
 	if d.enc == nil {
 		d.enc = json.NewEncoder(&d.buf)
 	}
@@ -426,7 +426,7 @@ func (d *sandboxDocs) add(r sandboxRow, now int64) error {
 	if err := d.field("provider_message_id", r.id); err != nil {
 		return err
 	}
-	if err := d.field("message", r.msg); err != nil {
+	if err := d.field("message", &r.msg); err != nil { // a pointer: no copy of the Message
 		return err
 	}
 	d.buf.WriteByte('}')
