@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // DetailTypePrefix starts every detail-type; the rest is <entity>/<op>.
@@ -230,6 +232,58 @@ func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 	}
 	if err := tx.WithContext(ctx).Create(&row).Error; err != nil {
 		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}
+
+// outboxColumns are the columns RecordAll writes; the others take their
+// defaults, the values Record's gorm Create writes (NULL, 0, ”).
+var outboxColumns = store.Columns("envelope_id text", "detail_type text", "collection_id bigint", "detail json", "created_at bigint")
+
+// recordRow is one envelope as RecordAll passes it. Detail is the detail's
+// JSON as it is (a json column of the rows parameter, stored as its text:
+// PostgreSQL's json and SQLite's JSON keep a compact text byte for byte),
+// so it is not escaped into a JSON string and back.
+type recordRow struct {
+	EnvelopeID   string          `json:"envelope_id"`
+	DetailType   string          `json:"detail_type"`
+	CollectionID int64           `json:"collection_id"`
+	Detail       json.RawMessage `json:"detail"`
+	CreatedAt    int64           `json:"created_at"`
+}
+
+// RecordAll inserts the envelopes for cs using tx, as Record does, with one
+// statement whose text is the same whatever len(cs) (store.JSONRows): a
+// batch of sends records its envelopes in one round trip, not one each.
+// The envelopes get ids in cs's order, so the relay publishes them in it.
+func (w *Writer) RecordAll(ctx context.Context, tx *gorm.DB, cs []Change) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	now := w.now()
+	sc := spanContextOf(ctx)
+	rows := make([]recordRow, len(cs))
+	for i, c := range cs {
+		id := uuid.NewString()
+		body, err := EncodeDetail(c, id, now, sc)
+		if err != nil {
+			return err
+		}
+		rows[i] = recordRow{EnvelopeID: id, DetailType: c.DetailType, CollectionID: c.CollectionID, Detail: json.RawMessage(body), CreatedAt: now.UnixMilli()}
+	}
+	sel, from := store.JSONRows(store.IsPostgres(tx), outboxColumns)
+	// The envelopes of one transaction carry no order among themselves the
+	// relay must keep (they are concurrent changes); both databases read the
+	// array in order anyway.
+	q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
+	for chunk := range slices.Chunk(rows, 1000) {
+		doc, err := json.Marshal(chunk)
+		if err != nil {
+			return fmt.Errorf("outbox: encode rows: %w", err)
+		}
+		if err := tx.WithContext(ctx).Exec(q, string(doc)).Error; err != nil {
+			return fmt.Errorf("outbox: insert: %w", err)
+		}
 	}
 	return nil
 }
