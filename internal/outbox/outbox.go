@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -237,50 +236,58 @@ func (w *Writer) Record(ctx context.Context, tx *gorm.DB, c Change) error {
 }
 
 // outboxColumns are the columns RecordAll writes; the others take their
-// defaults, the values Record's gorm Create writes (NULL, 0, ”).
+// defaults, the values Record's gorm Create writes (NULL, 0, empty text).
 var outboxColumns = store.Columns("envelope_id text", "detail_type text", "collection_id bigint", "detail json", "created_at bigint")
-
-// recordRow is one envelope as RecordAll passes it. Detail is the detail's
-// JSON as it is (a json column of the rows parameter, stored as its text:
-// PostgreSQL's json and SQLite's JSON keep a compact text byte for byte),
-// so it is not escaped into a JSON string and back.
-type recordRow struct {
-	EnvelopeID   string          `json:"envelope_id"`
-	DetailType   string          `json:"detail_type"`
-	CollectionID int64           `json:"collection_id"`
-	Detail       json.RawMessage `json:"detail"`
-	CreatedAt    int64           `json:"created_at"`
-}
 
 // RecordAll inserts the envelopes for cs using tx, as Record does, with one
 // statement whose text is the same whatever len(cs) (store.JSONRows): a
 // batch of sends records its envelopes in one round trip, not one each.
-// The envelopes get ids in cs's order, so the relay publishes them in it.
 func (w *Writer) RecordAll(ctx context.Context, tx *gorm.DB, cs []Change) error {
 	if len(cs) == 0 {
 		return nil
 	}
 	now := w.now()
 	sc := spanContextOf(ctx)
-	rows := make([]recordRow, len(cs))
+	details := make([]string, len(cs))
+	ids := make([]string, len(cs))
 	for i, c := range cs {
-		id := uuid.NewString()
-		body, err := EncodeDetail(c, id, now, sc)
+		ids[i] = uuid.NewString()
+		body, err := EncodeDetail(c, ids[i], now, sc)
 		if err != nil {
 			return err
 		}
-		rows[i] = recordRow{EnvelopeID: id, DetailType: c.DetailType, CollectionID: c.CollectionID, Detail: json.RawMessage(body), CreatedAt: now.UnixMilli()}
+		details[i] = body
 	}
 	sel, from := store.JSONRows(store.IsPostgres(tx), outboxColumns)
-	// The envelopes of one transaction carry no order among themselves the
-	// relay must keep (they are concurrent changes); both databases read the
-	// array in order anyway.
 	q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
-	for chunk := range slices.Chunk(rows, 1000) {
-		doc, err := json.Marshal(chunk)
-		if err != nil {
-			return fmt.Errorf("outbox: encode rows: %w", err)
+	// The rows document is written by hand: the detail goes in as it is (a
+	// json column: PostgreSQL's json and SQLite's JSON keep compact text
+	// byte for byte), not escaped into a string, nor re-scanned as
+	// encoding/json does a json.RawMessage. The envelopes of one
+	// transaction carry no order the relay must keep among themselves
+	// (they are concurrent changes); both databases read the array in
+	// order anyway.
+	var doc []byte
+	for lo := 0; lo < len(cs); lo += 1000 {
+		hi := min(lo+1000, len(cs))
+		doc = append(doc[:0], '[')
+		for i := lo; i < hi; i++ {
+			if i > lo {
+				doc = append(doc, ',')
+			}
+			doc = append(doc, `{"envelope_id":`...)
+			doc = store.AppendJSONString(doc, ids[i])
+			doc = append(doc, `,"detail_type":`...)
+			doc = store.AppendJSONString(doc, cs[i].DetailType)
+			doc = append(doc, `,"collection_id":`...)
+			doc = strconv.AppendInt(doc, cs[i].CollectionID, 10)
+			doc = append(doc, `,"created_at":`...)
+			doc = strconv.AppendInt(doc, now.UnixMilli(), 10)
+			doc = append(doc, `,"detail":`...)
+			doc = append(doc, details[i]...)
+			doc = append(doc, '}')
 		}
+		doc = append(doc, ']')
 		if err := tx.WithContext(ctx).Exec(q, string(doc)).Error; err != nil {
 			return fmt.Errorf("outbox: insert: %w", err)
 		}
