@@ -274,6 +274,15 @@ type Macros map[string]string
 
 // UnmarshalJSON applies the rules above.
 func (m *Macros) UnmarshalJSON(b []byte) error {
+	// Macros are almost always strings (or null, which decodes as "" here
+	// too): decoded straight into the map, they cost one pass and no
+	// json.RawMessage per value. A number, a boolean, an object or an array
+	// fails that decode, and the rules below decide.
+	var strs map[string]string
+	if err := json.Unmarshal(b, &strs); err == nil {
+		*m = strs
+		return nil
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err

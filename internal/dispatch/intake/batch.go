@@ -159,7 +159,11 @@ func (b *batch) plan(p *planning.Batch) error {
 // the rules to read what they need once (planning.BatchRule). Replays of a
 // key are included: reading a few extra rows costs less than a second pass.
 func (b *batch) inputs() []planning.Input {
-	var ins []planning.Input
+	n := 0
+	for _, e := range b.subs {
+		n += len(e.Request.Notification)
+	}
+	ins := make([]planning.Input, 0, n)
 	for _, e := range b.subs {
 		in := e.input(b.latest)
 		for _, n := range e.Request.Notification {
