@@ -3,7 +3,6 @@ package intake
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,23 +14,8 @@ import (
 	"gorm.io/gorm"
 )
 
-// insertJSON runs q, whose one parameter is a JSON array of rows (see
-// store.JSONRows), on rows in chunks of 1,000, and calls scan on each row it
-// returns.
-func insertJSON[T any](ctx context.Context, tx *gorm.DB, q string, rows []T, scan func(*sql.Rows) error) error {
-	for chunk := range slices.Chunk(rows, 1000) {
-		doc, err := json.Marshal(chunk)
-		if err != nil {
-			return err
-		}
-		if err := queryDoc(ctx, tx, q, string(doc), scan); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// queryDoc runs q with the rows document doc and calls scan on each row it
+// queryDoc runs q, whose one parameter is a JSON array of rows (see
+// store.JSONRows), with the document doc, and calls scan on each row it
 // returns.
 func queryDoc(ctx context.Context, tx *gorm.DB, q, doc string, scan func(*sql.Rows) error) error {
 	r, err := tx.WithContext(ctx).Raw(q, doc).Rows()
@@ -55,54 +39,87 @@ var notificationColumns = store.Columns(
 	"created_time bigint", "trace_parent text", "data text", "tenant text", "team text", "service text", "entity_id text",
 )
 
-type notificationRow struct {
-	CollectionID   int64           `json:"collection_id"`
-	Name           string          `json:"name"`
-	Source         string          `json:"source"`
-	IntakeScope    string          `json:"intake_scope"`
-	IdempotencyKey string          `json:"idempotency_key"`
-	Ordinal        int             `json:"ordinal"`
-	RequestHash    string          `json:"request_hash"`
-	Correlation    any             `json:"correlation"`
-	Recipients     json.RawMessage `json:"recipients"` // planned.recipients, as it is
-	Status         string          `json:"status"`
-	Reason         string          `json:"reason"`
-	EventID        int64           `json:"event_id"`
-	DeliveryCount  int             `json:"delivery_count"`
-	SkippedCount   int             `json:"skipped_count"`
-	CreatedBy      string          `json:"created_by"`
-	CreatedTime    int64           `json:"created_time"`
-	TraceParent    string          `json:"trace_parent"`
-	Data           any             `json:"data"`
-	Tenant         string          `json:"tenant"`
-	Team           string          `json:"team"`
-	Service        string          `json:"service"`
-	EntityID       string          `json:"entity_id"`
+// notificationRowBytes is about what a notification row takes besides its
+// variable strings.
+const notificationRowBytes = 480
+
+// appendNotificationRow appends p's notification as a row of the
+// notifications document, the columns of notificationColumns, its
+// recipients as p encoded them. Written by hand, as appendDeliveryRow.
+func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
+	n := p.note
+	corr, err := n.Correlation.Value()
+	if err != nil {
+		return nil, err
+	}
+	data, err := n.Data.Value()
+	if err != nil {
+		return nil, err
+	}
+	str := func(name, v string) {
+		dst = append(dst, name...)
+		dst = store.AppendJSONString(dst, v)
+	}
+	num := func(name string, v int64) {
+		dst = append(dst, name...)
+		dst = strconv.AppendInt(dst, v, 10)
+	}
+	num(`{"collection_id":`, n.CollectionID)
+	str(`,"name":`, n.Name)
+	str(`,"source":`, n.Source)
+	str(`,"intake_scope":`, n.IntakeScope)
+	str(`,"idempotency_key":`, n.IdempotencyKey)
+	num(`,"ordinal":`, int64(n.Ordinal))
+	str(`,"request_hash":`, n.RequestHash)
+	str(`,"correlation":`, corr.(string))
+	dst = append(dst, `,"recipients":`...)
+	dst = append(dst, p.recipients...)
+	str(`,"status":`, n.Status)
+	str(`,"reason":`, n.Reason)
+	num(`,"event_id":`, n.EventID)
+	num(`,"delivery_count":`, int64(n.DeliveryCount))
+	num(`,"skipped_count":`, int64(n.SkippedCount))
+	str(`,"created_by":`, n.CreatedBy)
+	num(`,"created_time":`, n.CreatedTime)
+	str(`,"trace_parent":`, n.TraceParent)
+	str(`,"data":`, data.(string))
+	str(`,"tenant":`, n.Tenant)
+	str(`,"team":`, n.Team)
+	str(`,"service":`, n.Service)
+	str(`,"entity_id":`, n.EntityID)
+	return append(dst, '}'), nil
 }
 
 // insertNotes inserts the notifications of ps with one statement per chunk,
 // the INSERT … SELECT followed by suffix, and calls scan on each row the
 // statement returns.
 func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, ps []*planned, suffix string, scan func(*sql.Rows) error) error {
-	rows := make([]notificationRow, len(ps))
-	for i, p := range ps {
-		n := p.note
-		corr, err := n.Correlation.Value()
-		if err != nil {
-			return err
-		}
-		rcpts := json.RawMessage(p.recipients)
-		data, err := n.Data.Value()
-		if err != nil {
-			return err
-		}
-		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeScope, n.IdempotencyKey, n.Ordinal, n.RequestHash,
-			corr, rcpts, n.Status, n.Reason, n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent, data,
-			n.Tenant, n.Team, n.Service, n.EntityID}
-	}
 	sel, from := store.JSONRows(in.pg, notificationColumns)
 	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
-	return insertJSON(ctx, tx, q, rows, scan)
+	var doc []byte
+	for lo := 0; lo < len(ps); lo += 1000 {
+		hi := min(lo+1000, len(ps))
+		size := 2
+		for _, p := range ps[lo:hi] {
+			size += notificationRowBytes + len(p.recipients) + len(p.note.Reason)
+		}
+		doc = slices.Grow(doc[:0], size)
+		doc = append(doc, '[')
+		for i, p := range ps[lo:hi] {
+			if i > 0 {
+				doc = append(doc, ',')
+			}
+			var err error
+			if doc, err = appendNotificationRow(doc, p); err != nil {
+				return err
+			}
+		}
+		doc = append(doc, ']')
+		if err := queryDoc(ctx, tx, q, string(doc), scan); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // insertNotifications inserts the notifications of ps, none of which can

@@ -102,3 +102,42 @@ func TestAppendJSONString(t *testing.T) {
 		require.Equal(t, s, back)
 	}
 }
+
+// A notification row written by hand has exactly the columns of
+// notificationColumns, its recipients as encoded, and its strings and
+// numbers read back.
+func TestAppendNotificationRowIsTheColumns(t *testing.T) {
+	n := &dispatch.NotificationRecord{CollectionID: 2, Name: "USER_\"INVITE\"", Source: "api", IntakeScope: "api:2", IdempotencyKey: "k\n1",
+		Ordinal: 3, RequestHash: "abc", Correlation: dispatch.StringMap{"orderId": "o<1>"}, Status: dispatch.NotificationAccepted,
+		Reason: "r\\", EventID: 4, DeliveryCount: 5, SkippedCount: 6, CreatedBy: "7", CreatedTime: 8, TraceParent: "00-x",
+		Data: dispatch.Data{"amount": 1.5}, Tenant: "t", Team: "tm", Service: "s", EntityID: "e"}
+	p := &planned{note: n, recipients: `[{"email":"a@example.com"}]`}
+	doc, err := appendNotificationRow(nil, p)
+	require.NoError(t, err)
+	var got map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(doc, &got), "%s", doc)
+	var names, want []string
+	for name := range got {
+		names = append(names, name)
+	}
+	for _, c := range notificationColumns {
+		want = append(want, c.Name)
+	}
+	require.ElementsMatch(t, want, names)
+	require.Equal(t, p.recipients, string(got["recipients"]))
+	str := func(name string) string {
+		var s string
+		require.NoError(t, json.Unmarshal(got[name], &s), name)
+		return s
+	}
+	num := func(name string) int64 {
+		var v int64
+		require.NoError(t, json.Unmarshal(got[name], &v), name)
+		return v
+	}
+	require.Equal(t, []string{n.Name, n.Source, n.IntakeScope, n.IdempotencyKey, n.RequestHash, `{"orderId":"o\u003c1\u003e"}`, n.Status, n.Reason,
+		n.CreatedBy, n.TraceParent, `{"amount":1.5}`, n.Tenant, n.Team, n.Service, n.EntityID},
+		[]string{str("name"), str("source"), str("intake_scope"), str("idempotency_key"), str("request_hash"), str("correlation"), str("status"), str("reason"),
+			str("created_by"), str("trace_parent"), str("data"), str("tenant"), str("team"), str("service"), str("entity_id")})
+	require.Equal(t, []int64{2, 3, 4, 5, 6, 8}, []int64{num("collection_id"), num("ordinal"), num("event_id"), num("delivery_count"), num("skipped_count"), num("created_time")})
+}
