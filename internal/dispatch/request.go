@@ -275,6 +275,15 @@ type Macros map[string]string
 
 // UnmarshalJSON applies the rules above.
 func (m *Macros) UnmarshalJSON(b []byte) error {
+	// Macros are almost always strings (or null, which decodes as "" here
+	// too): decoded straight into the map, they cost one pass and no
+	// json.RawMessage per value. A number, a boolean, an object or an array
+	// fails that decode, and the rules below decide.
+	var strs map[string]string
+	if err := json.Unmarshal(b, &strs); err == nil {
+		*m = strs
+		return nil
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
@@ -476,28 +485,29 @@ func (r Request) Validate() error {
 			f.Add(p+".recipients", fmt.Sprintf("must have at most %d recipients", maxRecipients))
 		}
 		for j, rc := range n.Recipients {
-			rp := fmt.Sprintf("%s.recipients[%d]", p, j)
+			// Named only when something is wrong: most recipients are fine.
+			rp := func() string { return fmt.Sprintf("%s.recipients[%d]", p, j) }
 			if len(rc.Tos)+len(rc.Ccs)+len(rc.Bccs) > maxAddresses {
-				f.Add(rp, fmt.Sprintf("must have at most %d tos, ccs and bccs together", maxAddresses))
+				f.Add(rp(), fmt.Sprintf("must have at most %d tos, ccs and bccs together", maxAddresses))
 			}
 			if len(rc.ID) > maxNameLen {
-				f.Add(rp+".id", fmt.Sprintf("must be at most %d characters", maxNameLen))
+				f.Add(rp()+".id", fmt.Sprintf("must be at most %d characters", maxNameLen))
 			}
 			if rc.Timezone != "" {
 				if _, err := time.LoadLocation(rc.Timezone); err != nil || len(rc.Timezone) > maxNameLen {
-					f.Add(rp+".timezone", "must be an IANA time zone name, such as Europe/Paris")
+					f.Add(rp()+".timezone", "must be an IANA time zone name, such as Europe/Paris")
 				}
 			}
 			if len(rc.Macros) > maxMacros {
-				f.Add(rp+".macros", fmt.Sprintf("must have at most %d entries", maxMacros))
+				f.Add(rp()+".macros", fmt.Sprintf("must have at most %d entries", maxMacros))
 			}
-			for _, s := range rc.strings() {
+			for s := range rc.strings {
 				if !apperr.ValidText(s) {
-					f.Add(rp, apperr.TextReason)
+					f.Add(rp(), apperr.TextReason)
 					break
 				}
 				if len(s) > maxValueLen {
-					f.Add(rp, fmt.Sprintf("has a value over %d bytes", maxValueLen))
+					f.Add(rp(), fmt.Sprintf("has a value over %d bytes", maxValueLen))
 					break
 				}
 			}
@@ -542,17 +552,26 @@ func (r Request) names() []string {
 	return out
 }
 
-func (rc Recipient) strings() []string {
-	s := []string{rc.Email, rc.Phone, rc.PushID, rc.Locale, rc.ID, rc.Timezone}
-	for _, l := range [][]Address{rc.Tos, rc.Ccs, rc.Bccs} {
+// strings yields every string of rc, for Validate, without collecting them
+// (it runs for every recipient of every message).
+func (rc *Recipient) strings(yield func(string) bool) {
+	for _, s := range [...]string{rc.Email, rc.Phone, rc.PushID, rc.Locale, rc.ID, rc.Timezone} {
+		if !yield(s) {
+			return
+		}
+	}
+	for _, l := range [...][]Address{rc.Tos, rc.Ccs, rc.Bccs} {
 		for _, a := range l {
-			s = append(s, a.Email, a.Name)
+			if !yield(a.Email) || !yield(a.Name) {
+				return
+			}
 		}
 	}
 	for k, v := range rc.Macros {
-		s = append(s, k, v)
+		if !yield(k) || !yield(v) {
+			return
+		}
 	}
-	return s
 }
 
 // Hash is a digest of the request's meaning (canonical JSON: map keys are

@@ -3,7 +3,9 @@ package preferences_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,6 +159,47 @@ func TestRuleSkipsOptedOutOncePerBatchAndRequiredBypasses(t *testing.T) {
 		_, err = p.ForBatch(ctx, []planning.Input{{CollectionID: cid}})
 		require.NoError(t, err)
 		require.EqualValues(t, 1, reads.Load())
+	})
+}
+
+// The planning read is one statement text whatever the number of
+// collections and keys of the batch, so it is prepared once, not once per
+// count of keys as an IN (?, ?, …) list made it.
+func TestRuleReadIsOneStatementTextForEveryBatch(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		cid := newCollection(t, db)
+		svc := preferences.New(db, outbox.NewWriter(nil, nil), nil)
+		_, err := svc.Put(ctx, sender, cid, "user-3", preferences.Document{Channels: map[string]bool{"email": false}})
+		require.NoError(t, err)
+		var mu sync.Mutex
+		texts := map[string]bool{}
+		require.NoError(t, db.Callback().Query().After("gorm:query").Register("test:preference_texts", func(tx *gorm.DB) {
+			if tx.Statement.Table == "preferences" {
+				mu.Lock()
+				texts[tx.Statement.SQL.String()] = true
+				mu.Unlock()
+			}
+		}))
+		rule := preferences.NewRule(db)
+		for _, n := range []int{1, 2, 7} {
+			var rcs []dispatch.Recipient
+			for i := range n {
+				rcs = append(rcs, dispatch.Recipient{ID: fmt.Sprintf("user-%d", i+1), Email: fmt.Sprintf("u%d@example.test", i+1)})
+			}
+			ins := []planning.Input{{CollectionID: cid, Notification: dispatch.Notification{Name: "USER_INVITEUSER", Recipients: rcs}}}
+			if n == 7 {
+				ins = append(ins, planning.Input{CollectionID: cid + 1000, Notification: dispatch.Notification{Name: "USER_INVITEUSER", Recipients: rcs[:1]}})
+			}
+			b, err := rule.ForBatch(ctx, ins)
+			require.NoError(t, err)
+			// And it still finds what it should: user-3's opt-out from email.
+			skip, _ := b.Skip(planning.Pair{In: &ins[0], Event: &actions.Rule{}, Action: &actions.Action{ConfigName: actions.ConfigEmail},
+				Recipient: &rcs[min(2, n-1)]})
+			require.Equal(t, n >= 3, skip == dispatch.ReasonOptedOut, "batch of %d", n)
+		}
+		require.Len(t, texts, 1, "one statement text for batches of 1, 2 and 7 keys: %v", texts)
 	})
 }
 

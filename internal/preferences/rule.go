@@ -2,6 +2,7 @@ package preferences
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 	"github.com/notificationservice/notificationservice/internal/message"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Rule is the preferences planning rule (a planning.BatchRule): it reads
@@ -79,15 +81,26 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 	var rows []row
 	// Every pair of the two lists, not only those the batch has: a batch is
 	// almost always one collection, and one statement beats a tuple list
-	// SQLite and PostgreSQL spell differently. A batch with more keys than
-	// one statement may bind takes one statement per maxKeysPerQuery.
-	for chunk := range slices.Chunk(keys, maxKeysPerQuery) {
-		var part []row
-		if err := r.db.WithContext(ctx).Select("collection_id", "recipient_key", "document").
-			Where("collection_id IN ? AND recipient_key IN ?", cids, chunk).Find(&part).Error; err != nil {
-			return nil, fmt.Errorf("preferences: read for planning: %w", err)
-		}
-		rows = append(rows, part...)
+	// SQLite and PostgreSQL spell differently. Each list is one JSON
+	// parameter, not IN (?, ?, …): the statement's text is then the same
+	// whatever the batch, so it is prepared once (an IN list made a new
+	// prepared statement for every count of keys), and no batch outgrows
+	// the bind parameters a statement may have.
+	cj, err := json.Marshal(cids)
+	if err != nil {
+		return nil, fmt.Errorf("preferences: read for planning: %w", err)
+	}
+	kj, err := json.Marshal(keys)
+	if err != nil {
+		return nil, fmt.Errorf("preferences: read for planning: %w", err)
+	}
+	where := planningWhereSQLite
+	if store.IsPostgres(r.db) {
+		where = planningWherePG
+	}
+	if err := r.db.WithContext(ctx).Select("collection_id", "recipient_key", "document").
+		Where(where, string(cj), string(kj)).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("preferences: read for planning: %w", err)
 	}
 	for _, rw := range rows {
 		d, err := decode([]byte(rw.Document))
@@ -101,9 +114,13 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 	return b, nil
 }
 
-// maxKeysPerQuery keeps a statement's bind parameters well under
-// PostgreSQL's 65,535.
-const maxKeysPerQuery = 10_000
+// The planning read's condition: every (collection, key) of two JSON
+// arrays, the collection ids and the recipient keys.
+const (
+	planningWherePG = "collection_id IN (SELECT json_array_elements_text(CAST(? AS json))::bigint)" +
+		" AND recipient_key IN (SELECT json_array_elements_text(CAST(? AS json)))"
+	planningWhereSQLite = "collection_id IN (SELECT value FROM json_each(?)) AND recipient_key IN (SELECT value FROM json_each(?))"
+)
 
 type batchKey struct {
 	collectionID int64

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"cmp"
+	"encoding/json"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
@@ -49,6 +50,45 @@ type planned struct {
 	sub        int
 	note       *dispatch.NotificationRecord
 	deliveries []*dispatch.Delivery
+	// recipients is note.Recipients as JSON, encoded once (encodeRecipients)
+	// for the three places that store it: the notification's recipients, each
+	// delivery's recipient (each[i] is recipient i, a slice of recipients) and
+	// the send envelope's payload.
+	recipients string
+	each       []string
+}
+
+// encodeRecipients encodes rs as a JSON array, exactly as json.Marshal
+// encodes the slice (an element is encoded the same inside an array as
+// alone), and returns each element's text as a substring of it. A nil or
+// empty list is "[]", as dispatch.Recipients stores it.
+func encodeRecipients(rs []dispatch.Recipient) (string, []string, error) {
+	if len(rs) == 0 {
+		return "[]", nil, nil
+	}
+	buf := make([]byte, 0, 256*len(rs))
+	ends := make([]int, len(rs))
+	buf = append(buf, '[')
+	for i := range rs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		b, err := json.Marshal(&rs[i])
+		if err != nil {
+			return "", nil, err
+		}
+		buf = append(buf, b...)
+		ends[i] = len(buf)
+	}
+	buf = append(buf, ']')
+	all := string(buf)
+	each := make([]string, len(rs))
+	start := 1
+	for i, end := range ends {
+		each[i] = all[start:end]
+		start = end + 1
+	}
+	return all, each, nil
 }
 
 type ruleKey struct {
@@ -89,7 +129,7 @@ func (b *batch) reset() {
 
 // plan plans every submission that may be fresh: the keyless ones and the
 // first of each key in the batch.
-func (b *batch) plan(p *planning.Batch) {
+func (b *batch) plan(p *planning.Batch) error {
 	for i, e := range b.subs {
 		if e.Key != "" && e.first != i {
 			continue
@@ -105,16 +145,25 @@ func (b *batch) plan(p *planning.Batch) {
 					note.RequestHash = e.hash
 				}
 			}
-			b.notes = append(b.notes, &planned{sub: i, note: note, deliveries: ds})
+			all, each, err := encodeRecipients(note.Recipients)
+			if err != nil {
+				return err
+			}
+			b.notes = append(b.notes, &planned{sub: i, note: note, deliveries: ds, recipients: all, each: each})
 		}
 	}
+	return nil
 }
 
 // inputs returns every notification of the batch as planning sees it, for
 // the rules to read what they need once (planning.BatchRule). Replays of a
 // key are included: reading a few extra rows costs less than a second pass.
 func (b *batch) inputs() []planning.Input {
-	var ins []planning.Input
+	n := 0
+	for _, e := range b.subs {
+		n += len(e.Request.Notification)
+	}
+	ins := make([]planning.Input, 0, n)
 	for _, e := range b.subs {
 		in := e.input(b.latest)
 		for _, n := range e.Request.Notification {
@@ -136,15 +185,15 @@ func (e *entry) input(latest int64) planning.Input {
 
 // keepFresh drops the planned notifications of keys seen before and returns
 // the fresh ones claimKeys has not inserted yet.
-func (b *batch) keepFresh() []*dispatch.NotificationRecord {
-	var rest []*dispatch.NotificationRecord
+func (b *batch) keepFresh() []*planned {
+	var rest []*planned
 	kept := b.notes[:0]
 	for _, p := range b.notes {
 		if !b.subs[p.sub].fresh {
 			continue
 		}
 		if p.note.ID == 0 {
-			rest = append(rest, p.note)
+			rest = append(rest, p)
 		}
 		kept = append(kept, p)
 	}
@@ -153,19 +202,27 @@ func (b *batch) keepFresh() []*dispatch.NotificationRecord {
 }
 
 // deliveries returns the deliveries of b's notes, each with its
-// notification's id, and counts the pending ones.
-func (b *batch) deliveries() []*dispatch.Delivery {
-	var all []*dispatch.Delivery
+// notification's id, and each one's recipient as JSON; it counts the
+// pending ones.
+func (b *batch) deliveries() ([]*dispatch.Delivery, []string) {
+	n := 0
+	for _, p := range b.notes {
+		n += len(p.deliveries)
+	}
+	all := make([]*dispatch.Delivery, 0, n)
+	rcpts := make([]string, 0, n)
 	for _, p := range b.notes {
 		for _, d := range p.deliveries {
 			d.NotificationID = p.note.ID
 			if d.Status == dispatch.StatusPending {
 				b.pending++
 			}
+			// planning copies recipient RecipientIndex into the delivery.
+			rcpts = append(rcpts, p.each[d.RecipientIndex])
 		}
 		all = append(all, p.deliveries...)
 	}
-	return all
+	return all, rcpts
 }
 
 func (b *batch) outcomes() []Outcome {

@@ -3,10 +3,10 @@ package intake
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 
@@ -14,100 +14,126 @@ import (
 	"gorm.io/gorm"
 )
 
-// insertJSON runs q, whose one parameter is a JSON array of rows (see
-// store.JSONRows), on rows in chunks of 1,000, and calls scan on each row it
+// queryDoc runs q, whose one parameter is a JSON array of rows (see
+// store.JSONRows), with the document doc, and calls scan on each row it
 // returns.
-func insertJSON[T any](ctx context.Context, tx *gorm.DB, q string, rows []T, scan func(*sql.Rows) error) error {
-	for chunk := range slices.Chunk(rows, 1000) {
-		doc, err := json.Marshal(chunk)
-		if err != nil {
+func queryDoc(ctx context.Context, tx *gorm.DB, q, doc string, scan func(*sql.Rows) error) error {
+	r, err := tx.WithContext(ctx).Raw(q, doc).Rows()
+	if err != nil {
+		return err
+	}
+	for r.Next() {
+		if err := scan(r); err != nil {
+			r.Close()
 			return err
 		}
-		r, err := tx.WithContext(ctx).Raw(q, string(doc)).Rows()
-		if err != nil {
-			return err
+	}
+	// Close does not report an error that ended the iteration; Err does.
+	return errors.Join(r.Err(), r.Close())
+}
+
+var notificationColumns = store.Columns(
+	"collection_id bigint", "name text", "source text", "intake_scope text", "idempotency_key text",
+	"ordinal integer", "request_hash text", "correlation text", "recipients json", "status text", "reason text",
+	"event_id bigint", "delivery_count integer", "skipped_count integer", "created_by text",
+	"created_time bigint", "trace_parent text", "data text", "tenant text", "team text", "service text", "entity_id text",
+)
+
+// notificationRowBytes is about what a notification row takes besides its
+// variable strings.
+const notificationRowBytes = 480
+
+// appendNotificationRow appends p's notification as a row of the
+// notifications document, the columns of notificationColumns, its
+// recipients as p encoded them. Written by hand, as appendDeliveryRow.
+func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
+	n := p.note
+	corr, err := n.Correlation.Value()
+	if err != nil {
+		return nil, err
+	}
+	data, err := n.Data.Value()
+	if err != nil {
+		return nil, err
+	}
+	str := func(name, v string) {
+		dst = append(dst, name...)
+		dst = store.AppendJSONString(dst, v)
+	}
+	num := func(name string, v int64) {
+		dst = append(dst, name...)
+		dst = strconv.AppendInt(dst, v, 10)
+	}
+	num(`{"collection_id":`, n.CollectionID)
+	str(`,"name":`, n.Name)
+	str(`,"source":`, n.Source)
+	str(`,"intake_scope":`, n.IntakeScope)
+	str(`,"idempotency_key":`, n.IdempotencyKey)
+	num(`,"ordinal":`, int64(n.Ordinal))
+	str(`,"request_hash":`, n.RequestHash)
+	str(`,"correlation":`, corr.(string))
+	dst = append(dst, `,"recipients":`...)
+	dst = append(dst, p.recipients...)
+	str(`,"status":`, n.Status)
+	str(`,"reason":`, n.Reason)
+	num(`,"event_id":`, n.EventID)
+	num(`,"delivery_count":`, int64(n.DeliveryCount))
+	num(`,"skipped_count":`, int64(n.SkippedCount))
+	str(`,"created_by":`, n.CreatedBy)
+	num(`,"created_time":`, n.CreatedTime)
+	str(`,"trace_parent":`, n.TraceParent)
+	str(`,"data":`, data.(string))
+	str(`,"tenant":`, n.Tenant)
+	str(`,"team":`, n.Team)
+	str(`,"service":`, n.Service)
+	str(`,"entity_id":`, n.EntityID)
+	return append(dst, '}'), nil
+}
+
+// insertNotes inserts the notifications of ps with one statement per chunk,
+// the INSERT … SELECT followed by suffix, and calls scan on each row the
+// statement returns.
+func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, ps []*planned, suffix string, scan func(*sql.Rows) error) error {
+	sel, from := store.JSONRows(in.pg, notificationColumns)
+	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
+	var doc []byte
+	for lo := 0; lo < len(ps); lo += 1000 {
+		hi := min(lo+1000, len(ps))
+		size := 2
+		for _, p := range ps[lo:hi] {
+			size += notificationRowBytes + len(p.recipients) + len(p.note.Reason)
 		}
-		for r.Next() {
-			if err := scan(r); err != nil {
-				r.Close()
+		doc = slices.Grow(doc[:0], size)
+		doc = append(doc, '[')
+		for i, p := range ps[lo:hi] {
+			if i > 0 {
+				doc = append(doc, ',')
+			}
+			var err error
+			if doc, err = appendNotificationRow(doc, p); err != nil {
 				return err
 			}
 		}
-		// Close does not report an error that ended the iteration; Err does.
-		if err := errors.Join(r.Err(), r.Close()); err != nil {
+		doc = append(doc, ']')
+		if err := queryDoc(ctx, tx, q, string(doc), scan); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-var notificationColumns = store.Columns(
-	"collection_id bigint", "name text", "source text", "intake_scope text", "idempotency_key text",
-	"ordinal integer", "request_hash text", "correlation text", "recipients text", "status text", "reason text",
-	"event_id bigint", "delivery_count integer", "skipped_count integer", "created_by text",
-	"created_time bigint", "trace_parent text", "data text", "tenant text", "team text", "service text", "entity_id text",
-)
-
-type notificationRow struct {
-	CollectionID   int64  `json:"collection_id"`
-	Name           string `json:"name"`
-	Source         string `json:"source"`
-	IntakeScope    string `json:"intake_scope"`
-	IdempotencyKey string `json:"idempotency_key"`
-	Ordinal        int    `json:"ordinal"`
-	RequestHash    string `json:"request_hash"`
-	Correlation    any    `json:"correlation"`
-	Recipients     any    `json:"recipients"`
-	Status         string `json:"status"`
-	Reason         string `json:"reason"`
-	EventID        int64  `json:"event_id"`
-	DeliveryCount  int    `json:"delivery_count"`
-	SkippedCount   int    `json:"skipped_count"`
-	CreatedBy      string `json:"created_by"`
-	CreatedTime    int64  `json:"created_time"`
-	TraceParent    string `json:"trace_parent"`
-	Data           any    `json:"data"`
-	Tenant         string `json:"tenant"`
-	Team           string `json:"team"`
-	Service        string `json:"service"`
-	EntityID       string `json:"entity_id"`
-}
-
-// insertNotes inserts notes with one statement per chunk, the INSERT …
-// SELECT followed by suffix, and calls scan on each row the statement
-// returns.
-func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, notes []*dispatch.NotificationRecord, suffix string, scan func(*sql.Rows) error) error {
-	rows := make([]notificationRow, len(notes))
-	for i, n := range notes {
-		corr, err := n.Correlation.Value()
-		if err != nil {
-			return err
-		}
-		rcpts, err := n.Recipients.Value()
-		if err != nil {
-			return err
-		}
-		data, err := n.Data.Value()
-		if err != nil {
-			return err
-		}
-		rows[i] = notificationRow{n.CollectionID, n.Name, n.Source, n.IntakeScope, n.IdempotencyKey, n.Ordinal, n.RequestHash,
-			corr, rcpts, n.Status, n.Reason, n.EventID, n.DeliveryCount, n.SkippedCount, n.CreatedBy, n.CreatedTime, n.TraceParent, data,
-			n.Tenant, n.Team, n.Service, n.EntityID}
-	}
-	sel, from := store.JSONRows(in.pg, notificationColumns)
-	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
-	return insertJSON(ctx, tx, q, rows, scan)
-}
-
-// insertNotifications inserts notes, none of which can conflict, and sets
-// their ids.
-func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []*dispatch.NotificationRecord) error {
-	if len(notes) == 0 {
+// insertNotifications inserts the notifications of ps, none of which can
+// conflict, and sets their ids.
+func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, ps []*planned) error {
+	if len(ps) == 0 {
 		return nil
 	}
+	notes := make([]*dispatch.NotificationRecord, len(ps))
+	for i, p := range ps {
+		notes[i] = p.note
+	}
 	at := 0
-	if err := in.insertNotes(ctx, tx, notes, " RETURNING id, name", func(r *sql.Rows) error {
+	if err := in.insertNotes(ctx, tx, ps, " RETURNING id, name", func(r *sql.Rows) error {
 		var id int64
 		var name string
 		if err := r.Scan(&id, &name); err != nil {
@@ -133,54 +159,72 @@ func (in *Intake) insertNotifications(ctx context.Context, tx *gorm.DB, notes []
 
 var deliveryColumns = store.Columns(
 	"notification_id bigint", "collection_id bigint", "action_id bigint", "recipient_index integer",
-	"channel text", "address text", "recipient text", "status text", "reason text", "reason_detail text", "attempts integer",
+	"channel text", "address text", "recipient json", "status text", "reason text", "reason_detail text", "attempts integer",
 	"next_attempt_at bigint", "claimed_at bigint", "lease_owner text", "lease_until bigint", "created_time bigint", "updated_time bigint",
 )
 
-type deliveryRow struct {
-	NotificationID int64  `json:"notification_id"`
-	CollectionID   int64  `json:"collection_id"`
-	ActionID       int64  `json:"action_id"`
-	RecipientIndex int    `json:"recipient_index"`
-	Channel        string `json:"channel"`
-	Address        string `json:"address"`
-	Recipient      string `json:"recipient"`
-	Status         string `json:"status"`
-	Reason         string `json:"reason"`
-	ReasonDetail   string `json:"reason_detail"`
-	Attempts       int    `json:"attempts"`
-	NextAttemptAt  int64  `json:"next_attempt_at"`
-	ClaimedAt      int64  `json:"claimed_at"`
-	LeaseOwner     string `json:"lease_owner"`
-	LeaseUntil     int64  `json:"lease_until"`
-	CreatedTime    int64  `json:"created_time"`
-	UpdatedTime    int64  `json:"updated_time"`
+// appendDeliveryRow appends d as a row of the deliveries document, its
+// recipient rcpt as it is, the columns of deliveryColumns. It is written by
+// hand: a batch has a row per recipient and action, and encoding/json's
+// reflection (and its compaction of the recipient, already compact JSON)
+// was most of the insert's CPU.
+// deliveryRowBytes is about what a row takes besides its recipient,
+// address and reasons: the names, numbers and short strings.
+const deliveryRowBytes = 320
+
+func appendDeliveryRow(dst []byte, d *dispatch.Delivery, rcpt string) []byte {
+	dst = append(dst, `{"notification_id":`...)
+	dst = strconv.AppendInt(dst, d.NotificationID, 10)
+	dst = append(dst, `,"collection_id":`...)
+	dst = strconv.AppendInt(dst, d.CollectionID, 10)
+	dst = append(dst, `,"action_id":`...)
+	dst = strconv.AppendInt(dst, d.ActionID, 10)
+	dst = append(dst, `,"recipient_index":`...)
+	dst = strconv.AppendInt(dst, int64(d.RecipientIndex), 10)
+	dst = append(dst, `,"channel":`...)
+	dst = store.AppendJSONString(dst, d.Channel)
+	dst = append(dst, `,"address":`...)
+	dst = store.AppendJSONString(dst, d.Address)
+	dst = append(dst, `,"recipient":`...)
+	dst = append(dst, rcpt...)
+	dst = append(dst, `,"status":`...)
+	dst = store.AppendJSONString(dst, d.Status)
+	dst = append(dst, `,"reason":`...)
+	dst = store.AppendJSONString(dst, d.Reason)
+	dst = append(dst, `,"reason_detail":`...)
+	dst = store.AppendJSONString(dst, d.ReasonDetail)
+	dst = append(dst, `,"attempts":`...)
+	dst = strconv.AppendInt(dst, int64(d.Attempts), 10)
+	dst = append(dst, `,"next_attempt_at":`...)
+	dst = strconv.AppendInt(dst, d.NextAttemptAt, 10)
+	dst = append(dst, `,"claimed_at":`...)
+	dst = strconv.AppendInt(dst, d.ClaimedAt, 10)
+	dst = append(dst, `,"lease_owner":`...)
+	dst = store.AppendJSONString(dst, d.LeaseOwner)
+	dst = append(dst, `,"lease_until":`...)
+	dst = strconv.AppendInt(dst, d.LeaseUntil, 10)
+	dst = append(dst, `,"created_time":`...)
+	dst = strconv.AppendInt(dst, d.CreatedTime, 10)
+	dst = append(dst, `,"updated_time":`...)
+	dst = strconv.AppendInt(dst, d.UpdatedTime, 10)
+	return append(dst, '}')
 }
 
-// insertDeliveries inserts ds, sets their ids and returns each one's
-// recipient as stored (JSON).
-func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispatch.Delivery) ([]string, error) {
-	rows := make([]deliveryRow, len(ds))
-	rcpts := make([]string, len(ds))
+// insertDeliveries inserts ds, whose recipients are rcpts (JSON, as
+// stored), and sets their ids.
+func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispatch.Delivery, rcpts []string) error {
 	type planKey struct {
 		notificationID, actionID int64
 		recipientIndex           int
 	}
 	byKey := make(map[planKey]*dispatch.Delivery, len(ds))
-	for i, d := range ds {
-		rc, err := json.Marshal(d.Recipient)
-		if err != nil {
-			return nil, err
-		}
-		rcpts[i] = string(rc)
-		rows[i] = deliveryRow{d.NotificationID, d.CollectionID, d.ActionID, d.RecipientIndex, d.Channel, d.Address, rcpts[i],
-			d.Status, d.Reason, d.ReasonDetail, d.Attempts, d.NextAttemptAt, d.ClaimedAt, d.LeaseOwner, d.LeaseUntil, d.CreatedTime, d.UpdatedTime}
+	for _, d := range ds {
 		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
 	sel, from := store.JSONRows(in.pg, deliveryColumns)
 	q := "INSERT INTO deliveries (" + store.ColumnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
 		" RETURNING id, notification_id, action_id, recipient_index"
-	if err := insertJSON(ctx, tx, q, rows, func(r *sql.Rows) error {
+	scan := func(r *sql.Rows) error {
 		var id int64
 		var k planKey
 		if err := r.Scan(&id, &k.notificationID, &k.actionID, &k.recipientIndex); err != nil {
@@ -190,13 +234,31 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispa
 			d.ID = id
 		}
 		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("insert deliveries: %w", err)
+	}
+	var doc []byte
+	for lo := 0; lo < len(ds); lo += 1000 {
+		hi := min(lo+1000, len(ds))
+		size := 2
+		for i := lo; i < hi; i++ {
+			size += deliveryRowBytes + len(rcpts[i]) + len(ds[i].Address) + len(ds[i].Reason) + len(ds[i].ReasonDetail)
+		}
+		doc = slices.Grow(doc[:0], size)
+		doc = append(doc, '[')
+		for i := lo; i < hi; i++ {
+			if i > lo {
+				doc = append(doc, ',')
+			}
+			doc = appendDeliveryRow(doc, ds[i], rcpts[i])
+		}
+		doc = append(doc, ']')
+		if err := queryDoc(ctx, tx, q, string(doc), scan); err != nil {
+			return fmt.Errorf("insert deliveries: %w", err)
+		}
 	}
 	for _, d := range ds {
 		if d.ID == 0 {
-			return nil, fmt.Errorf("insert deliveries: no id returned for notification %d action %d recipient %d", d.NotificationID, d.ActionID, d.RecipientIndex)
+			return fmt.Errorf("insert deliveries: no id returned for notification %d action %d recipient %d", d.NotificationID, d.ActionID, d.RecipientIndex)
 		}
 	}
-	return rcpts, nil
+	return nil
 }

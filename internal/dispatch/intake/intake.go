@@ -7,6 +7,7 @@ package intake
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -32,7 +33,8 @@ type Resolver interface {
 // EnvelopeRecorder records an outbox envelope in the caller's transaction
 // (outbox.Writer).
 type EnvelopeRecorder interface {
-	Record(ctx context.Context, tx *gorm.DB, c outbox.Change) error
+	// RecordAll records the envelopes of cs, in one statement.
+	RecordAll(ctx context.Context, tx *gorm.DB, cs []outbox.Change) error
 	Committed()
 }
 
@@ -245,7 +247,9 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	defer cancel()
 	err = in.db.WithContext(txCtx).Transaction(func(tx *gorm.DB) error {
 		b.reset()
-		b.plan(rules)
+		if err := b.plan(rules); err != nil {
+			return err
+		}
 		if err := in.claimKeys(txCtx, tx, b); err != nil {
 			return err
 		}
@@ -338,7 +342,7 @@ func tenantMismatch(s Submission, rules map[ruleKey]planning.Resolution) error {
 // workers have room for go in claimed (as claim would leave them) and are
 // handed off after the commit (b.handed).
 func (in *Intake) storeDeliveries(ctx context.Context, tx *gorm.DB, b *batch) error {
-	all := b.deliveries()
+	all, rcpts := b.deliveries()
 	var handOff []int // index into all
 	if in.local != nil && b.pending > 0 {
 		b.reserved = in.local.Reserve(b.pending)
@@ -354,8 +358,7 @@ func (in *Intake) storeDeliveries(ctx context.Context, tx *gorm.DB, b *batch) er
 		}
 		b.pending -= b.reserved
 	}
-	rcpts, err := in.insertDeliveries(ctx, tx, all)
-	if err != nil {
+	if err := in.insertDeliveries(ctx, tx, all, rcpts); err != nil {
 		return err
 	}
 	if err := in.joinDigests(ctx, tx, b, all); err != nil {
@@ -379,15 +382,20 @@ func (in *Intake) storeDeliveries(ctx context.Context, tx *gorm.DB, b *batch) er
 // sent. A key twice in the batch: the later one replays the first's result,
 // fresh or not.
 func (in *Intake) recordResults(ctx context.Context, tx *gorm.DB, b *batch) error {
+	var sends []outbox.Change
 	for _, p := range b.notes {
 		e := b.subs[p.sub]
 		e.outcome.Notifications = append(e.outcome.Notifications, summarize(p.note))
 		if e.Actor != nil && in.outbox != nil && p.note.Status == dispatch.NotificationAccepted {
-			if err := in.outbox.Record(ctx, tx, sendChange(p.note, *e.Actor)); err != nil {
-				return err
-			}
-			b.envelopes++
+			sends = append(sends, sendChange(p, *e.Actor))
 		}
+	}
+	// One statement for the batch's envelopes, not one per send.
+	if len(sends) > 0 {
+		if err := in.outbox.RecordAll(ctx, tx, sends); err != nil {
+			return err
+		}
+		b.envelopes = len(sends)
 	}
 	for i, e := range b.subs {
 		if f := e.first; e.Key != "" && f != i && e.outcome.Replayed && e.outcome.Notifications == nil {
@@ -401,15 +409,24 @@ func summarize(n *dispatch.NotificationRecord) Summary {
 	return Summary{ID: n.ID, Name: n.Name, Status: n.Status, Reason: n.Reason, Deliveries: n.DeliveryCount, Skipped: n.SkippedCount}
 }
 
-func sendChange(n *dispatch.NotificationRecord, actor auth.Principal) outbox.Change {
+// sendChange is the notifications/send envelope of p. Its recipients are
+// the ones p encoded (planned.recipients), the bytes json.Marshal wrote for
+// the []dispatch.Recipient the envelope carried before, not a fourth
+// encoding of them.
+func sendChange(p *planned, actor auth.Principal) outbox.Change {
+	n := p.note
+	rcpts := json.RawMessage(p.recipients)
+	if n.Recipients == nil {
+		rcpts = json.RawMessage("null") // as a nil slice encodes
+	}
 	return outbox.Change{
 		DetailType:   outbox.NotificationsSend,
 		EntityID:     n.Name,
 		CollectionID: n.CollectionID,
 		Payload: map[string]any{"notification": struct {
-			Name       string               `json:"name"`
-			Recipients []dispatch.Recipient `json:"recipients"`
-		}{n.Name, n.Recipients}},
+			Name       string          `json:"name"`
+			Recipients json.RawMessage `json:"recipients"`
+		}{n.Name, rcpts}},
 		Actor: actor,
 		Producer: &outbox.Producer{Tenant: n.Tenant, Team: n.Team, Service: n.Service, EntityID: n.EntityID,
 			Correlation: n.Correlation},

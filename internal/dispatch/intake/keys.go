@@ -23,25 +23,25 @@ import (
 // request hash matches, else a conflict; and so for a key repeated in the
 // batch, against the batch's first.
 func (in *Intake) claimKeys(ctx context.Context, tx *gorm.DB, b *batch) error {
-	var firsts []*dispatch.NotificationRecord
+	var firsts []*planned
 	firstOf := map[int]*dispatch.NotificationRecord{} // keyed submission → its ordinal-0 note
 	for _, p := range b.notes {
 		if e := b.subs[p.sub]; e.Key == "" {
 			e.fresh = true
 		} else if p.note.Ordinal == 0 {
-			firsts = append(firsts, p.note)
+			firsts = append(firsts, p)
 			firstOf[p.sub] = p.note
 		}
 	}
 	if len(firsts) > 0 {
 		// A stable order keeps two batches that share keys from deadlocking.
 		sort.Slice(firsts, func(a, b int) bool {
-			return firsts[a].IntakeScope < firsts[b].IntakeScope ||
-				firsts[a].IntakeScope == firsts[b].IntakeScope && firsts[a].IdempotencyKey < firsts[b].IdempotencyKey
+			x, y := firsts[a].note, firsts[b].note
+			return x.IntakeScope < y.IntakeScope || x.IntakeScope == y.IntakeScope && x.IdempotencyKey < y.IdempotencyKey
 		})
 		byKey := make(map[[2]string]*dispatch.NotificationRecord, len(firsts))
-		for _, n := range firsts {
-			byKey[[2]string{n.IntakeScope, n.IdempotencyKey}] = n
+		for _, p := range firsts {
+			byKey[[2]string{p.note.IntakeScope, p.note.IdempotencyKey}] = p.note
 		}
 		// WHERE true: SQLite needs it to parse ON CONFLICT after a SELECT.
 		conflict := " WHERE true ON CONFLICT (intake_scope, idempotency_key, ordinal) WHERE idempotency_key <> '' DO NOTHING" +

@@ -239,12 +239,16 @@ func (p *Batch) Plan(in Input, r Resolution, now int64) (*dispatch.NotificationR
 		note.Reason = fmt.Sprintf("event %q has no ACTIVE actions; nothing to send", n.Name)
 		return note, nil
 	}
-	var ds []*dispatch.Delivery
+	// The deliveries are allocated together: one allocation per
+	// notification, not one per recipient and action.
+	slab := make([]dispatch.Delivery, len(n.Recipients)*len(r.Rule.Actions))
+	ds := make([]*dispatch.Delivery, 0, len(slab))
 	var tally tally
 	for i, rc := range n.Recipients {
 		for k := range r.Rule.Actions {
 			a := &r.Rule.Actions[k]
-			d := &dispatch.Delivery{
+			d := &slab[len(ds)]
+			*d = dispatch.Delivery{
 				CollectionID:   cid,
 				ActionID:       a.ID,
 				RecipientIndex: i,
