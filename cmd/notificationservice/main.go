@@ -88,7 +88,10 @@ func serve(cfg config.Config, logOut io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log := app.NewLogger(cfg.Log, logOut)
+	// Closed after the app (defers run last first), so its last lines are written.
+	out := app.NewLogOutput(logOut)
+	defer func() { _ = out.Close() }()
+	log := app.NewLogger(cfg.Log, out)
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		return err

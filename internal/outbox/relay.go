@@ -1,10 +1,14 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,9 +31,12 @@ const pruneBatch = 1000
 // SELECT … FOR UPDATE SKIP LOCKED inside a transaction that stays open while
 // the rows are sent and is committed with their new state, so any number of
 // relays (one per service instance) share the table and no two ever hold, and
-// so send, the same row at the same time. A relay that dies mid-cycle loses
-// its connection, PostgreSQL rolls the claim back, and the rows are sent again
-// by whichever relay claims them next: delivery is at least once.
+// so send, the same row at the same time. The claim marks the rows published
+// in the same statement (UPDATE … RETURNING), and the rows the sink did not
+// accept are set back before the commit: one statement a cycle fewer when all
+// goes well. A relay that dies mid-cycle loses its connection, PostgreSQL
+// rolls the claim and its marks back, and the rows are sent again by
+// whichever relay claims them next: delivery is at least once.
 //
 // On SQLite the relay reads without locking: exactly one relay may run
 // against a SQLite file (the service runs one per process and SQLite
@@ -274,7 +281,8 @@ func (r *Relay) cycle(ctx context.Context, probe bool) (cycleResult, error) {
 		defer tx.Rollback() // a no-op after Commit
 		q = tx
 	}
-	rows, err := r.claim(q, r.now().UnixMilli(), limit)
+	claimedAt := r.now().UnixMilli()
+	rows, err := r.claim(q, claimedAt, limit)
 	if err != nil {
 		return cycleResult{}, err
 	}
@@ -286,7 +294,7 @@ func (r *Relay) cycle(ctx context.Context, probe bool) (cycleResult, error) {
 	now := r.now()
 	apply := func(tx *gorm.DB) error {
 		var err error
-		res.nextRetry, err = r.record(tx, rows, results, now)
+		res.nextRetry, err = r.record(tx, rows, results, now, r.postgres)
 		return err
 	}
 	if tx != nil {
@@ -309,15 +317,30 @@ func (r *Relay) cycle(ctx context.Context, probe bool) (cycleResult, error) {
 	return res, nil
 }
 
+// claim returns the due rows, oldest first. On PostgreSQL it also marks
+// them published (at now, one attempt more) in the same statement; record
+// sets back those the sink did not accept. Attempts is returned as it was
+// before the claim.
 func (r *Relay) claim(q *gorm.DB, now int64, limit int) ([]Row, error) {
-	sql := `SELECT id, envelope_id, detail_type, collection_id, detail, created_at, attempts
-FROM outbox WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= ?
-ORDER BY id LIMIT ?`
-	if r.postgres {
-		sql += ` FOR UPDATE SKIP LOCKED`
-	}
 	var rows []Row
-	if err := q.Raw(sql, now, limit).Scan(&rows).Error; err != nil {
+	if r.postgres {
+		err := q.Raw(`UPDATE outbox SET published_at = ?, attempts = attempts + 1 WHERE id IN (
+  SELECT id FROM outbox WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= ?
+  ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED)
+RETURNING id, envelope_id, detail_type, collection_id, detail, created_at, attempts`, now, now, limit).Scan(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("outbox: claim: %w", err)
+		}
+		slices.SortFunc(rows, func(a, b Row) int { return cmp.Compare(a.ID, b.ID) }) // RETURNING has no order
+		for i := range rows {
+			rows[i].Attempts--
+		}
+		return rows, nil
+	}
+	err := q.Raw(`SELECT id, envelope_id, detail_type, collection_id, detail, created_at, attempts
+FROM outbox WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= ?
+ORDER BY id LIMIT ?`, now, limit).Scan(&rows).Error
+	if err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	return rows, nil
@@ -456,10 +479,13 @@ func batchItems(items []item, maxEntries int) [][]item {
 }
 
 // record writes each row's outcome and returns the earliest retry scheduled.
-// A retryable failure that reaches outbox.maxAttempts is parked.
-func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Time) (time.Time, error) {
+// A retryable failure that reaches outbox.maxAttempts is parked. marked says
+// the claim already marked every row published: then the published rows need
+// nothing, and the others are set back (published_at NULL, their attempts).
+func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Time, marked bool) (time.Time, error) {
 	var (
 		pub       []int64
+		unsent    []int64
 		nextRetry time.Time
 	)
 	nowMs := now.UnixMilli()
@@ -473,6 +499,8 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 		switch res.kind {
 		case published:
 			pub = append(pub, row.ID)
+		case untouched:
+			unsent = append(unsent, row.ID)
 		case retryLater:
 			if attempts >= r.cfg.MaxAttempts {
 				res.kind = parked
@@ -480,7 +508,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 				break
 			}
 			at := nowMs + r.retry.Delay(attempts).Milliseconds()
-			err := tx.Exec(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`,
+			err := tx.Exec(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, published_at = NULL WHERE id = ?`,
 				attempts, at, apperr.Truncate(res.err.Error(), maxErrorLen), row.ID).Error
 			if err != nil {
 				return time.Time{}, err
@@ -490,12 +518,23 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 			}
 		}
 		if res.kind == parked {
-			err := tx.Exec(`UPDATE outbox SET attempts = ?, parked_at = ?, last_error = ? WHERE id = ?`,
+			err := tx.Exec(`UPDATE outbox SET attempts = ?, parked_at = ?, last_error = ?, published_at = NULL WHERE id = ?`,
 				attempts, nowMs, apperr.Truncate(res.err.Error(), maxErrorLen), row.ID).Error
 			if err != nil {
 				return time.Time{}, err
 			}
 		}
+	}
+	if marked {
+		if len(unsent) > 0 {
+			// Not sent: due again at once, the attempt the claim counted undone.
+			err := tx.Exec(`UPDATE outbox SET published_at = NULL, attempts = attempts - 1 WHERE id = ANY(?::bigint[])`,
+				int64Array(unsent)).Error
+			if err != nil {
+				return time.Time{}, err
+			}
+		}
+		return nextRetry, nil
 	}
 	if len(pub) > 0 {
 		err := tx.Exec(`UPDATE outbox SET published_at = ?, attempts = attempts + 1 WHERE id IN ?`, nowMs, pub).Error
@@ -544,4 +583,22 @@ WHERE published_at IS NOT NULL AND published_at < ? AND id IN (
 			return nil
 		}
 	}
+}
+
+// int64Array is ids as one PostgreSQL bigint[] parameter, so a statement's
+// text does not change with the number of ids (gorm expands a slice into a
+// list, and each length was a statement of its own to prepare).
+type int64Array []int64
+
+// Value is the array literal: {1,2,3}.
+func (a int64Array) Value() (driver.Value, error) {
+	b := make([]byte, 0, 2+8*len(a))
+	b = append(b, '{')
+	for i, id := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, '}')), nil
 }

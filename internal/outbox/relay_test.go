@@ -432,3 +432,34 @@ func openPostgres(t testing.TB, url string) *gorm.DB {
 	t.Cleanup(func() { _ = store.Close(db) })
 	return db
 }
+
+// On PostgreSQL the claim marks its rows published in the same statement;
+// rows a failed call did not get out must be set back before the commit,
+// pending with their attempts as they were, and go out on the next cycle.
+func TestRelayClaimMarkIsUndoneForRowsNotSent(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	fake := eventbridgetest.New(t)
+	fake.ServerError(1)
+	ids := record(t, db, outbox.NewWriter(nil, nil), change(1), change(2), change(3))
+	cfg := testConfig()
+	cfg.Timeout = 2 * time.Second
+	relay := outbox.NewRelay(db, newSink(t, fake, 5*time.Second), cfg, discard())
+
+	_, err := relay.Cycle(context.Background())
+	require.Error(t, err, "the sink failed the call")
+	for _, id := range ids {
+		row := rowByEnvelope(t, db, id)
+		require.Nil(t, row.PublishedAt, "not sent, so not published")
+		require.Zero(t, row.Attempts, "a failed call is not an attempt against the entry")
+	}
+	n, err := relay.Cycle(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	allAccepted(t, fake, ids)
+	for _, id := range ids {
+		row := rowByEnvelope(t, db, id)
+		require.NotNil(t, row.PublishedAt)
+		require.Equal(t, 1, row.Attempts)
+	}
+}

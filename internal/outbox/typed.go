@@ -357,7 +357,13 @@ func MarkFannedOut(ctx context.Context, tx *gorm.DB, ids []int64, now int64) err
 	if len(ids) == 0 {
 		return nil
 	}
-	err := tx.WithContext(ctx).Exec(`UPDATE outbox SET fanned_out_at = ? WHERE id IN ?`, now, ids).Error
+	var err error
+	if tx.Dialector.Name() == "postgres" {
+		// One statement text whatever the count (see int64Array).
+		err = tx.WithContext(ctx).Exec(`UPDATE outbox SET fanned_out_at = ? WHERE id = ANY(?::bigint[])`, now, int64Array(ids)).Error
+	} else {
+		err = tx.WithContext(ctx).Exec(`UPDATE outbox SET fanned_out_at = ? WHERE id IN ?`, now, ids).Error
+	}
 	if err != nil {
 		return fmt.Errorf("outbox: mark fanned out: %w", err)
 	}

@@ -4,16 +4,15 @@
 package redact
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -151,11 +150,48 @@ func (r *redactor) text(s string) string {
 	if strings.Contains(s, "+") {
 		s = e164RE.ReplaceAllStringFunc(s, maskPhone)
 	}
-	if digitCount(s) < 10 || !strings.ContainsAny(s, " .-") { // ten digits, two separators
+	if !mayHaveNANP(s) {
 		return s
 	}
 	return nanpRE.ReplaceAllStringFunc(s, maskPhone)
 }
+
+// mayHaveNANP reports whether s holds what every match of nanpRE holds:
+// three digits, an optional ), a separator, three digits, a separator, four
+// digits. Counting ten digits and a separator let every UUID through (an
+// envelope detail has several), each costing a backtracking run. One pass,
+// no allocation.
+func mayHaveNANP(s string) bool {
+	for i := 0; i+12 <= len(s); i++ { // twelve bytes at least
+		if !digits(s, i, 3) {
+			continue
+		}
+		j := i + 3
+		if s[j] == ')' {
+			j++
+		}
+		if j+9 > len(s) || !isSep(s[j]) || !digits(s, j+1, 3) || !isSep(s[j+4]) || !digits(s, j+5, 4) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// digits reports whether s[i:i+n] is n ASCII digits.
+func digits(s string, i, n int) bool {
+	if i+n > len(s) {
+		return false
+	}
+	for _, c := range []byte(s[i : i+n]) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func isSep(c byte) bool { return c == ' ' || c == '.' || c == '-' }
 
 // mayHaveScheme reports whether s may hold "bearer" or "basic" in any case,
 // as bearerRE needs: always when s is not ASCII (ſ folds to s, as in the
@@ -176,16 +212,6 @@ func mayHaveScheme(s string) bool {
 		}
 	}
 	return false
-}
-
-func digitCount(s string) int {
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] >= '0' && s[i] <= '9' {
-			n++
-		}
-	}
-	return n
 }
 
 // field redacts the value of an attribute or JSON member named key
@@ -344,89 +370,209 @@ func (r *redactor) jsonValue(key string, raw []byte) slog.Value {
 	return slog.AnyValue(redactedJSON(out))
 }
 
-// json rewrites a JSON document token by token, member order kept,
-// redacting every string by the name of the member it is in (array elements
-// take the array's name).
+// json rewrites a JSON document member by member, order kept, redacting
+// every string by the name of the member it is in (array elements take the
+// array's name). It scans the bytes itself: json.Decoder.Token allocated
+// for every token and was most of the cost of an envelope line on the log
+// sink (docs/benchmarks.md). A string that redaction leaves as it is and
+// that is plain ASCII without escapes is copied as is; any other is decoded
+// and encoded again as encoding/json would (HTML left unescaped), so the
+// output is byte for byte what the decoder-based rewrite produced
+// (FuzzJSONRewriteMatchesDecoder).
 func (r *redactor) json(key string, raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var out bytes.Buffer
-	type frame struct {
-		object    bool
-		expectKey bool
-		n         int
-		key       string
+	if !json.Valid(raw) {
+		return nil, errInvalidJSON
 	}
-	stack := []frame{{key: key}}
-	writeString := func(s string) error {
-		enc := json.NewEncoder(&out)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(s); err != nil {
+	w := jsonRewriter{r: r, in: raw, out: make([]byte, 0, len(raw)+len(raw)/8)}
+	if err := w.value(key); err != nil {
+		return nil, err
+	}
+	return w.out, nil
+}
+
+var errInvalidJSON = errors.New("redact: invalid JSON")
+
+// jsonRewriter walks a document json.Valid accepted.
+type jsonRewriter struct {
+	r   *redactor
+	in  []byte
+	i   int
+	out []byte
+}
+
+func (w *jsonRewriter) skipSpace() {
+	for w.i < len(w.in) {
+		switch w.in[w.i] {
+		case ' ', '\t', '\n', '\r':
+			w.i++
+		default:
+			return
+		}
+	}
+}
+
+// value rewrites the value at w.i, named key (lower-cased).
+func (w *jsonRewriter) value(key string) error {
+	w.skipSpace()
+	switch c := w.in[w.i]; c {
+	case '{', '[':
+		end := byte('}')
+		if c == '[' {
+			end = ']'
+		}
+		w.out = append(w.out, c)
+		w.i++
+		for n := 0; ; n++ {
+			w.skipSpace()
+			if w.in[w.i] == end {
+				w.i++
+				w.out = append(w.out, end)
+				return nil
+			}
+			if n > 0 {
+				w.i++ // the comma
+				w.skipSpace()
+				w.out = append(w.out, ',')
+			}
+			elemKey := key
+			if c == '{' {
+				k, plain, err := w.str()
+				if err != nil {
+					return err
+				}
+				w.appendString(k, plain)
+				elemKey = strings.ToLower(k)
+				w.skipSpace()
+				w.i++ // the colon
+				w.out = append(w.out, ':')
+			}
+			if err := w.value(elemKey); err != nil {
+				return err
+			}
+		}
+	case '"':
+		s, plain, err := w.str()
+		if err != nil {
 			return err
 		}
-		out.Truncate(out.Len() - 1) // Encode's newline
-		return nil
+		red := w.r.field(key, s)
+		w.appendString(red, plain && red == s)
+	case 't':
+		w.i += len("true")
+		w.out = append(w.out, "true"...)
+	case 'f':
+		w.i += len("false")
+		w.out = append(w.out, "false"...)
+	case 'n':
+		w.i += len("null")
+		w.out = append(w.out, "null"...)
+	default:
+		start := w.i
+		for w.i < len(w.in) && strings.IndexByte("0123456789+-.eE", w.in[w.i]) >= 0 {
+			w.i++
+		}
+		num := string(w.in[start:w.i])
+		switch {
+		case secretKey(key):
+			w.out = append(w.out, `"`+Redacted+`"`...)
+		case addressKey(key):
+			w.appendString(maskAddress(num), false)
+		default:
+			w.out = append(w.out, num...)
+		}
 	}
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			break
+	return nil
+}
+
+// str reads the string at w.i. plain says its bytes are ASCII without
+// escapes, so they are also its encoding.
+func (w *jsonRewriter) str() (s string, plain bool, err error) {
+	start := w.i
+	plain = true
+	j := start + 1
+	for ; w.in[j] != '"'; j++ {
+		switch c := w.in[j]; {
+		case c == '\\':
+			plain = false
+			j++
+		case c >= utf8.RuneSelf:
+			plain = false
 		}
-		if err != nil {
-			return nil, err
-		}
-		top := &stack[len(stack)-1]
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
-			out.WriteByte(byte(d))
-			stack = stack[:len(stack)-1]
-			parent := &stack[len(stack)-1]
-			parent.n++
-			parent.expectKey = parent.object
-			continue
-		}
-		if top.object && top.expectKey {
-			if top.n > 0 {
-				out.WriteByte(',')
+	}
+	w.i = j + 1
+	if plain {
+		return string(w.in[start+1 : j]), true, nil
+	}
+	if err := json.Unmarshal(w.in[start:w.i], &s); err != nil {
+		return "", false, err
+	}
+	return s, false, nil
+}
+
+// appendString writes s as a JSON string: its bytes when plain, otherwise
+// escaped as encoding/json's encoder escapes with SetEscapeHTML(false).
+func (w *jsonRewriter) appendString(s string, plain bool) {
+	if plain {
+		w.out = append(w.out, '"')
+		w.out = append(w.out, s...)
+		w.out = append(w.out, '"')
+		return
+	}
+	w.out = appendJSONString(w.out, s)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString is encoding/json's string encoding without HTML
+// escaping: quotes, backslashes and control characters escaped, invalid
+// UTF-8 as \ufffd, U+2028 and U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
 			}
-			k, _ := tok.(string)
-			top.key = strings.ToLower(k)
-			if err := writeString(k); err != nil {
-				return nil, err
-			}
-			out.WriteByte(':')
-			top.expectKey = false
-			continue
-		}
-		if !top.object && top.n > 0 && len(stack) > 1 {
-			out.WriteByte(',')
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			out.WriteByte(byte(t))
-			stack = append(stack, frame{object: t == '{', expectKey: t == '{', key: top.key})
-			continue
-		case string:
-			if err := writeString(r.field(top.key, t)); err != nil {
-				return nil, err
-			}
-		case json.Number:
-			switch {
-			case secretKey(top.key):
-				out.WriteString(`"` + Redacted + `"`)
-			case addressKey(top.key):
-				if err := writeString(maskAddress(t.String())); err != nil {
-					return nil, err
-				}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
 			default:
-				out.WriteString(t.String())
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}
-		case bool:
-			fmt.Fprint(&out, t)
-		case nil:
-			out.WriteString("null")
+			i++
+			start = i
+			continue
 		}
-		top.n++
-		top.expectKey = top.object
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
 	}
-	return out.Bytes(), nil
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

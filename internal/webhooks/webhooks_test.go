@@ -412,3 +412,31 @@ func TestRetryDelayHonoursRetryAfter(t *testing.T) {
 	require.Equal(t, 2*time.Hour, webhooks.RetryDelay(time.Second, time.Hour, 1, 2*time.Hour))
 	require.Greater(t, webhooks.RetryDelay(time.Second, time.Hour, 10, 0), 100*time.Second, "exponential")
 }
+
+// With no ACTIVE endpoint (the default: nobody subscribed), a sender cycle
+// is one statement that marks the rows fanned out; it used to read every
+// row's detail, each collection's endpoints and the message table in eight.
+func TestSenderWithoutEndpointsIsOneStatement(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	b := setup(t, db, testConfig(true))
+	for i := range 3 {
+		b.send(t, "n"+itoa(int64(i)))
+	}
+	var statements atomic.Int32
+	count := func(*gorm.DB) { statements.Add(1) }
+	cb := db.Callback()
+	require.NoError(t, cb.Query().Before("gorm:query").Register("count", count))
+	require.NoError(t, cb.Raw().Before("gorm:raw").Register("count", count))
+	require.NoError(t, cb.Row().Before("gorm:row").Register("count", count))
+	n, err := b.sender.Cycle(context.Background())
+	require.NoError(t, cb.Query().Remove("count"))
+	require.NoError(t, cb.Raw().Remove("count"))
+	require.NoError(t, cb.Row().Remove("count"))
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.EqualValues(t, 1, statements.Load())
+	var left int64
+	require.NoError(t, db.Table("outbox").Where("fanned_out_at IS NULL").Count(&left).Error)
+	require.Zero(t, left, "every row is fanned out")
+}
