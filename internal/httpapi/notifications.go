@@ -105,12 +105,12 @@ func (r *router) notifications() {
 		for i, n := range out.Notifications {
 			ids[i] = n.ID
 		}
-		c.JSON(http.StatusAccepted, gin.H{
-			"responseCode":    ResponseCode("NONTSND", http.StatusAccepted),
-			"responseMessage": msg,
-			"notificationIds": ids,
-			"notifications":   out.Notifications,
-			"replayed":        out.Replayed,
+		c.JSON(http.StatusAccepted, sendResponse{
+			ResponseCode:    ResponseCode("NONTSND", http.StatusAccepted),
+			ResponseMessage: msg,
+			NotificationIDs: ids,
+			Notifications:   out.Notifications,
+			Replayed:        out.Replayed,
 		})
 		return nil
 	})
@@ -261,4 +261,15 @@ func producerAttrs(p dispatch.Producer) []slog.Attr {
 		}
 	}
 	return attrs
+}
+
+// sendResponse is the send's 202 body. Its fields are in the order of their
+// JSON names, so it encodes byte for byte as the map it replaced (encoding/json
+// sorts a map's keys) without the map, the boxing of each value and the sort.
+type sendResponse struct {
+	NotificationIDs []int64          `json:"notificationIds"`
+	Notifications   []intake.Summary `json:"notifications"`
+	Replayed        bool             `json:"replayed"`
+	ResponseCode    string           `json:"responseCode"`
+	ResponseMessage string           `json:"responseMessage"`
 }

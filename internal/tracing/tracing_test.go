@@ -206,3 +206,34 @@ func TestSinkSpanLinksToTheEnvelopesTraces(t *testing.T) {
 	require.Equal(t, "0af7651916cd43dd8448eb211c80319c", s.Links[1].SpanContext.TraceID().String())
 	require.Equal(t, []string{"e1", "e2", "e3"}, attr(s, "notify.envelope_ids").AsStringSlice())
 }
+
+// nopWriter is a response writer that keeps nothing, so a request served
+// into it allocates only what the middleware under test does.
+type nopWriter struct{ h http.Header }
+
+func (w nopWriter) Header() http.Header         { return w.h }
+func (w nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w nopWriter) WriteHeader(int)             {}
+
+// With tracing off, a request that carries no trace goes through the
+// middleware without a span, a context or a copy of the request: nothing
+// is allocated. One with a traceparent still gets its context and its
+// traceresponse.
+func TestNoopTracingCostsNothingWithoutATrace(t *testing.T) {
+	tr, err := tracing.New(context.Background(), config.Default().Tracing, "test")
+	require.NoError(t, err)
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.Use(tr.HTTP)
+	e.GET("/x", func(c *gin.Context) {})
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	w := nopWriter{h: http.Header{}}
+	allocs := testing.AllocsPerRun(100, func() { e.ServeHTTP(w, req) })
+	require.Zero(t, allocs)
+	require.Empty(t, w.h.Get("traceresponse"))
+
+	req.Header.Set("traceparent", parent)
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	require.Equal(t, parent, rec.Header().Get("traceresponse"))
+}
