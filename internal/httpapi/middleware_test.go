@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
 
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/tracing"
@@ -108,3 +110,50 @@ func TestResponseHelpersAllocations(t *testing.T) {
 	c.Params = gin.Params{{Key: "collectionId", Value: "1"}}
 	require.Zero(t, testing.AllocsPerRun(100, func() { require.NoError(t, checkParams(c)) }))
 }
+
+// headerValue reads the send's headers by their canonical names without
+// canonicalising (allocating) anew, and finds what Header.Set stored.
+func TestHeaderValueNeedsNoCanonicalisation(t *testing.T) {
+	h := http.Header{}
+	names := []string{dispatch.HeaderTenant, dispatch.HeaderTeam, dispatch.HeaderService, dispatch.HeaderEntityID,
+		dispatch.HeaderCorrelationIDs, CorrelationIDHeader}
+	for _, name := range names {
+		h.Set(name, "v-"+name)
+	}
+	for _, name := range names {
+		require.Equal(t, "v-"+name, headerValue(h, name))
+		require.Zero(t, testing.AllocsPerRun(100, func() { _ = headerValue(h, name) }), name)
+	}
+	require.Empty(t, headerValue(http.Header{}, dispatch.HeaderTenant))
+	h.Set(IdempotencyKeyHeader, "k")
+	require.Equal(t, "k", headerValue(h, IdempotencyKeyHeader))
+}
+
+// readBody reads a body of a declared length into one allocation, and
+// still reads all of one longer than declared and reports an overflow.
+func TestReadBody(t *testing.T) {
+	body := strings.Repeat("x", 2000)
+	req := func(declared int64) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+		r.ContentLength = declared
+		return r
+	}
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() {
+		got, err := readBody(req(2000))
+		if err != nil || len(got) != 2000 {
+			t.Fatal(len(got), err)
+		}
+	})-allocsOf(func() { _ = req(2000) }))
+	for _, declared := range []int64{0, 100, 1999, 2000, 5000, 1 << 20} {
+		got, err := readBody(req(declared))
+		require.NoError(t, err)
+		require.Equal(t, body, string(got), "declared %d", declared)
+	}
+	r := req(2000)
+	r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, 1000)
+	_, err := readBody(r)
+	var tooBig *http.MaxBytesError
+	require.ErrorAs(t, err, &tooBig)
+}
+
+func allocsOf(f func()) float64 { return testing.AllocsPerRun(100, f) }
