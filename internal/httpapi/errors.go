@@ -47,8 +47,6 @@ func ResponseCode(prefix string, status int) string {
 	return fmt.Sprintf("%s%04d", prefix, status)
 }
 
-const ctxCodeKey = "notify.responseCode"
-
 // unavailableRetryAfter is the Retry-After, in seconds, of a 503 for a
 // database that is down, full or busy: about one SQLite busy timeout, a
 // consumer retry interval.
@@ -83,7 +81,7 @@ func writeError(c *gin.Context, log *slog.Logger, err error) {
 	if details == nil {
 		details = []apperr.Detail{}
 	}
-	prefix := c.GetString(ctxCodeKey)
+	prefix := state(c).code
 	if prefix == "" {
 		prefix = "NOGEN"
 	}

@@ -70,11 +70,11 @@ func (r *router) notifications() {
 			return apperr.Invalid("header "+IdempotencyKeyHeader+" is not valid text",
 				apperr.Detail{Field: IdempotencyKeyHeader, Reason: apperr.TextReason})
 		}
-		producer, corrIDs, err := dispatch.ParseProducer(c.GetHeader)
+		producer, corrIDs, err := dispatch.ParseProducer(func(name string) string { return headerValue(c.Request.Header, name) })
 		if err != nil {
 			return producerErr(err)
 		}
-		body, err := io.ReadAll(c.Request.Body)
+		body, err := readBody(c.Request)
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
@@ -105,12 +105,12 @@ func (r *router) notifications() {
 		for i, n := range out.Notifications {
 			ids[i] = n.ID
 		}
-		c.JSON(http.StatusAccepted, gin.H{
-			"responseCode":    ResponseCode("NONTSND", http.StatusAccepted),
-			"responseMessage": msg,
-			"notificationIds": ids,
-			"notifications":   out.Notifications,
-			"replayed":        out.Replayed,
+		c.JSON(http.StatusAccepted, sendResponse{
+			ResponseCode:    ResponseCode("NONTSND", http.StatusAccepted),
+			ResponseMessage: msg,
+			NotificationIDs: ids,
+			Notifications:   out.Notifications,
+			Replayed:        out.Replayed,
 		})
 		return nil
 	})
@@ -235,7 +235,7 @@ func apiCorrelation(c *gin.Context, ids map[string]string) map[string]string {
 	out := make(map[string]string, len(ids)+2)
 	maps.Copy(out, ids)
 	out["requestId"] = requestID(c)
-	if v := c.GetHeader(CorrelationIDHeader); v != "" && len(v) <= 256 && apperr.ValidText(v) {
+	if v := headerValue(c.Request.Header, CorrelationIDHeader); v != "" && len(v) <= 256 && apperr.ValidText(v) {
 		out["correlationId"] = v
 	}
 	return out
@@ -261,4 +261,72 @@ func producerAttrs(p dispatch.Producer) []slog.Attr {
 		}
 	}
 	return attrs
+}
+
+// sendResponse is the send's 202 body. Its fields are in the order of their
+// JSON names, so it encodes byte for byte as the map it replaced (encoding/json
+// sorts a map's keys) without the map, the boxing of each value and the sort.
+type sendResponse struct {
+	NotificationIDs []int64          `json:"notificationIds"`
+	Notifications   []intake.Summary `json:"notifications"`
+	Replayed        bool             `json:"replayed"`
+	ResponseCode    string           `json:"responseCode"`
+	ResponseMessage string           `json:"responseMessage"`
+}
+
+// headerValue is the first value of the header name in h. The send's
+// headers are named in forms that are not canonical (the producer headers
+// in lower case, X-Correlation-ID), and http.Header.Get canonicalised each
+// into a new string on every send; their canonical forms are spelt out
+// here. Any other name goes through Get.
+func headerValue(h http.Header, name string) string {
+	var key string
+	switch name {
+	case dispatch.HeaderTenant:
+		key = "Tenant"
+	case dispatch.HeaderTeam:
+		key = "Team"
+	case dispatch.HeaderService:
+		key = "Service"
+	case dispatch.HeaderEntityID:
+		key = "Entity-Id"
+	case dispatch.HeaderCorrelationIDs:
+		key = "Correlation-Ids"
+	case CorrelationIDHeader:
+		key = "X-Correlation-Id"
+	default:
+		return h.Get(name)
+	}
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// readBody reads r's body into one buffer of its declared length, which
+// io.ReadAll would grow from 512 bytes, copying, for a send of a few
+// recipients. A length past 64 KiB is not trusted to size the buffer
+// (limitBody refuses what it must); a body without one, or longer than
+// declared, is read as io.ReadAll does.
+func readBody(r *http.Request) ([]byte, error) {
+	n := r.ContentLength
+	if n <= 0 || n > 64<<10 {
+		return io.ReadAll(r.Body)
+	}
+	// One byte more than declared, so the read that finds io.EOF needs no
+	// room of its own.
+	buf := make([]byte, 0, n+1)
+	for {
+		m, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		switch {
+		case errors.Is(err, io.EOF):
+			return buf, nil
+		case err != nil:
+			return buf, err
+		case len(buf) == cap(buf):
+			rest, err := io.ReadAll(r.Body)
+			return append(buf, rest...), err
+		}
+	}
 }

@@ -168,7 +168,7 @@ func (s *Server) applyReports(c *gin.Context, events []channels.StatusEvent) err
 		c.Header("Retry-After", "30")
 		return apperr.New(apperr.Unavailable, "%d reports are for deliveries not yet recorded as sent; send them again", pending)
 	}
-	res.ResponseCode = ResponseCode(c.GetString(ctxCodeKey), http.StatusOK)
+	res.ResponseCode = ResponseCode(state(c).code, http.StatusOK)
 	res.ResponseMessage = "reports recorded"
 	c.JSON(http.StatusOK, res)
 	return nil

@@ -192,6 +192,23 @@ var knownMethods = map[string]bool{
 	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
 }
 
+// statusLabels are the status labels of 100–599, made once: strconv.Itoa
+// allocates a new string for any number of 100 or more, on every request.
+var statusLabels = func() (l [600]string) {
+	for i := 100; i < len(l); i++ {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
+
+// statusLabel is the status code as the label value.
+func statusLabel(status int) string {
+	if status >= 100 && status < len(statusLabels) {
+		return statusLabels[status]
+	}
+	return strconv.Itoa(status)
+}
+
 // HTTP is Gin middleware counting and timing every request by its route
 // template (c.FullPath, so /v1/collections/:collectionId is one series
 // whatever the id); requests no route matched are "unmatched".
@@ -206,7 +223,7 @@ func (m *Metrics) HTTP(c *gin.Context) {
 	if !knownMethods[method] {
 		method = "OTHER"
 	}
-	m.httpRequests.WithLabelValues(method, route, strconv.Itoa(c.Writer.Status())).Inc()
+	m.httpRequests.WithLabelValues(method, route, statusLabel(c.Writer.Status())).Inc()
 	m.httpDuration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 }
 

@@ -345,3 +345,26 @@ func TestPlanningDecisionsAreCountedByReason(t *testing.T) {
 	require.EqualValues(t, 3, testutil.ToFloat64(m.planningDecisions.WithLabelValues(dispatch.ReasonConditionFalse)))
 	require.Equal(t, 4, testutil.CollectAndCount(m.planningDecisions, "notify_planning_decisions_total"))
 }
+
+type nopWriter struct{ h http.Header }
+
+func (w nopWriter) Header() http.Header         { return w.h }
+func (w nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w nopWriter) WriteHeader(int)             {}
+
+// Counting a request allocates nothing once its series exist: the status
+// label of a 2xx–5xx is not formatted anew on every request.
+func TestHTTPMiddlewareAllocatesNothing(t *testing.T) {
+	gin.SetMode(gin.ReleaseMode)
+	m := New()
+	e := gin.New()
+	e.Use(m.HTTP)
+	e.GET("/x", func(c *gin.Context) { c.Status(http.StatusAccepted) })
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	w := nopWriter{h: http.Header{}}
+	require.Zero(t, testing.AllocsPerRun(100, func() { e.ServeHTTP(w, req) }))
+	require.EqualValues(t, 101, testutil.ToFloat64(m.httpRequests.WithLabelValues("GET", "/x", "202")))
+	require.Equal(t, "599", statusLabel(599))
+	require.Equal(t, "99", statusLabel(99))
+	require.Equal(t, "600", statusLabel(600))
+}

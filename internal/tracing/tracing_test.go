@@ -233,4 +233,34 @@ func TestChannelWithTracingOffPassesTheTraceThrough(t *testing.T) {
 	msgs := []channels.Message{{DeliveryID: 1, NotificationID: 2, Channel: "email"}, {DeliveryID: 3, NotificationID: 4, Channel: "email"}}
 	allocs := testing.AllocsPerRun(100, func() { ch.Send(ctx, msgs) })
 	require.LessOrEqual(t, allocs, 2.0, "the results slice and little else")
+
+// nopWriter is a response writer that keeps nothing, so a request served
+// into it allocates only what the middleware under test does.
+type nopWriter struct{ h http.Header }
+
+func (w nopWriter) Header() http.Header         { return w.h }
+func (w nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w nopWriter) WriteHeader(int)             {}
+
+// With tracing off, a request that carries no trace goes through the
+// middleware without a span, a context or a copy of the request: nothing
+// is allocated. One with a traceparent still gets its context and its
+// traceresponse.
+func TestNoopTracingCostsNothingWithoutATrace(t *testing.T) {
+	tr, err := tracing.New(context.Background(), config.Default().Tracing, "test")
+	require.NoError(t, err)
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.Use(tr.HTTP)
+	e.GET("/x", func(c *gin.Context) {})
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	w := nopWriter{h: http.Header{}}
+	allocs := testing.AllocsPerRun(100, func() { e.ServeHTTP(w, req) })
+	require.Zero(t, allocs)
+	require.Empty(t, w.h.Get("traceresponse"))
+
+	req.Header.Set("traceparent", parent)
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	require.Equal(t, parent, rec.Header().Get("traceresponse"))
 }
