@@ -58,8 +58,13 @@ func readSettings(b *testing.B) settings {
 // BenchmarkBinary is the leading table of docs/benchmarks.md ("The built
 // binary"). One iteration is the whole harness; run it with -benchtime 1x
 // (make bench does).
+// BENCH_SOAK_SECONDS runs the soak (soak_test.go) instead of the phases.
 func BenchmarkBinary(b *testing.B) {
 	for range b.N {
+		if s, ok := readSoak(b); ok {
+			runSoak(b, s)
+			continue
+		}
 		runHarness(b, readSettings(b))
 	}
 }

@@ -86,7 +86,7 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 	)
 	// BENCH_PPROF_ADDR profiles the drain's process: go tool pprof
 	// http://<addr>/debug/pprof/profile?seconds=10 while it runs.
-	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && name == "serve" {
+	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && (name == "serve" || name == "soak") {
 		cmd.Env = append(cmd.Env, config.EnvName("debug.pprofAddr")+"="+pp)
 	}
 	return run(b, dir, name, addr, cmd)
@@ -184,6 +184,35 @@ func (p *process) rss() (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
+// every Linux this harness runs on (sysconf(_SC_CLK_TCK) without cgo).
+const clockTicks = 100
+
+// cpu is the CPU time the process has used, user and system
+// (/proc/<pid>/stat utime + stime).
+func (p *process) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count fields after its closing one, where state is field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", p.cmd.Process.Pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", p.cmd.Process.Pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // rssSampler samples a process's RSS until stopped and keeps the peak.
