@@ -3,6 +3,10 @@ GO      ?= go
 PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# nomsgpack leaves gin's MessagePack binding (ugorji/go/codec, 6 MB of the
+# binary) out: the service binds JSON only. The Dockerfile and the binary
+# harness (internal/benchbin) build with the same tags.
+TAGS    := nomsgpack
 
 .PHONY: run build test test-short fault bench bench-binary fuzz check fmt vet lint tidy clean
 
@@ -16,7 +20,7 @@ run: build
 ## dependency, a few minutes on two cores) shows progress; later builds reuse Go's cache and take seconds.
 build:
 	@echo "==> building bin/notificationservice (the first build compiles every dependency: minutes; then seconds)"
-	CGO_ENABLED=0 $(GO) build -v -trimpath -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
+	CGO_ENABLED=0 $(GO) build -v -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
 	@echo "==> built bin/notificationservice ($(VERSION))"
 
 ## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ

@@ -20,20 +20,31 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 )
 
-// build builds the binary as `make build` does (no cgo, -trimpath, stripped):
-// the harness measures the executable users run, its size included.
+// build builds the binary as `make build` does (no cgo, -trimpath, the
+// Makefile's TAGS, stripped): the harness measures the executable users run,
+// its size included.
 func build(b *testing.B, dir string) string {
 	b.Helper()
 	bin := filepath.Join(dir, "notificationservice")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin,
-		"github.com/notificationservice/notificationservice/cmd/notificationservice")
+	cmd := exec.CommandContext(ctx, "go", append(buildFlags(), "-o", bin, mainPackage)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// buildTags are the Makefile's TAGS (build_test.go checks they agree).
+const buildTags = "nomsgpack"
+
+const mainPackage = "github.com/notificationservice/notificationservice/cmd/notificationservice"
+
+// buildFlags are `go build`'s flags as `make build` passes them, but the
+// version stamp.
+func buildFlags() []string {
+	return []string{"build", "-trimpath", "-tags", buildTags, "-ldflags", "-s -w"}
 }
 
 // cleanEnv is the environment without NOTIFY_* variables: only the ones the
