@@ -44,6 +44,9 @@ bench: bench-binary
 ## bench-binary: build the binary, run it with its default configuration on a fresh database and queues of
 ## its own, and print its figures beside bare amqp091-go and Gin in one table (docs/benchmarks.md, "The built
 ## binary"). Sizes: BENCH_MESSAGES=5000 BENCH_RATE=1000 BENCH_SECONDS=5 BENCH_CONNS=64 by default.
+## BENCH_SOAK_SECONDS=600 runs the soak instead: BENCH_SOAK_RATE msg/s (1000; three deliveries each) for that
+## long, RSS min/max per BENCH_SOAK_WINDOW (60) s, flat or growing, and whether the service kept up.
+## BENCH_PPROF_ADDR=127.0.0.1:6060 serves pprof on the drain's (or the soak's) process.
 bench-binary:
 	$(GO) test -run '^$$' -bench '^BenchmarkBinary$$' -benchtime 1x -count=1 -timeout 30m ./internal/benchbin
 

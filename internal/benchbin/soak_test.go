@@ -52,6 +52,11 @@ type soakWindow struct {
 // moves a peak by a few MiB from one window to the next.
 const flatTolerance = 1.10
 
+// keptUpSeconds is the backlog, in seconds of the soak's rate, a service
+// that keeps up may have at the end: a burst of GC or a slow commit on a
+// shared machine leaves a second or two waiting.
+const keptUpSeconds = 5
+
 // runSoak starts the binary on an empty queue and publishes s.rate msg/s
 // for s.duration, sampling its RSS every 100 ms; it prints RSS min/max,
 // the queue's backlog per window, whether RSS is flat, and whether the
@@ -137,10 +142,11 @@ func runSoak(b *testing.B, s soakSettings) {
 
 	second, last := windows[1], windows[len(windows)-1]
 	flat := float64(last.rssMax) <= flatTolerance*float64(second.rssMax)
-	// Kept up: at most a second's worth waiting at the end, in the queue
-	// and as deliveries not yet sent (intake can keep the queue empty while
-	// the deliveries it planned pile up).
-	keptUp := last.queued <= s.rate && last.waiting <= 3*s.rate
+	// Kept up: at most keptUpSeconds' worth waiting at the end, in the
+	// queue and as deliveries not yet sent (intake can keep the queue empty
+	// while the deliveries it planned pile up); a process that falls behind
+	// piles up far more over a soak.
+	keptUp := last.queued <= keptUpSeconds*s.rate && last.waiting <= keptUpSeconds*3*s.rate
 	achieved := float64(sentInSoak) / s.duration.Seconds()
 	wantDeliveries := float64(3 * s.rate)
 	var peak int64
@@ -162,7 +168,7 @@ func runSoak(b *testing.B, s soakSettings) {
 	fmt.Fprintf(&t, "published %d messages = %.0f msg/s of %d asked; deliveries sent during the soak %d = %.0f/s of %.0f planned (%.0f%%)\n",
 		n, float64(n)/s.duration.Seconds(), s.rate, sentInSoak, achieved, wantDeliveries, 100*achieved/wantDeliveries)
 	if keptUp {
-		fmt.Fprintf(&t, "kept up: at the end %d messages queued and %d deliveries not yet sent (≤ one second's worth)\n", last.queued, last.waiting)
+		fmt.Fprintf(&t, "kept up: at the end %d messages queued and %d deliveries not yet sent (≤ %d seconds' worth)\n", last.queued, last.waiting, keptUpSeconds)
 	} else {
 		fmt.Fprintf(&t, "DID NOT KEEP UP at %d msg/s: at the end %d messages queued and %d deliveries not yet sent; the RSS above is of a process behind its load\n",
 			s.rate, last.queued, last.waiting)
