@@ -3,6 +3,10 @@ GO      ?= go
 PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# nomsgpack leaves gin's MessagePack binding (ugorji/go/codec, 6 MB of the
+# binary) out: the service binds JSON only. The Dockerfile and the binary
+# harness (internal/benchbin) build with the same tags.
+TAGS    := nomsgpack
 
 .PHONY: run build test test-short fault bench bench-binary fuzz check fmt vet lint tidy clean
 
@@ -16,7 +20,7 @@ run: build
 ## dependency, a few minutes on two cores) shows progress; later builds reuse Go's cache and take seconds.
 build:
 	@echo "==> building bin/notificationservice (the first build compiles every dependency: minutes; then seconds)"
-	CGO_ENABLED=0 $(GO) build -v -trimpath -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
+	CGO_ENABLED=0 $(GO) build -v -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
 	@echo "==> built bin/notificationservice ($(VERSION))"
 
 ## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ
@@ -40,6 +44,9 @@ bench: bench-binary
 ## bench-binary: build the binary, run it with its default configuration on a fresh database and queues of
 ## its own, and print its figures beside bare amqp091-go and Gin in one table (docs/benchmarks.md, "The built
 ## binary"). Sizes: BENCH_MESSAGES=5000 BENCH_RATE=1000 BENCH_SECONDS=5 BENCH_CONNS=64 by default.
+## BENCH_SOAK_SECONDS=600 runs the soak instead: BENCH_SOAK_RATE msg/s (1000; three deliveries each) for that
+## long, RSS min/max per BENCH_SOAK_WINDOW (60) s, flat or growing, and whether the service kept up.
+## BENCH_PPROF_ADDR=127.0.0.1:6060 serves pprof on the drain's (or the soak's) process.
 bench-binary:
 	$(GO) test -run '^$$' -bench '^BenchmarkBinary$$' -benchtime 1x -count=1 -timeout 30m ./internal/benchbin
 

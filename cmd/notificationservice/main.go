@@ -19,8 +19,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,6 +82,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 func serve(cfg config.Config, logOut io.Writer) error {
+	memLimit := applyRuntime(cfg.Runtime, os.LookupEnv)
 	if err := cfg.CheckExposure(); err != nil {
 		return err
 	}
@@ -97,8 +100,24 @@ func serve(cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	log.Info("notificationservice starting", "version", version, "postgres", cfg.Database.Postgres(), "outboxSink", cfg.Outbox.Sink)
+	log.Info("notificationservice starting", "version", version, "postgres", cfg.Database.Postgres(), "outboxSink", cfg.Outbox.Sink,
+		"memoryLimit", memLimit)
 	return a.Run(ctx)
+}
+
+// applyRuntime sets the Go runtime's soft memory limit from
+// runtime.memoryLimit (0: none) and returns the limit in force. A GOMEMLIMIT
+// in the environment wins: the runtime has applied it before main, and the
+// operator who set it meant it.
+func applyRuntime(r config.Runtime, lookupEnv func(string) (string, bool)) int64 {
+	if _, set := lookupEnv("GOMEMLIMIT"); !set {
+		limit := r.MemoryLimit
+		if limit == 0 {
+			limit = math.MaxInt64 // the runtime's own "no limit"
+		}
+		debug.SetMemoryLimit(limit)
+	}
+	return debug.SetMemoryLimit(-1) // -1 reads the limit without changing it
 }
 
 func migrate(cfg config.Config, args []string, out io.Writer) error {

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"math"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -95,4 +98,38 @@ func TestCommandsIgnoreTheTestSuiteVariables(t *testing.T) {
 	out, err := runCmd(t, db, "migrate", "status")
 	require.NoError(t, err)
 	require.Contains(t, out, "00001  pending")
+}
+
+// serve applies runtime.memoryLimit as the Go runtime's soft memory limit,
+// unless GOMEMLIMIT is set, which wins.
+func TestServeAppliesTheMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	// A database path under a regular file cannot be opened: serve applies
+	// the runtime settings first, then fails at once instead of serving.
+	notDir := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o600))
+	db := filepath.Join(notDir, "x.db")
+
+	t.Setenv("NOTIFY_RUNTIME_MEMORY_LIMIT", "50331648")
+	_, err := runCmd(t, db, "serve")
+	require.Error(t, err)
+	require.Equal(t, int64(48<<20), debug.SetMemoryLimit(-1), "runtime.memoryLimit applied")
+
+	t.Setenv("NOTIFY_RUNTIME_MEMORY_LIMIT", "0")
+	_, err = runCmd(t, db, "serve")
+	require.Error(t, err)
+	require.Equal(t, int64(math.MaxInt64), debug.SetMemoryLimit(-1), "0 is no limit")
+
+	t.Setenv("GOMEMLIMIT", "40MiB") // the runtime read it at start; serve must leave the limit alone
+	debug.SetMemoryLimit(40 << 20)
+	t.Setenv("NOTIFY_RUNTIME_MEMORY_LIMIT", "50331648")
+	_, err = runCmd(t, db, "serve")
+	require.Error(t, err)
+	require.Equal(t, int64(40<<20), debug.SetMemoryLimit(-1), "GOMEMLIMIT wins")
+}
+
+// The embedded default sets a soft memory limit.
+func TestDefaultMemoryLimit(t *testing.T) {
+	require.Positive(t, config.Default().Runtime.MemoryLimit)
 }

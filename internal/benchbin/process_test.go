@@ -20,20 +20,31 @@ import (
 	"github.com/notificationservice/notificationservice/internal/config"
 )
 
-// build builds the binary as `make build` does (no cgo, -trimpath, stripped):
-// the harness measures the executable users run, its size included.
+// build builds the binary as `make build` does (no cgo, -trimpath, the
+// Makefile's TAGS, stripped): the harness measures the executable users run,
+// its size included.
 func build(b *testing.B, dir string) string {
 	b.Helper()
 	bin := filepath.Join(dir, "notificationservice")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin,
-		"github.com/notificationservice/notificationservice/cmd/notificationservice")
+	cmd := exec.CommandContext(ctx, "go", append(buildFlags(), "-o", bin, mainPackage)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// buildTags are the Makefile's TAGS (build_test.go checks they agree).
+const buildTags = "nomsgpack"
+
+const mainPackage = "github.com/notificationservice/notificationservice/cmd/notificationservice"
+
+// buildFlags are `go build`'s flags as `make build` passes them, but the
+// version stamp.
+func buildFlags() []string {
+	return []string{"build", "-trimpath", "-tags", buildTags, "-ldflags", "-s -w"}
 }
 
 // cleanEnv is the environment without NOTIFY_* variables: only the ones the
@@ -86,7 +97,7 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 	)
 	// BENCH_PPROF_ADDR profiles the drain's process: go tool pprof
 	// http://<addr>/debug/pprof/profile?seconds=10 while it runs.
-	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && name == "serve" {
+	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && (name == "serve" || name == "soak") {
 		cmd.Env = append(cmd.Env, config.EnvName("debug.pprofAddr")+"="+pp)
 	}
 	return run(b, dir, name, addr, cmd)
@@ -184,6 +195,35 @@ func (p *process) rss() (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
+// every Linux this harness runs on (sysconf(_SC_CLK_TCK) without cgo).
+const clockTicks = 100
+
+// cpu is the CPU time the process has used, user and system
+// (/proc/<pid>/stat utime + stime).
+func (p *process) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count fields after its closing one, where state is field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", p.cmd.Process.Pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", p.cmd.Process.Pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // rssSampler samples a process's RSS until stopped and keeps the peak.

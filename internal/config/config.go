@@ -52,6 +52,28 @@ type Config struct {
 	Unsubscribe Unsubscribe `koanf:"unsubscribe"`
 	// Debug holds the operator's profiling switch (docs/observability.md).
 	Debug Debug `koanf:"debug"`
+	// Runtime tunes the Go runtime the process runs on.
+	Runtime Runtime `koanf:"runtime"`
+}
+
+// Runtime tunes the Go runtime. The GOMEMLIMIT environment variable, when
+// set, wins over MemoryLimit: it is the knob Go's own documentation gives
+// operators, and one set in a container spec must not be silently undone.
+type Runtime struct {
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (runtime/debug.SetMemoryLimit): the GC runs more often as the heap,
+	// stacks and runtime metadata approach it, and the scavenger returns
+	// freed pages sooner, so RSS stays near it rather than at twice the
+	// live heap. Soft: a live heap above it is not an error (the GC's CPU
+	// share is capped, the process slows rather than dies). 0: no limit.
+	MemoryLimit int64 `koanf:"memoryLimit"`
+}
+
+// validate checks the runtime section; bad records a finding.
+func (r Runtime) validate(bad func(key, msg string)) {
+	if r.MemoryLimit < 0 {
+		bad("runtime.memoryLimit", "must be 0 (no limit) or a size in bytes")
+	}
 }
 
 // Debug configures what an operator turns on to look inside a running
@@ -623,6 +645,7 @@ func Default() Config {
 			RetryFor:          24 * time.Hour,
 		},
 		Unsubscribe: Unsubscribe{TTL: 60 * 24 * time.Hour},
+		Runtime:     Runtime{MemoryLimit: 32 << 20},
 	}
 }
 
@@ -822,6 +845,7 @@ func (c Config) Validate() error {
 	c.Tracing.validate(bad)
 	c.Webhooks.validate(bad)
 	c.Unsubscribe.validate(bad)
+	c.Runtime.validate(bad)
 	return errors.Join(errs...)
 }
 
