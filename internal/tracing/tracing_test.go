@@ -233,6 +233,7 @@ func TestChannelWithTracingOffPassesTheTraceThrough(t *testing.T) {
 	msgs := []channels.Message{{DeliveryID: 1, NotificationID: 2, Channel: "email"}, {DeliveryID: 3, NotificationID: 4, Channel: "email"}}
 	allocs := testing.AllocsPerRun(100, func() { ch.Send(ctx, msgs) })
 	require.LessOrEqual(t, allocs, 2.0, "the results slice and little else")
+}
 
 // nopWriter is a response writer that keeps nothing, so a request served
 // into it allocates only what the middleware under test does.
