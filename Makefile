@@ -23,9 +23,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -v -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o bin/notificationservice ./cmd/notificationservice
 	@echo "==> built bin/notificationservice ($(VERSION))"
 
-## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ
+## test: every test, with the race detector, against the local PostgreSQL and RabbitMQ; then the allocation-count
+## tests again without it (the race detector allocates on its own account, so they skip under -race)
 test:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -run 'Alloc|CostsNothing' ./internal/httpapi ./internal/metrics ./internal/tracing
 
 ## test-short: the fast subset (skips the long fault and soak tests)
 test-short:
