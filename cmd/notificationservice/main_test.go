@@ -130,6 +130,9 @@ func TestServeAppliesTheMemoryLimit(t *testing.T) {
 }
 
 // The embedded default sets a soft memory limit.
+// The default is no limit: with 32 MiB the binary harness's enqueue→sent
+// p99 at 1,000 msg/s was 936 ms against 36 ms without it (GC under a
+// limit near the live heap); operators who want flat RSS set one.
 func TestDefaultMemoryLimit(t *testing.T) {
-	require.Positive(t, config.Default().Runtime.MemoryLimit)
+	require.Zero(t, config.Default().Runtime.MemoryLimit)
 }

@@ -645,7 +645,7 @@ func Default() Config {
 			RetryFor:          24 * time.Hour,
 		},
 		Unsubscribe: Unsubscribe{TTL: 60 * 24 * time.Hour},
-		Runtime:     Runtime{MemoryLimit: 32 << 20},
+		Runtime:     Runtime{MemoryLimit: 0}, // off: a 32 MiB default made the 1,000 msg/s enqueue→sent p99 936 ms against 36 ms without it (bench-binary, 4 Dec)
 	}
 }
 
