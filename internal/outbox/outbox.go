@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/jsonenc"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
 
@@ -276,9 +277,9 @@ func (w *Writer) RecordAll(ctx context.Context, tx *gorm.DB, cs []Change) error 
 				doc = append(doc, ',')
 			}
 			doc = append(doc, `{"envelope_id":`...)
-			doc = store.AppendJSONString(doc, ids[i])
+			doc = jsonenc.AppendString(doc, ids[i])
 			doc = append(doc, `,"detail_type":`...)
-			doc = store.AppendJSONString(doc, cs[i].DetailType)
+			doc = jsonenc.AppendString(doc, cs[i].DetailType)
 			doc = append(doc, `,"collection_id":`...)
 			doc = strconv.AppendInt(doc, cs[i].CollectionID, 10)
 			doc = append(doc, `,"created_at":`...)

@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/notificationservice/notificationservice/internal/jsonenc"
 )
 
 // Redacted replaces a secret in a log line.
@@ -510,7 +512,8 @@ func (w *jsonRewriter) str() (s string, plain bool, err error) {
 }
 
 // appendString writes s as a JSON string: its bytes when plain, otherwise
-// escaped as encoding/json's encoder escapes with SetEscapeHTML(false).
+// escaped as encoding/json's encoder escapes with SetEscapeHTML(false), as
+// slog's JSON handler writes the strings it does not redact.
 func (w *jsonRewriter) appendString(s string, plain bool) {
 	if plain {
 		w.out = append(w.out, '"')
@@ -518,61 +521,5 @@ func (w *jsonRewriter) appendString(s string, plain bool) {
 		w.out = append(w.out, '"')
 		return
 	}
-	w.out = appendJSONString(w.out, s)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString is encoding/json's string encoding without HTML
-// escaping: quotes, backslashes and control characters escaped, invalid
-// UTF-8 as \ufffd, U+2028 and U+2029 escaped.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	w.out = jsonenc.AppendStringNoHTMLEscape(w.out, s)
 }

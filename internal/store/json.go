@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 )
 
 // ScanJSON decodes a JSON TEXT column value (string or []byte, as the
@@ -77,41 +76,3 @@ func ColumnList(cols []Column) string {
 	}
 	return strings.Join(names, ", ")
 }
-
-// AppendJSONString appends s to dst as a JSON string, for a caller that
-// writes a JSONRows document by hand rather than through encoding/json's
-// reflection. It escapes what JSON requires ('"', '\\' and control
-// characters); text that is not valid UTF-8 is written as encoding/json
-// writes it (U+FFFD for each bad byte).
-func AppendJSONString(dst []byte, s string) []byte {
-	if !utf8.ValidString(s) {
-		b, _ := json.Marshal(s) // cannot fail for a string
-		return append(dst, b...)
-	}
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-const hexDigits = "0123456789abcdef"

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/jsonenc"
 
 	"github.com/notificationservice/notificationservice/internal/store"
 	"gorm.io/gorm"
@@ -58,7 +59,7 @@ func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
 	}
 	str := func(name, v string) {
 		dst = append(dst, name...)
-		dst = store.AppendJSONString(dst, v)
+		dst = jsonenc.AppendString(dst, v)
 	}
 	num := func(name string, v int64) {
 		dst = append(dst, name...)
@@ -182,17 +183,17 @@ func appendDeliveryRow(dst []byte, d *dispatch.Delivery, rcpt string) []byte {
 	dst = append(dst, `,"recipient_index":`...)
 	dst = strconv.AppendInt(dst, int64(d.RecipientIndex), 10)
 	dst = append(dst, `,"channel":`...)
-	dst = store.AppendJSONString(dst, d.Channel)
+	dst = jsonenc.AppendString(dst, d.Channel)
 	dst = append(dst, `,"address":`...)
-	dst = store.AppendJSONString(dst, d.Address)
+	dst = jsonenc.AppendString(dst, d.Address)
 	dst = append(dst, `,"recipient":`...)
 	dst = append(dst, rcpt...)
 	dst = append(dst, `,"status":`...)
-	dst = store.AppendJSONString(dst, d.Status)
+	dst = jsonenc.AppendString(dst, d.Status)
 	dst = append(dst, `,"reason":`...)
-	dst = store.AppendJSONString(dst, d.Reason)
+	dst = jsonenc.AppendString(dst, d.Reason)
 	dst = append(dst, `,"reason_detail":`...)
-	dst = store.AppendJSONString(dst, d.ReasonDetail)
+	dst = jsonenc.AppendString(dst, d.ReasonDetail)
 	dst = append(dst, `,"attempts":`...)
 	dst = strconv.AppendInt(dst, int64(d.Attempts), 10)
 	dst = append(dst, `,"next_attempt_at":`...)
@@ -200,7 +201,7 @@ func appendDeliveryRow(dst []byte, d *dispatch.Delivery, rcpt string) []byte {
 	dst = append(dst, `,"claimed_at":`...)
 	dst = strconv.AppendInt(dst, d.ClaimedAt, 10)
 	dst = append(dst, `,"lease_owner":`...)
-	dst = store.AppendJSONString(dst, d.LeaseOwner)
+	dst = jsonenc.AppendString(dst, d.LeaseOwner)
 	dst = append(dst, `,"lease_until":`...)
 	dst = strconv.AppendInt(dst, d.LeaseUntil, 10)
 	dst = append(dst, `,"created_time":`...)

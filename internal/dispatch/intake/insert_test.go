@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
-	"github.com/notificationservice/notificationservice/internal/store"
+	"github.com/notificationservice/notificationservice/internal/jsonenc"
 )
 
 // A delivery row written by hand has exactly the columns of
@@ -87,7 +87,7 @@ func TestAppendDeliveryRowIsTheColumns(t *testing.T) {
 	require.Equal(t, "bad\ufffdutf8", row.ReasonDetail, "invalid UTF-8 as encoding/json writes it")
 }
 
-// AppendJSONString reads back as the string, for every byte below 0x80 and
+// jsonenc.AppendString reads back as the string, for every byte below 0x80 and
 // some beyond.
 func TestAppendJSONString(t *testing.T) {
 	var all []byte
@@ -96,7 +96,7 @@ func TestAppendJSONString(t *testing.T) {
 	}
 	for _, s := range []string{"", "plain", string(all), "é ü 日本 \u2028\u2029 <&>", "\x00tail"} {
 		var back string
-		b := store.AppendJSONString([]byte("x"), s)
+		b := jsonenc.AppendString([]byte("x"), s)
 		require.Equal(t, byte('x'), b[0])
 		require.NoError(t, json.Unmarshal(b[1:], &back), "%q", b)
 		require.Equal(t, s, back)
