@@ -21,7 +21,6 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/collections"
 	"github.com/notificationservice/notificationservice/internal/config"
-	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
@@ -297,11 +296,11 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	supp.OnAdded = a.Metrics.SuppressionsAdded
 	a.Metrics.InitSuppressionSources(suppressions.Sources()...)
 	deps.Suppressions = supp
-	a.Dispatcher.WithSuppressor(suppressor{supp})
+	a.Dispatcher.WithSuppressor(suppressions.NewDispatch(supp))
 	// The planning-time rules, in docs/rules.md's order (conditions,
 	// preferences, suppressions); planning counts every decision it makes
 	// (notify_planning_decisions_total).
-	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db), planning.Suppressions(suppressor{supp}))
+	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db), planning.Suppressions(suppressions.NewDispatch(supp)))
 	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)),
 		intake.WithEvents(a.WebhookSender), intake.WithMaxScheduleAhead(cfg.Dispatch.MaxScheduleAhead),
 		intake.WithGroupCommit(cfg.HTTP.SendBatchWait, cfg.HTTP.SendBatchMax))
@@ -339,40 +338,6 @@ type notificationService struct {
 	*status.Store
 }
 
-// suppressor is the suppression list as its consumers declare it: the
-// planning rule's lookup, and where the status webhooks and the delivery
-// workers put the addresses providers refuse.
-type suppressor struct{ s *suppressions.Service }
-
-// Suppressed implements planning.SuppressionLookup.
-func (x suppressor) Suppressed(ctx context.Context, keys []planning.SuppressionKey) ([]*planning.SuppressionHit, error) {
-	ks := make([]suppressions.Key, len(keys))
-	for i, k := range keys {
-		ks[i] = suppressions.Key{CollectionID: k.CollectionID, Channel: k.Channel, Address: k.Address}
-	}
-	found, err := x.s.Find(ctx, ks)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*planning.SuppressionHit, len(found))
-	for i, f := range found {
-		if f != nil {
-			out[i] = &planning.SuppressionHit{Reason: f.Reason, Source: f.Source, CreatedTime: f.CreatedTime}
-		}
-	}
-	return out, nil
-}
-
-// Suppress implements status.Suppressor and delivery.Suppressor.
-func (x suppressor) Suppress(ctx context.Context, entries []dispatch.Suppression) (int, error) {
-	es := make([]suppressions.Entry, len(entries))
-	for i, e := range entries {
-		es[i] = suppressions.Entry{CollectionID: e.CollectionID, Channel: e.Channel, Address: e.Address,
-			Reason: e.Reason, Source: e.Source, Who: e.Who}
-	}
-	return x.s.Suppress(ctx, es)
-}
-
 // wireProviderRoutes adds the provider status webhooks, which record
 // delivered/failed reports through the dispatch store, and the preview route.
 func (a *App) wireProviderRoutes(deps *httpapi.Deps, supp *suppressions.Service) error {
@@ -384,7 +349,7 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps, supp *suppressions.Service)
 	deps.Webhooks = &httpapi.Webhooks{
 		SendGrid: sg,
 		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
-		Reports:  status.New(a.DB, time.Now).WithSuppressor(suppressor{supp}).WithEvents(a.WebhookSender),
+		Reports:  status.New(a.DB, time.Now).WithSuppressor(suppressions.NewDispatch(supp)).WithEvents(a.WebhookSender),
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,

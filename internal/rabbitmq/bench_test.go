@@ -218,29 +218,7 @@ func benchRules(b *testing.B, e *env) *planning.Planner {
 			Address: fmt.Sprintf("bounced%d@example.com", i), Channel: "email", Reason: "bench"})
 		require.NoError(b, err)
 	}
-	return planning.New(planning.Static(planning.Condition{}), preferences.NewRule(e.db), planning.Suppressions(suppressionLookup{supp}))
-}
-
-// suppressionLookup adapts the suppression list to the planning rule, as
-// app's suppressor does.
-type suppressionLookup struct{ s *suppressions.Service }
-
-func (x suppressionLookup) Suppressed(ctx context.Context, keys []planning.SuppressionKey) ([]*planning.SuppressionHit, error) {
-	ks := make([]suppressions.Key, len(keys))
-	for i, k := range keys {
-		ks[i] = suppressions.Key{CollectionID: k.CollectionID, Channel: k.Channel, Address: k.Address}
-	}
-	found, err := x.s.Find(ctx, ks)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*planning.SuppressionHit, len(found))
-	for i, f := range found {
-		if f != nil {
-			out[i] = &planning.SuppressionHit{Reason: f.Reason, Source: f.Source, CreatedTime: f.CreatedTime}
-		}
-	}
-	return out, nil
+	return planning.New(planning.Static(planning.Condition{}), preferences.NewRule(e.db), planning.Suppressions(suppressions.NewDispatch(supp)))
 }
 
 // latencyPhases splits the steady phase's latency, from the rows' own

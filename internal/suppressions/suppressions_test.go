@@ -11,6 +11,8 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/suppressions"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -222,4 +224,32 @@ func TestProviderSourcesAreListSources(t *testing.T) {
 	for _, src := range []string{channels.SuppressSendGridBounce, channels.SuppressSendGridSpamReport, channels.SuppressTwilioStop} {
 		require.Contains(t, suppressions.Sources(), src)
 	}
+}
+
+// Dispatch carries every field across: what the workers and status
+// webhooks report is what the planning rule finds, in the order asked.
+func TestDispatchSuppressesWhatPlanningFinds(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		b := setup(t, db)
+		ctx := context.Background()
+		d := suppressions.NewDispatch(b.svc)
+		n, err := d.Suppress(ctx, []dispatch.Suppression{{CollectionID: b.cid, Channel: "email", Address: "Bob@Example.com",
+			Reason: "bounce: 5.1.1", Source: suppressions.SourceSendGridBounce, Who: "sendgrid"}})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		got, err := b.svc.Get(ctx, admin, b.cid, "bob@example.com", "email")
+		require.NoError(t, err)
+		require.Equal(t, "sendgrid", got[0].CreatedBy)
+
+		hits, err := d.Suppressed(ctx, []planning.SuppressionKey{
+			{CollectionID: b.cid, Channel: "sms", Address: "bob@example.com"},
+			{CollectionID: b.cid, Channel: "email", Address: "BOB@example.com"},
+		})
+		require.NoError(t, err)
+		require.Len(t, hits, 2)
+		require.Nil(t, hits[0])
+		require.Equal(t, &planning.SuppressionHit{Reason: "bounce: 5.1.1", Source: suppressions.SourceSendGridBounce,
+			CreatedTime: got[0].CreatedTime}, hits[1])
+	})
 }
