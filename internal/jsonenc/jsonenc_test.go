@@ -103,29 +103,23 @@ var benchCases = []struct{ name, s string }{
 	{"ascii", benchASCII}, {"escapes", benchEscapes}, {"html", benchHTML}, {"unicode", benchUnicode},
 }
 
-func BenchmarkAppendString(b *testing.B) {
-	for _, c := range benchCases {
-		b.Run(c.name, func(b *testing.B) {
-			buf := make([]byte, 0, 1024)
-			b.SetBytes(int64(len(c.s)))
-			b.ReportAllocs()
-			for b.Loop() {
-				buf = jsonenc.AppendString(buf[:0], c.s)
-			}
-		})
-	}
-}
-
-func BenchmarkAppendStringNoHTMLEscape(b *testing.B) {
-	for _, c := range benchCases {
-		b.Run(c.name, func(b *testing.B) {
-			buf := make([]byte, 0, 1024)
-			b.SetBytes(int64(len(c.s)))
-			b.ReportAllocs()
-			for b.Loop() {
-				buf = jsonenc.AppendStringNoHTMLEscape(buf[:0], c.s)
-			}
-		})
+// BenchmarkAppend appends each string into a buffer with room, with each
+// function; BenchmarkMarshal is the same strings through json.Marshal.
+func BenchmarkAppend(b *testing.B) {
+	for _, f := range []struct {
+		name   string
+		append func([]byte, string) []byte
+	}{{"html", jsonenc.AppendString}, {"nohtml", jsonenc.AppendStringNoHTMLEscape}} {
+		for _, c := range benchCases {
+			b.Run(f.name+"/"+c.name, func(b *testing.B) {
+				buf := make([]byte, 0, 1024)
+				b.SetBytes(int64(len(c.s)))
+				b.ReportAllocs()
+				for b.Loop() {
+					buf = f.append(buf[:0], c.s)
+				}
+			})
+		}
 	}
 }
 
