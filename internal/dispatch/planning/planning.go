@@ -10,7 +10,6 @@ import (
 	"net/mail"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
@@ -185,35 +184,15 @@ type Batch struct {
 	obs   Observer
 }
 
-// ForBatch reads what p's rules need for the notifications ins, once. The
-// rules that read stored data read it at the same time, each on its own
-// connection: one after the other, their round trips added up in every
-// batch's latency, before its transaction (and, for the REST send, while
-// the batch holds one of the few group commit slots).
+// ForBatch reads what p's rules need for the notifications ins, once.
 func (p *Planner) ForBatch(ctx context.Context, ins []Input) (*Batch, error) {
 	b := &Batch{rules: make([]Rule, len(p.rules)), obs: p.obs}
-	errs := make([]error, len(p.rules))
-	var stored []int // the rules that are not static
 	for i, r := range p.rules {
-		if s, ok := r.(static); ok {
-			b.rules[i] = s.r
-			continue
-		}
-		stored = append(stored, i)
-	}
-	var wg sync.WaitGroup
-	for j, i := range stored {
-		if j == len(stored)-1 {
-			b.rules[i], errs[i] = p.rules[i].ForBatch(ctx, ins) // the last one here: one goroutine fewer
-			break
-		}
-		wg.Go(func() { b.rules[i], errs[i] = p.rules[i].ForBatch(ctx, ins) })
-	}
-	wg.Wait()
-	for _, err := range errs {
+		bound, err := r.ForBatch(ctx, ins)
 		if err != nil {
 			return nil, fmt.Errorf("planning: %w", err)
 		}
+		b.rules[i] = bound
 	}
 	return b, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -85,27 +84,4 @@ func TestBatchRulesReadOncePerBatchAndTheirErrorsFailIt(t *testing.T) {
 	br.err = errors.New("connection refused")
 	_, err = p.ForBatch(context.Background(), ins)
 	require.ErrorIs(t, err, br.err)
-}
-
-// meetingRule is a rule whose read ends only when the other one's has
-// begun: read one after the other, the first never sees the second.
-type meetingRule struct{ mine, other chan struct{} }
-
-func (m meetingRule) ForBatch(context.Context, []planning.Input) (planning.Rule, error) {
-	close(m.mine)
-	select {
-	case <-m.other:
-		return optOut{}, nil
-	case <-time.After(5 * time.Second):
-		return nil, errors.New("the other rule's read did not start while this one's ran")
-	}
-}
-
-// The rules that read stored data read it at the same time: a batch waits
-// for the slowest read, not for the sum of them.
-func TestBatchRulesReadAtTheSameTime(t *testing.T) {
-	a, b := make(chan struct{}), make(chan struct{})
-	p := planning.New(planning.Static(planning.Condition{}), meetingRule{a, b}, meetingRule{b, a})
-	_, err := p.ForBatch(context.Background(), []planning.Input{{Notification: dispatch.Notification{Name: "A"}}})
-	require.NoError(t, err)
 }
