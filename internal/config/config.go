@@ -100,8 +100,14 @@ type HTTP struct {
 	// SendBatchWait is how long a REST send waits for concurrent ones to
 	// share its transaction (group commit: one WAL flush for many sends);
 	// 0 commits each send alone. SendBatchMax sends make a batch go at once.
+	// A send after a quiet spell longer than SendBatchWait does not wait.
 	SendBatchWait time.Duration `koanf:"sendBatchWait"`
 	SendBatchMax  int           `koanf:"sendBatchMax"`
+	// SendBatchConcurrency is how many batches of sends may be committing at
+	// once; while they all are, the next batch keeps taking sends, so under
+	// load batches grow rather than transactions (and pool connections)
+	// multiply.
+	SendBatchConcurrency int `koanf:"sendBatchConcurrency"`
 }
 
 // validate checks the http section; bad records a finding.
@@ -121,6 +127,9 @@ func (h HTTP) validate(bad func(key, msg string)) {
 	}
 	if h.SendBatchMax < 1 {
 		bad("http.sendBatchMax", "must be at least 1")
+	}
+	if h.SendBatchConcurrency < 1 {
+		bad("http.sendBatchConcurrency", "must be at least 1")
 	}
 }
 
@@ -525,6 +534,10 @@ func Default() Config {
 			RequireIdempotencyKey: true,
 			SendBatchWait:         2 * time.Millisecond,
 			SendBatchMax:          64,
+			// Two cores of PostgreSQL gain nothing from more concurrent
+			// intake transactions; the pool's other connections stay the
+			// delivery workers'.
+			SendBatchConcurrency: 4,
 		},
 		Database: Database{
 			SQLitePath:   "./data/notificationservice.db",

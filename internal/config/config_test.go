@@ -72,6 +72,7 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"NOTIFY_HTTP_SHUTDOWN_TIMEOUT=soon", "shutdownTimeout"},
 		{"NOTIFY_HTTP_SEND_BATCH_WAIT=5s", "http.sendBatchWait (NOTIFY_HTTP_SEND_BATCH_WAIT)"},
 		{"NOTIFY_HTTP_SEND_BATCH_MAX=0", "http.sendBatchMax (NOTIFY_HTTP_SEND_BATCH_MAX)"},
+		{"NOTIFY_HTTP_SEND_BATCH_CONCURRENCY=0", "http.sendBatchConcurrency (NOTIFY_HTTP_SEND_BATCH_CONCURRENCY)"},
 		{"NOTIFY_DATABSE_URL=postgres://x", "unknown environment variable NOTIFY_DATABSE_URL"},
 	}
 	for _, tc := range cases {

@@ -41,7 +41,7 @@ func (c *countingLocal) Reserve(n int) int {
 func groupIntake(b *bundle, most int) (*intake.Intake, *countingLocal) {
 	local := &countingLocal{Dispatcher: b.disp}
 	return intake.New(b.db, actions.NewRules(b.db), outbox.NewWriter(nil, nil), nil, local,
-		intake.WithGroupCommit(time.Hour, most), intake.WithMaxScheduleAhead(24*time.Hour)), local
+		intake.WithGroupCommit(time.Hour, most, 4), intake.WithMaxScheduleAhead(24*time.Hour)), local
 }
 
 type sendResult struct {
@@ -193,7 +193,7 @@ func TestGroupCommitFlushesWhenFullAndDropsGoneClients(t *testing.T) {
 
 		// Alone on an idle server, a send waits out the bounded wait only.
 		bounded := intake.New(b.db, actions.NewRules(b.db), outbox.NewWriter(nil, nil), nil, b.disp,
-			intake.WithGroupCommit(10*time.Millisecond, 100))
+			intake.WithGroupCommit(10*time.Millisecond, 100, 4))
 		res = sendAll(t, bounded, b, []string{"s-2"}, []string{oneTo("a@example.com", "")})
 		require.NoError(t, res[0].err)
 

@@ -174,15 +174,18 @@ func WithMaxScheduleAhead(ahead time.Duration) Option {
 }
 
 // WithGroupCommit has concurrent Sends share one Submit, one transaction:
-// a Send waits at most wait for others to join it, and a batch takes at
-// most max. A wait of 0 (or a max below 1) submits each Send alone.
-func WithGroupCommit(wait time.Duration, most int) Option {
+// a Send waits at most wait for others to join it (not at all when it
+// comes after a quiet spell longer than wait), a batch takes at most most,
+// and at most inflight batches submit at once (while they do, the next
+// batch keeps taking members). A wait of 0 (or a most below 1) submits
+// each Send alone.
+func WithGroupCommit(wait time.Duration, most, inflight int) Option {
 	return func(in *Intake) {
 		if wait <= 0 || most < 1 {
 			in.group = nil
 			return
 		}
-		in.group = &groupCommit{submit: in.Submit, wait: wait, most: most}
+		in.group = newGroupCommit(in.Submit, wait, most, inflight, in.now)
 	}
 }
 
