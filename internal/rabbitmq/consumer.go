@@ -124,6 +124,12 @@ type Consumer struct {
 	// reports a database that answers pings but cannot commit
 	// (store.Outage). Set it before Run.
 	Outage Outage
+	// Room, when set, is waited on before each batch is committed, for at
+	// most roomWait: the dispatcher's hand-off queue
+	// (delivery.Dispatcher.WaitRoom), so a backlog's deliveries are handed
+	// to the workers instead of inserted pending and claimed again. Set it
+	// before Run.
+	Room func(ctx context.Context, most time.Duration)
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -292,6 +298,12 @@ func (c *Consumer) session(ctx context.Context) (up bool, err error) {
 
 var errChannelClosed = errors.New("channel closed by the broker")
 
+// roomWait bounds how long a batch waits for room in the dispatcher's
+// hand-off queue (Consumer.Room): a few worker cycles at drain rates, and
+// short enough that a stalled provider only slows the intake (a batch per
+// roomWait per consumer) instead of stopping it.
+const roomWait = 100 * time.Millisecond
+
 // consume runs one consumer channel until ctx ends or the channel fails.
 func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) error {
 	ch, err := conn.Channel()
@@ -439,6 +451,9 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 		from = append(from, i)
 	}
 	if len(subs) > 0 {
+		if c.Room != nil {
+			c.Room(hctx, roomWait)
+		}
 		sctx, shctx, endCommit := tr.commit(ctx, hctx)
 		outs, failed, err := c.submit(sctx, shctx, subs)
 		endCommit()
