@@ -125,11 +125,11 @@ type Consumer struct {
 	// (store.Outage). Set it before Run.
 	Outage Outage
 	// Room, when set, is waited on before each batch is committed, for at
-	// most roomWait: the dispatcher's hand-off queue
+	// most roomMost: the dispatcher's hand-off queue
 	// (delivery.Dispatcher.WaitRoom), so a backlog's deliveries are handed
 	// to the workers instead of inserted pending and claimed again. Set it
 	// before Run.
-	Room func(ctx context.Context, most time.Duration)
+	Room func(ctx context.Context, idle, most time.Duration)
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -298,11 +298,15 @@ func (c *Consumer) session(ctx context.Context) (up bool, err error) {
 
 var errChannelClosed = errors.New("channel closed by the broker")
 
-// roomWait bounds how long a batch waits for room in the dispatcher's
-// hand-off queue (Consumer.Room): a few worker cycles at drain rates, and
-// short enough that a stalled provider only slows the intake (a batch per
-// roomWait per consumer) instead of stopping it.
-const roomWait = 100 * time.Millisecond
+// roomIdle and roomMost bound how long a batch waits for room in the
+// dispatcher's hand-off queue (Consumer.Room): while the workers take
+// batches, up to roomMost; when none took one for roomIdle (a stalled
+// provider), no longer. So a slow provider only slows the intake (a batch
+// per roomIdle per consumer at worst) instead of stopping it.
+const (
+	roomIdle = 100 * time.Millisecond
+	roomMost = time.Second
+)
 
 // consume runs one consumer channel until ctx ends or the channel fails.
 func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) error {
@@ -452,7 +456,7 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 	}
 	if len(subs) > 0 {
 		if c.Room != nil {
-			c.Room(hctx, roomWait)
+			c.Room(hctx, roomIdle, roomMost)
 		}
 		sctx, shctx, endCommit := tr.commit(ctx, hctx)
 		outs, failed, err := c.submit(sctx, shctx, subs)

@@ -106,23 +106,25 @@ func (d *Dispatcher) takeLocal() []Claimed {
 	return batch
 }
 
-// WaitRoom waits, at most most, until the hand-off queue is at most a
-// quarter full, so the next intake batch's deliveries fit in it and are
-// handed off rather than inserted pending. The queue consumer calls it
-// before each batch: in a backlog the intake commits far faster than the
-// workers send, and every delivery that overflowed the hand-off cost a
-// claim UPDATE (status, attempts, lease: no HOT update, every index of
-// deliveries written again) on top of its insert and its outcome, about
-// two in three deliveries of the binary's drain (issue 17). The messages
-// wait on the queue instead, unacked, for a bounded time: at most most,
-// after which the batch goes in regardless (its overflow pending, claimed
-// as before), so a stalled provider slows the intake but never stops it.
-// It returns at once when the workers are not running or ctx ends.
-func (d *Dispatcher) WaitRoom(ctx context.Context, most time.Duration) {
-	var timer *time.Timer
+// WaitRoom waits until the hand-off queue is at most a quarter full, so
+// the next intake batch's deliveries fit in it and are handed off rather
+// than inserted pending. The queue consumer calls it before each batch: in
+// a backlog the intake commits far faster than the workers send, and every
+// delivery that overflowed the hand-off cost a claim UPDATE (status,
+// attempts, lease: no HOT update, every index of deliveries written again)
+// on top of its insert and its outcome, half the deliveries of the binary's
+// drain (issue 17). The messages wait on the queue instead, unacked, and
+// for a bounded time: while the workers take batches it waits up to most in
+// all; when no worker took one for idle (a stalled provider) it stops
+// waiting. The batch then goes in regardless (its overflow pending, claimed
+// as before), so a slow provider slows the intake but never stops it. It
+// returns at once when the workers are not running or ctx ends.
+func (d *Dispatcher) WaitRoom(ctx context.Context, idle, most time.Duration) {
+	var stall, limit *time.Timer
 	defer func() {
-		if timer != nil {
-			timer.Stop()
+		if stall != nil {
+			stall.Stop()
+			limit.Stop()
 		}
 	}()
 	for {
@@ -136,12 +138,16 @@ func (d *Dispatcher) WaitRoom(ctx context.Context, most time.Duration) {
 		}
 		room := d.local.room
 		d.local.mu.Unlock()
-		if timer == nil {
-			timer = time.NewTimer(most)
+		if stall == nil {
+			stall, limit = time.NewTimer(idle), time.NewTimer(most)
+		} else {
+			stall.Reset(idle) // a worker took a batch: the workers are moving
 		}
 		select {
 		case <-room:
-		case <-timer.C:
+		case <-stall.C:
+			return
+		case <-limit.C:
 			return
 		case <-ctx.Done():
 			return

@@ -21,7 +21,7 @@ func TestWaitRoom(t *testing.T) {
 	ctx := context.Background()
 	returns := func(most time.Duration) time.Duration {
 		t0 := time.Now()
-		d.WaitRoom(ctx, most)
+		d.WaitRoom(ctx, most, 10*most)
 		return time.Since(t0)
 	}
 	claimed := func(n int) []Claimed {
@@ -63,6 +63,33 @@ func TestWaitRoom(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("still waiting after a worker made room")
 	}
+
+	// While the workers take batches the wait goes on past idle, up to
+	// most in all.
+	hand(12) // 16 of 16
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				d.local.mu.Lock()
+				d.local.items = append(d.local.items, make([]Claimed, 4)...) // newcomers keep it full
+				d.local.mu.Unlock()
+				d.takeLocal()
+			}
+		}
+	}()
+	t0 := time.Now()
+	d.WaitRoom(ctx, 60*time.Millisecond, 300*time.Millisecond)
+	waited := time.Since(t0)
+	close(stop)
+	require.GreaterOrEqual(t, waited, 120*time.Millisecond, "the workers moved: it waited past idle")
+	require.Less(t, waited, 3*time.Second)
+	d.local.mu.Lock()
+	d.local.items = nil
+	d.local.mu.Unlock()
 
 	// Reserved places count as taken; a closed queue never waits.
 	d.local.reserved = 12
