@@ -127,9 +127,9 @@ type Consumer struct {
 	// Room, when set, is waited on before each batch is committed, for at
 	// most roomMost: the dispatcher's hand-off queue
 	// (delivery.Dispatcher.WaitRoom), so a backlog's deliveries are handed
-	// to the workers instead of inserted pending and claimed again. Set it
-	// before Run.
-	Room func(ctx context.Context, idle, most time.Duration)
+	// to the workers instead of inserted pending and claimed again; it
+	// returns what to call once the batch is committed. Set it before Run.
+	Room func(ctx context.Context, idle, most time.Duration) (release func())
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -455,12 +455,14 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 		from = append(from, i)
 	}
 	if len(subs) > 0 {
+		release := func() {}
 		if c.Room != nil {
-			c.Room(hctx, roomIdle, roomMost)
+			release = c.Room(hctx, roomIdle, roomMost)
 		}
 		sctx, shctx, endCommit := tr.commit(ctx, hctx)
 		outs, failed, err := c.submit(sctx, shctx, subs)
 		endCommit()
+		release()
 		if err != nil {
 			return err // shutdown or a lost broker: nothing acked, all redelivered
 		}

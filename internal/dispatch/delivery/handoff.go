@@ -28,8 +28,12 @@ type local struct {
 	running  bool // Run has started the workers: only then are hand-offs taken
 	closed   bool
 	// room, when not nil, is closed (and cleared) when a worker takes a
-	// batch: WaitRoom's callers wait on it.
+	// batch or a turn ends: WaitRoom's callers wait on it.
 	room chan struct{}
+	// turn is held by the WaitRoom caller that waited for room, from when
+	// it got room until its batch is committed and handed off: the other
+	// callers wait meanwhile, so the room one found is not filled by two.
+	turn bool
 }
 
 // Reserve returns how many of n deliveries the workers can take now (0 to
@@ -108,7 +112,7 @@ func (d *Dispatcher) takeLocal() []Claimed {
 
 // WaitRoom waits until the hand-off queue is at most a quarter full, so
 // the next intake batch's deliveries fit in it and are handed off rather
-// than inserted pending. The queue consumer calls it before each batch: in
+// than inserted pending. The queue consumers call it before each batch: in
 // a backlog the intake commits far faster than the workers send, and every
 // delivery that overflowed the hand-off cost a claim UPDATE (status,
 // attempts, lease: no HOT update, every index of deliveries written again)
@@ -119,7 +123,13 @@ func (d *Dispatcher) takeLocal() []Claimed {
 // waiting. The batch then goes in regardless (its overflow pending, claimed
 // as before), so a slow provider slows the intake but never stops it. It
 // returns at once when the workers are not running or ctx ends.
-func (d *Dispatcher) WaitRoom(ctx context.Context, idle, most time.Duration) {
+//
+// A caller that had to wait takes the turn: until it calls the returned
+// release (after its batch is committed and handed off) the other callers
+// wait too, so two batches do not both count on the same room. A caller
+// that found room at once takes no turn: without a backlog the consumers'
+// commits are not serialised.
+func (d *Dispatcher) WaitRoom(ctx context.Context, idle, most time.Duration) (release func()) {
 	var stall, limit *time.Timer
 	defer func() {
 		if stall != nil {
@@ -127,11 +137,20 @@ func (d *Dispatcher) WaitRoom(ctx context.Context, idle, most time.Duration) {
 			limit.Stop()
 		}
 	}()
-	for {
+	for waited := false; ; waited = true {
 		d.local.mu.Lock()
-		if !d.local.running || d.local.closed || (len(d.local.items)+d.local.reserved)*4 <= d.local.capacity {
+		if !d.local.running || d.local.closed {
 			d.local.mu.Unlock()
-			return
+			return func() {}
+		}
+		if !d.local.turn && (len(d.local.items)+d.local.reserved)*4 <= d.local.capacity {
+			if !waited {
+				d.local.mu.Unlock()
+				return func() {}
+			}
+			d.local.turn = true
+			d.local.mu.Unlock()
+			return d.endTurn
 		}
 		if d.local.room == nil {
 			d.local.room = make(chan struct{})
@@ -146,13 +165,24 @@ func (d *Dispatcher) WaitRoom(ctx context.Context, idle, most time.Duration) {
 		select {
 		case <-room:
 		case <-stall.C:
-			return
+			return func() {}
 		case <-limit.C:
-			return
+			return func() {}
 		case <-ctx.Done():
-			return
+			return func() {}
 		}
 	}
+}
+
+// endTurn ends the turn a WaitRoom caller took, and wakes the waiters.
+func (d *Dispatcher) endTurn() {
+	d.local.mu.Lock()
+	d.local.turn = false
+	if d.local.room != nil {
+		close(d.local.room)
+		d.local.room = nil
+	}
+	d.local.mu.Unlock()
 }
 
 func (d *Dispatcher) localLen() int {

@@ -21,7 +21,7 @@ func TestWaitRoom(t *testing.T) {
 	ctx := context.Background()
 	returns := func(most time.Duration) time.Duration {
 		t0 := time.Now()
-		d.WaitRoom(ctx, most, 10*most)
+		d.WaitRoom(ctx, most, 10*most)()
 		return time.Since(t0)
 	}
 	claimed := func(n int) []Claimed {
@@ -82,7 +82,7 @@ func TestWaitRoom(t *testing.T) {
 		}
 	}()
 	t0 := time.Now()
-	d.WaitRoom(ctx, 60*time.Millisecond, 300*time.Millisecond)
+	d.WaitRoom(ctx, 60*time.Millisecond, 300*time.Millisecond)()
 	waited := time.Since(t0)
 	close(stop)
 	require.GreaterOrEqual(t, waited, 120*time.Millisecond, "the workers moved: it waited past idle")
@@ -90,6 +90,33 @@ func TestWaitRoom(t *testing.T) {
 	d.local.mu.Lock()
 	d.local.items = nil
 	d.local.mu.Unlock()
+
+	// A caller that waited holds the turn until it releases it: another
+	// waits meanwhile, though the queue has room, then goes without one.
+	hand(12)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		d.takeLocal()
+		d.takeLocal() // 4 left: room
+	}()
+	release := d.WaitRoom(ctx, time.Minute, time.Minute)
+	require.Len(t, d.local.items, 4)
+	second := make(chan func(), 1)
+	go func() { second <- d.WaitRoom(ctx, time.Minute, time.Minute) }()
+	select {
+	case <-second:
+		t.Fatal("a second caller went while the first held the turn")
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	select {
+	case r := <-second:
+		r()
+		require.False(t, d.local.turn, "every turn released")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second caller still waits after the turn ended")
+	}
+	d.local.items = nil
 
 	// Reserved places count as taken; a closed queue never waits.
 	d.local.reserved = 12
