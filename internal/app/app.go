@@ -326,7 +326,6 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 		a.Metrics.InitDeadLetterReasons(rabbitmq.DeadLetterReasons()...)
 		consumer.Tracer = a.Tracing.Tracer()
 		consumer.Outage = a.Outage
-		consumer.Room = a.Dispatcher.WaitRoom // a backlog's deliveries handed off, not claimed again (issue 17)
 		deps.Ready = append(deps.Ready, httpapi.ReadyCheck{Name: "rabbitmq", Critical: false, Check: consumer.Ready})
 		a.add("rabbitmq", consumer)
 	}

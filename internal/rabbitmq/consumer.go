@@ -124,12 +124,6 @@ type Consumer struct {
 	// reports a database that answers pings but cannot commit
 	// (store.Outage). Set it before Run.
 	Outage Outage
-	// Room, when set, is waited on before each batch is committed, for at
-	// most roomMost: the dispatcher's hand-off queue
-	// (delivery.Dispatcher.WaitRoom), so a backlog's deliveries are handed
-	// to the workers instead of inserted pending and claimed again; it
-	// returns what to call once the batch is committed. Set it before Run.
-	Room func(ctx context.Context, idle, most time.Duration) (release func())
 
 	connected   atomic.Bool
 	consuming   atomic.Int32
@@ -298,16 +292,6 @@ func (c *Consumer) session(ctx context.Context) (up bool, err error) {
 
 var errChannelClosed = errors.New("channel closed by the broker")
 
-// roomIdle and roomMost bound how long a batch waits for room in the
-// dispatcher's hand-off queue (Consumer.Room): while the workers take
-// batches, up to roomMost; when none took one for roomIdle (a stalled
-// provider), no longer. So a slow provider only slows the intake (a batch
-// per roomIdle per consumer at worst) instead of stopping it.
-const (
-	roomIdle = 100 * time.Millisecond
-	roomMost = time.Second
-)
-
 // consume runs one consumer channel until ctx ends or the channel fails.
 func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) error {
 	ch, err := conn.Channel()
@@ -455,14 +439,9 @@ func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []am
 		from = append(from, i)
 	}
 	if len(subs) > 0 {
-		release := func() {}
-		if c.Room != nil {
-			release = c.Room(hctx, roomIdle, roomMost)
-		}
 		sctx, shctx, endCommit := tr.commit(ctx, hctx)
 		outs, failed, err := c.submit(sctx, shctx, subs)
 		endCommit()
-		release()
 		if err != nil {
 			return err // shutdown or a lost broker: nothing acked, all redelivered
 		}

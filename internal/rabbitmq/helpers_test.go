@@ -75,7 +75,6 @@ type env struct {
 	disp         *delivery.Dispatcher
 	consumer     *rabbitmq.Consumer
 	observer     rabbitmq.Observer // set before start to count
-	room         bool              // set before start: wait for room in the hand-off queue, as app wires it
 	pub          *amqp.Channel
 	pubMu        sync.Mutex
 }
@@ -153,9 +152,6 @@ func (e *env) start(dispatch bool) {
 	e.consumer.Name = testdb.Name("nstest-")
 	if e.observer != nil {
 		e.consumer.Observer = e.observer
-	}
-	if e.room {
-		e.consumer.Room = e.disp.WaitRoom
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)

@@ -27,13 +27,6 @@ type local struct {
 	capacity int
 	running  bool // Run has started the workers: only then are hand-offs taken
 	closed   bool
-	// room, when not nil, is closed (and cleared) when a worker takes a
-	// batch or a turn ends: WaitRoom's callers wait on it.
-	room chan struct{}
-	// turn is held by the WaitRoom caller that waited for room, from when
-	// it got room until its batch is committed and handed off: the other
-	// callers wait meanwhile, so the room one found is not filled by two.
-	turn bool
 }
 
 // Reserve returns how many of n deliveries the workers can take now (0 to
@@ -102,87 +95,8 @@ func (d *Dispatcher) takeLocal() []Claimed {
 	batch := make([]Claimed, k)
 	copy(batch, d.local.items)
 	d.local.items = append(d.local.items[:0], d.local.items[k:]...)
-	if d.local.room != nil {
-		close(d.local.room)
-		d.local.room = nil
-	}
 	d.local.mu.Unlock()
 	return batch
-}
-
-// WaitRoom waits until the hand-off queue is at most a quarter full, so
-// the next intake batch's deliveries fit in it and are handed off rather
-// than inserted pending. The queue consumers call it before each batch: in
-// a backlog the intake commits far faster than the workers send, and every
-// delivery that overflowed the hand-off cost a claim UPDATE (status,
-// attempts, lease: no HOT update, every index of deliveries written again)
-// on top of its insert and its outcome, half the deliveries of the binary's
-// drain (issue 17). The messages wait on the queue instead, unacked, and
-// for a bounded time: while the workers take batches it waits up to most in
-// all; when no worker took one for idle (a stalled provider) it stops
-// waiting. The batch then goes in regardless (its overflow pending, claimed
-// as before), so a slow provider slows the intake but never stops it. It
-// returns at once when the workers are not running or ctx ends.
-//
-// A caller that had to wait takes the turn: until it calls the returned
-// release (after its batch is committed and handed off) the other callers
-// wait too, so two batches do not both count on the same room. A caller
-// that found room at once takes no turn: without a backlog the consumers'
-// commits are not serialised.
-func (d *Dispatcher) WaitRoom(ctx context.Context, idle, most time.Duration) (release func()) {
-	var stall, limit *time.Timer
-	defer func() {
-		if stall != nil {
-			stall.Stop()
-			limit.Stop()
-		}
-	}()
-	for waited := false; ; waited = true {
-		d.local.mu.Lock()
-		if !d.local.running || d.local.closed {
-			d.local.mu.Unlock()
-			return func() {}
-		}
-		if !d.local.turn && (len(d.local.items)+d.local.reserved)*4 <= d.local.capacity {
-			if !waited {
-				d.local.mu.Unlock()
-				return func() {}
-			}
-			d.local.turn = true
-			d.local.mu.Unlock()
-			return d.endTurn
-		}
-		if d.local.room == nil {
-			d.local.room = make(chan struct{})
-		}
-		room := d.local.room
-		d.local.mu.Unlock()
-		if stall == nil {
-			stall, limit = time.NewTimer(idle), time.NewTimer(most)
-		} else {
-			stall.Reset(idle) // a worker took a batch: the workers are moving
-		}
-		select {
-		case <-room:
-		case <-stall.C:
-			return func() {}
-		case <-limit.C:
-			return func() {}
-		case <-ctx.Done():
-			return func() {}
-		}
-	}
-}
-
-// endTurn ends the turn a WaitRoom caller took, and wakes the waiters.
-func (d *Dispatcher) endTurn() {
-	d.local.mu.Lock()
-	d.local.turn = false
-	if d.local.room != nil {
-		close(d.local.room)
-		d.local.room = nil
-	}
-	d.local.mu.Unlock()
 }
 
 func (d *Dispatcher) localLen() int {
