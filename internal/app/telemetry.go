@@ -134,14 +134,18 @@ func (c *outcomeLogger) Send(ctx context.Context, msgs []channels.Message) []cha
 		if i >= len(msgs) {
 			break
 		}
-		m := msgs[i]
-		attrs := []slog.Attr{
+		m := &msgs[i]
+		// The attributes live in an array on the stack: a slice literal
+		// and the append of the last attribute were two allocations per
+		// delivery on the drain's hot path (issue 17).
+		var buf [7]slog.Attr
+		attrs := append(buf[:0],
 			slog.Int64("deliveryId", m.DeliveryID),
 			slog.Int64("notificationId", m.NotificationID),
 			slog.Int64("collectionId", m.CollectionID),
 			slog.String("channel", m.Channel),
 			slog.String("provider", provider),
-		}
+		)
 		if r.Err == nil {
 			c.log.LogAttrs(ctx, slog.LevelInfo, "delivery accepted by provider", append(attrs, slog.String("providerMessageId", r.ProviderMessageID))...)
 			continue

@@ -13,6 +13,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
 // The channel benchmarks send through the real SDK clients to a local fake
@@ -158,4 +159,38 @@ func BenchmarkFCMRaw(b *testing.B) {
 func BenchmarkFCMSend(b *testing.B) {
 	srv := benchServer(b, fcmOK)
 	send(b, pushWith(b, fcmConfig(srv.URL)), []channels.Message{pushMsg(1, "hj7sdf67sqc9")})
+}
+
+// BenchmarkSandboxSend is the default channel's send of one email (the
+// drain's group: one delivery per notification and action), in memory and
+// recording in PostgreSQL as the default configuration does; its B/op is
+// what the sandbox allocates per delivery (issue 17).
+func BenchmarkSandboxSend(b *testing.B) {
+	for _, withDB := range []bool{false, true} {
+		name := "memory"
+		if withDB {
+			name = "database"
+		}
+		b.Run(name, func(b *testing.B) {
+			sb := channels.NewSandbox(nil, nil, nil)
+			if withDB {
+				db, _ := testdb.Postgres(b)
+				sb = channels.NewSandbox(db, nil, nil)
+			}
+			msg := channels.Message{Channel: channels.ChannelEmail, From: channels.Address{Email: "noreply@example.com"},
+				To: []channels.Address{{Email: "u1@example.com", Name: "U 1"}}, Subject: "Hi U1", HTML: "<b>U1</b>",
+				NotificationID: 7, CollectionID: 1, ActionID: 1}
+			ctx := context.Background()
+			msgs := make([]channels.Message, 1)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				msgs[0] = msg
+				msgs[0].DeliveryID = int64(i + 1)
+				if res := sb.Send(ctx, msgs); res[0].Err != nil {
+					b.Fatal(res[0].Err)
+				}
+			}
+		})
+	}
 }

@@ -58,9 +58,19 @@ type Sandbox struct {
 	docs sandboxDocs
 }
 
+// sandboxBatch is one Send's accepted messages on their way to the
+// database. Its rows point into the Send's msgs rather than copy them (a
+// Message copy per delivery was the largest allocation of the sandbox's
+// send, issue 17): Send's callers do not change msgs, and only the ring
+// keeps copies.
 type sandboxBatch struct {
-	rows []sandboxRow
+	rows []sandboxSent
 	done chan error
+}
+
+type sandboxSent struct {
+	msg *Message
+	id  string
 }
 
 type sandboxRow struct {
@@ -116,14 +126,15 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 		}
 		return out
 	}
-	b := &sandboxBatch{rows: make([]sandboxRow, 0, len(msgs)), done: make(chan error, 1)}
+	b := &sandboxBatch{rows: make([]sandboxSent, 0, len(msgs)), done: make(chan error, 1)}
 	idx := make([]int, 0, len(msgs)) // the message of each row
-	for i, m := range msgs {
-		if err := s.check(m); err != nil {
+	for i := range msgs {
+		m := &msgs[i]
+		if err := s.check(*m); err != nil {
 			out[i] = Result{Err: err}
 			continue
 		}
-		b.rows = append(b.rows, sandboxRow{msg: m, id: s.ids.next(m.DeliveryID)})
+		b.rows = append(b.rows, sandboxSent{msg: m, id: s.ids.next(m.DeliveryID)})
 		idx = append(idx, i)
 	}
 	var err error
@@ -143,10 +154,10 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 		s.mu.Lock()
 		for _, r := range b.rows {
 			if len(s.ring) < sandboxKeep {
-				s.ring = append(s.ring, r)
+				s.ring = append(s.ring, sandboxRow{msg: *r.msg, id: r.id})
 				continue
 			}
-			s.ring[s.next] = r
+			s.ring[s.next] = sandboxRow{msg: *r.msg, id: r.id}
 			s.next = (s.next + 1) % sandboxKeep
 		}
 		s.mu.Unlock()
@@ -400,7 +411,7 @@ type sandboxDocs struct {
 }
 
 // add appends r, recorded at now.
-func (d *sandboxDocs) add(r *sandboxRow, now int64) error {
+func (d *sandboxDocs) add(r *sandboxSent, now int64) error {
 	if d.enc == nil {
 		d.enc = json.NewEncoder(&d.buf)
 	}
@@ -426,7 +437,7 @@ func (d *sandboxDocs) add(r *sandboxRow, now int64) error {
 	if err := d.field("provider_message_id", r.id); err != nil {
 		return err
 	}
-	if err := d.field("message", &r.msg); err != nil { // a pointer: no copy of the Message
+	if err := d.field("message", r.msg); err != nil { // a pointer: no copy of the Message
 		return err
 	}
 	d.buf.WriteByte('}')

@@ -28,6 +28,7 @@ type recorder struct {
 	taken   *sync.Cond // the writer finished a statement, or stopped
 	running bool
 	buf     []outcome
+	spare   []outcome // the last written buf, emptied: the next buf, so it does not grow from nothing each time
 	since   time.Time // when the oldest outcome in buf arrived
 	// unrecorded counts the deliveries reserved for sending and not yet
 	// written: in a provider call, waiting, or in the statement being
@@ -74,6 +75,9 @@ func (r *recorder) add(ctx context.Context, outs []outcome) {
 	}
 	if len(r.buf) == 0 {
 		r.since = time.Now()
+		if r.buf == nil {
+			r.buf, r.spare = r.spare, nil
+		}
 	}
 	r.buf = append(r.buf, outs...)
 	r.mu.Unlock()
@@ -144,6 +148,11 @@ func (r *recorder) run(ctx context.Context) {
 		}
 		r.mu.Lock()
 		r.unrecorded = max(r.unrecorded-len(buf), 0)
+		// write is done with buf (held.remove, OnSent and suppress copy
+		// what they keep): cleared, so it holds no strings alive, and
+		// kept for the next outcomes.
+		clear(buf)
+		r.spare = buf[:0]
 		if stopping {
 			r.unrecorded = 0
 		}

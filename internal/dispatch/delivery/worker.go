@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -705,45 +706,62 @@ var recordColumns = store.Columns(
 	"next_at bigint", "sent_time bigint", "owner text", "lease_before bigint", "reconciled text", "uncount integer",
 )
 
-type recordRow struct {
-	ID       int64  `json:"id"`
-	Attempts int    `json:"attempts"`
-	Status   string `json:"status"`
-	Reason   string `json:"reason"`
-	Detail   string `json:"reason_detail"`
-	Provider string `json:"provider"`
-	PMID     string `json:"pmid"`
-	NextAt   int64  `json:"next_at"`
-	SentTime int64  `json:"sent_time"`
-	// Owner and LeaseBefore fence the write (outcome.owner).
-	Owner       string `json:"owner"`
-	LeaseBefore int64  `json:"lease_before"`
-	// Reconciled is set by Recover only: it counts one more in-doubt
-	// attempt and records how it was resolved.
-	Reconciled string `json:"reconciled"`
-	// Uncount is 1 when the claim's attempt is given back (outcome.uncount).
-	Uncount int `json:"uncount"`
+// appendRecordRow appends o as one element of recordSQL's JSON parameter,
+// with recordColumns' names, written by hand: encoding/json's reflection
+// over a struct per outcome was most of the record statement's cost in Go
+// (issue 17). owner is the lease owner the write is fenced on.
+func appendRecordRow(b []byte, o *outcome, owner string) []byte {
+	uncount := 0
+	if o.uncount {
+		uncount = 1
+	}
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, o.id, 10)
+	b = append(b, `,"attempts":`...)
+	b = strconv.AppendInt(b, int64(o.attempts), 10)
+	b = append(b, `,"status":`...)
+	b = store.AppendJSONString(b, o.status)
+	b = append(b, `,"reason":`...)
+	b = store.AppendJSONString(b, o.reason)
+	b = append(b, `,"reason_detail":`...)
+	b = store.AppendJSONString(b, o.reasonDetail)
+	b = append(b, `,"provider":`...)
+	b = store.AppendJSONString(b, o.provider)
+	b = append(b, `,"pmid":`...)
+	b = store.AppendJSONString(b, o.providerMessageID)
+	b = append(b, `,"next_at":`...)
+	b = strconv.AppendInt(b, o.nextAttemptAt, 10)
+	b = append(b, `,"sent_time":`...)
+	b = strconv.AppendInt(b, o.sentTime, 10)
+	// Owner and lease_before fence the write (outcome.owner); reconciled
+	// is set by Recover only; uncount gives the claim's attempt back.
+	b = append(b, `,"owner":`...)
+	b = store.AppendJSONString(b, owner)
+	b = append(b, `,"lease_before":`...)
+	b = strconv.AppendInt(b, o.leaseBefore, 10)
+	b = append(b, `,"reconciled":`...)
+	b = store.AppendJSONString(b, o.reconciled)
+	b = append(b, `,"uncount":`...)
+	b = strconv.AppendInt(b, int64(uncount), 10)
+	return append(b, '}')
 }
 
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
 // one JSON parameter, so the statement's text is the same for every batch.
 func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error) {
-	rows := make([]recordRow, len(outs))
-	for i, o := range outs {
-		owner := o.owner
+	doc := make([]byte, 0, 256*len(outs))
+	doc = append(doc, '[')
+	for i := range outs {
+		if i > 0 {
+			doc = append(doc, ',')
+		}
+		owner := outs[i].owner
 		if owner == "" {
 			owner = d.owner
 		}
-		uncount := 0
-		if o.uncount {
-			uncount = 1
-		}
-		rows[i] = recordRow{o.id, o.attempts, o.status, o.reason, o.reasonDetail, o.provider, o.providerMessageID, o.nextAttemptAt, o.sentTime, owner, o.leaseBefore, o.reconciled, uncount}
+		doc = appendRecordRow(doc, &outs[i], owner)
 	}
-	doc, err := json.Marshal(rows)
-	if err != nil {
-		return "", nil, err
-	}
+	doc = append(doc, ']')
 	sel, from := store.JSONRows(d.pg, recordColumns)
 	// The claim is (id, attempts, lease_owner): the write is fenced on
 	// all three. A row Recover put back to pending but nobody claimed
