@@ -154,10 +154,12 @@ func TestServeAppliesTheGCPercent(t *testing.T) {
 	require.ErrorContains(t, err, "runtime.gcPercent")
 }
 
-// The defaults: the GC's own target, and the start-up code released.
+// The defaults: half the GC's own headroom (the heap grows to 1.5 times
+// the live heap, not 2: 6-11 MiB less RSS at the drain's peak for about
+// twice the GC work), and the start-up code released.
 func TestDefaultRuntime(t *testing.T) {
 	r := config.Default().Runtime
-	require.Equal(t, 100, r.GCPercent)
+	require.Equal(t, 50, r.GCPercent)
 	require.True(t, r.ReleaseStartupCode)
 }
 
