@@ -49,6 +49,7 @@ bench: bench-binary
 ## BENCH_SOAK_SECONDS=600 runs the soak instead: BENCH_SOAK_RATE msg/s (1000; three deliveries each) for that
 ## long, RSS min/max per BENCH_SOAK_WINDOW (60) s, flat or growing, and whether the service kept up.
 ## BENCH_PPROF_ADDR=127.0.0.1:6060 serves pprof on the drain's (or the soak's) process.
+## BENCH_SERVICE_ENV="NOTIFY_RUNTIME_GC_PERCENT=50 ..." adds settings to the service's environment (A/B runs).
 bench-binary:
 	$(GO) test -run '^$$' -bench '^BenchmarkBinary$$' -benchtime 1x -count=1 -timeout 30m ./internal/benchbin
 

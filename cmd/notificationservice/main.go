@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 func serve(cfg config.Config, logOut io.Writer) error {
-	memLimit := applyRuntime(cfg.Runtime, os.LookupEnv)
+	memLimit, gcPercent := applyRuntime(cfg.Runtime, os.LookupEnv)
 	if err := cfg.CheckExposure(); err != nil {
 		return err
 	}
@@ -100,16 +101,25 @@ func serve(cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer a.Close()
+	var released int64
+	if cfg.Runtime.ReleaseStartupCode {
+		// Start-up (every package's init, configuration, migrations) is
+		// done: its code pages need not stay resident.
+		if released, err = app.ReleaseStartupCode(); err != nil {
+			log.Warn("start-up code pages stay resident", "err", err)
+		}
+	}
 	log.Info("notificationservice starting", "version", version, "postgres", cfg.Database.Postgres(), "outboxSink", cfg.Outbox.Sink,
-		"memoryLimit", memLimit)
+		"memoryLimit", memLimit, "gcPercent", gcPercent, "startupCodeReleasedBytes", released)
 	return a.Run(ctx)
 }
 
 // applyRuntime sets the Go runtime's soft memory limit from
-// runtime.memoryLimit (0: none) and returns the limit in force. A GOMEMLIMIT
-// in the environment wins: the runtime has applied it before main, and the
-// operator who set it meant it.
-func applyRuntime(r config.Runtime, lookupEnv func(string) (string, bool)) int64 {
+// runtime.memoryLimit (0: none) and its GC target from runtime.gcPercent,
+// and returns both as in force. GOMEMLIMIT and GOGC in the environment win:
+// the runtime has applied them before main, and the operator who set them
+// meant them.
+func applyRuntime(r config.Runtime, lookupEnv func(string) (string, bool)) (memLimit int64, gcPercent int) {
 	if _, set := lookupEnv("GOMEMLIMIT"); !set {
 		limit := r.MemoryLimit
 		if limit == 0 {
@@ -117,7 +127,12 @@ func applyRuntime(r config.Runtime, lookupEnv func(string) (string, bool)) int64
 		}
 		debug.SetMemoryLimit(limit)
 	}
-	return debug.SetMemoryLimit(-1) // -1 reads the limit without changing it
+	if _, set := lookupEnv("GOGC"); !set {
+		debug.SetGCPercent(r.GCPercent)
+	}
+	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(gogc)
+	return debug.SetMemoryLimit(-1), int(gogc[0].Value.Uint64()) // -1 reads the limit without changing it
 }
 
 func migrate(cfg config.Config, args []string, out io.Writer) error {

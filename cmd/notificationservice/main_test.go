@@ -129,6 +129,39 @@ func TestServeAppliesTheMemoryLimit(t *testing.T) {
 	require.Equal(t, int64(40<<20), debug.SetMemoryLimit(-1), "GOMEMLIMIT wins")
 }
 
+// serve applies runtime.gcPercent as the GC's target, unless GOGC is set,
+// which wins.
+func TestServeAppliesTheGCPercent(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+	notDir := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o600))
+	db := filepath.Join(notDir, "x.db")
+
+	t.Setenv("NOTIFY_RUNTIME_GC_PERCENT", "40")
+	_, err := runCmd(t, db, "serve")
+	require.Error(t, err)
+	require.Equal(t, 40, debug.SetGCPercent(100), "runtime.gcPercent applied")
+
+	t.Setenv("GOGC", "300") // the runtime read it at start; serve must leave the target alone
+	debug.SetGCPercent(300)
+	_, err = runCmd(t, db, "serve")
+	require.Error(t, err)
+	require.Equal(t, 300, debug.SetGCPercent(100), "GOGC wins")
+
+	t.Setenv("NOTIFY_RUNTIME_GC_PERCENT", "0")
+	_, err = runCmd(t, db, "serve")
+	require.ErrorContains(t, err, "runtime.gcPercent")
+}
+
+// The defaults: Go's own GC target (50 took 6-11 MiB off the drain's
+// peak for 12-16% more CPU per delivery), and the start-up code released.
+func TestDefaultRuntime(t *testing.T) {
+	r := config.Default().Runtime
+	require.Equal(t, 100, r.GCPercent)
+	require.True(t, r.ReleaseStartupCode)
+}
+
 // The embedded default sets a soft memory limit.
 // The default is no limit: with 32 MiB the binary harness's enqueue→sent
 // p99 at 1,000 msg/s was 936 ms against 36 ms without it (GC under a

@@ -122,7 +122,7 @@ func runHarness(b *testing.B, s settings) {
 	// 3. The binary, first idle: RSS at rest, then the cached GET.
 	p := start(b, bin, dir, "idle", dbURL, svcQ)
 	time.Sleep(time.Second) // settle: the listeners connect, the first GC runs
-	idle, err := p.rss()
+	idle, err := p.mem()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -216,7 +216,8 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99_ms")
 	b.ReportMetric(rest.rate(), "rest_accepted/s")
 	b.ReportMetric(get.rate(), "get/s")
-	b.ReportMetric(float64(queuePeak)/(1<<20), "rss_drain_peak_MiB")
+	b.ReportMetric(mib(queuePeak.rss), "rss_drain_peak_MiB")
+	b.ReportMetric(mib(queuePeak.anon), "rss_anon_drain_peak_MiB")
 	b.ReportMetric(drainCPU, "drain_cpu_us/delivery")
 
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
@@ -237,7 +238,9 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 		s.conns, s.seconds, get.rate(), ms(pct(get.lat, 0.5)), ms(pct(get.lat, 0.99)), get.other,
 		bareGetRes.rate(), ms(pct(bareGetRes.lat, 0.5)), ms(pct(bareGetRes.lat, 0.99)), 100*get.rate()/bareGetRes.rate())
 	fmt.Fprintf(&t, "| RSS (VmRSS): idle / peak in the drain and the fixed rate / peak with the REST phases / end | %.1f / %.1f / %.1f / %.1f MiB | bare Gin (this test binary) after its GET load: %.1f MiB | – |\n",
-		mib(idle), mib(queuePeak), mib(peak), mib(end), mib(bareRSS))
+		mib(idle.rss), mib(queuePeak.rss), mib(peak.rss), mib(end.rss), mib(bareRSS))
+	fmt.Fprintf(&t, "| the same, total (anonymous + file-backed: heap, stacks, runtime / the executable's pages) | %s / %s / %s / %s MiB | – | – |\n",
+		idle, queuePeak, peak, end)
 	fmt.Fprintf(&t, "| binary size (-trimpath -s -w) | %.1f MB | – | – |\n", float64(st.Size())/1e6)
 	fmt.Fprintf(&t, "\nload average (1/5/15 min): %s at the start, %s at the end\n", loadBefore, loadavg())
 	// To stdout, not b.Log: the testing package cuts a benchmark's log to

@@ -95,6 +95,10 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 		config.EnvName("amqp.deadLetterExchange")+"="+a.DeadLetterExchange,
 		config.EnvName("amqp.deadLetterQueue")+"="+a.DeadLetterQueue,
 	)
+	// BENCH_SERVICE_ENV adds settings to the service's environment
+	// ("NOTIFY_RUNTIME_GC_PERCENT=50 GOGC=off"): one binary, two settings,
+	// alternated in the same minutes.
+	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("BENCH_SERVICE_ENV"))...)
 	// BENCH_PPROF_ADDR profiles the drain's process: go tool pprof
 	// http://<addr>/debug/pprof/profile?seconds=10 while it runs.
 	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && (name == "serve" || name == "soak") {
@@ -180,21 +184,50 @@ func (p *process) stop() bool {
 	}
 }
 
-// rss is the process's resident set (VmRSS), in bytes.
-func (p *process) rss() (int64, error) {
+// memSample is a process's resident set (VmRSS) and its two parts:
+// anonymous memory (RssAnon: the Go heap, stacks, runtime metadata) and
+// file-backed pages (RssFile: the executable's code and read-only data the
+// process has touched). A GC setting moves the first; the binary's size and
+// what its code touches move the second.
+type memSample struct{ rss, anon, file int64 }
+
+// mem reads the process's memSample from /proc/<pid>/status.
+func (p *process) mem() (memSample, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return 0, err
+		return memSample{}, err
 	}
 	defer f.Close()
+	var m memSample
+	fields := map[string]*int64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file}
+	seen := 0
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		name, rest, _ := strings.Cut(s.Text(), "\t")
+		if dst, ok := fields[name]; ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
+			if err != nil {
+				return memSample{}, fmt.Errorf("/proc/%d/status %s %w", p.cmd.Process.Pid, name, err)
+			}
+			*dst = kb << 10
+			seen++
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
+	if seen != len(fields) {
+		return memSample{}, fmt.Errorf("no VmRSS, RssAnon and RssFile in /proc/%d/status", p.cmd.Process.Pid)
+	}
+	return m, nil
+}
+
+// rss is the process's resident set (VmRSS), in bytes.
+func (p *process) rss() (int64, error) {
+	m, err := p.mem()
+	return m.rss, err
+}
+
+// String is "total (anon + file)" in MiB.
+func (m memSample) String() string {
+	return fmt.Sprintf("%.1f (%.1f + %.1f)", mib(m.rss), mib(m.anon), mib(m.file))
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
@@ -226,10 +259,11 @@ func (p *process) cpu() (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
-// rssSampler samples a process's RSS until stopped and keeps the peak.
+// rssSampler samples a process's RSS until stopped and keeps the peak
+// (the sample with the largest VmRSS, with its anon and file parts).
 type rssSampler struct {
 	mu         sync.Mutex
-	peak, last int64
+	peak, last memSample
 	stop       chan struct{}
 	wg         sync.WaitGroup
 }
@@ -240,9 +274,12 @@ func sampleRSS(p *process, every time.Duration) *rssSampler {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if n, err := p.rss(); err == nil {
+			if m, err := p.mem(); err == nil {
 				s.mu.Lock()
-				s.peak, s.last = max(s.peak, n), n
+				if m.rss > s.peak.rss {
+					s.peak = m
+				}
+				s.last = m
 				s.mu.Unlock()
 			}
 			select {
@@ -256,14 +293,14 @@ func sampleRSS(p *process, every time.Duration) *rssSampler {
 }
 
 // peakSoFar is the peak of the samples taken so far.
-func (s *rssSampler) peakSoFar() int64 {
+func (s *rssSampler) peakSoFar() memSample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.peak
 }
 
 // finish stops sampling and returns the peak and the last sample.
-func (s *rssSampler) finish() (peak, last int64) {
+func (s *rssSampler) finish() (peak, last memSample) {
 	close(s.stop)
 	s.wg.Wait()
 	s.mu.Lock()
