@@ -27,6 +27,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/jsonenc"
 	"github.com/notificationservice/notificationservice/internal/macros"
 	"github.com/notificationservice/notificationservice/internal/render"
 	"github.com/notificationservice/notificationservice/internal/schedule"
@@ -720,15 +721,15 @@ func appendRecordRow(b []byte, o *outcome, owner string) []byte {
 	b = append(b, `,"attempts":`...)
 	b = strconv.AppendInt(b, int64(o.attempts), 10)
 	b = append(b, `,"status":`...)
-	b = store.AppendJSONString(b, o.status)
+	b = jsonenc.AppendString(b, o.status)
 	b = append(b, `,"reason":`...)
-	b = store.AppendJSONString(b, o.reason)
+	b = jsonenc.AppendString(b, o.reason)
 	b = append(b, `,"reason_detail":`...)
-	b = store.AppendJSONString(b, o.reasonDetail)
+	b = jsonenc.AppendString(b, o.reasonDetail)
 	b = append(b, `,"provider":`...)
-	b = store.AppendJSONString(b, o.provider)
+	b = jsonenc.AppendString(b, o.provider)
 	b = append(b, `,"pmid":`...)
-	b = store.AppendJSONString(b, o.providerMessageID)
+	b = jsonenc.AppendString(b, o.providerMessageID)
 	b = append(b, `,"next_at":`...)
 	b = strconv.AppendInt(b, o.nextAttemptAt, 10)
 	b = append(b, `,"sent_time":`...)
@@ -736,11 +737,11 @@ func appendRecordRow(b []byte, o *outcome, owner string) []byte {
 	// Owner and lease_before fence the write (outcome.owner); reconciled
 	// is set by Recover only; uncount gives the claim's attempt back.
 	b = append(b, `,"owner":`...)
-	b = store.AppendJSONString(b, owner)
+	b = jsonenc.AppendString(b, owner)
 	b = append(b, `,"lease_before":`...)
 	b = strconv.AppendInt(b, o.leaseBefore, 10)
 	b = append(b, `,"reconciled":`...)
-	b = store.AppendJSONString(b, o.reconciled)
+	b = jsonenc.AppendString(b, o.reconciled)
 	b = append(b, `,"uncount":`...)
 	b = strconv.AppendInt(b, int64(uncount), 10)
 	return append(b, '}')
