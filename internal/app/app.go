@@ -377,7 +377,8 @@ func (a *App) newRelay(ctx context.Context) (*outbox.Relay, error) {
 		}
 		sink = eb
 	}
-	return outbox.NewRelay(a.DB, a.instrumentSink(cfg.Sink, sink), cfg, a.Log), nil
+	return outbox.NewRelay(a.DB, a.instrumentSink(cfg.Sink, sink), cfg, a.Log,
+		outbox.WithFanoutShortcut(webhooks.NoActiveEndpoint)), nil
 }
 
 func (a *App) add(name string, c Component) {

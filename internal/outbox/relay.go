@@ -61,12 +61,33 @@ type Relay struct {
 	mu       sync.Mutex
 	failing  error // the last sink error while the sink is failing; nil when healthy
 	failedAt time.Time
+
+	// nothingToFanOut, when set, is a SQL condition under which a row has
+	// no one to fan out to (WithFanoutShortcut).
+	nothingToFanOut string
+}
+
+// RelayOption configures a Relay.
+type RelayOption func(*Relay)
+
+// WithFanoutShortcut has the relay's claim also mark its rows fanned out
+// (fanned_out_at, the webhook fan-out's mark; ClaimFanout) when cond, a
+// condition of the statement's snapshot, says no one is subscribed: the
+// default of a service without customer webhooks. Otherwise the fan-out
+// marked every row of the outbox in an UPDATE of its own after the relay
+// had marked it published: a second new version of each row, its detail
+// copied again into the WAL with an entry in each index, which on an API
+// send cost as much as the envelope's INSERT. On PostgreSQL only (the
+// fan-out's own shortcut is too); cond reads the webhook tables, so the
+// webhooks package, which owns them, supplies it.
+func WithFanoutShortcut(cond string) RelayOption {
+	return func(r *Relay) { r.nothingToFanOut = cond }
 }
 
 // NewRelay returns a relay that publishes rows of db to sink. cfg supplies
 // Source, EventBusName, the batching limits, backoff and retention.
-func NewRelay(db *gorm.DB, sink Sink, cfg config.Outbox, log *slog.Logger) *Relay {
-	return &Relay{
+func NewRelay(db *gorm.DB, sink Sink, cfg config.Outbox, log *slog.Logger, opts ...RelayOption) *Relay {
+	r := &Relay{
 		db:         db,
 		sink:       sink,
 		cfg:        cfg,
@@ -77,6 +98,10 @@ func NewRelay(db *gorm.DB, sink Sink, cfg config.Outbox, log *slog.Logger) *Rela
 		retry:      retryPolicy(cfg),
 		pruneEvery: time.Minute,
 	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Notify wakes the relay: call it after a transaction that recorded an
@@ -318,16 +343,23 @@ func (r *Relay) cycle(ctx context.Context, probe bool) (cycleResult, error) {
 }
 
 // claim returns the due rows, oldest first. On PostgreSQL it also marks
-// them published (at now, one attempt more) in the same statement; record
-// sets back those the sink did not accept. Attempts is returned as it was
-// before the claim.
+// them published (at now, one attempt more) in the same statement, and
+// fanned out where WithFanoutShortcut says no one is subscribed; record
+// sets back the publication of those the sink did not accept (not the
+// fan-out's mark: it does not depend on the sink). Attempts is returned as
+// it was before the claim.
 func (r *Relay) claim(q *gorm.DB, now int64, limit int) ([]Row, error) {
 	var rows []Row
 	if r.postgres {
-		err := q.Raw(`UPDATE outbox SET published_at = ?, attempts = attempts + 1 WHERE id IN (
+		set, args := "published_at = ?, attempts = attempts + 1", []any{now}
+		if r.nothingToFanOut != "" {
+			set += ", fanned_out_at = CASE WHEN fanned_out_at IS NULL AND " + r.nothingToFanOut + " THEN ? ELSE fanned_out_at END"
+			args = append(args, now)
+		}
+		err := q.Raw(`UPDATE outbox SET `+set+` WHERE id IN (
   SELECT id FROM outbox WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= ?
   ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED)
-RETURNING id, envelope_id, detail_type, collection_id, detail, created_at, attempts`, now, now, limit).Scan(&rows).Error
+RETURNING id, envelope_id, detail_type, collection_id, detail, created_at, attempts`, append(args, now, limit)...).Scan(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("outbox: claim: %w", err)
 		}

@@ -74,17 +74,30 @@ func (s *subscribers) drop() {
 	s.snap.Store(nil)
 }
 
+// any reports whether any collection has an ACTIVE endpoint, or true when
+// the table cannot be read.
+func (s *subscribers) any(ctx context.Context) bool {
+	snap, err := s.current(ctx)
+	return err != nil || len(snap.byCollection) > 0
+}
+
+// current is the snapshot, read again when dropped or stale.
+func (s *subscribers) current(ctx context.Context) (*snapshot, error) {
+	snap := s.snap.Load()
+	if snap == nil || (!s.live.Load() && s.now().Sub(snap.loaded) > staleAfter) {
+		return s.reload(ctx)
+	}
+	return snap, nil
+}
+
 // wants reports whether collectionID has an ACTIVE endpoint subscribed to
 // eventType. When the table cannot be read it answers true: the caller then
 // records in the transaction, which reads the endpoints again and fails
 // with the database, rather than lose an event.
 func (s *subscribers) wants(ctx context.Context, collectionID int64, eventType string) bool {
-	snap := s.snap.Load()
-	if snap == nil || (!s.live.Load() && s.now().Sub(snap.loaded) > staleAfter) {
-		var err error
-		if snap, err = s.reload(ctx); err != nil {
-			return true
-		}
+	snap, err := s.current(ctx)
+	if err != nil {
+		return true
 	}
 	for _, e := range snap.byCollection[collectionID] {
 		if e.wants(eventType) {

@@ -133,7 +133,10 @@ func setup(t *testing.T, db *gorm.DB, cfg config.Webhooks) bundle {
 	svc, err := webhooks.New(db, w, cfg, client, c.now)
 	require.NoError(t, err)
 	b := bundle{svc: svc, sender: svc.Sender(testLogger(t)), db: db, w: w, cid: col.ID, clock: c}
-	b.drain(t) // the collection's own envelope, before any endpoint exists
+	// The collection's own envelope, before any endpoint exists: old
+	// enough that the fan-out marks it, no relay running here to do it.
+	c.add(webhooks.RelayFirst)
+	b.drain(t)
 	return b
 }
 
@@ -416,6 +419,8 @@ func TestRetryDelayHonoursRetryAfter(t *testing.T) {
 // With no ACTIVE endpoint (the default: nobody subscribed), a sender cycle
 // is one statement that marks the rows fanned out; it used to read every
 // row's detail, each collection's endpoints and the message table in eight.
+// Rows younger than RelayFirst it leaves to the relay, whose claim marks
+// them (TestRelayMarksRowsFannedOutWhenNoEndpointIsActive).
 func TestSenderWithoutEndpointsIsOneStatement(t *testing.T) {
 	t.Parallel()
 	db, _ := testdb.Postgres(t)
@@ -423,6 +428,12 @@ func TestSenderWithoutEndpointsIsOneStatement(t *testing.T) {
 	for i := range 3 {
 		b.send(t, "n"+itoa(int64(i)))
 	}
+	_, err := b.sender.Cycle(context.Background())
+	require.NoError(t, err)
+	var fresh int64
+	require.NoError(t, db.Table("outbox").Where("fanned_out_at IS NULL").Count(&fresh).Error)
+	require.EqualValues(t, 3, fresh, "rows younger than RelayFirst are the relay's to mark")
+	b.clock.add(webhooks.RelayFirst)
 	var statements atomic.Int32
 	count := func(*gorm.DB) { statements.Add(1) }
 	cb := db.Callback()
