@@ -156,6 +156,10 @@ func runHarness(b *testing.B, s settings) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// A profile of the drain's first seconds (BENCH_PROFILE_DIR): a
+	// 5,000-message drain lasts about a second on two cores, so it is
+	// meaningful with BENCH_MESSAGES of 20,000 and more.
+	drainProfiled := profile(b, p, "drain", s.seconds)
 	deliveries := waitSent(b, db, "pre-%", s.messages, deadline)
 	// CPU per delivery moves far less with the machine's load than the
 	// rate does: it is how a GC setting's cost shows on a shared machine.
@@ -195,7 +199,10 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 			return r
 		}
 	}
+	drainProfiled()
+	restProfiled := profile(b, p, "rest", s.seconds)
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
+	restProfiled()
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
 	// And at the fixed rate, open loop: latency from each request's slot.
 	waitSent(b, db, "rest-%", rest.ok, deadline) // the closed loop's backlog out of the way

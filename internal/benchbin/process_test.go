@@ -71,10 +71,11 @@ func freePort(b *testing.B) int {
 
 // process is one running service.
 type process struct {
-	cmd     *exec.Cmd
-	addr    string
-	logPath string
-	done    chan struct{}
+	cmd       *exec.Cmd
+	addr      string
+	logPath   string
+	done      chan struct{}
+	pprofAddr string // the service's debug.pprofAddr, when profiled
 }
 
 // start runs `serve` with the default configuration plus what only this
@@ -101,10 +102,20 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("BENCH_SERVICE_ENV"))...)
 	// BENCH_PPROF_ADDR profiles the drain's process: go tool pprof
 	// http://<addr>/debug/pprof/profile?seconds=10 while it runs.
-	if pp := os.Getenv("BENCH_PPROF_ADDR"); pp != "" && (name == "serve" || name == "soak") {
+	// BENCH_PROFILE_DIR has the harness take the profiles itself
+	// (profile.go), on a port of its own.
+	pp := os.Getenv("BENCH_PPROF_ADDR")
+	if pp == "" && os.Getenv(envProfileDir) != "" {
+		pp = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	}
+	if pp != "" && (name == "serve" || name == "soak") {
 		cmd.Env = append(cmd.Env, config.EnvName("debug.pprofAddr")+"="+pp)
 	}
-	return run(b, dir, name, addr, cmd)
+	p := run(b, dir, name, addr, cmd)
+	if name == "serve" || name == "soak" {
+		p.pprofAddr = pp
+	}
+	return p
 }
 
 // startBare runs a bare Gin handler (bare.go's runBare) in a process of its
