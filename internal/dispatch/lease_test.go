@@ -231,6 +231,51 @@ func TestRenewExtendsEveryHeldLeaseInOneStatement(t *testing.T) {
 	})
 }
 
+// A held delivery whose row another transaction has locked (the recorder
+// writing its outcome) is skipped by the renewal, not waited for: waiting
+// renewed nothing and held the renewed rows' locks against the next record
+// flush. The next renewal takes it once it is free.
+func TestRenewSkipsALockedRowInsteadOfWaiting(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	b := setup(t, db)
+	var clock atomic.Int64
+	clock.Store(time.Now().Add(time.Second).UnixMilli())
+	cfg := testConfig()
+	cfg.ClaimBatch = 1
+	ch := newHolding("a@example.com", "b@example.com")
+	a := instance(db, ch, cfg, &clock)
+	id := submitEmails(t, b, "a@example.com", "b@example.com")
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { _, _ = a.RunOnce(context.Background()) })
+		<-ch.entered
+	}
+	t.Cleanup(func() { ch.open(); wg.Wait() })
+	ds := deliveries(t, b, id, "email")
+	locked, free := ds[0], ds[1]
+
+	tx := db.Begin()
+	require.NoError(t, tx.Error)
+	t.Cleanup(func() { tx.Rollback() })
+	require.NoError(t, tx.Exec(`SELECT id FROM deliveries WHERE id = ? FOR UPDATE`, locked.ID).Error)
+
+	before := lease(t, db, locked.ID).LeaseUntil
+	now := clock.Add(time.Hour.Milliseconds())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := a.Renew(ctx)
+	require.NoError(t, err, "the renewal does not wait for the locked row")
+	require.EqualValues(t, 1, n)
+	require.Equal(t, now+cfg.Lease.Milliseconds(), lease(t, db, free.ID).LeaseUntil)
+	require.Equal(t, before, lease(t, db, locked.ID).LeaseUntil, "the locked row is left for the next renewal")
+
+	require.NoError(t, tx.Rollback().Error)
+	n, err = a.Renew(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "once free it is renewed")
+}
+
 // Each (notification, action) group's outcome is written as soon as its
 // provider call returns, while the rest of the batch is still being sent:
 // a crash then leaves in doubt only what was sent in the last record
