@@ -680,10 +680,7 @@ func (d *Dispatcher) recordCount(ctx context.Context, outs []outcome) (int64, er
 	now := d.now().UnixMilli()
 	var n int64
 	for chunk := range slices.Chunk(outs, 500) {
-		q, args, err := d.recordSQL(chunk, now)
-		if err != nil {
-			return n, fmt.Errorf("dispatch: record outcomes: %w", err)
-		}
+		q, args := d.recordSQL(chunk, now)
 		if d.wantsEvents(ctx, chunk) {
 			k, err := d.recordWithEvents(ctx, q, args, now)
 			n += k
@@ -749,7 +746,7 @@ func appendRecordRow(b []byte, o *outcome, owner string) []byte {
 
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
 // one JSON parameter, so the statement's text is the same for every batch.
-func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error) {
+func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
 	doc := make([]byte, 0, 256*len(outs))
 	doc = append(doc, '[')
 	for i := range outs {
@@ -791,7 +788,7 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any, error)
 		"WHERE deliveries.id = v.id AND (deliveries.status IN ('sending', 'pending') OR (deliveries.status = 'canceled' AND v.status = 'sent')) AND deliveries.attempts = v.attempts " +
 		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before) " +
 		"AND (v.uncount = 0 OR deliveries.next_attempt_at <> v.next_at)"
-	return q, []any{now, string(doc)}, nil
+	return q, []any{now, string(doc)}
 }
 
 // notificationName reads the name of notification id.
