@@ -449,16 +449,23 @@ func waitConsumed(b *testing.B, conn *amqp.Connection, queue string, d time.Dura
 	}
 	defer ch.Close()
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{})
-		if err != nil {
-			b.Fatalf("queue depth: %v", err)
-		}
-		if q.Messages == 0 {
+		if queueDepth(b, ch, queue) == 0 {
 			return
 		}
 		time.Sleep(100 * time.Millisecond) // the broker's count: cheap to ask, the consuming is the service's
 	}
 	// Past the deadline waitSent reports what is missing.
+}
+
+// queueDepth is how many messages queue has ready, as the broker counts
+// them (a passive declare on ch).
+func queueDepth(b *testing.B, ch *amqp.Channel, queue string) int {
+	b.Helper()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{})
+	if err != nil {
+		b.Fatalf("queue depth: %v", err)
+	}
+	return q.Messages
 }
 
 // steadyLatency is, per steady message, its publish time to its last

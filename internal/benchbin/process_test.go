@@ -103,18 +103,19 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 	// BENCH_PPROF_ADDR profiles the drain's process: go tool pprof
 	// http://<addr>/debug/pprof/profile?seconds=10 while it runs.
 	// BENCH_PROFILE_DIR has the harness take the profiles itself
-	// (profile.go), on a port of its own.
-	pp := os.Getenv("BENCH_PPROF_ADDR")
-	if pp == "" && os.Getenv(envProfileDir) != "" {
-		pp = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	// (profile_test.go), on a port of its own.
+	pp := ""
+	if name == "serve" || name == "soak" {
+		pp = os.Getenv("BENCH_PPROF_ADDR")
+		if pp == "" && os.Getenv(envProfileDir) != "" {
+			pp = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+		}
 	}
-	if pp != "" && (name == "serve" || name == "soak") {
+	if pp != "" {
 		cmd.Env = append(cmd.Env, config.EnvName("debug.pprofAddr")+"="+pp)
 	}
 	p := run(b, dir, name, addr, cmd)
-	if name == "serve" || name == "soak" {
-		p.pprofAddr = pp
-	}
+	p.pprofAddr = pp
 	return p
 }
 

@@ -78,13 +78,6 @@ func runSoak(b *testing.B, s soakSettings) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	depth := func() int {
-		qi, err := depthCh.QueueDeclarePassive(q.Queue, true, false, false, false, amqp.Table{})
-		if err != nil {
-			b.Fatalf("queue depth: %v", err)
-		}
-		return qi.Messages
-	}
 
 	p := start(b, bin, dir, "soak", dbURL, q)
 	cpu0, err := p.cpu()
@@ -118,7 +111,7 @@ func runSoak(b *testing.B, s soakSettings) {
 			}
 		}
 		if el := time.Since(start); el >= time.Duration(len(windows)+1)*s.window {
-			cur.queued, cur.waiting, cur.published = depth(), countWaiting(b, db), int(published.Load())
+			cur.queued, cur.waiting, cur.published = queueDepth(b, depthCh, q.Queue), countWaiting(b, db), int(published.Load())
 			windows = append(windows, cur)
 			cur = soakWindow{rssMin: 1 << 62}
 			done = el >= s.duration
