@@ -64,13 +64,23 @@ type Error struct {
 	// 21610, the recipient replied STOP: SuppressTwilioStop), "" for none:
 	// the delivery workers then put the address on the list.
 	Suppress string
-	Err      error
+	// MaybeAccepted says the provider may have accepted the message: the
+	// request reached it and its answer was lost (the connection broke, or
+	// the wait ended, mid-call). Sending it again could send it twice, so
+	// the workers leave the delivery in doubt, to recovery, which asks the
+	// provider (Reconciler) or applies the action's config.inDoubt
+	// (docs/queue.md).
+	MaybeAccepted bool
+	Err           error
 }
 
 func (e *Error) Error() string {
 	kind := "retryable"
-	if e.Permanent {
+	switch {
+	case e.Permanent:
 		kind = "permanent"
+	case e.MaybeAccepted:
+		kind = "in-doubt"
 	}
 	return fmt.Sprintf("%s: %s error: %s", e.Provider, kind, e.Reason)
 }
@@ -85,6 +95,12 @@ func Permanent(provider, reason string, err error) *Error {
 // Retryable builds a retryable error; retryAfter may be 0.
 func Retryable(provider, reason string, retryAfter time.Duration, err error) *Error {
 	return &Error{Provider: provider, RetryAfter: retryAfter, Reason: reason, Err: err}
+}
+
+// MaybeAccepted builds the error of a call whose answer was lost: the
+// provider may have accepted the message (Error.MaybeAccepted).
+func MaybeAccepted(provider, reason string, err error) *Error {
+	return &Error{Provider: provider, MaybeAccepted: true, Reason: reason, Err: err}
 }
 
 // Classify returns err as an *Error; an unclassified error counts as retryable.

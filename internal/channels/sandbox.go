@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -143,7 +144,11 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 	}
 	for j, r := range b.rows {
 		i := idx[j]
-		if err != nil {
+		switch {
+		case errors.Is(err, errMaybeRecorded):
+			out[i] = Result{Err: MaybeAccepted(SandboxName, err.Error(), err)}
+			continue
+		case err != nil:
 			out[i] = Result{Err: Retryable(SandboxName, "record: "+err.Error(), 0, err)}
 			continue
 		}
@@ -186,9 +191,11 @@ func (s *Sandbox) check(m Message) error {
 	return nil
 }
 
-// commit queues b and waits until a flush has written it. The first caller
-// to find no flush running becomes the flusher and writes everything queued
-// until the queue is empty; the others only wait.
+// commit queues b and waits until a flush has written it, or until ctx
+// ends. The first caller to find no flush running starts the flusher,
+// which writes everything queued until the queue is empty; the flusher
+// runs on its own goroutine, so its starter, like every other caller,
+// stops waiting when its ctx ends (Channel: Send honours ctx).
 func (s *Sandbox) commit(ctx context.Context, b *sandboxBatch) error {
 	s.mu.Lock()
 	s.queue = append(s.queue, b)
@@ -198,30 +205,35 @@ func (s *Sandbox) commit(ctx context.Context, b *sandboxBatch) error {
 	}
 	s.mu.Unlock()
 	if lead {
-		for {
-			s.mu.Lock()
-			batch := s.queue
-			s.queue = nil
-			if len(batch) == 0 {
-				s.flushing = false
-				s.mu.Unlock()
-				break
-			}
-			s.mu.Unlock()
-			// Not ctx: the batch holds other callers' messages too.
-			err := s.insert(context.WithoutCancel(ctx), batch)
-			for _, q := range batch {
-				q.done <- err
-			}
-		}
+		// Not ctx: the flush holds other callers' messages too.
+		go s.flush(context.WithoutCancel(ctx))
 	}
 	select {
 	case err := <-b.done:
 		return err
 	case <-ctx.Done():
-		// The row may still be written; the caller retries, and a duplicate
-		// record is what a real provider would show too.
-		return ctx.Err()
+		// The flush goes on and may still write the row, as a provider may
+		// accept a message after its caller stopped waiting.
+		return fmt.Errorf("sandbox: record: %w: %w", errMaybeRecorded, ctx.Err())
+	}
+}
+
+// flush writes the queued batches until the queue is empty.
+func (s *Sandbox) flush(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		s.queue = nil
+		if len(batch) == 0 {
+			s.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		err := s.insert(ctx, batch)
+		for _, q := range batch {
+			q.done <- err
+		}
 	}
 }
 
@@ -483,13 +495,40 @@ func (d *sandboxDocs) close() []string {
 // are one JSON parameter (store.JSONRows): the same statement text for every
 // size, where a VALUES list was a new statement, prepared and planned anew,
 // for each count of rows.
+//
+// More than one statement run in one transaction: all the rows are recorded
+// or none, as the callers that share the flush are all told the same. An
+// error after which the rows may be recorded all the same
+// (store.MaybeCommitted: the connection broke mid-commit) wraps
+// errMaybeRecorded.
 func (r *SandboxRecords) insert(ctx context.Context, docs []string) error {
 	sel, from := store.JSONRows(store.IsPostgres(r.db), sandboxColumns)
 	q := "INSERT INTO sandbox_messages (" + store.ColumnList(sandboxColumns) + ") SELECT " + sel + " FROM " + from
-	for _, doc := range docs {
-		if err := r.db.WithContext(ctx).Exec(q, doc).Error; err != nil {
-			return fmt.Errorf("sandbox: record: %w", err)
+	write := func(tx *gorm.DB) error {
+		for _, doc := range docs {
+			if err := tx.Exec(q, doc).Error; err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return nil
+	var err error
+	if len(docs) == 1 {
+		err = write(r.db.WithContext(ctx))
+	} else if len(docs) > 1 {
+		err = r.db.WithContext(ctx).Transaction(write)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case store.MaybeCommitted(err):
+		return fmt.Errorf("sandbox: record: %w: %w", errMaybeRecorded, err)
+	}
+	return fmt.Errorf("sandbox: record: %w", err)
 }
+
+// errMaybeRecorded marks a record whose outcome is unknown: the rows may be
+// in sandbox_messages, as a real provider may have accepted a message whose
+// answer was lost. Send reports such messages as channels.MaybeAccepted,
+// so they are not sent again before recovery has asked (Accepted).
+var errMaybeRecorded = errors.New("the messages may have been recorded")

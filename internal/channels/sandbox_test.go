@@ -3,9 +3,11 @@ package channels_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -63,6 +65,83 @@ func TestSandboxRecordsEverySend(t *testing.T) {
 	require.Contains(t, acc, int64(100))
 	require.NotContains(t, acc, int64(9999))
 	require.Len(t, sb.Messages(), 102)
+}
+
+// A record whose outcome the sandbox cannot know is reported as possibly
+// accepted (channels.MaybeAccepted), as a provider call whose answer was
+// lost, so the workers leave it to recovery instead of sending it again:
+// the caller stopped waiting while the INSERT was still under way (it
+// commits later), or the session died mid-INSERT (PostgreSQL killed; it
+// may or may not have committed). A refusal the server reported is
+// certain: retryable, as before. The INSERT is held up by a lock on the
+// table, taken by another transaction.
+func TestSandboxReportsARecordWhoseOutcomeIsUnknownAsMaybeAccepted(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	sb := channels.NewSandbox(db, nil, nil)
+	ctx := context.Background()
+	msg := func(id int64) channels.Message {
+		return channels.Message{DeliveryID: id, NotificationID: 3, Channel: "email", Subject: "Hi", To: []channels.Address{{Email: "a@example.com"}}}
+	}
+	errOf := func(t *testing.T, rs []channels.Result) *channels.Error {
+		t.Helper()
+		require.Len(t, rs, 1)
+		var e *channels.Error
+		require.True(t, errors.As(rs[0].Err, &e), "%v", rs[0].Err)
+		return e
+	}
+	lock := func(t *testing.T) func() {
+		t.Helper()
+		tx := db.Begin()
+		require.NoError(t, tx.Error)
+		require.NoError(t, tx.Exec("LOCK TABLE sandbox_messages IN ACCESS EXCLUSIVE MODE").Error)
+		return func() { require.NoError(t, tx.Commit().Error) }
+	}
+	recorded := func(id int64) bool {
+		acc, err := sb.Accepted(ctx, inDoubt(id))
+		require.NoError(t, err)
+		_, ok := acc[id]
+		return ok
+	}
+
+	t.Run("the caller stops waiting", func(t *testing.T) {
+		unlock := lock(t)
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		e := errOf(t, sb.Send(wctx, []channels.Message{msg(1)}))
+		cancel()
+		require.True(t, e.MaybeAccepted, "%v", e)
+		require.False(t, e.Permanent)
+		unlock()
+		require.Eventually(t, func() bool { return recorded(1) }, 10*time.Second, 20*time.Millisecond,
+			"the record the caller gave up on is written after all: sending it again would show it twice")
+	})
+
+	t.Run("the session dies mid-insert", func(t *testing.T) {
+		unlock := lock(t)
+		defer unlock()
+		go func() {
+			// The sandbox's INSERT, waiting for the lock, is terminated.
+			for range 500 {
+				var n int64
+				_ = db.Raw(`SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND query LIKE 'INSERT INTO sandbox_messages%' AND state = 'active'`).Scan(&n).Error
+				if n > 0 {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		e := errOf(t, sb.Send(ctx, []channels.Message{msg(2)}))
+		require.True(t, e.MaybeAccepted, "%v", e)
+	})
+
+	t.Run("the server refuses the insert", func(t *testing.T) {
+		require.NoError(t, db.Exec("ALTER TABLE sandbox_messages ADD CONSTRAINT no_99 CHECK (delivery_id <> 99)").Error)
+		e := errOf(t, sb.Send(ctx, []channels.Message{msg(99)}))
+		require.False(t, e.MaybeAccepted, "a refusal is certain: nothing was recorded")
+		require.False(t, e.Permanent, "retryable, as every record failure")
+		require.False(t, recorded(99))
+	})
 }
 
 func TestSandboxWithoutDatabaseKeepsTheLastMessages(t *testing.T) {

@@ -274,3 +274,39 @@ func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
 			"5 recipients × email and SMS: 2 handed off, 8 claimed")
 	})
 }
+
+// A renewal covers only the rows it extended. A hand-off whose lease
+// lapsed in the queue (renewals failing) and which another instance's
+// recovery has taken since is not extended by this instance's next
+// renewal, so the lease gate still keeps it from being sent from the
+// queue: the other instance sends it, once. (A renewal that counted for
+// every held row let it through.)
+func TestARenewalDoesNotCoverARowItDidNotExtend(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ch := newGated(false)
+		h := runHandoff(t, db, 1, ch)
+		first := h.submit(t, "a@example.com")
+		<-ch.entered
+		second := h.email(t, h.submit(t, "b@example.com"))[0]
+		h.workerClock.Add((time.Hour + time.Second).Milliseconds())
+		// Another instance's recovery took it; due in an hour, so this
+		// instance's own claims leave it alone too.
+		require.NoError(t, db.Exec("UPDATE deliveries SET status = 'pending', lease_owner = 'another-instance', next_attempt_at = ? WHERE id = ?",
+			h.workerClock.Load()+time.Hour.Milliseconds(), second.ID).Error)
+		n, err := h.disp.Renew(context.Background())
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n, "the send in hand is renewed, the taken row is not")
+		close(ch.open)
+		// The one worker takes hand-offs in order: once the third is
+		// sent, the second has been through the gate.
+		third := h.submit(t, "c@example.com")
+		require.Eventually(t, func() bool {
+			return h.email(t, third)[0].Status == dispatch.StatusSent && h.email(t, first)[0].Status == dispatch.StatusSent
+		}, 10*time.Second, 10*time.Millisecond)
+		require.Zero(t, ch.count(second.ID), "not sent from the queue")
+		var owner string
+		require.NoError(t, db.Raw("SELECT lease_owner FROM deliveries WHERE id = ?", second.ID).Scan(&owner).Error)
+		require.Equal(t, "another-instance", owner)
+	})
+}

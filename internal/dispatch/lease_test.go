@@ -215,11 +215,13 @@ func TestRenewExtendsEveryHeldLeaseInOneStatement(t *testing.T) {
 		t.Cleanup(func() { ch.open(); wg.Wait() })
 
 		var statements atomic.Int64
-		require.NoError(t, db.Callback().Raw().Before("gorm:raw").Register("test:count_renewals", func(tx *gorm.DB) {
+		count := func(tx *gorm.DB) {
 			if strings.Contains(tx.Statement.SQL.String(), "lease_until") {
 				statements.Add(1)
 			}
-		}))
+		}
+		require.NoError(t, db.Callback().Raw().Before("gorm:raw").Register("test:count_renewals", count))
+		require.NoError(t, db.Callback().Row().Before("gorm:row").Register("test:count_renewals", count)) // UPDATE … RETURNING
 		now := clock.Add(time.Hour.Milliseconds())
 		n, err := a.Renew(context.Background())
 		require.NoError(t, err)

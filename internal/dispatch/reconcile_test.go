@@ -236,3 +236,77 @@ func TestRecoverFindsTheSMSTwilioAccepted(t *testing.T) {
 		}
 	})
 }
+
+// A send whose answer was lost (the provider may have accepted it: a
+// connection broken mid-call) is neither retried nor failed: its delivery
+// stays in sending, as after a crash, and recovery asks the provider once
+// the lease has expired. Retrying at once is how the fault suite's
+// REST-during-outage scenario once sent a message twice: the sandbox's
+// record had committed as PostgreSQL went down.
+func TestALostAnswerIsLeftToRecoveryNotSentAgain(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		lost := channels.MaybeAccepted("scripted", "the connection broke before the answer", nil)
+		email := &oracle{scripted: &scripted{errs: []error{lost, lost}}}
+		b := setup(t, db, email)
+		clock := time.Now().Add(time.Second) // after the intake's own clock
+		cfg := testConfig()
+		b.disp = delivery.New(db, map[string]channels.Channel{"email": email, "sms": email, "push": email}, cfg,
+			delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), func() time.Time { return clock })
+		ctx := context.Background()
+		submit := func() dispatch.Delivery {
+			t.Helper()
+			out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
+				Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
+			require.NoError(t, err)
+			n, err := b.disp.RunOnce(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			return deliveries(t, b, out[0].Notifications[0].ID, "email")[0]
+		}
+		get := func(id int64) dispatch.Delivery {
+			t.Helper()
+			var d dispatch.Delivery
+			require.NoError(t, db.First(&d, id).Error)
+			return d
+		}
+
+		// The provider had accepted it.
+		accepted := submit()
+		// The provider had not: sent again by recovery, once.
+		notAccepted := submit()
+		require.Len(t, email.calls, 2)
+		for _, d := range []dispatch.Delivery{accepted, notAccepted} {
+			require.Equal(t, dispatch.StatusSending, d.Status, "no outcome is written for a lost answer")
+			require.Equal(t, 1, d.Attempts)
+		}
+		n, err := b.disp.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n, "not claimable while in doubt")
+		moved, err := b.disp.Recover(ctx)
+		require.NoError(t, err)
+		require.Zero(t, moved, "its lease has not expired yet")
+
+		email.accepted = map[int64]string{accepted.ID: "pm-late"}
+		clock = clock.Add(cfg.Lease + time.Second)
+		moved, err = b.disp.Recover(ctx)
+		require.NoError(t, err)
+		require.Equal(t, int64(2), moved)
+		got := get(accepted.ID)
+		require.Equal(t, dispatch.StatusSent, got.Status)
+		require.Equal(t, "pm-late", *got.ProviderMessageID)
+		require.Equal(t, dispatch.ReconciledAccepted, got.Reconciled)
+		require.Equal(t, 1, got.InDoubt)
+		require.Equal(t, dispatch.StatusPending, get(notAccepted.ID).Status)
+
+		n, err = b.disp.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.Len(t, email.calls, 3, "only the one the provider had not accepted is sent again")
+		require.Equal(t, notAccepted.ID, email.calls[2][0].DeliveryID)
+		got = get(notAccepted.ID)
+		require.Equal(t, dispatch.StatusSent, got.Status)
+		require.Equal(t, 2, got.Attempts)
+		require.Equal(t, dispatch.ReconciledNotFound, got.Reconciled)
+	})
+}

@@ -118,7 +118,7 @@ func New() *Metrics {
 	}, []string{"reason"})).(*prometheus.CounterVec)
 	m.deliveriesInDoubt = f(prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "deliveries", Name: "in_doubt_total",
-		Help: "Deliveries recovery found in sending with an expired lease (an instance stopped mid-send): the provider may or may not have them.",
+		Help: "Deliveries recovery found in sending with an expired lease (an instance stopped mid-send, or a provider call lost its answer): the provider may or may not have them.",
 	})).(prometheus.Counter)
 	m.planningDecisions = f(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "planning", Name: "decisions_total",

@@ -64,6 +64,48 @@ func IsUnavailable(err error) bool {
 	return false
 }
 
+// MaybeCommitted reports whether a write that failed with err may have
+// committed all the same: the statement (in autocommit) or its COMMIT had
+// reached PostgreSQL when the connection broke or the wait for the answer
+// ended. Its caller cannot tell, so it must not report the write as failed
+// to anything that would repeat it. An ERROR the server reported, a
+// connection that never opened, a statement pgx says it never sent, and
+// database/sql giving up before it had a connection are certain: nothing
+// was committed. SQLite runs in this process; its errors are certain.
+func MaybeCommitted(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pg *pgconn.PgError
+	var connect *pgconn.ConnectError
+	var lite sqlite3.ErrorCode
+	switch {
+	case errors.As(err, &connect), errors.As(err, &lite),
+		pgconn.SafeToRetry(err), errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone),
+		// gorm's translations of the server's (or SQLite's) refusals
+		errors.Is(err, gorm.ErrDuplicatedKey), errors.Is(err, gorm.ErrForeignKeyViolated),
+		errors.Is(err, gorm.ErrCheckConstraintViolated):
+		return false
+	case errors.As(err, &pg):
+		// An ERROR aborted the statement and its transaction. A FATAL (or
+		// PANIC) ended the session, which may have been after its commit
+		// was durable (pg_terminate_backend, 57P01, is honoured once the
+		// commit's critical section is over).
+		sev := pg.SeverityUnlocalized
+		if sev == "" {
+			sev = pg.Severity
+		}
+		return sev == "FATAL" || sev == "PANIC"
+	case pgconn.Timeout(err):
+		return true // the statement was sent and its context ended before the answer
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false // database/sql's wait for a connection ended: nothing was sent
+	}
+	// A broken connection mid-statement (EOF, reset) and anything else
+	// unknown: the commit may have happened.
+	return true
+}
+
 // unavailableSQLState reports whether a PostgreSQL SQLSTATE is one of the
 // classes that say "the server cannot do this now" rather than "this
 // statement is wrong":

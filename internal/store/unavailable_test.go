@@ -127,6 +127,79 @@ func TestIsUnavailable(t *testing.T) {
 	}
 }
 
+// A write's error says whether it may have committed: certain when the
+// server refused the statement, no connection opened or nothing was sent;
+// in doubt when the session broke or the wait ended after the statement
+// went out. Most errors are produced for real.
+func TestMaybeCommitted(t *testing.T) {
+	t.Parallel()
+	pg, pgURL := testdb.Postgres(t)
+	lite, _ := testdb.SQLite(t)
+	ctx := context.Background()
+	// own opens a pool of one connection, so its backend can be named.
+	own := func(t *testing.T) (*gorm.DB, int) {
+		db, err := store.Open(ctx, config.Database{URL: pgURL, MaxOpenConns: 1})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = store.Close(db) })
+		var pid int
+		require.NoError(t, db.Raw("SELECT pg_backend_pid()").Scan(&pid).Error)
+		return db, pid
+	}
+	cases := []struct {
+		name string
+		err  func(t *testing.T) error
+		want bool
+	}{
+		{"pg duplicate key (real)", func(t *testing.T) error {
+			q := "INSERT INTO collections (name, status, created_time, updated_time) VALUES ('maybe-dup', 'ACTIVE', 0, 0)"
+			require.NoError(t, pg.Exec(q).Error)
+			return pg.Exec(q).Error
+		}, false},
+		{"pg unavailable ERROR", pgErr("53100"), false},
+		{"pg connection refused (real)", func(t *testing.T) error {
+			_, err := store.Open(ctx, config.Database{URL: "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2", MaxOpenConns: 1})
+			return err
+		}, false},
+		{"pg conn closed before sending (real)", func(t *testing.T) error {
+			conn, err := pgconn.Connect(ctx, pgURL)
+			require.NoError(t, err)
+			require.NoError(t, conn.Close(ctx))
+			_, err = conn.Exec(ctx, "SELECT 1").ReadAll()
+			return err
+		}, false},
+		{"pg session terminated mid-statement (real)", func(t *testing.T) error {
+			db, pid := own(t)
+			go func() {
+				time.Sleep(200 * time.Millisecond) // the statement below is under way
+				_ = pg.Exec("SELECT pg_terminate_backend(?)", pid).Error
+			}()
+			return db.Exec("SELECT pg_sleep(30)").Error
+		}, true},
+		{"pg context ended mid-statement (real)", func(t *testing.T) error {
+			db, _ := own(t)
+			cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			return db.WithContext(cctx).Exec("SELECT pg_sleep(30)").Error
+		}, true},
+		{"connection broke mid-answer", func(*testing.T) error { return fmt.Errorf("read: %w", io.ErrUnexpectedEOF) }, true},
+		{"bad connection (database/sql: not sent)", func(*testing.T) error { return fmt.Errorf("exec: %w", driver.ErrBadConn) }, false},
+		{"no connection before the context ended", func(*testing.T) error { return context.DeadlineExceeded }, false},
+		{"sqlite constraint (real)", func(t *testing.T) error {
+			return lite.Exec("INSERT INTO events (collection_id, name, status, created_time, updated_time) VALUES (999999, 'x', 'ACTIVE', 0, 0)").Error
+		}, false},
+		{"nil", func(*testing.T) error { return nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.err(t)
+			if tc.want {
+				require.Error(t, err)
+			}
+			require.Equal(t, tc.want, store.MaybeCommitted(err), "%T: %v", err, err)
+		})
+	}
+}
+
 func pgErr(code string) func(*testing.T) error {
 	return func(*testing.T) error {
 		return fmt.Errorf("dispatch: intake: %w", &pgconn.PgError{Severity: "ERROR", Code: code, Message: "injected"})

@@ -52,20 +52,22 @@ func (d *Dispatcher) Lease(now int64) (owner string, until int64) {
 // row whose outcome could not be written is not kept alive by a live
 // instance that has forgotten it: its lease expires and Recover takes it.
 type held struct {
-	mu  sync.Mutex
-	ids map[int64]struct{}
-	// until is when the leases of every held delivery last renewed expire
-	// (epoch ms, 0 before the first renewal).
-	until int64
+	mu sync.Mutex
+	// until is, per held delivery, when its lease expires as far as this
+	// instance knows (epoch ms): its claim's or hand-off's expiry, then
+	// the expiry of the last renewal that extended that row. Per row, not
+	// per renewal: a renewal skips rows (locked, or no longer this
+	// instance's), and a row it skipped is not covered by it.
+	until map[int64]int64
 }
 
 func (h *held) add(batch []Claimed) {
 	h.mu.Lock()
-	if h.ids == nil {
-		h.ids = make(map[int64]struct{}, len(batch))
+	if h.until == nil {
+		h.until = make(map[int64]int64, len(batch))
 	}
 	for _, c := range batch {
-		h.ids[c.ID] = struct{}{}
+		h.until[c.ID] = c.LeaseUntil
 	}
 	h.mu.Unlock()
 }
@@ -73,7 +75,7 @@ func (h *held) add(batch []Claimed) {
 func (h *held) remove(outs []outcome) {
 	h.mu.Lock()
 	for _, o := range outs {
-		delete(h.ids, o.id)
+		delete(h.until, o.id)
 	}
 	h.mu.Unlock()
 }
@@ -81,26 +83,38 @@ func (h *held) remove(outs []outcome) {
 func (h *held) has(id int64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, ok := h.ids[id]
+	_, ok := h.until[id]
 	return ok
 }
 
 func (h *held) list() []int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ids := make([]int64, 0, len(h.ids))
-	for id := range h.ids {
+	ids := make([]int64, 0, len(h.until))
+	for id := range h.until {
 		ids = append(ids, id)
 	}
 	return ids
 }
 
+// renewed records that the leases of ids (those still held) now expire at
+// until.
+func (h *held) renewed(ids []int64, until int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		if old, ok := h.until[id]; ok && until > old {
+			h.until[id] = until
+		}
+	}
+}
+
 // validUntil is when c's lease expires as far as this instance knows: its
-// own expiry, or the last renewal's if later (the renewal covered it).
+// own expiry, or its last renewal's if later.
 func (h *held) validUntil(c Claimed) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return max(c.LeaseUntil, h.until)
+	return max(c.LeaseUntil, h.until[c.ID])
 }
 
 // renewLoop renews this instance's leases every dispatch.lease/3 until
@@ -117,8 +131,6 @@ func (d *Dispatcher) renewLoop(ctx context.Context, stop <-chan struct{}) {
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.Lease/3)
 		_, err := d.Renew(rctx)
-		if err != nil {
-		}
 		cancel()
 		switch {
 		case err != nil:
@@ -138,8 +150,6 @@ func (d *Dispatcher) renewLoop(ctx context.Context, stop <-chan struct{}) {
 // dispatch.lease, in one statement however many there are, and returns how
 // many rows it extended. The renewer calls it; tests call it directly.
 func (d *Dispatcher) Renew(ctx context.Context) (int64, error) {
-	// until is taken before the list: a delivery claimed after the list
-	// has a later expiry of its own (held.validUntil).
 	until := d.now().UnixMilli() + d.cfg.Lease.Milliseconds()
 	ids := d.held.list()
 	if len(ids) == 0 {
@@ -149,8 +159,11 @@ func (d *Dispatcher) Renew(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dispatch: renew leases: %w", err)
 	}
+	// RETURNING: only the rows the statement extended count as renewed
+	// (held.renewed); a row no longer this instance's (Recover moved it
+	// while renewals failed) must not look renewed to the lease gate.
 	q := `UPDATE deliveries SET lease_until = ?
-WHERE status = 'sending' AND lease_owner = ? AND id IN (SELECT value FROM json_each(?))`
+WHERE status = 'sending' AND lease_owner = ? AND id IN (SELECT value FROM json_each(?)) RETURNING id`
 	if d.pg {
 		// SKIP LOCKED: a held row that is locked is being recorded (its
 		// outcome, by this instance's recorder) or taken by Recover (its
@@ -164,14 +177,12 @@ WHERE status = 'sending' AND lease_owner = ? AND id IN (SELECT value FROM json_e
 		q = `UPDATE deliveries SET lease_until = ? WHERE id IN (
   SELECT id FROM deliveries WHERE status = 'sending' AND lease_owner = ?
   AND id IN (SELECT CAST(json_array_elements_text(CAST(? AS json)) AS bigint))
-  FOR UPDATE SKIP LOCKED)`
+  FOR UPDATE SKIP LOCKED) RETURNING id`
 	}
-	res := d.db.WithContext(ctx).Exec(q, until, d.owner, string(doc))
-	if res.Error != nil {
-		return 0, fmt.Errorf("dispatch: renew leases: %w", res.Error)
+	var renewed []int64
+	if err := d.db.WithContext(ctx).Raw(q, until, d.owner, string(doc)).Scan(&renewed).Error; err != nil {
+		return 0, fmt.Errorf("dispatch: renew leases: %w", err)
 	}
-	d.held.mu.Lock()
-	d.held.until = until
-	d.held.mu.Unlock()
-	return res.RowsAffected, nil
+	d.held.renewed(renewed, until)
+	return int64(len(renewed)), nil
 }

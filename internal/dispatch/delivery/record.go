@@ -176,6 +176,9 @@ const recordRetry = 30 * time.Second
 // to OnSent.
 func (d *Dispatcher) write(ctx context.Context, outs []outcome) {
 	defer d.held.remove(outs)
+	if outs = d.leaveInDoubt(ctx, outs); len(outs) == 0 {
+		return
+	}
 	var lastErr error
 	failures := 0
 	// From 50 ms doubling to 2 s, without jitter (one writer per instance:
@@ -209,6 +212,37 @@ func (d *Dispatcher) write(ctx context.Context, outs []outcome) {
 			}
 		}
 	}
+}
+
+// leaveInDoubt returns outs without the sends whose answer was lost
+// (outcome.inDoubt). Writing any outcome for one would be a guess:
+// "retry" sends it twice if the provider had accepted it, "sent" loses it
+// if not. Its delivery stays in sending and, no longer held, its lease is
+// not renewed: Recover takes it once the lease expires (about
+// 1–1.25 × dispatch.lease later), asks the provider if it can be asked,
+// and otherwise applies the action's config.inDoubt, as after a crash.
+func (d *Dispatcher) leaveInDoubt(ctx context.Context, outs []outcome) []outcome {
+	n := 0
+	for i := range outs {
+		if outs[i].inDoubt {
+			n++
+		}
+	}
+	if n == 0 {
+		return outs
+	}
+	kept := make([]outcome, 0, len(outs)-n)
+	var first *outcome
+	for i := range outs {
+		if !outs[i].inDoubt {
+			kept = append(kept, outs[i])
+		} else if first == nil {
+			first = &outs[i]
+		}
+	}
+	d.log.WarnContext(ctx, "dispatch: the provider's answer was lost; left in sending for recovery to ask the provider",
+		"count", n, "deliveryId", first.id, "error", first.reason)
+	return kept
 }
 
 // Suppressor puts addresses on their collection's suppression list

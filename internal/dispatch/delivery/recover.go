@@ -37,7 +37,8 @@ func (d *Dispatcher) recoverLoop(ctx context.Context) {
 
 // Recover applies the lease rule: a delivery in sending whose lease has
 // expired belonged to an instance that died (or lost the database for
-// longer than a lease) mid-send; a live instance renews the leases of what
+// longer than a lease) mid-send, or was left by a worker whose provider
+// call lost its answer (leaveInDoubt); a live instance renews the leases of what
 // it holds, so its sends never look expired. Its last attempt is in doubt.
 // If its channel is a channels.Reconciler, the provider is asked: accepted,
 // the delivery is sent; not accepted, it is sent again. If the provider
@@ -54,7 +55,7 @@ func (d *Dispatcher) Recover(ctx context.Context) (int64, error) {
 	var total, found int64
 	defer func() {
 		if found > 0 {
-			d.log.WarnContext(ctx, "dispatch: deliveries in doubt: found in sending with an expired lease (an instance stopped mid-send)",
+			d.log.WarnContext(ctx, "dispatch: deliveries in doubt: found in sending with an expired lease (an instance stopped mid-send, or a provider's answer was lost)",
 				"inDoubt", found, "moved", total)
 			if d.OnInDoubt != nil {
 				d.OnInDoubt(int(found))
@@ -109,22 +110,22 @@ WHERE status = 'sending' AND lease_until < ? ORDER BY id LIMIT ?`, now.UnixMilli
 		case accepted:
 			o.status, o.provider, o.providerMessageID, o.sentTime = dispatch.StatusSent, res.provider[c.Channel], pm, now.UnixMilli()
 			o.reconciled = dispatch.ReconciledAccepted
-			o.reason = "the worker stopped while sending; the provider had accepted it"
+			o.reason = "the worker stopped while sending or lost the provider's answer; the provider had accepted it"
 		case res.asked[c.Channel] && c.Attempts >= d.cfg.MaxAttempts:
 			o.status, o.reconciled = dispatch.StatusFailed, dispatch.ReconciledNotFound
-			o.reason = fmt.Sprintf("gave up after %d attempts: the worker stopped while sending the last and the provider had not accepted it", c.Attempts)
+			o.reason = fmt.Sprintf("gave up after %d attempts: the last attempt's answer was lost (the worker stopped while sending, or its call broke) and the provider had not accepted it", c.Attempts)
 		case res.asked[c.Channel]:
 			o.status, o.nextAttemptAt, o.reconciled = dispatch.StatusPending, now.UnixMilli(), dispatch.ReconciledNotFound
-			o.reason = "the worker stopped while sending; the provider had not accepted it, sending again"
+			o.reason = "the worker stopped while sending or lost the provider's answer; the provider had not accepted it, sending again"
 		case policy == actions.InDoubtMarkUnknown:
 			o.status, o.reconciled = dispatch.StatusUnknown, dispatch.ReconciledUnknown
-			o.reason = "outcome unknown: the worker stopped while sending and " + res.why(c.Channel) + "; not sent again (config.inDoubt is markUnknown)"
+			o.reason = "outcome unknown: the worker stopped while sending or lost the provider's answer, and " + res.why(c.Channel) + "; not sent again (config.inDoubt is markUnknown)"
 		case c.Attempts >= d.cfg.MaxAttempts:
 			o.status, o.reconciled = dispatch.StatusFailed, dispatch.ReconciledUnknown
-			o.reason = "outcome of the last attempt unknown: the worker stopped while sending and dispatch.maxAttempts is reached"
+			o.reason = "outcome of the last attempt unknown: the worker stopped while sending or lost the provider's answer, and dispatch.maxAttempts is reached"
 		default:
 			o.status, o.nextAttemptAt, o.reconciled = dispatch.StatusPending, now.UnixMilli(), dispatch.ReconciledResent
-			o.reason = "the worker stopped while sending and " + res.why(c.Channel) + "; attempt outcome unknown, sending again"
+			o.reason = "the worker stopped while sending or lost the provider's answer, and " + res.why(c.Channel) + "; attempt outcome unknown, sending again"
 		}
 		outs[i] = o
 	}

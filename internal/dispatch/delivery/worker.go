@@ -420,6 +420,10 @@ type outcome struct {
 	owner       string
 	leaseBefore int64
 	reconciled  string // Recover's resolution of an in-doubt attempt (Reconciled*)
+	// inDoubt marks a send whose answer was lost (channels.Error.
+	// MaybeAccepted): nothing is written for it, and the delivery is left
+	// in sending, for Recover, as a crash would have left it.
+	inDoubt bool
 	// suppress is the address the provider's answer put on the
 	// suppression list (Twilio 21610), written after the outcome.
 	suppress *dispatch.Suppression
@@ -644,6 +648,10 @@ func (d *Dispatcher) sendGroup(ctx context.Context, a *actions.Action, batch []C
 			continue
 		}
 		e := channels.Classify(provider, res.Err)
+		if e.MaybeAccepted {
+			o.inDoubt, o.reason = true, e.Error()
+			continue
+		}
 		d.retry(o, first.Channel, e, now)
 		if addr := suppressAddress(first.Channel, rcs[j]); e.Suppress != "" && addr != "" {
 			o.suppress = &dispatch.Suppression{CollectionID: batch[i].CollectionID, Channel: first.Channel, Address: addr,
