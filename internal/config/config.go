@@ -549,8 +549,12 @@ func Default() Config {
 			SendBatchMax:          64,
 			// Two cores of PostgreSQL gain nothing from more concurrent
 			// intake transactions; the pool's other connections stay the
-			// delivery workers'.
-			SendBatchConcurrency: 4,
+			// delivery workers'. Two rather than four: while both commit,
+			// the next batch grows, so fewer commits carry the same sends
+			// (bench-binary, 4 Dec, four alternated pairs: 64-connection
+			// REST 2,887–3,181/s against 2,724–2,882/s, p99 33–39 ms
+			// against 43–46; docs/benchmarks.md).
+			SendBatchConcurrency: 2,
 		},
 		Database: Database{
 			SQLitePath:   "./data/notificationservice.db",
