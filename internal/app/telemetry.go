@@ -151,11 +151,7 @@ func (c *outcomeLogger) Send(ctx context.Context, msgs []channels.Message) []cha
 			continue
 		}
 		e := channels.Classify(provider, r.Err)
-		class := metrics.ClassRetryable
-		if e.Permanent {
-			class = metrics.ClassPermanent
-		}
-		c.log.LogAttrs(ctx, slog.LevelWarn, "delivery refused by provider", append(attrs, slog.String("class", class), slog.String("reason", e.Reason))...)
+		c.log.LogAttrs(ctx, slog.LevelWarn, "delivery refused by provider", append(attrs, slog.String("class", metrics.ErrorClass(e)), slog.String("reason", e.Reason))...)
 	}
 	return res
 }

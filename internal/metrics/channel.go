@@ -58,13 +58,21 @@ func (c *channel) Send(ctx context.Context, msgs []channels.Message) []channels.
 		if r.Err == nil {
 			continue
 		}
-		class := ClassRetryable
-		if channels.Classify(provider, r.Err).Permanent {
-			class = ClassPermanent
-		}
-		c.m.providerErrors.WithLabelValues(provider, name, class).Inc()
+		c.m.providerErrors.WithLabelValues(provider, name, ErrorClass(channels.Classify(provider, r.Err))).Inc()
 	}
 	return res
+}
+
+// ErrorClass is the class label of a provider's error: permanent, in_doubt
+// (its answer was lost) or retryable.
+func ErrorClass(e *channels.Error) string {
+	switch {
+	case e.Permanent:
+		return ClassPermanent
+	case e.MaybeAccepted:
+		return ClassInDoubt
+	}
+	return ClassRetryable
 }
 
 // Sink wraps s, the outbox sink named name (log, eventbridge), so every Put

@@ -26,6 +26,7 @@ const Namespace = "notify"
 const (
 	ClassPermanent      = "permanent"       // a provider refused a message for good
 	ClassRetryable      = "retryable"       // a provider failed a message; it is retried
+	ClassInDoubt        = "in_doubt"        // a provider's answer was lost; recovery asks it before any resend
 	ClassUnavailable    = "unavailable"     // a whole sink call failed (throttled, 5xx, timeout, unreachable)
 	ClassRejected       = "rejected"        // a whole sink call was refused as invalid
 	ClassEntryPermanent = "entry_permanent" // the sink refused one entry for good

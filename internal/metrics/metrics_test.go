@@ -50,18 +50,20 @@ func TestChannelCountsMessagesAndErrorsByClass(t *testing.T) {
 		channels.Permanent("fakeprovider", "bad address", nil),
 		channels.Retryable("fakeprovider", "429", time.Second, nil),
 		errors.New("connection reset"), // unclassified: retryable
+		channels.MaybeAccepted("fakeprovider", "answer lost", nil),
 	}})
-	msgs := make([]channels.Message, 8)
+	msgs := make([]channels.Message, 10)
 	for i := range msgs {
 		msgs[i].Channel = "sms"
 	}
 	res := ch.Send(context.Background(), msgs)
-	require.Len(t, res, 8)
+	require.Len(t, res, 10)
 	require.Equal(t, "fakeprovider", ch.Name())
 
-	require.EqualValues(t, 8, testutil.ToFloat64(m.providerMessages.WithLabelValues("fakeprovider", "sms")))
+	require.EqualValues(t, 10, testutil.ToFloat64(m.providerMessages.WithLabelValues("fakeprovider", "sms")))
 	require.EqualValues(t, 2, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassPermanent)))
 	require.EqualValues(t, 4, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassRetryable)))
+	require.EqualValues(t, 2, testutil.ToFloat64(m.providerErrors.WithLabelValues("fakeprovider", "sms", ClassInDoubt)))
 	require.Equal(t, 1, testutil.CollectAndCount(m.providerDuration))
 
 	_, ok := ch.(channels.Reconciler)
