@@ -15,6 +15,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels/webhookout"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/retry"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Message statuses.
@@ -139,13 +140,13 @@ func (x *Sender) sleep(ctx context.Context, t *time.Ticker) bool {
 // cycle left no backlog of rows to mark (PostgreSQL: the only dialect with
 // the shortcut).
 func (x *Sender) idle(ctx context.Context) bool {
-	return x.s.db.Dialector.Name() == "postgres" && !x.backlog.Load() && !x.s.subs.any(ctx)
+	return store.IsPostgres(x.s.db) && !x.backlog.Load() && !x.s.subs.any(ctx)
 }
 
 // Cycle runs one fan-out and one delivery round and reports how many
 // messages it created and sent.
 func (x *Sender) Cycle(ctx context.Context) (int, error) {
-	if x.s.db.Dialector.Name() == "postgres" && time.Since(time.Unix(0, x.activeSeenAt.Load())) >= activeRecheck {
+	if store.IsPostgres(x.s.db) && time.Since(time.Unix(0, x.activeSeenAt.Load())) >= activeRecheck {
 		active, err := x.fanoutWithoutEndpoints(ctx)
 		if err != nil || !active {
 			// No endpoint is ACTIVE: nothing was to be created, and nothing
@@ -188,8 +189,9 @@ SELECT (SELECT active FROM ep) AS active, (SELECT count(*) FROM marked) AS marke
 		return false, fmt.Errorf("webhooks: fan out without endpoints: %w", err)
 	}
 	// A full batch: more rows are probably waiting.
-	x.backlog.Store(!out.Active && out.Marked == x.s.cfg.BatchSize)
-	if x.backlog.Load() {
+	full := !out.Active && out.Marked == x.s.cfg.BatchSize
+	x.backlog.Store(full)
+	if full {
 		x.Notify()
 	}
 	return out.Active, nil
@@ -263,7 +265,7 @@ func (x *Sender) deliver(ctx context.Context) (int, error) {
 	err := x.s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		sql := `SELECT m.* FROM webhook_messages m JOIN webhooks w ON w.id = m.endpoint_id
 WHERE m.status = ? AND m.next_attempt_at <= ? AND w.state = ? ORDER BY m.id LIMIT ?`
-		if tx.Dialector.Name() == "postgres" {
+		if store.IsPostgres(tx) {
 			sql += ` FOR UPDATE OF m SKIP LOCKED`
 		}
 		var ms []message
