@@ -3,6 +3,7 @@ package outbox
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -72,8 +73,10 @@ func (e Entry) check() error {
 	if !utf8.ValidString(e.Detail) || !json.Valid([]byte(e.Detail)) {
 		return fmt.Errorf("%w: detail is not valid JSON", ErrUnpublishable)
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(e.Detail), &obj); err != nil {
+	// Valid JSON whose first token opens an object is an object. Decoding it
+	// into a map to find that out was four fifths of this check and 3% of a REST
+	// send's CPU (issue 17): every envelope comes through here.
+	if d := strings.TrimLeft(e.Detail, " \t\r\n"); d == "" || d[0] != '{' {
 		return fmt.Errorf("%w: detail is not a JSON object", ErrUnpublishable)
 	}
 	return nil
