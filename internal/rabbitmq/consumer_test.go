@@ -499,3 +499,28 @@ func TestInvalidKeyIsDeadLetteredAtOnce(t *testing.T) {
 	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM notifications WHERE idempotency_key = 'café-ok'"))
 	require.EqualValues(t, 3, e.consumer.Stats().DeadLettered[rabbitmq.ReasonInvalidKey])
 }
+
+// TestAMessageAfterAQuietSpellGoesWithoutTheBatchWait: a message that comes
+// to a consumer idle for longer than amqp.batchWait is committed at once; one
+// that comes right after a batch (messages flowing) still waits for more to
+// join it. The wait is long (4 s) so that either outcome is far from the
+// time a commit takes.
+func TestAMessageAfterAQuietSpellGoesWithoutTheBatchWait(t *testing.T) {
+	t.Parallel()
+	const wait = 4 * time.Second
+	e := newEnv(t, func(c *config.AMQP) { c.BatchWait, c.Consumers = wait, 1 })
+	e.start(false)
+	time.Sleep(wait + wait/8) // the consumer idle for longer than the wait
+	notes := func() int64 { return e.count("SELECT COUNT(*) FROM notifications") }
+
+	e.publish(e.message(1), amqp.Publishing{MessageId: "quiet-1"})
+	published := time.Now()
+	require.Eventually(t, func() bool { return notes() == 1 }, wait-time.Second, 10*time.Millisecond,
+		"a message after a quiet spell waited for a batch")
+	t.Logf("committed %v after its publish", time.Since(published))
+
+	e.publish(e.message(2), amqp.Publishing{MessageId: "flowing-2"})
+	require.Never(t, func() bool { return notes() == 2 }, time.Second, 50*time.Millisecond,
+		"a message right after a batch did not wait for others to join it")
+	require.Eventually(t, func() bool { return notes() == 2 }, 2*wait, 20*time.Millisecond)
+}
