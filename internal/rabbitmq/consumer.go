@@ -347,8 +347,9 @@ func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) er
 // collect waits for one message, then gathers more until batchSize or
 // batchWait. A message that ends a quiet spell (the consumer idle for
 // longer than batchWait before it came) goes with no wait, as a REST send
-// after a quiet spell does: at a low rate nothing would join it, and the
-// wait was a quarter of such a message's enqueue→sent (5 of about 20 ms).
+// after a quiet spell does: at a low rate nothing would join it, and at
+// 50 msg/s the wait was a third to a half of enqueue→sent (p50 9.2–9.8 ms
+// with it, 5.7–6.7 without).
 // Under a steady flow a message is waiting when the last batch is done,
 // the wait stands and batches stay large: smaller ones meant more
 // transactions of several round trips each, and a longer enqueue→sent
