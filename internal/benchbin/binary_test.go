@@ -156,6 +156,13 @@ func runHarness(b *testing.B, s settings) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	pm := postmaster(db)
+	var pg0 time.Duration
+	if pm != 0 {
+		if pg0, err = clusterCPU(pm); err != nil {
+			b.Fatal(err)
+		}
+	}
 	// A profile of the drain's first seconds (BENCH_PROFILE_DIR): a
 	// 5,000-message drain lasts about a second on two cores, so it is
 	// meaningful with BENCH_MESSAGES of 20,000 and more.
@@ -169,6 +176,15 @@ func runHarness(b *testing.B, s settings) {
 		b.Fatal(err)
 	}
 	drainCPU := float64((cpu1 - cpu0).Microseconds()) / float64(max(deliveries, 1))
+	drainPG, pgPer := "PostgreSQL is not on this machine", -1.0
+	if pm != 0 {
+		pg1, err := clusterCPU(pm)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pgPer = float64((pg1 - pg0).Microseconds()) / float64(max(deliveries, 1))
+		drainPG = fmt.Sprintf("%.0f µs per delivery", pgPer)
+	}
 	var span struct{ First, Last int64 }
 	if err := db.Raw(`SELECT min(n.created_time) AS first, max(d.sent_time) AS last FROM notifications n
 JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-%'`).Scan(&span).Error; err != nil {
@@ -227,6 +243,9 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	b.ReportMetric(mib(queuePeak.rss), "rss_drain_peak_MiB")
 	b.ReportMetric(mib(queuePeak.anon), "rss_anon_drain_peak_MiB")
 	b.ReportMetric(drainCPU, "drain_cpu_us/delivery")
+	if pgPer >= 0 {
+		b.ReportMetric(pgPer, "drain_pg_us/delivery")
+	}
 
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
 	var t strings.Builder
@@ -234,6 +253,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	fmt.Fprintf(&t, "| drain, %d messages (%d deliveries), default config | %.0f deliveries/s = %.0f msg/s | amqp091-go consume+ack: %.0f msg/s | %.1f%% (msg/s), %.1f%% (deliveries/s) |\n",
 		s.messages, deliveries, drainRate, msgRate, bareDrain, 100*msgRate/bareDrain, 100*drainRate/bareDrain)
 	fmt.Fprintf(&t, "| service CPU in the drain (user+sys, /proc/<pid>/stat) | %.0f µs per delivery | – | – |\n", drainCPU)
+	fmt.Fprintf(&t, "| PostgreSQL CPU in the drain (the server's processes, exited backends included; every database in it) | %s | – | – |\n", drainPG)
 	fmt.Fprintf(&t, "| enqueue→sent at %d msg/s for %s, p50 / p99 / max | %s / %s / %s ms | publish→consume: %s / %s / %s ms | – |\n",
 		s.rate, s.seconds, ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), ms(pct(bareLat, 0.5)), ms(pct(bareLat, 0.99)), ms(pct(bareLat, 1)))
 	fmt.Fprintf(&t, "| the same, split at the intake's clock: publish→intake p50 / p99, intake→sent p50 / p99 | %s / %s ms, %s / %s ms | – | – |\n",

@@ -249,27 +249,46 @@ const clockTicks = 100
 // cpu is the CPU time the process has used, user and system
 // (/proc/<pid>/stat utime + stime).
 func (p *process) cpu() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	st, err := readStat(p.cmd.Process.Pid)
 	if err != nil {
 		return 0, err
+	}
+	return ticks(st.utime + st.stime), nil
+}
+
+// stat is what the harness reads of /proc/<pid>/stat: the parent and the
+// CPU times, in clock ticks, of the process and of its children that
+// exited and were waited for.
+type stat struct {
+	ppid                         int
+	utime, stime, cutime, cstime int64
+}
+
+func readStat(pid int) (stat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return stat{}, err
 	}
 	// The command name (field 2) is in parentheses and may hold spaces:
 	// count fields after its closing one, where state is field 3.
 	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, b)
+	}
 	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", p.cmd.Process.Pid, b)
+	if len(f) < 15 {
+		return stat{}, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, b)
 	}
-	var ticks int64
-	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", p.cmd.Process.Pid, err)
+	var n [5]int64
+	for j, k := range []int{1, 11, 12, 13, 14} { // ppid, utime, stime, cutime, cstime: fields 4, 14-17
+		if n[j], err = strconv.ParseInt(f[k], 10, 64); err != nil {
+			return stat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
-		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return stat{ppid: int(n[0]), utime: n[1], stime: n[2], cutime: n[3], cstime: n[4]}, nil
 }
+
+func ticks(n int64) time.Duration { return time.Duration(n) * time.Second / clockTicks }
 
 // rssSampler samples a process's RSS until stopped and keeps the peak
 // (the sample with the largest VmRSS, with its anon and file parts).
