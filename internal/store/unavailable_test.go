@@ -26,17 +26,36 @@ import (
 // down, full, shutting down or busy is unavailability; an error a statement
 // or its input caused is not. The errors are the drivers' own values, most
 // of them produced for real.
+// errorCase is an error (made by err, often a real one from a real
+// database) and what the predicate under test should say of it.
+type errorCase struct {
+	name string
+	err  func(t *testing.T) error
+	want bool
+}
+
+// checkErrorCases runs each case as a subtest: a case that wants true must
+// make a real error, and pred must answer want.
+func checkErrorCases(t *testing.T, cases []errorCase, pred func(error) bool) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.err(t)
+			if tc.want {
+				require.Error(t, err)
+			}
+			require.Equal(t, tc.want, pred(err), "%T: %v", err, err)
+		})
+	}
+}
+
 func TestIsUnavailable(t *testing.T) {
 	t.Parallel()
 	pg, pgURL := testdb.Postgres(t)
 	lite, litePath := testdb.SQLite(t)
 	ctx := context.Background()
 
-	cases := []struct {
-		name string
-		err  func(t *testing.T) error
-		want bool
-	}{
+	cases := []errorCase{
 		// PostgreSQL, by SQLSTATE class.
 		{"pg 53100 disk full", pgErr("53100"), true},
 		{"pg 53200 out of memory", pgErr("53200"), true},
@@ -116,15 +135,7 @@ func TestIsUnavailable(t *testing.T) {
 		{"plain error", func(*testing.T) error { return errors.New("something else") }, false},
 		{"nil", func(*testing.T) error { return nil }, false},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.err(t)
-			if tc.want {
-				require.Error(t, err)
-			}
-			require.Equal(t, tc.want, store.IsUnavailable(err), "%T: %v", err, err)
-		})
-	}
+	checkErrorCases(t, cases, store.IsUnavailable)
 }
 
 // A write's error says whether it may have committed: certain when the
@@ -145,11 +156,7 @@ func TestMaybeCommitted(t *testing.T) {
 		require.NoError(t, db.Raw("SELECT pg_backend_pid()").Scan(&pid).Error)
 		return db, pid
 	}
-	cases := []struct {
-		name string
-		err  func(t *testing.T) error
-		want bool
-	}{
+	cases := []errorCase{
 		{"pg duplicate key (real)", func(t *testing.T) error {
 			q := "INSERT INTO collections (name, status, created_time, updated_time) VALUES ('maybe-dup', 'ACTIVE', 0, 0)"
 			require.NoError(t, pg.Exec(q).Error)
@@ -189,15 +196,7 @@ func TestMaybeCommitted(t *testing.T) {
 		}, false},
 		{"nil", func(*testing.T) error { return nil }, false},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.err(t)
-			if tc.want {
-				require.Error(t, err)
-			}
-			require.Equal(t, tc.want, store.MaybeCommitted(err), "%T: %v", err, err)
-		})
-	}
+	checkErrorCases(t, cases, store.MaybeCommitted)
 }
 
 func pgErr(code string) func(*testing.T) error {
