@@ -292,6 +292,12 @@ func (sc *scenario) measure(recovered, lastInput time.Time, faults int64) row {
 		how += fmt.Sprintf("; %d recovered per log", n)
 	}
 	r.InDoubtFrom = how
+	if r.Lost > 0 || r.Settled < 0 {
+		// Where the missing messages are decides whose fault it is: on the
+		// broker (ready or unacked), or gone from it.
+		sc.t.Logf("%d confirmed messages have no notification; the broker's view:\n%s\nthe instances' queue counters:\n%s",
+			r.Lost, sc.s.rabbit.describe(), sc.queueMetrics())
+	}
 	if failed := sc.count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed'"); failed > 0 {
 		var reasons []string
 		_ = sc.db.Raw("SELECT DISTINCT reason FROM deliveries WHERE status = 'failed' LIMIT 5").Scan(&reasons).Error

@@ -279,6 +279,33 @@ func (r *rabbitNode) start() error {
 	}
 }
 
+// describe is the node's own account of its queues and consumers, and the
+// tail of its log, for a scenario that lost messages: whether the broker
+// still holds them (ready, or unacked to a consumer) or no longer has them.
+func (r *rabbitNode) describe() string {
+	var b strings.Builder
+	ctl := filepath.Join(filepath.Dir(r.server), "rabbitmqctl")
+	for _, args := range [][]string{
+		{"list_queues", "name", "type", "messages_ready", "messages_unacknowledged", "consumers"},
+		{"list_consumers", "queue_name", "channel_pid", "prefetch_count", "active"},
+		{"list_connections", "name", "pid", "state"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, ctl, append([]string{"-n", r.name, "-q"}, args...)...)
+		cmd.Env = r.env
+		out, err := cmd.CombinedOutput()
+		cancel()
+		fmt.Fprintf(&b, "$ rabbitmqctl %s (err %v)\n%s\n", strings.Join(args, " "), err, out)
+	}
+	if logs, _ := filepath.Glob(filepath.Join(r.dir, "log", "*.log")); len(logs) > 0 {
+		for _, l := range logs {
+			data, _ := os.ReadFile(l)
+			fmt.Fprintf(&b, "%s (last 8 KB):\n%s\n", filepath.Base(l), tail(data, 8192))
+		}
+	}
+	return b.String()
+}
+
 // kill is kill -9 of the node's process group.
 func (r *rabbitNode) kill() {
 	if r.cmd == nil || r.cmd.Process == nil {

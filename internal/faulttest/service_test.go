@@ -25,6 +25,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/metrics"
 	"github.com/notificationservice/notificationservice/internal/rabbitmq"
 	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -249,6 +250,27 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// queueMetrics is each running instance's queue counters from /metrics:
+// what it took off the queue and acked.
+func (sc *scenario) queueMetrics() string {
+	var b strings.Builder
+	for _, in := range sc.instances {
+		resp, err := http.Get("http://" + in.addr + "/metrics")
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", in.name, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, metrics.Namespace+"_queue_") {
+				fmt.Fprintf(&b, "%s: %s\n", in.name, line)
+			}
+		}
+	}
+	return b.String()
 }
 
 func (in *instance) ready() bool {
