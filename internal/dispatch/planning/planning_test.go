@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -84,4 +85,42 @@ func TestBatchRulesReadOncePerBatchAndTheirErrorsFailIt(t *testing.T) {
 	br.err = errors.New("connection refused")
 	_, err = p.ForBatch(context.Background(), ins)
 	require.ErrorIs(t, err, br.err)
+}
+
+// meetRule reads only once every other meetRule of the batch has begun to:
+// it stands for a rule whose read is a round trip to the database.
+type meetRule struct {
+	here   chan struct{} // closed when this rule's read begins
+	others []chan struct{}
+	err    error
+}
+
+func (m *meetRule) ForBatch(ctx context.Context, _ []planning.Input) (planning.Rule, error) {
+	close(m.here)
+	for _, o := range m.others {
+		select {
+		case <-o:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Second):
+			return nil, errors.New("read alone: the other rules had not begun theirs")
+		}
+	}
+	return optOut{}, m.err
+}
+
+// The rules that read stored data read at the same time, so a batch waits
+// for one round trip to the database, not one per rule; and one rule's
+// failure is still the batch's.
+func TestBatchRulesReadAtTheSameTime(t *testing.T) {
+	a, b := &meetRule{here: make(chan struct{})}, &meetRule{here: make(chan struct{})}
+	a.others, b.others = []chan struct{}{b.here}, []chan struct{}{a.here}
+	p := planning.New(planning.Static(planning.Condition{}), a, b)
+	_, err := p.ForBatch(context.Background(), []planning.Input{{Notification: dispatch.Notification{Name: "A"}}})
+	require.NoError(t, err)
+
+	a, b = &meetRule{here: make(chan struct{})}, &meetRule{here: make(chan struct{}), err: errors.New("connection refused")}
+	a.others, b.others = []chan struct{}{b.here}, []chan struct{}{a.here}
+	_, err = planning.New(a, b).ForBatch(context.Background(), nil)
+	require.ErrorIs(t, err, b.err)
 }
