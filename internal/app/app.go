@@ -301,7 +301,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// preferences, suppressions); planning counts every decision it makes
 	// (notify_planning_decisions_total).
 	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db), planning.Suppressions(suppressions.NewDispatch(supp)))
-	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)),
+	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)), intake.WithObserver(a.Metrics),
 		intake.WithEvents(a.WebhookSender), intake.WithMaxScheduleAhead(cfg.Dispatch.MaxScheduleAhead),
 		intake.WithGroupCommit(cfg.HTTP.SendBatchWait, cfg.HTTP.SendBatchMax, cfg.HTTP.SendBatchConcurrency))
 	deps.Notifications = notificationService{Intake: in, Store: status.New(db, time.Now).WithSandbox(sandboxRecords).WithEnvelopes(a.Outbox)}

@@ -143,6 +143,16 @@ type Intake struct {
 	events  Events        // nil: no lifecycle events (events.go)
 	ahead   time.Duration // dispatch.maxScheduleAhead; 0: no limit
 	group   *groupCommit  // nil: each Send is its own Submit
+	obs     Observer      // nil: no one listens
+}
+
+// Observer hears of every batch the intake commits (metrics.Metrics
+// implements it, for /metrics): where its submissions came from
+// (SourceQueue or SourceAPI), how many it held, and how long it took from
+// the rule reads to the commit. The batch sizes and times are what
+// amqp.batchWait and http.sendBatchWait trade (docs/configuration.md).
+type Observer interface {
+	BatchCommitted(source string, submissions int, took time.Duration)
 }
 
 // New returns an Intake. outbox may be nil (no envelopes). local,
@@ -165,6 +175,9 @@ type Option func(*Intake)
 // WithPlanner plans with p instead of planning.Default(): app wires the
 // rule engine's rules (conditions, preferences, suppressions) here.
 func WithPlanner(p *planning.Planner) Option { return func(in *Intake) { in.planner = p } }
+
+// WithObserver makes the intake tell o of every batch it commits.
+func WithObserver(o Observer) Option { return func(in *Intake) { in.obs = o } }
 
 // WithMaxScheduleAhead refuses a sendAt more than ahead in the future
 // (dispatch.maxScheduleAhead) and skips a delivery an action's delay would
@@ -205,6 +218,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	// its collection's (Outcome.Refused). It claims no key and creates
 	// nothing, so the same key can be sent again, corrected.
 	at := in.now()
+	began := time.Now() // not in.now: tests fake that clock, and this measures
 	resolved := map[ruleKey]planning.Resolution{}
 	if err := in.resolve(ctx, subs, resolved); err != nil {
 		return nil, err
@@ -282,6 +296,9 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 			in.local.Release(b.reserved)
 		}
 		return nil, fmt.Errorf("dispatch: intake: %w", err)
+	}
+	if in.obs != nil {
+		in.obs.BatchCommitted(subs[0].Source, len(subs), time.Since(began))
 	}
 	if len(b.handed) > 0 {
 		in.local.Hand(b.handed)

@@ -1,0 +1,59 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Every intake batch is on /metrics: its size and its time, by source.
+// Under group commit a batch may hold several sends, so the sizes' sum is
+// the count of sends, however they were grouped.
+func TestIntakeBatchesAreOnMetrics(t *testing.T) {
+	t.Parallel()
+	eachDialect(t, func(t *testing.T, api *testAPI) {
+		admin := api.superAdmin()
+		res := api.do(http.MethodPost, "/v1/collections", admin, map[string]any{"name": "batches"})
+		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+		base := fmt.Sprintf("/v1/collections/%d", int64(res.JSON["collection"].(map[string]any)["id"].(float64)))
+		res = api.do(http.MethodPost, base+"/events", admin, map[string]any{"name": "PING"})
+		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+		res = api.do(http.MethodPost, base+"/actions", admin, map[string]any{"name": "sms", "eventId": res.JSON["event"].(map[string]any)["id"],
+			"configName": "SendSmsConfig", "config": map[string]any{"body": "hi"}})
+		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+
+		// histogram is the count and sum of the series name{source}.
+		histogram := func(name, source string) (uint64, float64) {
+			families, err := api.App.Metrics.Registry().Gather()
+			require.NoError(t, err)
+			for _, f := range families {
+				if f.GetName() != name {
+					continue
+				}
+				for _, m := range f.GetMetric() {
+					if m.GetLabel()[0].GetValue() == source {
+						return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+					}
+				}
+			}
+			t.Fatalf("no %s{source=%q} on /metrics", name, source)
+			return 0, 0
+		}
+		const sends = 3
+		for i := range sends {
+			res = api.do(http.MethodPost, base+"/notifications", admin, `{"notification": [{"name": "PING", "recipients": [{"phone": "+14155550100"}]}]}`,
+				"Idempotency-Key", fmt.Sprintf("batch-%d", i))
+			require.Equal(t, http.StatusAccepted, res.Code, "body: %s", res.Raw)
+		}
+		batches, submissions := histogram("notify_intake_batch_submissions", "api")
+		require.EqualValues(t, sends, submissions, "every send is in one batch")
+		require.GreaterOrEqual(t, batches, uint64(1))
+		timed, seconds := histogram("notify_intake_batch_duration_seconds", "api")
+		require.Equal(t, batches, timed, "a time for every batch")
+		require.Positive(t, seconds)
+		queued, _ := histogram("notify_intake_batch_submissions", "queue")
+		require.Zero(t, queued, "the queue's series is there at zero")
+	})
+}
