@@ -169,6 +169,10 @@ func runHarness(b *testing.B, s settings) {
 	drainProfiled := profile(b, p, "drain", s.seconds)
 	waitConsumed(b, conn, svcQ.Queue, deadline)
 	deliveries := waitSent(b, db, "pre-%", s.messages, deadline)
+	// The intake's batches of each phase, from the service's own /metrics:
+	// what batch sizes the queue's batchWait and the REST group commit
+	// gave, and what each transaction cost.
+	drained := intakeBatches(b, p, "queue")
 	// CPU per delivery moves far less with the machine's load than the
 	// rate does: it is how a GC setting's cost shows on a shared machine.
 	cpu1, err := p.cpu()
@@ -200,6 +204,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	}
 	waitSent(b, db, "steady-%", steadyN, deadline)
 	lat, toIntake, fromIntake := steadyLatency(b, db, published)
+	steadied := intakeBatches(b, p, "queue")
 	queuePeak := rss.peakSoFar() // the queue's work only; the REST phases below add their connections
 
 	// 6. The REST send against bare Gin + INSERT, at the same concurrency.
@@ -218,12 +223,16 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	}
 	drainProfiled()
 	restProfiled := profile(b, p, "rest", s.seconds)
+	rest0 := intakeBatches(b, p, "api")
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
+	rest1 := intakeBatches(b, p, "api")
 	restProfiled()
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
 	// And at the fixed rate, open loop: latency from each request's slot.
 	waitSent(b, db, "rest-%", rest.ok, deadline) // the closed loop's backlog out of the way
+	rest2 := intakeBatches(b, p, "api")
 	restAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(sendURL, "rate-"))
+	rest3 := intakeBatches(b, p, "api")
 	bareAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(bareSendURL, "barerate-"))
 	bi.stop()
 	// End: the REST backlog sent, the process at rest again.
@@ -264,6 +273,8 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	fmt.Fprintf(&t, "| REST send at %d req/s for %s (open loop): p50 / p99 (accepted/s) | %s / %s ms (%.0f/s), %d other | Gin + one INSERT: %s / %s ms (%.0f/s), %d other | – |\n",
 		s.rate, s.seconds, ms(pct(restAt.lat, 0.5)), ms(pct(restAt.lat, 0.99)), restAt.rate(), restAt.other,
 		ms(pct(bareAt.lat, 0.5)), ms(pct(bareAt.lat, 0.99)), bareAt.rate(), bareAt.other)
+	fmt.Fprintf(&t, "| intake transactions (notify_intake_batch_*): drain / queue at %d msg/s / REST, %d connections / REST at %d req/s | %s / %s / %s / %s | – | – |\n",
+		s.rate, s.conns, s.rate, drained.since(batches{}), steadied.since(drained), rest1.since(rest0), rest3.since(rest2))
 	fmt.Fprintf(&t, "| GET an action (cached), %d connections, %s (p50 / p99) | %.0f/s (%s / %s ms), %d other | Gin, same JSON from memory: %.0f/s (%s / %s ms) | %.1f%% |\n",
 		s.conns, s.seconds, get.rate(), ms(pct(get.lat, 0.5)), ms(pct(get.lat, 0.99)), get.other,
 		bareGetRes.rate(), ms(pct(bareGetRes.lat, 0.5)), ms(pct(bareGetRes.lat, 0.99)), 100*get.rate()/bareGetRes.rate())

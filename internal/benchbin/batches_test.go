@@ -1,0 +1,73 @@
+package benchbin
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// batches is the service's intake histograms for one source, as /metrics
+// has them (notify_intake_batch_submissions and
+// notify_intake_batch_duration_seconds): how many transactions, the
+// submissions they held, and their time in all.
+type batches struct {
+	count   float64
+	subs    float64
+	seconds float64
+}
+
+// intakeBatches reads p's intake histograms of source from /metrics.
+func intakeBatches(b *testing.B, p *process, source string) batches {
+	b.Helper()
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	label := `{source="` + source + `"} `
+	var out batches
+	found := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), label)
+		if !ok {
+			continue
+		}
+		var into *float64
+		switch name {
+		case "notify_intake_batch_submissions_count":
+			into = &out.count
+		case "notify_intake_batch_submissions_sum":
+			into = &out.subs
+		case "notify_intake_batch_duration_seconds_sum":
+			into = &out.seconds
+		default:
+			continue
+		}
+		found = true
+		if *into, err = strconv.ParseFloat(value, 64); err != nil {
+			b.Fatalf("/metrics: %s: %v", sc.Text(), err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	if !found {
+		b.Fatalf("/metrics has no notify_intake_batch_* series%s", label)
+	}
+	return out
+}
+
+// since is what the intake committed between from and to: "N batches of M
+// on average, T ms each".
+func (to batches) since(from batches) string {
+	n := to.count - from.count
+	if n <= 0 {
+		return "no batch"
+	}
+	return fmt.Sprintf("%.0f batches of %.1f, %.1f ms each", n, (to.subs-from.subs)/n, 1000*(to.seconds-from.seconds)/n)
+}
