@@ -14,15 +14,9 @@ import (
 func TestIntakeBatchesAreOnMetrics(t *testing.T) {
 	t.Parallel()
 	eachDialect(t, func(t *testing.T, api *testAPI) {
-		admin := api.superAdmin()
-		res := api.do(http.MethodPost, "/v1/collections", admin, map[string]any{"name": "batches"})
-		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
-		base := fmt.Sprintf("/v1/collections/%d", int64(res.JSON["collection"].(map[string]any)["id"].(float64)))
-		res = api.do(http.MethodPost, base+"/events", admin, map[string]any{"name": "PING"})
-		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
-		res = api.do(http.MethodPost, base+"/actions", admin, map[string]any{"name": "sms", "eventId": res.JSON["event"].(map[string]any)["id"],
-			"configName": "SendSmsConfig", "config": map[string]any{"body": "hi"}})
-		require.Equal(t, http.StatusCreated, res.Code, "body: %s", res.Raw)
+		cid := api.createCollection("batches")
+		api.addAction(cid, api.createEvent(cid, "PING"), "email")
+		base := fmt.Sprintf("/v1/collections/%d", cid)
 
 		// histogram is the count and sum of the series name{source}.
 		histogram := func(name, source string) (uint64, float64) {
@@ -43,7 +37,7 @@ func TestIntakeBatchesAreOnMetrics(t *testing.T) {
 		}
 		const sends = 3
 		for i := range sends {
-			res = api.do(http.MethodPost, base+"/notifications", admin, `{"notification": [{"name": "PING", "recipients": [{"phone": "+14155550100"}]}]}`,
+			res := api.do(http.MethodPost, base+"/notifications", api.superAdmin(), `{"notification": [{"name": "PING", "recipients": [{"email": "ann@example.test"}]}]}`,
 				"Idempotency-Key", fmt.Sprintf("batch-%d", i))
 			require.Equal(t, http.StatusAccepted, res.Code, "body: %s", res.Raw)
 		}
