@@ -218,7 +218,7 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	// its collection's (Outcome.Refused). It claims no key and creates
 	// nothing, so the same key can be sent again, corrected.
 	at := in.now()
-	began := time.Now() // not in.now: tests fake that clock, and this measures
+	began := time.Now() // a duration, on the monotonic clock: not in.now, which tests fake
 	resolved := map[ruleKey]planning.Resolution{}
 	if err := in.resolve(ctx, subs, resolved); err != nil {
 		return nil, err
