@@ -193,14 +193,6 @@ type Batch struct {
 // and suppression reads cost one round trip's wait, not two.
 func (p *Planner) ForBatch(ctx context.Context, ins []Input) (*Batch, error) {
 	b := &Batch{rules: make([]Rule, len(p.rules)), obs: p.obs}
-	if len(p.rules) == 1 {
-		bound, err := p.rules[0].ForBatch(ctx, ins)
-		if err != nil {
-			return nil, fmt.Errorf("planning: %w", err)
-		}
-		b.rules[0] = bound
-		return b, nil
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i, r := range p.rules {
 		g.Go(func() error {
