@@ -1,6 +1,7 @@
 package benchbin
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -168,7 +169,7 @@ func runHarness(b *testing.B, s settings) {
 	// meaningful with BENCH_MESSAGES of 20,000 and more.
 	drainProfiled := profile(b, p, "drain", s.seconds)
 	waitConsumed(b, conn, svcQ.Queue, deadline)
-	deliveries := waitSent(b, db, "pre-%", s.messages, deadline)
+	deliveries := waitSent(b, db, "pre-%", s.messages, deadline, p)
 	// The intake's batches of each phase, from the service's own /metrics:
 	// what batch sizes the queue's batchWait and the REST group commit
 	// gave, and what each transaction cost.
@@ -202,7 +203,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	if err != nil {
 		b.Fatal(err)
 	}
-	waitSent(b, db, "steady-%", steadyN, deadline)
+	waitSent(b, db, "steady-%", steadyN, deadline, p)
 	lat, toIntake, fromIntake := steadyLatency(b, db, published)
 	steadied := intakeBatches(b, p, "queue")
 	queuePeak := rss.peakSoFar() // the queue's work only; the REST phases below add their connections
@@ -229,14 +230,14 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	restProfiled()
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
 	// And at the fixed rate, open loop: latency from each request's slot.
-	waitSent(b, db, "rest-%", rest.ok, deadline) // the closed loop's backlog out of the way
+	waitSent(b, db, "rest-%", rest.ok, deadline, p) // the closed loop's backlog out of the way
 	rest2 := intakeBatches(b, p, "api")
 	restAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(sendURL, "rate-"))
 	rest3 := intakeBatches(b, p, "api")
 	bareAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(bareSendURL, "barerate-"))
 	bi.stop()
 	// End: the REST backlog sent, the process at rest again.
-	waitSent(b, db, "rate-%", restAt.ok, deadline)
+	waitSent(b, db, "rate-%", restAt.ok, deadline, p)
 	peak, end := rss.finish()
 	if !p.stop() {
 		b.Errorf("the service did not shut down cleanly on SIGTERM")
@@ -439,7 +440,7 @@ func queues(b *testing.B, role string) config.AMQP {
 // waitSent waits until the n notifications whose key matches like exist
 // and every delivery of theirs is sent, and returns how many deliveries
 // that is. Any other final status fails: the harness measures sends.
-func waitSent(b *testing.B, db *gorm.DB, like string, n int, d time.Duration) int {
+func waitSent(b *testing.B, db *gorm.DB, like string, n int, d time.Duration, p *process) int {
 	b.Helper()
 	if n == 0 {
 		return 0
@@ -461,10 +462,47 @@ FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE n.idemp
 			}
 			_ = db.Raw(`SELECT d.status, count(*) AS n FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE n.idempotency_key LIKE ? GROUP BY d.status`, like).Scan(&rows).Error
-			b.Fatalf("%s: after %s, %d of %d notifications, %d of %d deliveries sent; by status %v", like, d, c.Notifications, n, c.Sent, c.Deliveries, rows)
+			b.Fatalf("%s: after %s, %d of %d notifications, %d of %d deliveries sent; by status %v\n%s", like, d, c.Notifications, n, c.Sent, c.Deliveries, rows,
+				unsettled(db, like, n, p))
 		}
 		time.Sleep(100 * time.Millisecond) // the work happens in the service: poll its database
 	}
+}
+
+// unsettled says what became of the messages waitSent did not see: the
+// keys missing among like's 0..n-1 (the first ten), and the service's own
+// queue counters (consumed, dead-lettered, requeued), so that a message
+// the broker lost can be told from one the service dropped or parked.
+func unsettled(db *gorm.DB, like string, n int, p *process) string {
+	var have []string
+	_ = db.Raw(`SELECT idempotency_key FROM notifications WHERE idempotency_key LIKE ?`, like).Scan(&have).Error
+	seen := make(map[string]bool, len(have))
+	for _, k := range have {
+		seen[k] = true
+	}
+	prefix := strings.TrimSuffix(like, "%")
+	var missing []string
+	for i := 0; i < n && len(missing) < 10; i++ {
+		if k := prefix + strconv.Itoa(i); !seen[k] {
+			missing = append(missing, k)
+		}
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "missing keys (first ten): %v\n", missing)
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		fmt.Fprintf(&out, "metrics: %v\n", err)
+		return out.String()
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "notify_queue_") {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.String()
 }
 
 // waitConsumed waits until queue has no message ready, asking the broker

@@ -131,7 +131,7 @@ func runSoak(b *testing.B, s soakSettings) {
 	// Then the backlog, so every message is accounted for: the drain after
 	// the soak is reported, not hidden.
 	tailStart := time.Now()
-	deliveries := waitSent(b, db, "soak-%", n, 2*time.Minute+time.Duration(n)*5*time.Millisecond)
+	deliveries := waitSent(b, db, "soak-%", n, 2*time.Minute+time.Duration(n)*5*time.Millisecond, p)
 	tail := time.Since(tailStart)
 	if !p.stop() {
 		b.Errorf("the service did not shut down cleanly on SIGTERM")

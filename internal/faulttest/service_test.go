@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -328,13 +329,31 @@ func (sc *scenario) publish(ctx context.Context, n int, lim *rate.Limiter) error
 		if ctx.Err() != nil {
 			return fmt.Errorf("%d messages never confirmed: %w", len(pending), ctx.Err())
 		}
-		conn, err := amqp.Dial(sc.amqp.URL)
+		var raw net.Conn
+		conn, err := amqp.DialConfig(sc.amqp.URL, amqp.Config{Dial: func(network, addr string) (net.Conn, error) {
+			c, err := net.DialTimeout(network, addr, 5*time.Second)
+			raw = c
+			return c, err
+		}})
 		if err != nil {
 			time.Sleep(100 * time.Millisecond) // broker down: retry the dial
 			continue
 		}
-		pending = sc.publishOn(ctx, conn, pending, lim)
+		// A broker that has just restarted can leave a channel's open, a
+		// confirm or the connection's close unanswered, and amqp091-go
+		// waits for each without a deadline: the watchdog cuts the socket
+		// when a window makes no progress, which fails every such wait.
+		const stall = 45 * time.Second
+		watchdog := time.AfterFunc(stall, func() { _ = raw.Close() })
+		left := sc.publishOn(ctx, conn, pending, lim, func() { watchdog.Reset(stall) })
 		_ = conn.Close()
+		watchdog.Stop()
+		if len(left) > 0 && len(left) == len(pending) {
+			// Nothing went in on this connection (a broker that accepts
+			// connections but does not route yet): not a busy loop.
+			time.Sleep(100 * time.Millisecond)
+		}
+		pending = left
 	}
 	return nil
 }
@@ -342,7 +361,17 @@ func (sc *scenario) publish(ctx context.Context, n int, lim *rate.Limiter) error
 // publishOn publishes pending on conn in windows, waiting for each
 // window's confirms, and returns the messages still not confirmed when the
 // connection fails.
-func (sc *scenario) publishOn(ctx context.Context, conn *amqp.Connection, pending []int, lim *rate.Limiter) []int {
+//
+// It publishes mandatory, as docs/queue.md tells producers to, and counts a
+// returned message as not published: a broker that has just restarted can
+// confirm messages it could not route yet (RabbitMQ 3.10 confirms an
+// unroutable message, and without mandatory drops it), which the suite
+// would otherwise count as lost by the service (docs/runbook.md, "A
+// broker-kill that counts messages the broker dropped"). A window's
+// confirms share one deadline, so confirms a restarted broker never sends
+// cost one wait and a new connection, not one wait each; progress is
+// called after each window that went in.
+func (sc *scenario) publishOn(ctx context.Context, conn *amqp.Connection, pending []int, lim *rate.Limiter, progress func()) []int {
 	ch, err := conn.Channel()
 	if err != nil {
 		return pending
@@ -351,6 +380,9 @@ func (sc *scenario) publishOn(ctx context.Context, conn *amqp.Connection, pendin
 		return pending
 	}
 	const window = 100
+	// A return arrives before its message's confirm, on the same channel:
+	// once a window's confirms are in, its returns are here.
+	returns := ch.NotifyReturn(make(chan amqp.Return, window))
 	for len(pending) > 0 {
 		w := pending[:min(window, len(pending))]
 		dcs := make([]*amqp.DeferredConfirmation, 0, len(w))
@@ -358,7 +390,7 @@ func (sc *scenario) publishOn(ctx context.Context, conn *amqp.Connection, pendin
 			if err := lim.Wait(ctx); err != nil {
 				return pending
 			}
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, sc.amqp.Exchange, sc.amqp.RoutingKey, false, false, amqp.Publishing{
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, sc.amqp.Exchange, sc.amqp.RoutingKey, true, false, amqp.Publishing{
 				MessageId: sc.messageID(i), DeliveryMode: amqp.Persistent, ContentType: "application/json",
 				Timestamp: time.Now(), Body: sc.message(i),
 			})
@@ -367,15 +399,31 @@ func (sc *scenario) publishOn(ctx context.Context, conn *amqp.Connection, pendin
 			}
 			dcs = append(dcs, dc)
 		}
+		acked := make([]bool, len(w))
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		for k := range dcs {
+			acked[k], _ = dcs[k].WaitContext(wctx)
+		}
+		cancel()
+		returned := map[string]bool{}
+	drain:
+		for {
+			select {
+			case r, open := <-returns:
+				if !open {
+					break drain
+				}
+				returned[r.MessageId] = true
+			default:
+				break drain
+			}
+		}
+		if len(returned) > 0 {
+			sc.t.Logf("publish: %d of %d messages returned unroutable (the broker confirms and drops them otherwise); publishing them again", len(returned), len(w))
+		}
 		var failed []int
 		for k, i := range w {
-			ok := false
-			if k < len(dcs) {
-				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				ok, _ = dcs[k].WaitContext(wctx)
-				cancel()
-			}
-			if ok {
+			if acked[k] && !returned[sc.messageID(i)] {
 				sc.mu.Lock()
 				sc.confirmed[sc.messageID(i)] = true
 				sc.mu.Unlock()
@@ -387,6 +435,7 @@ func (sc *scenario) publishOn(ctx context.Context, conn *amqp.Connection, pendin
 		if len(failed) > 0 {
 			return append(failed, pending...)
 		}
+		progress()
 	}
 	return nil
 }

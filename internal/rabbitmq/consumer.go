@@ -310,6 +310,7 @@ func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) er
 	if err := pub.Confirm(false); err != nil {
 		return fmt.Errorf("confirm mode: %w", err)
 	}
+	dl := deadLetterChannel{Channel: pub, returns: pub.NotifyReturn(make(chan amqp.Return, 4))}
 	tag := fmt.Sprintf("%s-%d", c.Name, n)
 	deliveries, err := ch.Consume(c.cfg.Queue, tag, false, false, false, false, nil)
 	if err != nil {
@@ -321,7 +322,7 @@ func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) er
 	for {
 		batch, err := c.collect(ctx, deliveries)
 		if len(batch) > 0 {
-			if herr := c.handle(ctx, ch, pub, batch); herr != nil {
+			if herr := c.handle(ctx, ch, dl, batch); herr != nil {
 				return herr
 			}
 		}
@@ -418,7 +419,7 @@ type poison struct {
 
 // handle commits a batch and acks it. Nothing is acked unless every message
 // in it is committed or safely in the dead-letter queue.
-func (c *Consumer) handle(ctx context.Context, ch, pub *amqp.Channel, batch []amqp.Delivery) error {
+func (c *Consumer) handle(ctx context.Context, ch *amqp.Channel, pub deadLetterChannel, batch []amqp.Delivery) error {
 	c.received.Add(int64(len(batch)))
 	for range batch {
 		c.Observer.MessageConsumed()
@@ -598,11 +599,25 @@ func (c *Consumer) unavailable(ctx context.Context, err error) bool {
 	return c.ping != nil && c.ping(ctx) != nil
 }
 
+// deadLetterChannel is the consumer's channel for dead letters: in confirm
+// mode, its publishes mandatory, and returns the broker's returns of them.
+type deadLetterChannel struct {
+	*amqp.Channel
+	returns <-chan amqp.Return
+}
+
 // deadLetter publishes the message to the dead-letter exchange with its
 // reason in headers and waits for the broker's confirm. Only then may the
 // original be acked: a failure here returns an error and the batch is not
 // acked, so the message is redelivered, never lost.
-func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) error {
+//
+// The publish is mandatory. Without it a broker that cannot route the
+// message (the dead-letter queue's binding deleted, or a node that has
+// just restarted and does not route yet) confirms it and drops it, and the
+// original would be acked: lost. A returned message is an error like a
+// nack; the session ends, and the next one declares the topology again
+// before the message comes back.
+func (c *Consumer) deadLetter(ctx context.Context, pub deadLetterChannel, p poison) error {
 	d := p.d
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
@@ -613,7 +628,17 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 	headers[HeaderQueue] = c.cfg.Queue
 	headers[HeaderDeadLetteredAt] = c.now().UnixMilli()
 	injectTrace(ctx, headers, p.reason)
-	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, c.cfg.DeadLetterExchange, c.cfg.Queue, false, false, amqp.Publishing{
+	// A return left by an earlier publish whose confirm was not waited for
+	// is not this one's.
+	for drained := false; !drained; {
+		select {
+		case _, open := <-pub.returns:
+			drained = !open // closed with the channel: the publish below fails
+		default:
+			drained = true
+		}
+	}
+	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, c.cfg.DeadLetterExchange, c.cfg.Queue, true, false, amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, DeliveryMode: amqp.Persistent,
 		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId,
 		UserId: "", Body: d.Body,
@@ -627,6 +652,16 @@ func (c *Consumer) deadLetter(ctx context.Context, pub *amqp.Channel, p poison) 
 	}
 	if !ok {
 		return errors.New("dead-letter publish was nacked by the broker")
+	}
+	// The broker sends a return before the confirm of the same message.
+	select {
+	case r, open := <-pub.returns:
+		if open {
+			return fmt.Errorf("dead-letter publish returned by the broker (%d %s): exchange %q routes nothing for %q; the message stays on %s",
+				r.ReplyCode, r.ReplyText, c.cfg.DeadLetterExchange, c.cfg.Queue, c.cfg.Queue)
+		}
+		return errors.New("dead-letter channel closed")
+	default:
 	}
 	c.mu.Lock()
 	c.deadLetters[p.reason]++

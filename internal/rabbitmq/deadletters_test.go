@@ -123,3 +123,21 @@ func TestReadAndRedriveDeadLetters(t *testing.T) {
 		return false
 	}, 20*time.Second, 20*time.Millisecond, "j-2 was re-driven once and dead-lettered again by the consumer")
 }
+
+// A poison message whose dead-letter publish the broker cannot route (the
+// dead-letter queue's binding is gone) is not acked and dropped: the
+// publish is mandatory, its return fails the batch, and the consumer's next
+// session declares the binding again and dead-letters the message then.
+func TestADeadLetterTheBrokerCannotRouteIsNotLost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(false)
+	require.NoError(t, e.pub.QueueUnbind(e.cfg.DeadLetterQueue, "", e.cfg.DeadLetterExchange, nil))
+
+	e.publish([]byte("not json"), amqp.Publishing{MessageId: "unroutable-1", ContentType: "application/json"})
+	got := e.deadLetters(1)
+	require.Len(t, got, 1)
+	require.Equal(t, "unroutable-1", got[0].MessageId)
+	require.Equal(t, dispatch.ProblemNotJSON, got[0].Headers[rabbitmq.HeaderReason])
+	require.Zero(t, e.inspect().Messages, "nothing left on the queue")
+}
