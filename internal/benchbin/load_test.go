@@ -121,26 +121,48 @@ func pct(sorted []time.Duration, q float64) time.Duration {
 	return sorted[int(q*float64(len(sorted)-1))]
 }
 
-// publishAt publishes n messages at rate per second on its own channel
-// (persistent, no confirms, as a producer would), each at its slot
-// start+i/rate so a late tick does not lower the rate, and returns when
-// each was published.
+// publishAt publishes n messages at rate per second on its own channel,
+// each at its slot start+i/rate so a late tick does not lower the rate, and
+// returns when each was published. It publishes as docs/queue.md asks a
+// producer to: persistent, mandatory, in confirm mode. The confirms are not
+// waited for one by one (that would pace the publisher by the broker), but
+// all of them before it returns: a message the broker did not take (nacked,
+// returned, or never confirmed, as a channel closed right after its last
+// publish can leave one) is the harness's error, not a message the service
+// lost.
 func publishAt(ctx context.Context, conn *amqp.Connection, exchange, key string, n, rate int, id func(int) string, body func(int) []byte) ([]time.Time, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, err
 	}
 	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		return nil, err
+	}
+	returns := ch.NotifyReturn(make(chan amqp.Return, n))
 	at := make([]time.Time, n)
+	dcs := make([]*amqp.DeferredConfirmation, n)
 	start := time.Now()
 	for i := range n {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 		at[i] = time.Now()
-		if err := ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{
+		if dcs[i], err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, amqp.Publishing{
 			MessageId: id(i), DeliveryMode: amqp.Persistent, ContentType: "application/json",
 			Headers: amqp.Table{"bench-published-ns": at[i].UnixNano()}, Body: body(i)}); err != nil {
 			return nil, fmt.Errorf("publish %d: %w", i, err)
 		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for i, dc := range dcs {
+		if ok, err := dc.WaitContext(wctx); !ok {
+			return nil, fmt.Errorf("publish %d (%s) not confirmed: %v", i, id(i), err)
+		}
+	}
+	select {
+	case r := <-returns:
+		return nil, fmt.Errorf("publish %s returned unroutable: %d %s", r.MessageId, r.ReplyCode, r.ReplyText)
+	default:
 	}
 	return at, nil
 }
