@@ -225,7 +225,9 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	drainProfiled()
 	restProfiled := profile(b, p, "rest", s.seconds)
 	rest0 := intakeBatches(b, p, "api")
+	restCPU := startCPU(b, p, pm)
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
+	restSpent := restCPU.per(b, rest.ok)
 	rest1 := intakeBatches(b, p, "api")
 	restProfiled()
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
@@ -271,6 +273,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	fmt.Fprintf(&t, "| REST send, %d connections, %s: accepted/s (p50 / p99) | %.0f/s (%s / %s ms), %d other | Gin + one INSERT: %.0f/s (%s / %s ms), %d other | %.1f%% |\n",
 		s.conns, s.seconds, rest.rate(), ms(pct(rest.lat, 0.5)), ms(pct(rest.lat, 0.99)), rest.other,
 		bareRest.rate(), ms(pct(bareRest.lat, 0.5)), ms(pct(bareRest.lat, 0.99)), bareRest.other, 100*rest.rate()/bareRest.rate())
+	fmt.Fprintf(&t, "| CPU per accepted send in that phase: the service / PostgreSQL / this load generator (deliveries included, as far as they ran in it) | %s | – | – |\n", restSpent)
 	fmt.Fprintf(&t, "| REST send at %d req/s for %s (open loop): p50 / p99 (accepted/s) | %s / %s ms (%.0f/s), %d other | Gin + one INSERT: %s / %s ms (%.0f/s), %d other | – |\n",
 		s.rate, s.seconds, ms(pct(restAt.lat, 0.5)), ms(pct(restAt.lat, 0.99)), restAt.rate(), restAt.other,
 		ms(pct(bareAt.lat, 0.5)), ms(pct(bareAt.lat, 0.99)), bareAt.rate(), bareAt.other)

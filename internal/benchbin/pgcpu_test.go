@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
+	"testing"
 	"time"
 
 	"gorm.io/gorm"
@@ -56,4 +58,59 @@ func clusterCPU(pm int) (time.Duration, error) {
 		return 0, fmt.Errorf("postmaster %d: no CPU time read", pm)
 	}
 	return ticks(total), nil
+}
+
+// cpuWindow is the CPU time the service, the PostgreSQL cluster (pm 0: not
+// on this machine) and this process had spent when a phase began.
+type cpuWindow struct {
+	p              *process
+	pm             int
+	svc, pg, local time.Duration
+}
+
+func startCPU(b *testing.B, p *process, pm int) cpuWindow {
+	b.Helper()
+	w := cpuWindow{p: p, pm: pm}
+	var err error
+	if w.svc, err = p.cpu(); err != nil {
+		b.Fatal(err)
+	}
+	if pm != 0 {
+		if w.pg, err = clusterCPU(pm); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.local = selfCPU(b)
+	return w
+}
+
+// per says what each of n units of work cost each side since the window
+// began, in µs: where a phase's CPU goes on a machine whose cores the three
+// share.
+func (w cpuWindow) per(b *testing.B, n int) string {
+	b.Helper()
+	svc, err := w.p.cpu()
+	if err != nil {
+		b.Fatal(err)
+	}
+	us := func(d time.Duration) string { return strconv.FormatInt(d.Microseconds()/int64(max(n, 1)), 10) }
+	pg := "not on this machine"
+	if w.pm != 0 {
+		c, err := clusterCPU(w.pm)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pg = us(c - w.pg)
+	}
+	return us(svc-w.svc) + " / " + pg + " / " + us(selfCPU(b)-w.local) + " µs"
+}
+
+// selfCPU is this process's user and system CPU time.
+func selfCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
