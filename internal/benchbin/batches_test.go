@@ -19,23 +19,33 @@ type batches struct {
 	seconds float64
 }
 
-// intakeBatches reads p's intake histograms of source from /metrics.
-func intakeBatches(b *testing.B, p *process, source string) batches {
-	b.Helper()
+// metricsLines calls each with every line of p's /metrics.
+func metricsLines(p *process, each func(line string) error) error {
 	resp, err := http.Get("http://" + p.addr + "/metrics")
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	defer resp.Body.Close()
-	label := `{source="` + source + `"} `
-	var out batches
-	found := false
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), label)
+		if err := each(sc.Text()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// intakeBatches reads p's intake histograms of source from /metrics.
+func intakeBatches(b *testing.B, p *process, source string) batches {
+	b.Helper()
+	label := `{source="` + source + `"} `
+	var out batches
+	found := false
+	if err := metricsLines(p, func(line string) error {
+		name, value, ok := strings.Cut(line, label)
 		if !ok {
-			continue
+			return nil
 		}
 		var into *float64
 		switch name {
@@ -46,14 +56,15 @@ func intakeBatches(b *testing.B, p *process, source string) batches {
 		case "notify_intake_batch_duration_seconds_sum":
 			into = &out.seconds
 		default:
-			continue
+			return nil
 		}
 		found = true
+		var err error
 		if *into, err = strconv.ParseFloat(value, 64); err != nil {
-			b.Fatalf("/metrics: %s: %v", sc.Text(), err)
+			return fmt.Errorf("/metrics: %s: %w", line, err)
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	}); err != nil {
 		b.Fatal(err)
 	}
 	if !found {

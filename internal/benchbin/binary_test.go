@@ -1,7 +1,6 @@
 package benchbin
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -492,18 +491,13 @@ func unsettled(db *gorm.DB, like string, n int, p *process) string {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "missing keys (first ten): %v\n", missing)
-	resp, err := http.Get("http://" + p.addr + "/metrics")
-	if err != nil {
-		fmt.Fprintf(&out, "metrics: %v\n", err)
-		return out.String()
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, "notify_queue_") {
+	if err := metricsLines(p, func(line string) error {
+		if strings.HasPrefix(line, "notify_queue_") {
 			out.WriteString(line + "\n")
 		}
+		return nil
+	}); err != nil {
+		fmt.Fprintf(&out, "metrics: %v\n", err)
 	}
 	return out.String()
 }
