@@ -800,9 +800,9 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
 	// each arm of an OR on status against the partial indexes on status
 	// (deliveries_waiting_idx, deliveries_lease_idx) as bitmap paths, and
 	// this statement is planned at every run (oneshot.go): the OR doubled
-	// its planning, 0.22 against 0.11 ms on an idle machine, about a
-	// quarter of the statement's database time under load
-	// (docs/benchmarks.md, "Planning the record statement").
+	// its planning, 0.22 against 0.11 ms on an idle machine; under the
+	// binary harness planning had been a fifth of the statement's database
+	// time (docs/benchmarks.md, "where PostgreSQL spends a REST send").
 	fence := "(deliveries.status IN ('sending', 'pending') OR (deliveries.status = 'canceled' AND v.status = 'sent'))"
 	if d.pg {
 		fence = "deliveries.status = ANY (CASE WHEN v.status = 'sent' THEN '{sending,pending,canceled}'::text[] ELSE '{sending,pending}'::text[] END)"
