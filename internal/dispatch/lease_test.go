@@ -221,7 +221,8 @@ func TestRenewExtendsEveryHeldLeaseInOneStatement(t *testing.T) {
 			}
 		}
 		require.NoError(t, db.Callback().Raw().Before("gorm:raw").Register("test:count_renewals", count))
-		require.NoError(t, db.Callback().Row().Before("gorm:row").Register("test:count_renewals", count)) // UPDATE … RETURNING
+		require.NoError(t, db.Callback().Row().Before("gorm:row").Register("test:count_renewals", count))
+		require.NoError(t, db.Callback().Query().Before("gorm:query").Register("test:count_renewals", count)) // UPDATE … RETURNING, through Find
 		now := clock.Add(time.Hour.Milliseconds())
 		n, err := a.Renew(context.Background())
 		require.NoError(t, err)

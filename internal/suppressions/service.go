@@ -276,7 +276,9 @@ func (s *Service) Find(ctx context.Context, keys []Key) ([]*Suppression, error) 
 	q := `SELECT s.* FROM suppressions s JOIN (SELECT ` + sel + ` FROM ` + from + `) AS k
 ON s.collection_id = k.cid AND s.channel = k.channel AND s.address = k.address`
 	var found []Suppression
-	if err := s.db.WithContext(ctx).Raw(q, string(doc)).Scan(&found).Error; err != nil {
+	// Find, not Scan: gorm's Scan renders the statement with its JSON
+	// parameter inlined, for a trace it then discards, on every call.
+	if err := s.db.WithContext(ctx).Raw(q, string(doc)).Find(&found).Error; err != nil {
 		return nil, fmt.Errorf("suppressions: find %d addresses: %w", len(rows), err)
 	}
 	for i := range found {

@@ -53,3 +53,48 @@ VALUES (?, 1, 1, 0, 'email', '{}', 'pending', 0, ?, ?, ?)`, nid, ms, ms, ms).Err
 		require.Equal(t, dispatch.StatusSending, status)
 	})
 }
+
+// The record's status fence: an outcome lands on a row still sending or
+// pending (Recover put it back, nobody claimed it again); on a row canceled
+// meanwhile only a send the provider accepted lands, because it was sent;
+// a row that already has its outcome keeps it. PostgreSQL and SQLite
+// spell the fence differently (recordSQL), so both are run.
+func TestRecordStatusFence(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		now := time.UnixMilli(1_780_000_000_000)
+		d := New(db, nil, config.Default().Dispatch, Senders{}, slog.New(slog.DiscardHandler), func() time.Time { return now })
+		ms := now.UnixMilli()
+		require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
+		var nid int64
+		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+		row := func(index int, status string) int64 {
+			t.Helper()
+			require.NoError(t, db.Exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, recipient, status, attempts, lease_owner, created_time, updated_time)
+VALUES (?, 1, 1, ?, 'email', '{}', ?, 1, ?, ?, ?)`, nid, index, status, d.owner, ms, ms).Error)
+			var id int64
+			require.NoError(t, db.Raw(`SELECT MAX(id) FROM deliveries`).Scan(&id).Error)
+			return id
+		}
+		for i, tc := range []struct {
+			from, outcome, want string
+		}{
+			{dispatch.StatusSending, dispatch.StatusSent, dispatch.StatusSent},
+			{dispatch.StatusSending, dispatch.StatusPending, dispatch.StatusPending},
+			{dispatch.StatusPending, dispatch.StatusSent, dispatch.StatusSent},
+			{dispatch.StatusCanceled, dispatch.StatusSent, dispatch.StatusSent},
+			{dispatch.StatusCanceled, dispatch.StatusFailed, dispatch.StatusCanceled},
+			{dispatch.StatusCanceled, dispatch.StatusPending, dispatch.StatusCanceled},
+			{dispatch.StatusSent, dispatch.StatusFailed, dispatch.StatusSent},
+			{dispatch.StatusFailed, dispatch.StatusSent, dispatch.StatusFailed},
+		} {
+			id := row(i, tc.from)
+			_, err := d.recordCount(ctx, []outcome{{id: id, attempts: 1, status: tc.outcome, sentTime: ms}})
+			require.NoError(t, err)
+			var got string
+			require.NoError(t, db.Raw(`SELECT status FROM deliveries WHERE id = ?`, id).Scan(&got).Error)
+			require.Equal(t, tc.want, got, "%s, then the outcome %s", tc.from, tc.outcome)
+		}
+	})
+}

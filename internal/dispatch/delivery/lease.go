@@ -180,7 +180,9 @@ WHERE status = 'sending' AND lease_owner = ? AND id IN (SELECT value FROM json_e
   FOR UPDATE SKIP LOCKED) RETURNING id`
 	}
 	var renewed []int64
-	if err := d.db.WithContext(ctx).Raw(q, until, d.owner, string(doc)).Scan(&renewed).Error; err != nil {
+	// Find, not Scan: gorm's Scan renders the statement with its JSON
+	// parameter inlined, for a trace it then discards, on every call.
+	if err := d.db.WithContext(ctx).Raw(q, until, d.owner, string(doc)).Find(&renewed).Error; err != nil {
 		return 0, fmt.Errorf("dispatch: renew leases: %w", err)
 	}
 	d.held.renewed(renewed, until)

@@ -164,7 +164,9 @@ func (s *Store) markFinal(ctx context.Context, db *gorm.DB, reports []Report, fi
 FROM (SELECT ` + sel + ` FROM ` + from + `) AS v
 WHERE deliveries.id = v.id AND deliveries.` + webhookFrom + changedColumns
 	var matched []changedRow
-	if err := db.WithContext(ctx).Raw(q, s.now().UnixMilli(), string(doc)).Scan(&matched).Error; err != nil {
+	// Find, not Scan: gorm's Scan renders the statement with its JSON
+	// parameter inlined, for a trace it then discards, on every call.
+	if err := db.WithContext(ctx).Raw(q, s.now().UnixMilli(), string(doc)).Find(&matched).Error; err != nil {
 		return nil, fmt.Errorf("dispatch: mark %d reports: %w", len(reports), err)
 	}
 	out := make(map[int64]changedRow, len(matched))
