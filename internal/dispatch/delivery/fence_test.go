@@ -23,12 +23,7 @@ func TestUncountedWriteIsNotRepeatedOnTheNextClaim(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
-		now := time.UnixMilli(1_780_000_000_000)
-		d := New(db, nil, config.Default().Dispatch, Senders{}, slog.New(slog.DiscardHandler), func() time.Time { return now })
-		ms := now.UnixMilli()
-		require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
-		var nid int64
-		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+		d, ms, nid := fenceSetup(t, db)
 		require.NoError(t, db.Exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, recipient, status, attempts, next_attempt_at, created_time, updated_time)
 VALUES (?, 1, 1, 0, 'email', '{}', 'pending', 0, ?, ?, ?)`, nid, ms, ms, ms).Error)
 
@@ -63,12 +58,7 @@ func TestRecordStatusFence(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
-		now := time.UnixMilli(1_780_000_000_000)
-		d := New(db, nil, config.Default().Dispatch, Senders{}, slog.New(slog.DiscardHandler), func() time.Time { return now })
-		ms := now.UnixMilli()
-		require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
-		var nid int64
-		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+		d, ms, nid := fenceSetup(t, db)
 		row := func(index int, status string) int64 {
 			t.Helper()
 			require.NoError(t, db.Exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, recipient, status, attempts, lease_owner, created_time, updated_time)
@@ -97,4 +87,17 @@ VALUES (?, 1, 1, ?, 'email', '{}', ?, 1, ?, ?, ?)`, nid, index, status, d.owner,
 			require.Equal(t, tc.want, got, "%s, then the outcome %s", tc.from, tc.outcome)
 		}
 	})
+}
+
+// fenceSetup returns a Dispatcher on db with a fixed clock, that clock in
+// ms, and a notification for the test's deliveries.
+func fenceSetup(t *testing.T, db *gorm.DB) (*Dispatcher, int64, int64) {
+	t.Helper()
+	now := time.UnixMilli(1_780_000_000_000)
+	d := New(db, nil, config.Default().Dispatch, Senders{}, slog.New(slog.DiscardHandler), func() time.Time { return now })
+	ms := now.UnixMilli()
+	require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
+	var nid int64
+	require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+	return d, ms, nid
 }
