@@ -307,10 +307,10 @@ func (c *Consumer) consume(ctx context.Context, conn *amqp.Connection, n int) er
 		return fmt.Errorf("open publish channel: %w", err)
 	}
 	defer pub.Close()
-	if err := pub.Confirm(false); err != nil {
-		return fmt.Errorf("confirm mode: %w", err)
+	dl, err := confirming(pub)
+	if err != nil {
+		return err
 	}
-	dl := deadLetterChannel{Channel: pub, returns: pub.NotifyReturn(make(chan amqp.Return, 4))}
 	tag := fmt.Sprintf("%s-%d", c.Name, n)
 	deliveries, err := ch.Consume(c.cfg.Queue, tag, false, false, false, false, nil)
 	if err != nil {
@@ -419,7 +419,7 @@ type poison struct {
 
 // handle commits a batch and acks it. Nothing is acked unless every message
 // in it is committed or safely in the dead-letter queue.
-func (c *Consumer) handle(ctx context.Context, ch *amqp.Channel, pub deadLetterChannel, batch []amqp.Delivery) error {
+func (c *Consumer) handle(ctx context.Context, ch *amqp.Channel, pub confirmChannel, batch []amqp.Delivery) error {
 	c.received.Add(int64(len(batch)))
 	for range batch {
 		c.Observer.MessageConsumed()
@@ -599,13 +599,6 @@ func (c *Consumer) unavailable(ctx context.Context, err error) bool {
 	return c.ping != nil && c.ping(ctx) != nil
 }
 
-// deadLetterChannel is the consumer's channel for dead letters: in confirm
-// mode, its publishes mandatory, and returns the broker's returns of them.
-type deadLetterChannel struct {
-	*amqp.Channel
-	returns <-chan amqp.Return
-}
-
 // deadLetter publishes the message to the dead-letter exchange with its
 // reason in headers and waits for the broker's confirm. Only then may the
 // original be acked: a failure here returns an error and the batch is not
@@ -617,7 +610,7 @@ type deadLetterChannel struct {
 // original would be acked: lost. A returned message is an error like a
 // nack; the session ends, and the next one declares the topology again
 // before the message comes back.
-func (c *Consumer) deadLetter(ctx context.Context, pub deadLetterChannel, p poison) error {
+func (c *Consumer) deadLetter(ctx context.Context, pub confirmChannel, p poison) error {
 	d := p.d
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
@@ -628,40 +621,17 @@ func (c *Consumer) deadLetter(ctx context.Context, pub deadLetterChannel, p pois
 	headers[HeaderQueue] = c.cfg.Queue
 	headers[HeaderDeadLetteredAt] = c.now().UnixMilli()
 	injectTrace(ctx, headers, p.reason)
-	// A return left by an earlier publish whose confirm was not waited for
-	// is not this one's.
-	for drained := false; !drained; {
-		select {
-		case _, open := <-pub.returns:
-			drained = !open // closed with the channel: the publish below fails
-		default:
-			drained = true
-		}
-	}
-	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, c.cfg.DeadLetterExchange, c.cfg.Queue, true, false, amqp.Publishing{
+	var returned *returnedError
+	switch err := pub.publish(ctx, c.cfg.DeadLetterExchange, c.cfg.Queue, amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, DeliveryMode: amqp.Persistent,
 		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId,
 		UserId: "", Body: d.Body,
-	})
-	if err != nil {
+	}); {
+	case errors.As(err, &returned):
+		return fmt.Errorf("dead-letter publish %w: exchange %q routes nothing for %q; the message stays on %s",
+			err, c.cfg.DeadLetterExchange, c.cfg.Queue, c.cfg.Queue)
+	case err != nil:
 		return fmt.Errorf("dead-letter publish: %w", err)
-	}
-	ok, err := dc.WaitContext(ctx)
-	if err != nil {
-		return fmt.Errorf("dead-letter confirm: %w", err)
-	}
-	if !ok {
-		return errors.New("dead-letter publish was nacked by the broker")
-	}
-	// The broker sends a return before the confirm of the same message.
-	select {
-	case r, open := <-pub.returns:
-		if open {
-			return fmt.Errorf("dead-letter publish returned by the broker (%d %s): exchange %q routes nothing for %q; the message stays on %s",
-				r.ReplyCode, r.ReplyText, c.cfg.DeadLetterExchange, c.cfg.Queue, c.cfg.Queue)
-		}
-		return errors.New("dead-letter channel closed")
-	default:
 	}
 	c.mu.Lock()
 	c.deadLetters[p.reason]++

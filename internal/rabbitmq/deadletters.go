@@ -67,8 +67,9 @@ func ReadDeadLetters(ctx context.Context, cfg config.AMQP, n int) ([]DeadLetter,
 func Redrive(ctx context.Context, cfg config.AMQP, reason string, limit int) (int, error) {
 	moved := 0
 	err := withChannel(cfg, func(ch *amqp.Channel) error {
-		if err := ch.Confirm(false); err != nil {
-			return fmt.Errorf("rabbitmq: confirm mode: %w", err)
+		cc, err := confirming(ch)
+		if err != nil {
+			return err
 		}
 		exchange, key := cfg.Exchange, cfg.RoutingKey
 		if exchange == "" {
@@ -100,20 +101,14 @@ func Redrive(ctx context.Context, cfg config.AMQP, reason string, limit int) (in
 				}
 				headers[k] = v
 			}
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, amqp.Publishing{
+			// A copy the broker returns (nothing bound to the exchange) or
+			// nacks is an error, and the dead-lettered one is not acked.
+			if err := cc.publish(ctx, exchange, key, amqp.Publishing{
 				Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, DeliveryMode: amqp.Persistent,
 				CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId,
 				Body: d.Body,
-			})
-			if err != nil {
+			}); err != nil {
 				return fmt.Errorf("rabbitmq: re-publish %q: %w", d.MessageId, err)
-			}
-			ok, err = dc.WaitContext(ctx)
-			if err != nil {
-				return fmt.Errorf("rabbitmq: re-publish %q: %w", d.MessageId, err)
-			}
-			if !ok {
-				return fmt.Errorf("rabbitmq: re-publish %q was nacked by the broker", d.MessageId)
 			}
 			if err := d.Ack(false); err != nil {
 				return fmt.Errorf("rabbitmq: ack %q in %s (it was re-published; the copy left behind is a duplicate its key makes harmless): %w",

@@ -141,3 +141,23 @@ func TestADeadLetterTheBrokerCannotRouteIsNotLost(t *testing.T) {
 	require.Equal(t, dispatch.ProblemNotJSON, got[0].Headers[rabbitmq.HeaderReason])
 	require.Zero(t, e.inspect().Messages, "nothing left on the queue")
 }
+
+// A re-drive the broker cannot route (NotificationQueue's binding is gone)
+// is an error, and the dead-lettered copy is not acked: without the
+// return checked, the broker confirmed the re-published copy and dropped
+// it, and the copy in the dead-letter queue was acked: lost.
+func TestARedriveTheBrokerCannotRouteIsNotLost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.deadLetter("r-1", dispatch.ProblemSchema, e.message(1))
+	dlq := func() int { return e.inspectQueue(e.cfg.DeadLetterQueue).Messages }
+	require.Eventually(t, func() bool { return dlq() == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, e.pub.QueueUnbind(e.cfg.Queue, e.cfg.RoutingKey, e.cfg.Exchange, nil))
+
+	moved, err := rabbitmq.Redrive(ctx, e.cfg, "", 0)
+	require.ErrorContains(t, err, "returned by the broker")
+	require.Zero(t, moved)
+	require.Eventually(t, func() bool { return dlq() == 1 }, 10*time.Second, 10*time.Millisecond, "still dead-lettered")
+	require.Zero(t, e.inspectQueue(e.cfg.Queue).Messages)
+}

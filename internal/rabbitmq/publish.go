@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -37,31 +38,93 @@ func Publish(ctx context.Context, cfg config.AMQP, msg amqp.Publishing) (Publish
 		if err != nil {
 			return err
 		}
-		if err := ch.Confirm(false); err != nil {
-			return fmt.Errorf("rabbitmq: confirm mode: %w", err)
+		cc, err := confirming(ch)
+		if err != nil {
+			return err
 		}
-		// The broker sends basic.return before the ack of the same
-		// message, and the client hands it over before it reads the ack.
-		returned := ch.NotifyReturn(make(chan amqp.Return, 1))
 		msg.DeliveryMode = amqp.Persistent
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
-		if err != nil {
+		var returned *returnedError
+		switch err := cc.publish(ctx, exchange, key, msg); {
+		case errors.As(err, &returned):
+			return fmt.Errorf("rabbitmq: publish: %w (nothing is bound to exchange %q with key %q)", err, exchange, key)
+		case errors.Is(err, errNacked):
+			return fmt.Errorf("rabbitmq: publish: %w (queue %s full or unavailable)", err, cfg.Queue)
+		case err != nil:
 			return fmt.Errorf("rabbitmq: publish: %w", err)
-		}
-		ok, err := dc.WaitContext(ctx)
-		if err != nil {
-			return fmt.Errorf("rabbitmq: publish: waiting for the broker's confirm: %w", err)
-		}
-		select {
-		case r := <-returned:
-			return fmt.Errorf("rabbitmq: publish: returned by the broker: %d %s (nothing is bound to exchange %q with key %q)",
-				r.ReplyCode, r.ReplyText, exchange, key)
-		default:
-		}
-		if !ok {
-			return fmt.Errorf("rabbitmq: publish: nacked by the broker (queue %s full or unavailable)", cfg.Queue)
 		}
 		return nil
 	})
 	return where, err
+}
+
+// confirmChannel is a channel in confirm mode whose publishes are
+// mandatory, with the broker's returns of them. Every publish that must not
+// be lost goes through its publish: Publish, the consumer's dead letters
+// and Redrive. A mandatory publish the broker cannot route (no queue bound,
+// or a node that has just restarted and does not route yet) is confirmed
+// all the same and then dropped, so the return, not the confirm, is what
+// says it was not taken.
+type confirmChannel struct {
+	*amqp.Channel
+	returns <-chan amqp.Return
+}
+
+func confirming(ch *amqp.Channel) (confirmChannel, error) {
+	if err := ch.Confirm(false); err != nil {
+		return confirmChannel{}, fmt.Errorf("rabbitmq: confirm mode: %w", err)
+	}
+	return confirmChannel{Channel: ch, returns: ch.NotifyReturn(make(chan amqp.Return, 4))}, nil
+}
+
+// errNacked is a publish the broker nacked.
+var errNacked = errors.New("nacked by the broker")
+
+// returnedError is a mandatory publish the broker returned: it routed it
+// to no queue.
+type returnedError struct {
+	Code uint16
+	Text string
+}
+
+func (e *returnedError) Error() string {
+	return fmt.Sprintf("returned by the broker: %d %s", e.Code, e.Text)
+}
+
+// publish publishes msg mandatory and waits for the broker's confirm. It
+// fails with a *returnedError when the broker returned it and with
+// errNacked when the broker nacked it; only a nil error means the broker
+// holds the message.
+func (c confirmChannel) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	// A return left by an earlier publish whose confirm was not waited for
+	// is not this one's.
+	for drained := false; !drained; {
+		select {
+		case _, open := <-c.returns:
+			drained = !open // closed with the channel: the publish below fails
+		default:
+			drained = true
+		}
+	}
+	dc, err := c.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
+	if err != nil {
+		return err
+	}
+	ok, err := dc.WaitContext(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting for the broker's confirm: %w", err)
+	}
+	// The broker sends basic.return before the confirm of the same
+	// message, and the client hands it over before it reads the confirm.
+	select {
+	case r, open := <-c.returns:
+		if !open {
+			return errors.New("channel closed")
+		}
+		return &returnedError{Code: r.ReplyCode, Text: r.ReplyText}
+	default:
+	}
+	if !ok {
+		return errNacked
+	}
+	return nil
 }
