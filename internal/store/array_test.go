@@ -1,0 +1,98 @@
+package store_test
+
+import (
+	"database/sql/driver"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/store"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// Int64s and Texts encode as the binary arrays pgx makes of []int64,
+// []int32 and []string, element for element.
+func TestArraysEncodeAsPgxSlices(t *testing.T) {
+	m := pgtype.NewMap()
+	enc := func(oid uint32, v any) []byte {
+		t.Helper()
+		b, err := m.Encode(oid, pgtype.BinaryFormatCode, v, nil)
+		require.NoError(t, err)
+		return b
+	}
+	ints := []int64{0, -1, 1 << 40, 42}
+	require.Equal(t, enc(pgtype.Int8ArrayOID, ints), enc(pgtype.Int8ArrayOID, store.Int64s(ints)))
+	require.Equal(t, enc(pgtype.Int4ArrayOID, []int32{0, -1, 7}), enc(pgtype.Int4ArrayOID, store.Int64s{0, -1, 7}))
+	texts := []string{"", "plain", `"quoted" back\slash`, "é 日本 😀", "{braces},commas"}
+	require.Equal(t, enc(pgtype.TextArrayOID, texts), enc(pgtype.TextArrayOID, store.Texts(texts)))
+}
+
+// Encoding an array allocates nothing per element: pgx's own slices box
+// each element in an interface, which cost the service more than
+// PostgreSQL saved (docs/benchmarks.md).
+func TestArraysEncodeWithoutAnAllocationPerElement(t *testing.T) {
+	m := pgtype.NewMap()
+	ints, texts := make(store.Int64s, 1000), make(store.Texts, 1000)
+	for i := range ints {
+		ints[i], texts[i] = int64(i)<<20, fmt.Sprint("element ", i)
+	}
+	buf := make([]byte, 0, 64<<10)
+	for _, c := range []struct {
+		oid uint32
+		v   any
+	}{{pgtype.Int8ArrayOID, ints}, {pgtype.TextArrayOID, texts}} {
+		allocs := testing.AllocsPerRun(20, func() {
+			_, err := m.Encode(c.oid, pgtype.BinaryFormatCode, c.v, buf[:0])
+			require.NoError(t, err)
+		})
+		require.LessOrEqual(t, allocs, 4.0, "%T: %v allocations for 1,000 elements", c.v, allocs)
+	}
+}
+
+// Rows passed as arrays read back on PostgreSQL as they were given, text
+// of every kind, invalid UTF-8 as U+FFFD byte by byte (as JSONRows and
+// encoding/json have it), and a json column as its text, unparsed; passed by their
+// text form (Value, what a driver without arrays would get) they read the
+// same.
+func TestUnnestRowsReadBack(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	texts := store.Texts{"", "plain", `"quoted" back\slash`, "<b>a & b</b>", "tab\tnl\ncr\r\x01\x1f", "é 日本 😀",
+		"bad\xffutf8\xfe\xfd", "{braces},commas NULL"}
+	want := []string{"", "plain", `"quoted" back\slash`, "<b>a & b</b>", "tab\tnl\ncr\r\x01\x1f", "é 日本 😀",
+		"bad\ufffdutf8\ufffd\ufffd", "{braces},commas NULL"}
+	ids := make(store.Int64s, len(texts))
+	small := make(store.Int64s, len(texts))
+	docs, oks := make(store.Texts, len(texts)), make(store.Texts, len(texts))
+	for i := range texts {
+		ids[i], small[i], docs[i], oks[i] = int64(i)<<33, int64(-i), fmt.Sprintf(`{"i":  %d}`, i), fmt.Sprint(i%2 == 0)
+	}
+	cols := store.Columns("id bigint", "n integer", "s text", "doc json", "ok boolean")
+	sel, from := store.UnnestRows(cols)
+	type row struct {
+		ID  int64
+		N   int
+		S   string
+		Doc string
+		OK  bool
+	}
+	for _, textForm := range []bool{false, true} {
+		args := []any{ids, small, texts, docs, oks}
+		if textForm {
+			args = args[:0]
+			for _, a := range []driver.Valuer{ids, small, texts, docs, oks} {
+				v, err := a.Value()
+				require.NoError(t, err)
+				args = append(args, v)
+			}
+		}
+		var got []row
+		require.NoError(t, db.Raw("SELECT "+sel+" FROM "+from, args...).Scan(&got).Error)
+		require.Len(t, got, len(texts))
+		for i, r := range got {
+			require.Equal(t, row{ids[i], -i, want[i], docs[i], i%2 == 0}, r, "row %d, text form %v", i, textForm)
+		}
+	}
+}
