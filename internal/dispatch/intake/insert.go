@@ -19,7 +19,12 @@ import (
 // store.JSONRows), with the document doc, and calls scan on each row it
 // returns.
 func queryDoc(ctx context.Context, tx *gorm.DB, q, doc string, scan func(*sql.Rows) error) error {
-	r, err := tx.WithContext(ctx).Raw(q, doc).Rows()
+	return query(ctx, tx, q, []any{doc}, scan)
+}
+
+// query runs q with args and calls scan on each row it returns.
+func query(ctx context.Context, tx *gorm.DB, q string, args []any, scan func(*sql.Rows) error) error {
+	r, err := tx.WithContext(ctx).Raw(q, args...).Rows()
 	if err != nil {
 		return err
 	}
@@ -91,11 +96,54 @@ func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
+// notificationArrays is the notifications of ps as one array per column of
+// notificationColumns, in its order, for store.UnnestRows.
+func notificationArrays(ps []*planned) ([]any, error) {
+	n := len(ps)
+	ints := func() store.Int64s { return make(store.Int64s, n) }
+	texts := func() store.Texts { return make(store.Texts, n) }
+	collection, ordinal, event, deliveries, skipped, created := ints(), ints(), ints(), ints(), ints(), ints()
+	name, source, scope, key, hash, corr, rcpts, status := texts(), texts(), texts(), texts(), texts(), texts(), texts(), texts()
+	reason, by, trace, data, tenant, team, service, entity := texts(), texts(), texts(), texts(), texts(), texts(), texts(), texts()
+	for i, p := range ps {
+		nr := p.note
+		c, err := nr.Correlation.Value()
+		if err != nil {
+			return nil, err
+		}
+		d, err := nr.Data.Value()
+		if err != nil {
+			return nil, err
+		}
+		collection[i], ordinal[i], event[i], created[i] = nr.CollectionID, int64(nr.Ordinal), nr.EventID, nr.CreatedTime
+		deliveries[i], skipped[i] = int64(nr.DeliveryCount), int64(nr.SkippedCount)
+		name[i], source[i], scope[i], key[i], hash[i] = nr.Name, nr.Source, nr.IntakeScope, nr.IdempotencyKey, nr.RequestHash
+		corr[i], rcpts[i], status[i], reason[i], by[i] = c.(string), p.recipients, nr.Status, nr.Reason, nr.CreatedBy
+		trace[i], data[i], tenant[i], team[i], service[i], entity[i] = nr.TraceParent, d.(string), nr.Tenant, nr.Team, nr.Service, nr.EntityID
+	}
+	return []any{collection, name, source, scope, key, ordinal, hash, corr, rcpts, status, reason, event, deliveries, skipped, by,
+		created, trace, data, tenant, team, service, entity}, nil
+}
+
 // insertNotes inserts the notifications of ps with one statement per chunk,
 // the INSERT … SELECT followed by suffix, and calls scan on each row the
 // statement returns.
 func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, ps []*planned, suffix string, scan func(*sql.Rows) error) error {
-	sel, from := store.JSONRows(in.pg, notificationColumns)
+	if in.pg {
+		sel, from := store.UnnestRows(notificationColumns)
+		q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
+		for lo := 0; lo < len(ps); lo += 1000 {
+			args, err := notificationArrays(ps[lo:min(lo+1000, len(ps))])
+			if err != nil {
+				return err
+			}
+			if err := query(ctx, tx, q, args, scan); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	sel, from := store.JSONRows(false, notificationColumns)
 	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
 	var doc []byte
 	for lo := 0; lo < len(ps); lo += 1000 {
@@ -236,6 +284,18 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispa
 		}
 		return nil
 	}
+	if in.pg {
+		sel, from := store.UnnestRows(deliveryColumns)
+		q := "INSERT INTO deliveries (" + store.ColumnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
+			" RETURNING id, notification_id, action_id, recipient_index"
+		for lo := 0; lo < len(ds); lo += 1000 {
+			hi := min(lo+1000, len(ds))
+			if err := query(ctx, tx, q, deliveryArrays(ds[lo:hi], rcpts[lo:hi]), scan); err != nil {
+				return fmt.Errorf("insert deliveries: %w", err)
+			}
+		}
+		return checkIDs(ds)
+	}
 	var doc []byte
 	for lo := 0; lo < len(ds); lo += 1000 {
 		hi := min(lo+1000, len(ds))
@@ -256,10 +316,34 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispa
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
 	}
+	return checkIDs(ds)
+}
+
+// checkIDs says which delivery the insert returned no id for.
+func checkIDs(ds []*dispatch.Delivery) error {
 	for _, d := range ds {
 		if d.ID == 0 {
 			return fmt.Errorf("insert deliveries: no id returned for notification %d action %d recipient %d", d.NotificationID, d.ActionID, d.RecipientIndex)
 		}
 	}
 	return nil
+}
+
+// deliveryArrays is ds as one array per column of deliveryColumns, in its
+// order, for store.UnnestRows.
+func deliveryArrays(ds []*dispatch.Delivery, rcpts []string) []any {
+	n := len(ds)
+	ints := func() store.Int64s { return make(store.Int64s, n) }
+	texts := func() store.Texts { return make(store.Texts, n) }
+	note, collection, action, index, attempts := ints(), ints(), ints(), ints(), ints()
+	next, claimed, leaseUntil, created, updated := ints(), ints(), ints(), ints(), ints()
+	channel, address, rcpt, status, reason, detail, owner := texts(), texts(), texts(), texts(), texts(), texts(), texts()
+	for i, d := range ds {
+		note[i], collection[i], action[i], index[i], attempts[i] = d.NotificationID, d.CollectionID, d.ActionID, int64(d.RecipientIndex), int64(d.Attempts)
+		next[i], claimed[i], leaseUntil[i], created[i], updated[i] = d.NextAttemptAt, d.ClaimedAt, d.LeaseUntil, d.CreatedTime, d.UpdatedTime
+		channel[i], address[i], rcpt[i], status[i] = d.Channel, d.Address, rcpts[i], d.Status
+		reason[i], detail[i], owner[i] = d.Reason, d.ReasonDetail, d.LeaseOwner
+	}
+	return []any{note, collection, action, index, channel, address, rcpt, status, reason, detail, attempts,
+		next, claimed, owner, leaseUntil, created, updated}
 }

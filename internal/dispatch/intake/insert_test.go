@@ -2,12 +2,14 @@ package intake
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/jsonenc"
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // A delivery row written by hand has exactly the columns of
@@ -140,4 +142,76 @@ func TestAppendNotificationRowIsTheColumns(t *testing.T) {
 		[]string{str("name"), str("source"), str("intake_scope"), str("idempotency_key"), str("request_hash"), str("correlation"), str("status"), str("reason"),
 			str("created_by"), str("trace_parent"), str("data"), str("tenant"), str("team"), str("service"), str("entity_id")})
 	require.Equal(t, []int64{2, 3, 4, 5, 6, 8}, []int64{num("collection_id"), num("ordinal"), num("event_id"), num("delivery_count"), num("skipped_count"), num("created_time")})
+}
+
+// The deliveries' arrays (PostgreSQL) are the columns of deliveryColumns in
+// its order, each holding what the JSON row (SQLite) holds for it.
+func TestDeliveryArraysAreTheJSONRowsColumns(t *testing.T) {
+	ds := []*dispatch.Delivery{
+		{NotificationID: 1, CollectionID: 2, ActionID: 3, RecipientIndex: 4, Channel: "email", Address: "a@example.com",
+			Status: dispatch.StatusSkipped, Reason: "invalid", ReasonDetail: "detail", Attempts: 5, NextAttemptAt: 6, ClaimedAt: 7,
+			LeaseOwner: "host-1", LeaseUntil: 8, CreatedTime: 9, UpdatedTime: 10},
+		{NotificationID: 11, CollectionID: 12, ActionID: 13, RecipientIndex: 14, Channel: "sms", Address: "+15551230000",
+			Status: dispatch.StatusPending, Reason: "r2", ReasonDetail: "d2", Attempts: 15, NextAttemptAt: 16, ClaimedAt: 17,
+			LeaseOwner: "host-2", LeaseUntil: 18, CreatedTime: 19, UpdatedTime: 20},
+	}
+	rcpts := []string{`{"email":"a@example.com"}`, `{"phone":"+15551230000"}`}
+	args := deliveryArrays(ds, rcpts)
+	require.Len(t, args, len(deliveryColumns))
+	for i, d := range ds {
+		compareArraysToRow(t, appendDeliveryRow(nil, d, rcpts[i]), deliveryColumns, args, i, len(ds))
+	}
+}
+
+// The notifications' arrays (PostgreSQL) are the columns of
+// notificationColumns in its order, each holding what the JSON row (SQLite)
+// holds for it.
+func TestNotificationArraysAreTheJSONRowsColumns(t *testing.T) {
+	ps := []*planned{
+		{note: &dispatch.NotificationRecord{CollectionID: 2, Name: "USER_INVITEUSER", Source: "api", IntakeScope: "api:2", IdempotencyKey: "k1",
+			Ordinal: 3, RequestHash: "abc", Correlation: dispatch.StringMap{"orderId": "o1"}, Status: dispatch.NotificationAccepted,
+			Reason: "r", EventID: 4, DeliveryCount: 5, SkippedCount: 6, CreatedBy: "7", CreatedTime: 8, TraceParent: "00-x",
+			Data: dispatch.Data{"amount": 1.5}, Tenant: "t", Team: "tm", Service: "s", EntityID: "e"},
+			recipients: `[{"email":"a@example.com"}]`},
+		{note: &dispatch.NotificationRecord{CollectionID: 12, Name: "N2", Source: "queue", IntakeScope: "queue", IdempotencyKey: "k2",
+			Ordinal: 13, RequestHash: "def", Status: dispatch.NotificationAccepted, EventID: 14, DeliveryCount: 15, SkippedCount: 16,
+			CreatedBy: "17", CreatedTime: 18, Tenant: "t2", Team: "tm2", Service: "s2", EntityID: "e2"},
+			recipients: `[{"phone":"+15551230000"}]`},
+	}
+	args, err := notificationArrays(ps)
+	require.NoError(t, err)
+	require.Len(t, args, len(notificationColumns))
+	for i, p := range ps {
+		doc, err := appendNotificationRow(nil, p)
+		require.NoError(t, err)
+		compareArraysToRow(t, doc, notificationColumns, args, i, len(ps))
+	}
+}
+
+// compareArraysToRow checks that element i of each of args (n elements
+// each) is what the JSON row doc holds for the column of cols at the
+// array's position.
+func compareArraysToRow(t *testing.T, doc []byte, cols []store.Column, args []any, i, n int) {
+	t.Helper()
+	var row map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(doc, &row))
+	for k, c := range cols {
+		var got, want string
+		switch a := args[k].(type) {
+		case store.Int64s:
+			require.Len(t, a, n)
+			got, want = strconv.FormatInt(a[i], 10), string(row[c.Name])
+		case store.Texts:
+			require.Len(t, a, n)
+			got = a[i]
+			if c.PGType == "json" { // embedded as is
+				want = string(row[c.Name])
+			} else {
+				require.NoError(t, json.Unmarshal(row[c.Name], &want), c.Name)
+			}
+		default:
+			t.Fatalf("column %s: %T", c.Name, a)
+		}
+		require.Equal(t, want, got, "row %d, column %s", i, c.Name)
+	}
 }
