@@ -240,8 +240,12 @@ func (s *Sandbox) flush(ctx context.Context) {
 // insert writes the rows of batch through s.records, with one created time.
 func (s *Sandbox) insert(ctx context.Context, batch []*sandboxBatch) error {
 	now := s.now().UnixMilli()
+	rows := 0
+	for _, b := range batch {
+		rows += len(b.rows)
+	}
 	docs := &s.docs
-	docs.reset()
+	docs.reset(s.records.pg, rows)
 	for _, b := range batch {
 		for i := range b.rows {
 			// A message of no delivery (a test-send) is kept in memory
@@ -329,12 +333,15 @@ func (g *sandboxIDs) next(deliveryID int64) string {
 // through an interface of its own, which the app wires to this.
 type SandboxRecords struct {
 	db *gorm.DB
+	pg bool
 }
 
 // NewSandboxRecords returns the records in db. The table is there whether
 // or not dispatch.recordSandbox is on, so rows written while it was on are
 // still shown and pruned.
-func NewSandboxRecords(db *gorm.DB) *SandboxRecords { return &SandboxRecords{db: db} }
+func NewSandboxRecords(db *gorm.DB) *SandboxRecords {
+	return &SandboxRecords{db: db, pg: store.IsPostgres(db)}
+}
 
 // SandboxMessage is one message the sandbox accepted for a delivery: the
 // rendered Message as it recorded it.
@@ -408,18 +415,30 @@ func (r *SandboxRecords) accepted(ctx context.Context, deliveryIDs []int64) (map
 var sandboxColumns = store.Columns("delivery_id bigint", "notification_id bigint", "channel text",
 	"provider_message_id text", "message text", "created_time bigint")
 
-// sandboxDocs encodes the rows of insert's statements: one JSON array (the
-// statement's parameter, store.JSONRows) per sandboxChunk rows, each row's
-// message encoded once, straight into it. Encoding each message alone and
-// then the rows with json.Marshal encoded every message twice (the second
-// time validating and compacting it as a json.RawMessage): 10% of the
-// drain's CPU (issue 17). The message column holds exactly what
-// json.Marshal makes of the Message, as before.
+// sandboxDocs encodes the arguments of insert's statements, one statement
+// per sandboxChunk rows, each row's message encoded once, straight into
+// them. Encoding each message alone and then the rows with json.Marshal
+// encoded every message twice (the second time validating and compacting
+// it as a json.RawMessage): 10% of the drain's CPU (issue 17). The message
+// column holds exactly what json.Marshal makes of the Message, as before.
+//
+// On PostgreSQL a statement's arguments are one array per column
+// (store.UnnestRows): the messages go as text, which PostgreSQL stores
+// without parsing, where json_to_recordset parsed each message to find
+// where it ended. Elsewhere they are one JSON array of rows
+// (store.JSONRows).
 type sandboxDocs struct {
-	done []string
+	pg   bool
+	done [][]any
 	buf  bytes.Buffer
 	enc  *json.Encoder
 	rows int
+	// On PostgreSQL, the columns of the rows since the last flush; the
+	// messages are buf's bytes, the i-th ending at ends[i].
+	ids, notes, created store.Int64s
+	channels, pmids     store.Texts
+	ends                []int
+	size                int // the rows a flush's columns are made for
 }
 
 // add appends r, recorded at now.
@@ -429,6 +448,21 @@ func (d *sandboxDocs) add(r *sandboxSent, now int64) error {
 	}
 	if d.rows == sandboxChunk {
 		d.flush()
+	}
+	if d.pg {
+		if d.rows == 0 {
+			d.ids, d.notes, d.created = make(store.Int64s, 0, d.size), make(store.Int64s, 0, d.size), make(store.Int64s, 0, d.size)
+			d.channels, d.pmids, d.ends = make(store.Texts, 0, d.size), make(store.Texts, 0, d.size), d.ends[:0]
+		}
+		d.rows++
+		d.ids, d.notes, d.created = append(d.ids, r.msg.DeliveryID), append(d.notes, r.msg.NotificationID), append(d.created, now)
+		d.channels, d.pmids = append(d.channels, r.msg.Channel), append(d.pmids, r.id)
+		if err := d.enc.Encode(r.msg); err != nil { // a pointer: no copy of the Message
+			return err
+		}
+		d.buf.Truncate(d.buf.Len() - 1) // Encode's newline
+		d.ends = append(d.ends, d.buf.Len())
+		return nil
 	}
 	sep := byte(',')
 	if d.rows == 0 {
@@ -449,7 +483,7 @@ func (d *sandboxDocs) add(r *sandboxSent, now int64) error {
 	if err := d.field("provider_message_id", r.id); err != nil {
 		return err
 	}
-	if err := d.field("message", r.msg); err != nil { // a pointer: no copy of the Message
+	if err := d.field("message", r.msg); err != nil {
 		return err
 	}
 	d.buf.WriteByte('}')
@@ -470,52 +504,68 @@ func (d *sandboxDocs) field(name string, v any) error {
 }
 
 func (d *sandboxDocs) flush() {
-	d.buf.WriteByte(']')
-	d.done = append(d.done, d.buf.String())
+	if d.pg {
+		// One string holds the chunk's messages; each row's is a slice of it.
+		all, msgs, start := d.buf.String(), make(store.Texts, len(d.ends)), 0
+		for i, end := range d.ends {
+			msgs[i], start = all[start:end], end
+		}
+		// The order of sandboxColumns.
+		d.done = append(d.done, []any{d.ids, d.notes, d.channels, d.pmids, msgs, d.created})
+	} else {
+		d.buf.WriteByte(']')
+		d.done = append(d.done, []any{d.buf.String()})
+	}
 	d.buf.Reset()
 	d.rows = 0
 }
 
-// reset empties d for the next statements, keeping its buffer.
-func (d *sandboxDocs) reset() {
+// reset empties d for the next statements, keeping its buffer; rows is how
+// many they will hold, at most.
+func (d *sandboxDocs) reset(pg bool, rows int) {
+	d.pg, d.size = pg, min(rows, sandboxChunk)
 	d.done, d.rows = d.done[:0], 0
 	d.buf.Reset()
 }
 
-// close returns the documents, one per sandboxChunk rows.
-func (d *sandboxDocs) close() []string {
+// close returns the statements' arguments, one statement per sandboxChunk
+// rows.
+func (d *sandboxDocs) close() [][]any {
 	if d.rows > 0 {
 		d.flush()
 	}
 	return d.done
 }
 
-// insert writes docs (sandboxDocs: each a JSON array of at most
-// sandboxChunk rows keyed by sandboxColumns), one statement each, whose rows
-// are one JSON parameter (store.JSONRows): the same statement text for every
-// size, where a VALUES list was a new statement, prepared and planned anew,
-// for each count of rows.
+// insert runs stmts (sandboxDocs: each the arguments of one statement of at
+// most sandboxChunk rows), whose rows are one parameter per column
+// (store.UnnestRows) or one JSON parameter (store.JSONRows): the same
+// statement text for every size, where a VALUES list was a new statement,
+// prepared and planned anew, for each count of rows.
 //
 // More than one statement run in one transaction: all the rows are recorded
 // or none, as the callers that share the flush are all told the same. An
 // error after which the rows may be recorded all the same
 // (store.MaybeCommitted: the connection broke mid-commit) wraps
 // errMaybeRecorded.
-func (r *SandboxRecords) insert(ctx context.Context, docs []string) error {
-	sel, from := store.JSONRows(store.IsPostgres(r.db), sandboxColumns)
+func (r *SandboxRecords) insert(ctx context.Context, stmts [][]any) error {
+	sel, from := store.JSONRows(false, sandboxColumns)
+	if r.pg {
+		sel, from = store.UnnestRows(sandboxColumns)
+	}
 	q := "INSERT INTO sandbox_messages (" + store.ColumnList(sandboxColumns) + ") SELECT " + sel + " FROM " + from
 	write := func(tx *gorm.DB) error {
-		for _, doc := range docs {
-			if err := tx.Exec(q, doc).Error; err != nil {
+		for _, args := range stmts {
+			if err := tx.Exec(q, args...).Error; err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	var err error
-	if len(docs) == 1 {
+	if len(stmts) == 1 {
 		err = write(r.db.WithContext(ctx))
-	} else if len(docs) > 1 {
+	} else if len(stmts) > 1 {
 		err = r.db.WithContext(ctx).Transaction(write)
 	}
 	switch {
