@@ -1,10 +1,14 @@
 package delivery
 
 import (
+	"bytes"
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // TestAppendRecordRowMatchesEncodingJSON: the hand-written record document
@@ -53,5 +57,38 @@ func TestAppendRecordRowMatchesEncodingJSON(t *testing.T) {
 		require.NoError(t, json.Unmarshal(want, &w))
 		require.NoError(t, json.Unmarshal(got, &g))
 		require.Equal(t, w, g, "outcome %d: %s", i, got)
+	}
+}
+
+// The record's arrays (PostgreSQL) are the columns of recordColumns in its
+// order, each holding what the JSON row (SQLite) holds for it.
+func TestRecordArraysAreTheJSONRowsColumns(t *testing.T) {
+	d := &Dispatcher{owner: "me"}
+	outs := []outcome{
+		{id: 1, attempts: 2, status: "sent", provider: "sandbox", providerMessageID: "sbx-1", nextAttemptAt: 3, sentTime: 4},
+		{id: 5, attempts: 6, status: "pending", reason: "r", reasonDetail: "detail", provider: "twilio", nextAttemptAt: 7,
+			owner: "host-1/4", leaseBefore: 8, reconciled: "accepted", uncount: true},
+	}
+	args := d.recordArrays(outs)
+	require.Len(t, args, len(recordColumns))
+	for i := range outs {
+		var row map[string]any
+		dec := json.NewDecoder(bytes.NewReader(appendRecordRow(nil, &outs[i], d.outcomeOwner(&outs[i]))))
+		dec.UseNumber()
+		require.NoError(t, dec.Decode(&row))
+		for k, c := range recordColumns {
+			var got, want string
+			switch a := args[k].(type) {
+			case store.Int64s:
+				require.Len(t, a, len(outs))
+				got, want = strconv.FormatInt(a[i], 10), string(row[c.Name].(json.Number))
+			case store.Texts:
+				require.Len(t, a, len(outs))
+				got, want = a[i], row[c.Name].(string)
+			default:
+				t.Fatalf("column %s: %T", c.Name, a)
+			}
+			require.Equal(t, want, got, "outcome %d, column %s", i, c.Name)
+		}
 	}
 }

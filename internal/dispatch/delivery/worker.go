@@ -760,20 +760,26 @@ func appendRecordRow(b []byte, o *outcome, owner string) []byte {
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
 // one JSON parameter, so the statement's text is the same for every batch.
 func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
-	doc := make([]byte, 0, 256*len(outs))
-	doc = append(doc, '[')
-	for i := range outs {
-		if i > 0 {
-			doc = append(doc, ',')
+	var (
+		sel, from string
+		args      []any
+	)
+	if d.pg {
+		sel, from = store.UnnestRows(recordColumns)
+		args = append([]any{now}, d.recordArrays(outs)...)
+	} else {
+		doc := make([]byte, 0, 256*len(outs))
+		doc = append(doc, '[')
+		for i := range outs {
+			if i > 0 {
+				doc = append(doc, ',')
+			}
+			doc = appendRecordRow(doc, &outs[i], d.outcomeOwner(&outs[i]))
 		}
-		owner := outs[i].owner
-		if owner == "" {
-			owner = d.owner
-		}
-		doc = appendRecordRow(doc, &outs[i], owner)
+		doc = append(doc, ']')
+		sel, from = store.JSONRows(false, recordColumns)
+		args = []any{now, string(doc)}
 	}
-	doc = append(doc, ']')
-	sel, from := store.JSONRows(d.pg, recordColumns)
 	// The claim is (id, attempts, lease_owner): the write is fenced on
 	// all three. A row Recover put back to pending but nobody claimed
 	// again still takes this outcome (so a send that outlived its lease
@@ -814,7 +820,35 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
 		"WHERE deliveries.id = v.id AND " + fence + " AND deliveries.attempts = v.attempts " +
 		"AND deliveries.lease_owner = v.owner AND (v.lease_before = 0 OR deliveries.lease_until < v.lease_before) " +
 		"AND (v.uncount = 0 OR deliveries.next_attempt_at <> v.next_at)"
-	return q, []any{now, string(doc)}
+	return q, args
+}
+
+// outcomeOwner is the lease owner o's write is fenced on.
+func (d *Dispatcher) outcomeOwner(o *outcome) string {
+	if o.owner != "" {
+		return o.owner
+	}
+	return d.owner
+}
+
+// recordArrays is outs as one array per column of recordColumns, in its
+// order, for store.UnnestRows.
+func (d *Dispatcher) recordArrays(outs []outcome) []any {
+	n := len(outs)
+	ints := func() store.Int64s { return make(store.Int64s, n) }
+	texts := func() store.Texts { return make(store.Texts, n) }
+	id, attempts, next, sent, leaseBefore, uncount := ints(), ints(), ints(), ints(), ints(), ints()
+	status, reason, detail, provider, pmid, owner, reconciled := texts(), texts(), texts(), texts(), texts(), texts(), texts()
+	for i := range outs {
+		o := &outs[i]
+		id[i], attempts[i], next[i], sent[i], leaseBefore[i] = o.id, int64(o.attempts), o.nextAttemptAt, o.sentTime, o.leaseBefore
+		if o.uncount {
+			uncount[i] = 1
+		}
+		status[i], reason[i], detail[i], provider[i] = o.status, o.reason, o.reasonDetail, o.provider
+		pmid[i], owner[i], reconciled[i] = o.providerMessageID, d.outcomeOwner(o), o.reconciled
+	}
+	return []any{id, attempts, status, reason, detail, provider, pmid, next, sent, owner, leaseBefore, reconciled, uncount}
 }
 
 // notificationName reads the name of notification id.
