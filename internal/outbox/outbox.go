@@ -259,7 +259,26 @@ func (w *Writer) RecordAll(ctx context.Context, tx *gorm.DB, cs []Change) error 
 		}
 		details[i] = body
 	}
-	sel, from := store.JSONRows(store.IsPostgres(tx), outboxColumns)
+	if store.IsPostgres(tx) {
+		// One array per column (store.UnnestRows): PostgreSQL stores each
+		// detail as the text it is, where the JSON document had it parse
+		// every detail to find where it ended.
+		sel, from := store.UnnestRows(outboxColumns)
+		q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
+		for lo := 0; lo < len(cs); lo += 1000 {
+			hi := min(lo+1000, len(cs))
+			types, collections, created := make(store.Texts, hi-lo), make(store.Int64s, hi-lo), make(store.Int64s, hi-lo)
+			for i := lo; i < hi; i++ {
+				types[i-lo], collections[i-lo], created[i-lo] = cs[i].DetailType, cs[i].CollectionID, now.UnixMilli()
+			}
+			args := []any{store.Texts(ids[lo:hi]), types, collections, store.Texts(details[lo:hi]), created}
+			if err := tx.WithContext(ctx).Exec(q, args...).Error; err != nil {
+				return fmt.Errorf("outbox: insert: %w", err)
+			}
+		}
+		return nil
+	}
+	sel, from := store.JSONRows(false, outboxColumns)
 	q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
 	// The rows document is written by hand: the detail goes in as it is (a
 	// json column: PostgreSQL's json and SQLite's JSON keep compact text
