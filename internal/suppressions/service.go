@@ -268,17 +268,30 @@ func (s *Service) Find(ctx context.Context, keys []Key) ([]*Suppression, error) 
 	if len(rows) == 0 {
 		return out, nil
 	}
-	doc, err := json.Marshal(rows)
-	if err != nil {
-		return nil, err
+	var sel, from string
+	var args []any
+	if store.IsPostgres(s.db) {
+		// One array per column: PostgreSQL reads them without parsing.
+		cids, channels, addrs := make(store.Int64s, len(rows)), make(store.Texts, len(rows)), make(store.Texts, len(rows))
+		for i, r := range rows {
+			cids[i], channels[i], addrs[i] = r.CID, r.Channel, r.Address
+		}
+		sel, from = store.UnnestRows(findColumns)
+		args = []any{cids, channels, addrs}
+	} else {
+		doc, err := json.Marshal(rows)
+		if err != nil {
+			return nil, err
+		}
+		sel, from = store.JSONRows(false, findColumns)
+		args = []any{string(doc)}
 	}
-	sel, from := store.JSONRows(store.IsPostgres(s.db), findColumns)
 	q := `SELECT s.* FROM suppressions s JOIN (SELECT ` + sel + ` FROM ` + from + `) AS k
 ON s.collection_id = k.cid AND s.channel = k.channel AND s.address = k.address`
 	var found []Suppression
-	// Find, not Scan: gorm's Scan renders the statement with its JSON
-	// parameter inlined, for a trace it then discards, on every call.
-	if err := s.db.WithContext(ctx).Raw(q, string(doc)).Find(&found).Error; err != nil {
+	// Find, not Scan: gorm's Scan renders the statement with its
+	// parameters inlined, for a trace it then discards, on every call.
+	if err := s.db.WithContext(ctx).Raw(q, args...).Find(&found).Error; err != nil {
 		return nil, fmt.Errorf("suppressions: find %d addresses: %w", len(rows), err)
 	}
 	for i := range found {
