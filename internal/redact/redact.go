@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -473,12 +474,12 @@ func (w *jsonRewriter) value(key string) error {
 		for w.i < len(w.in) && strings.IndexByte("0123456789+-.eE", w.in[w.i]) >= 0 {
 			w.i++
 		}
-		num := string(w.in[start:w.i])
+		num := w.in[start:w.i]
 		switch {
 		case secretKey(key):
 			w.out = append(w.out, `"`+Redacted+`"`...)
 		case addressKey(key):
-			w.appendString(maskAddress(num), false)
+			w.appendString(maskAddress(string(num)), false)
 		default:
 			w.out = append(w.out, num...)
 		}
@@ -503,12 +504,25 @@ func (w *jsonRewriter) str() (s string, plain bool, err error) {
 	}
 	w.i = j + 1
 	if plain {
-		return string(w.in[start+1 : j]), true, nil
+		// A view of the input, not a copy: copying every key and value
+		// was a seventh of the allocations of a REST send (the envelope
+		// on the log sink; docs/benchmarks.md). The view lives only while
+		// the rewrite does, which reads w.in and never writes it: field
+		// returns it or a new string, appendString copies either into
+		// w.out, and a key's lower case is only passed down the walk.
+		b := w.in[start+1 : j]
+		if len(b) == 0 {
+			return "", true, nil
+		}
+		return unsafe.String(&b[0], len(b)), true, nil
 	}
-	if err := json.Unmarshal(w.in[start:w.i], &s); err != nil {
+	// A variable of its own: Unmarshal into the named result would move
+	// that to the heap on every call, plain strings' included.
+	var decoded string
+	if err := json.Unmarshal(w.in[start:w.i], &decoded); err != nil {
 		return "", false, err
 	}
-	return s, false, nil
+	return decoded, false, nil
 }
 
 // appendString writes s as a JSON string: its bytes when plain, otherwise

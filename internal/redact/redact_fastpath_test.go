@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -32,4 +33,26 @@ func TestRedactFastPathsNeverSkipAMatch(t *testing.T) {
 	require.Equal(t, "baſic "+Redacted, r.text("baſic x"))
 	require.Equal(t, "call ***-***-4167 now", r.text("call 409-685-4167 now"))
 	require.Equal(t, "a3f09b7c2d4e5f61", r.text("a3f09b7c2d4e5f61"))
+}
+
+// Rewriting a JSON document allocates its output, not a copy of each of
+// its keys and strings (the envelope on the log sink has dozens).
+func TestJSONRewriteDoesNotCopyEachString(t *testing.T) {
+	r := newRedactor(nil)
+	doc := []byte(`{"detail":{`)
+	for i := range 100 {
+		if i > 0 {
+			doc = append(doc, ',')
+		}
+		doc = fmt.Appendf(doc, `"key%d":"value %d","n%d":%d`, i, i, i, i)
+	}
+	doc = append(doc, "}}"...)
+	var out []byte
+	allocs := testing.AllocsPerRun(20, func() {
+		var err error
+		out, err = r.json("envelope", doc)
+		require.NoError(t, err)
+	})
+	require.JSONEq(t, string(doc), string(out))
+	require.LessOrEqual(t, allocs, 2.0)
 }
