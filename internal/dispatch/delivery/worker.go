@@ -758,7 +758,8 @@ func appendRecordRow(b []byte, o *outcome, owner string) []byte {
 }
 
 // recordSQL is the UPDATE that writes outs (not empty). The outcomes are
-// one JSON parameter, so the statement's text is the same for every batch.
+// one array parameter per column on PostgreSQL (store.UnnestRows), one JSON
+// parameter on SQLite, so the statement's text is the same for every batch.
 func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
 	var (
 		sel, from string
