@@ -3,12 +3,10 @@ package outbox
 import (
 	"cmp"
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -561,7 +559,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Row, results []rowResult, now time.Ti
 		if len(unsent) > 0 {
 			// Not sent: due again at once, the attempt the claim counted undone.
 			err := tx.Exec(`UPDATE outbox SET published_at = NULL, attempts = attempts - 1 WHERE id = ANY(?::bigint[])`,
-				int64Array(unsent)).Error
+				store.Int64s(unsent)).Error
 			if err != nil {
 				return time.Time{}, err
 			}
@@ -615,22 +613,4 @@ WHERE published_at IS NOT NULL AND published_at < ? AND id IN (
 			return nil
 		}
 	}
-}
-
-// int64Array is ids as one PostgreSQL bigint[] parameter, so a statement's
-// text does not change with the number of ids (gorm expands a slice into a
-// list, and each length was a statement of its own to prepare).
-type int64Array []int64
-
-// Value is the array literal: {1,2,3}.
-func (a int64Array) Value() (driver.Value, error) {
-	b := make([]byte, 0, 2+8*len(a))
-	b = append(b, '{')
-	for i, id := range a {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, id, 10)
-	}
-	return string(append(b, '}')), nil
 }

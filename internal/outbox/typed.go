@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/store"
 )
 
 // Detail types of the customer webhook endpoints (internal/webhooks).
@@ -359,8 +361,9 @@ func MarkFannedOut(ctx context.Context, tx *gorm.DB, ids []int64, now int64) err
 	}
 	var err error
 	if tx.Dialector.Name() == "postgres" {
-		// One statement text whatever the count (see int64Array).
-		err = tx.WithContext(ctx).Exec(`UPDATE outbox SET fanned_out_at = ? WHERE id = ANY(?::bigint[])`, now, int64Array(ids)).Error
+		// One statement text whatever the count: the ids are one array
+		// parameter (store.Int64s), where gorm expands a slice into a list.
+		err = tx.WithContext(ctx).Exec(`UPDATE outbox SET fanned_out_at = ? WHERE id = ANY(?::bigint[])`, now, store.Int64s(ids)).Error
 	} else {
 		err = tx.WithContext(ctx).Exec(`UPDATE outbox SET fanned_out_at = ? WHERE id IN ?`, now, ids).Error
 	}

@@ -49,16 +49,25 @@ var notificationColumns = store.Columns(
 // variable strings.
 const notificationRowBytes = 480
 
+// jsonColumns is n's correlation ids and data as their columns hold them.
+func jsonColumns(n *dispatch.NotificationRecord) (corr, data string, err error) {
+	c, err := n.Correlation.Value()
+	if err != nil {
+		return "", "", err
+	}
+	d, err := n.Data.Value()
+	if err != nil {
+		return "", "", err
+	}
+	return c.(string), d.(string), nil
+}
+
 // appendNotificationRow appends p's notification as a row of the
 // notifications document, the columns of notificationColumns, its
 // recipients as p encoded them. Written by hand, as appendDeliveryRow.
 func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
 	n := p.note
-	corr, err := n.Correlation.Value()
-	if err != nil {
-		return nil, err
-	}
-	data, err := n.Data.Value()
+	corr, data, err := jsonColumns(n)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +86,7 @@ func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
 	str(`,"idempotency_key":`, n.IdempotencyKey)
 	num(`,"ordinal":`, int64(n.Ordinal))
 	str(`,"request_hash":`, n.RequestHash)
-	str(`,"correlation":`, corr.(string))
+	str(`,"correlation":`, corr)
 	dst = append(dst, `,"recipients":`...)
 	dst = append(dst, p.recipients...)
 	str(`,"status":`, n.Status)
@@ -88,7 +97,7 @@ func appendNotificationRow(dst []byte, p *planned) ([]byte, error) {
 	str(`,"created_by":`, n.CreatedBy)
 	num(`,"created_time":`, n.CreatedTime)
 	str(`,"trace_parent":`, n.TraceParent)
-	str(`,"data":`, data.(string))
+	str(`,"data":`, data)
 	str(`,"tenant":`, n.Tenant)
 	str(`,"team":`, n.Team)
 	str(`,"service":`, n.Service)
@@ -107,19 +116,15 @@ func notificationArrays(ps []*planned) ([]any, error) {
 	reason, by, trace, data, tenant, team, service, entity := texts(), texts(), texts(), texts(), texts(), texts(), texts(), texts()
 	for i, p := range ps {
 		nr := p.note
-		c, err := nr.Correlation.Value()
-		if err != nil {
-			return nil, err
-		}
-		d, err := nr.Data.Value()
+		c, d, err := jsonColumns(nr)
 		if err != nil {
 			return nil, err
 		}
 		collection[i], ordinal[i], event[i], created[i] = nr.CollectionID, int64(nr.Ordinal), nr.EventID, nr.CreatedTime
 		deliveries[i], skipped[i] = int64(nr.DeliveryCount), int64(nr.SkippedCount)
 		name[i], source[i], scope[i], key[i], hash[i] = nr.Name, nr.Source, nr.IntakeScope, nr.IdempotencyKey, nr.RequestHash
-		corr[i], rcpts[i], status[i], reason[i], by[i] = c.(string), p.recipients, nr.Status, nr.Reason, nr.CreatedBy
-		trace[i], data[i], tenant[i], team[i], service[i], entity[i] = nr.TraceParent, d.(string), nr.Tenant, nr.Team, nr.Service, nr.EntityID
+		corr[i], rcpts[i], status[i], reason[i], by[i] = c, p.recipients, nr.Status, nr.Reason, nr.CreatedBy
+		trace[i], data[i], tenant[i], team[i], service[i], entity[i] = nr.TraceParent, d, nr.Tenant, nr.Team, nr.Service, nr.EntityID
 	}
 	return []any{collection, name, source, scope, key, ordinal, hash, corr, rcpts, status, reason, event, deliveries, skipped, by,
 		created, trace, data, tenant, team, service, entity}, nil
