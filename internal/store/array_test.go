@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	"github.com/notificationservice/notificationservice/internal/store"
@@ -95,4 +96,58 @@ func TestUnnestRowsReadBack(t *testing.T) {
 			require.Equal(t, row{ids[i], -i, want[i], docs[i], i%2 == 0}, r, "row %d, text form %v", i, textForm)
 		}
 	}
+}
+
+// With RegisterArrays, Texts and Int64s encode to the bytes pgx's own
+// plans write, and the parameter's buffer grows once, not element by
+// element from the 256 bytes pgx gives each statement.
+func TestRegisteredArrayPlansWriteWhatPgxWrites(t *testing.T) {
+	plain, registered := pgtype.NewMap(), pgtype.NewMap()
+	store.RegisterArrays(registered)
+	long := make(store.Texts, 1000)
+	for i := range long {
+		long[i] = fmt.Sprint("a message of some length, number ", i)
+	}
+	for _, c := range []struct {
+		oid uint32
+		v   any
+	}{
+		{pgtype.TextArrayOID, store.Texts{}},
+		{pgtype.TextArrayOID, store.Texts{"", "plain", "é 日本 😀", "bad\xffutf8\xfe", `"quoted" back\slash`}},
+		{pgtype.TextArrayOID, long},
+		{pgtype.Int8ArrayOID, store.Int64s{}},
+		{pgtype.Int8ArrayOID, store.Int64s{0, -1, 1 << 40, -1 << 63}},
+		{pgtype.Int4ArrayOID, store.Int64s{0, -1, 7}}, // pgx's plan, registered or not
+	} {
+		want, err := plain.Encode(c.oid, pgtype.BinaryFormatCode, c.v, nil)
+		require.NoError(t, err)
+		got, err := registered.Encode(c.oid, pgtype.BinaryFormatCode, c.v, nil)
+		require.NoError(t, err)
+		require.Equal(t, want, got, "%T %v", c.v, c.v)
+	}
+	grows := func(m *pgtype.Map) float64 {
+		return testing.AllocsPerRun(20, func() {
+			_, err := m.Encode(pgtype.TextArrayOID, pgtype.BinaryFormatCode, long, make([]byte, 0, 256))
+			require.NoError(t, err)
+		})
+	}
+	require.LessOrEqual(t, grows(registered), 3.0) // the 256 bytes, the slice in an interface, one growth
+	require.Greater(t, grows(plain), 10.0, "pgx's own plan was expected to grow the buffer step by step")
+}
+
+// Every PostgreSQL connection Open makes has the array plans registered.
+func TestOpenRegistersTheArrayPlans(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	sqlDB, err := db.DB()
+	require.NoError(t, err)
+	conn, err := sqlDB.Conn(t.Context())
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.Raw(func(dc any) error {
+		m := dc.(*stdlib.Conn).Conn().TypeMap()
+		require.Equal(t, "store.textsPlan", fmt.Sprintf("%T", m.PlanEncode(pgtype.TextArrayOID, pgtype.BinaryFormatCode, store.Texts{})))
+		require.Equal(t, "store.int64sPlan", fmt.Sprintf("%T", m.PlanEncode(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, store.Int64s{})))
+		return nil
+	}))
 }

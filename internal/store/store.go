@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/ncruces/go-sqlite3/gormlite"
 	"github.com/pressly/goose/v3"
 	"gorm.io/driver/postgres"
@@ -37,7 +39,16 @@ func Open(ctx context.Context, cfg config.Database) (*gorm.DB, error) {
 		err error
 	)
 	if cfg.Postgres() {
-		db, err = gorm.Open(postgres.New(postgres.Config{DSN: cfg.URL}), gcfg)
+		// Each connection gets the array plans (RegisterArrays). A URL
+		// with timezone= makes gorm set its own AfterConnect, which
+		// replaces this one: the arrays then take pgx's own plans, the
+		// same bytes with more copying.
+		db, err = gorm.Open(postgres.New(postgres.Config{DSN: cfg.URL, OptionOpenDB: []stdlib.OptionOpenDB{
+			stdlib.OptionAfterConnect(func(_ context.Context, c *pgx.Conn) error {
+				RegisterArrays(c.TypeMap())
+				return nil
+			}),
+		}}), gcfg)
 	} else {
 		if dir := filepath.Dir(cfg.SQLitePath); dir != "" {
 			if err := os.MkdirAll(dir, 0o750); err != nil {
