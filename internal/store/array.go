@@ -16,7 +16,7 @@ import (
 // document per batch (JSONRows). PostgreSQL unpacks a binary array without
 // parsing: json_to_recordset built a table of members for every row, and
 // for the intake's deliveries that cost more than the rows' own writes
-// (docs/benchmarks.md, "arrays").
+// (docs/benchmarks.md, "rows as arrays").
 //
 // They are written here rather than passed as []int64 and []string for two
 // reasons. gorm expands a slice argument into a list of parameters; a
@@ -52,6 +52,9 @@ func (e *textElem) TextValue() (pgtype.Text, error) {
 	return pgtype.Text{String: validUTF8(string(*e)), Valid: true}, nil
 }
 
+// validUTF8 is s with each byte of invalid UTF-8 replaced by U+FFFD. Not
+// strings.ToValidUTF8, which replaces a run of such bytes with one: the two
+// dialects would then store different text for the same value.
 func validUTF8(s string) string {
 	if utf8.ValidString(s) {
 		return s
