@@ -53,8 +53,9 @@ func (d *Dispatcher) recordWithEvents(ctx context.Context, q string, args []any,
 	recorded := false
 	err := d.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var rows []changedRow
-		// Find, not Scan: gorm's Scan renders the statement with its JSON
-		// parameter inlined, for a trace it then discards, on every call.
+		// Find, not Scan: gorm's Scan renders the statement with its
+		// parameters inlined (the outcomes' arrays or JSON document), for
+		// a trace it then discards, on every call.
 		if err := tx.Raw(q+changedColumns, args...).Find(&rows).Error; err != nil {
 			return err
 		}
