@@ -388,6 +388,10 @@ type Dispatch struct {
 	RecordInterval time.Duration `koanf:"recordInterval"`
 	RecordBatch    int           `koanf:"recordBatch"`
 	RecordSandbox  bool          `koanf:"recordSandbox"`
+	// HandOffWait is how long the queue intake waits for the local
+	// workers' hand-off queue to be at most half full before it commits a
+	// batch (0: it never waits, and what does not fit is stored pending).
+	HandOffWait time.Duration `koanf:"handOffWait"`
 	// Retention is how long finished notifications are kept, with their
 	// deliveries, sandbox records and idempotency keys; 0 keeps them forever.
 	Retention time.Duration `koanf:"retention"`
@@ -432,6 +436,11 @@ func (d Dispatch) validate(bad func(key, msg string)) {
 	}
 	if d.RecordBatch < 1 {
 		bad("dispatch.recordBatch", "must be at least 1")
+	}
+	// The messages wait unacknowledged meanwhile; beyond a lease the
+	// workers are stuck, and waiting longer only stalls the consumer.
+	if d.HandOffWait < 0 || d.HandOffWait > d.Lease {
+		bad("dispatch.handOffWait", "must be from 0 to dispatch.lease")
 	}
 	if d.MaxScheduleAhead < time.Minute {
 		bad("dispatch.maxScheduleAhead", "must be at least 1m")
@@ -615,6 +624,7 @@ func Default() Config {
 			RecordInterval: 5 * time.Millisecond,
 			RecordBatch:    256,
 			RecordSandbox:  true,
+			HandOffWait:    time.Second,
 			Retention:      30 * 24 * time.Hour,
 			// A quarter: far enough for a renewal reminder, near enough
 			// that a typo in a year does not park a delivery for a decade.

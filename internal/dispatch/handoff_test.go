@@ -13,6 +13,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
@@ -24,6 +25,7 @@ import (
 // the messages it accepted per delivery.
 type gated struct {
 	mu      sync.Mutex
+	once    sync.Once
 	open    chan struct{}
 	entered chan struct{} // one value per Send call
 	sent    map[int64]int
@@ -38,6 +40,10 @@ func newGated(open bool) *gated {
 }
 
 func (g *gated) Name() string { return "gated" }
+
+// release opens the gate; it may be called again (a test's cleanup does,
+// so a failed test does not leave the worker blocked and Run waiting).
+func (g *gated) release() { g.once.Do(func() { close(g.open) }) }
 
 func (g *gated) count(deliveryID int64) int {
 	g.mu.Lock()
@@ -68,7 +74,7 @@ type handoffBundle struct {
 	done                     chan struct{} // closed when Run has returned
 }
 
-func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBundle {
+func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated, opts ...func(*config.Dispatch)) *handoffBundle {
 	t.Helper()
 	h := &handoffBundle{bundle: setup(t, db), ch: ch}
 	now := time.Now().UnixMilli()
@@ -79,6 +85,9 @@ func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBu
 	// Leases of an hour: the renewer (every 20 min) never runs in a test,
 	// so a lease lapses when a test moves the worker's clock past it.
 	cfg.Lease = time.Hour
+	for _, o := range opts {
+		o(&cfg)
+	}
 	h.disp = delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg, delivery.Senders{}, discard(),
 		func() time.Time { return time.UnixMilli(h.workerClock.Load()) })
 	h.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil),
@@ -100,6 +109,19 @@ func runHandoff(t *testing.T, db *gorm.DB, claimBatch int, ch *gated) *handoffBu
 
 func (h *handoffBundle) submit(t *testing.T, emails ...string) int64 {
 	t.Helper()
+	return h.submitFrom(t, intake.SourceQueue, emails...)
+}
+
+func (h *handoffBundle) submitFrom(t *testing.T, source string, emails ...string) int64 {
+	t.Helper()
+	id, err := h.submitRequest(source, h.request(t, emails...))
+	require.NoError(t, err)
+	return id
+}
+
+// request is a notification of USER_INVITEUSER to emails.
+func (h *handoffBundle) request(t *testing.T, emails ...string) dispatch.Request {
+	t.Helper()
 	body := `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`
 	for i, e := range emails {
 		if i > 0 {
@@ -107,10 +129,46 @@ func (h *handoffBundle) submit(t *testing.T, emails ...string) int64 {
 		}
 		body += `{"email": "` + e + `", "macros": {"FNAME": "X"}}`
 	}
-	out, err := h.intake.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue,
-		Request: request(t, h.collectionID, body+`]}]}`)}})
-	require.NoError(t, err)
-	return out[0].Notifications[0].ID
+	return request(t, h.collectionID, body+`]}]}`)
+}
+
+func (h *handoffBundle) submitRequest(source string, req dispatch.Request) (int64, error) {
+	out, err := h.intake.Submit(context.Background(), []intake.Submission{{Source: source, Request: req}})
+	if err != nil {
+		return 0, err
+	}
+	return out[0].Notifications[0].ID, nil
+}
+
+// fillHandOffs has the one worker block in Send on a first delivery and
+// then fills its hand-off queue (4 × 1 × 1) with a second notification's.
+func (h *handoffBundle) fillHandOffs(t *testing.T) (first, second int64) {
+	t.Helper()
+	t.Cleanup(h.ch.release) // before runHandoff's, which waits for Run
+	first = h.submit(t, "a@example.com")
+	<-h.ch.entered // the worker holds it, blocked in Send
+	second = h.submit(t, "b@example.com", "c@example.com", "d@example.com", "e@example.com")
+	for _, d := range h.email(t, second) {
+		require.Equal(t, dispatch.StatusSending, d.Status, "handed off")
+	}
+	return first, second
+}
+
+// submitAsync submits from source in the background; the channel gets the
+// notification's id once Submit has returned (0 if it failed, reported
+// with t.Errorf: require may not stop a test from another goroutine).
+func (h *handoffBundle) submitAsync(t *testing.T, source string, emails ...string) <-chan int64 {
+	t.Helper()
+	req := h.request(t, emails...)
+	done := make(chan int64, 1)
+	go func() {
+		id, err := h.submitRequest(source, req)
+		if err != nil {
+			t.Errorf("Submit: %v", err)
+		}
+		done <- id
+	}()
+	return done
 }
 
 func (h *handoffBundle) email(t *testing.T, notificationID int64) []dispatch.Delivery {
@@ -133,7 +191,7 @@ func claimedAt(t *testing.T, db *gorm.DB, id int64) int64 {
 func TestIntakeHandsDeliveriesToRunningWorkers(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
-		h := runHandoff(t, db, 2, newGated(true)) // room for 1 worker × 2
+		h := runHandoff(t, db, 1, newGated(true)) // room for 4 × 1 worker × 1
 		id := h.submit(t, "a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com")
 		require.Eventually(t, func() bool {
 			for _, d := range h.email(t, id) {
@@ -157,8 +215,8 @@ func TestIntakeHandsDeliveriesToRunningWorkers(t *testing.T) {
 				t.Fatalf("delivery %d claimed at neither clock", d.ID)
 			}
 		}
-		require.Equal(t, 2, handed, "the workers' room: workers × claimBatch")
-		require.Equal(t, 3, claimed)
+		require.Equal(t, 4, handed, "the workers' room: 4 × workers × claimBatch")
+		require.Equal(t, 1, claimed)
 	})
 }
 
@@ -211,7 +269,7 @@ func TestLateHandoffIsClaimedAgainNotSentFromTheQueue(t *testing.T) {
 	})
 }
 
-// runIdle runs one worker with room for claimBatch hand-offs whose poll is
+// runIdle runs one worker with room for 4 × claimBatch hand-offs whose poll is
 // an hour away, after its first cycle's (empty) claim, and counts what it
 // sends: every later claim is one the dispatcher chose to make.
 func runIdle(t *testing.T, db *gorm.DB, b *bundle, claimBatch int) (*delivery.Dispatcher, *intake.Intake, *atomic.Int64) {
@@ -271,7 +329,7 @@ func TestOverflowIsClaimedAfterTheHandOffsWithoutAPoll(t *testing.T) {
 		_, err := in.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue, Request: request(t, b.collectionID, body+`]}]}`)}})
 		require.NoError(t, err)
 		require.Eventually(t, func() bool { return sent.Load() == 10 }, 10*time.Second, 5*time.Millisecond,
-			"5 recipients × email and SMS: 2 handed off, 8 claimed")
+			"5 recipients × email and SMS: 8 handed off, 2 claimed")
 	})
 }
 
@@ -309,4 +367,67 @@ func TestARenewalDoesNotCoverARowItDidNotExtend(t *testing.T) {
 		require.NoError(t, db.Raw("SELECT lease_owner FROM deliveries WHERE id = ?", second.ID).Scan(&owner).Error)
 		require.Equal(t, "another-instance", owner)
 	})
+}
+
+// A queue batch that finds the hand-off queue more than half full waits for
+// the workers to take from it (dispatch.handOffWait) instead of storing its
+// deliveries pending: each of those would cost a claim UPDATE later, the
+// most expensive write per delivery on PostgreSQL (docs/benchmarks.md).
+// Here the queue is full, so the batch waits until the worker has taken two;
+// then its delivery is handed off too, not claimed.
+func TestQueueBatchWaitsForHandOffRoomInsteadOfGoingPending(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		h := runHandoff(t, db, 1, newGated(false), func(c *config.Dispatch) { c.HandOffWait = time.Minute })
+		first, second := h.fillHandOffs(t)
+		third := h.submitAsync(t, intake.SourceQueue, "f@example.com")
+		require.Never(t, func() bool { return len(third) > 0 }, 200*time.Millisecond, 10*time.Millisecond,
+			"the queue is full: the batch waits for room")
+		h.ch.release()
+		var id int64
+		select {
+		case id = <-third:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the batch still waits after the worker took from the queue")
+		}
+		require.Eventually(t, func() bool { return h.email(t, id)[0].Status == dispatch.StatusSent }, 10*time.Second, 10*time.Millisecond)
+		d := h.email(t, id)[0]
+		require.Equal(t, h.intakeClock.Load(), claimedAt(t, db, d.ID), "handed off by the intake, not claimed by the worker")
+		require.Equal(t, 1, d.Attempts)
+		for _, n := range []int64{first, second, id} {
+			for _, d := range h.email(t, n) {
+				require.Eventually(t, func() bool { return h.ch.count(d.ID) == 1 }, 10*time.Second, 10*time.Millisecond, "delivery %d sent once", d.ID)
+			}
+		}
+	})
+}
+
+// The wait is bounded: after dispatch.handOffWait the batch commits and
+// what does not fit is stored pending, as without a wait. An API send
+// never waits (its caller is waiting for the answer).
+func TestHandOffWaitIsBoundedAndOnlyForQueueBatches(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		source string
+		wait   time.Duration
+	}{
+		{"queue batch after the wait", intake.SourceQueue, 50 * time.Millisecond},
+		{"API send at once", intake.SourceAPI, time.Hour},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+				h := runHandoff(t, db, 1, newGated(false), func(d *config.Dispatch) { d.HandOffWait = c.wait })
+				h.fillHandOffs(t)
+				done := h.submitAsync(t, c.source, "f@example.com")
+				select {
+				case id := <-done:
+					require.Equal(t, dispatch.StatusPending, h.email(t, id)[0].Status, "no room: stored pending")
+				case <-time.After(10 * time.Second):
+					t.Fatal("Submit did not return while the queue stayed full")
+				}
+			})
+		})
+	}
 }

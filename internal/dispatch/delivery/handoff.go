@@ -19,7 +19,8 @@ import (
 
 // local is the queue of handed-off deliveries. Their leases are renewed
 // while they wait, like those of claimed ones; its capacity bounds how long
-// one waits for a worker.
+// one waits for a worker, and how many a crash leaves in sending until
+// their leases expire.
 type local struct {
 	mu       sync.Mutex
 	items    []Claimed
@@ -27,6 +28,58 @@ type local struct {
 	capacity int
 	running  bool // Run has started the workers: only then are hand-offs taken
 	closed   bool
+	// freed, when not nil, is closed by the next take: AwaitRoom's
+	// waiters (several consumers may wait at once) then look again.
+	freed chan struct{}
+}
+
+// handOffFactor sizes the hand-off queue: handOffFactor × workers ×
+// claimBatch (2,048 by default). The queue intake waits until it is at most
+// half full (AwaitRoom), so that half must hold a whole intake batch's
+// deliveries (128 messages of three actions: 384) with the workers still
+// busy on the other half while the batch commits. At workers × claimBatch a
+// batch either went pending in part, or, when the consumer waited for room,
+// the queue ran dry during each commit (docs/benchmarks.md).
+const handOffFactor = 4
+
+// AwaitRoom returns once the hand-off queue is at most half full, or after
+// the configured dispatch.handOffWait, or when ctx ends. The queue intake
+// calls it before a batch: a delivery that fits is handed off, while one
+// stored pending costs a claim statement later, the most expensive write
+// per delivery on PostgreSQL. Meanwhile the batch's messages wait in the
+// broker, which gives them to other instances' consumers: the queue, not
+// this instance's table, holds the backlog. Without running workers it
+// returns at once.
+func (d *Dispatcher) AwaitRoom(ctx context.Context) {
+	if d.cfg.HandOffWait <= 0 {
+		return
+	}
+	var timeout <-chan time.Time
+	l := &d.local
+	for {
+		l.mu.Lock()
+		if !l.running || l.closed || l.capacity-len(l.items)-l.reserved >= l.capacity/2 {
+			l.mu.Unlock()
+			return
+		}
+		if l.freed == nil {
+			l.freed = make(chan struct{})
+		}
+		freed := l.freed
+		l.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(d.cfg.HandOffWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-freed:
+		case <-timeout:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Reserve returns how many of n deliveries the workers can take now (0 to
@@ -95,6 +148,10 @@ func (d *Dispatcher) takeLocal() []Claimed {
 	batch := make([]Claimed, k)
 	copy(batch, d.local.items)
 	d.local.items = append(d.local.items[:0], d.local.items[k:]...)
+	if d.local.freed != nil {
+		close(d.local.freed)
+		d.local.freed = nil
+	}
 	d.local.mu.Unlock()
 	return batch
 }
@@ -118,6 +175,10 @@ func (d *Dispatcher) closeLocal() {
 	d.local.closed = true
 	left := d.local.items
 	d.local.items = nil
+	if d.local.freed != nil {
+		close(d.local.freed)
+		d.local.freed = nil
+	}
 	d.local.mu.Unlock()
 	if len(left) > 0 {
 		d.requeue(left, "not sent before shutdown; back to the queue")

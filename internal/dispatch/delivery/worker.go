@@ -112,7 +112,7 @@ func New(db *gorm.DB, chans map[string]channels.Channel, cfg config.Dispatch, se
 	d := &Dispatcher{
 		db: db, pg: store.IsPostgres(db), channels: chans, cfg: cfg, senders: senders, log: log, now: now,
 		wake:    make(chan struct{}, max(cfg.Workers, 1)),
-		local:   local{capacity: cfg.Workers * cfg.ClaimBatch},
+		local:   local{capacity: handOffFactor * cfg.Workers * cfg.ClaimBatch},
 		actions: actions.NewRules(db),
 		owner:   newOwner(),
 	}

@@ -67,6 +67,11 @@ type Local interface {
 	// failed, so its outcome is unknown: instead of Release, it puts those
 	// that were stored back to pending and wakes a worker for them.
 	Return(batch []delivery.Claimed)
+	// AwaitRoom waits, within a bound of its own, until the workers have
+	// room for a batch's hand-offs. Only queue batches wait: their
+	// messages stay in the broker meanwhile, where an API caller would
+	// wait for its answer.
+	AwaitRoom(ctx context.Context)
 }
 
 // commitTimeout bounds a batch's transaction, which no caller's ctx cancels.
@@ -252,6 +257,9 @@ func (in *Intake) Submit(ctx context.Context, subs []Submission) ([]Outcome, err
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: intake: %w", err)
 	}
+	if in.local != nil && fromQueue(kept) {
+		in.local.AwaitRoom(ctx)
+	}
 	recorded, body := false, false
 	// The transaction does not take ctx's cancellation: with pgx the COMMIT
 	// runs under the transaction's ctx, so a client that went away during it
@@ -356,6 +364,16 @@ func tenantMismatch(s Submission, rules map[ruleKey]planning.Resolution) error {
 		}
 	}
 	return nil
+}
+
+// fromQueue reports whether every submission of a batch is a queue message.
+func fromQueue(subs []Submission) bool {
+	for _, s := range subs {
+		if s.Source != SourceQueue {
+			return false
+		}
+	}
+	return true
 }
 
 // storeDeliveries inserts the deliveries of b's notes. The ones the local
