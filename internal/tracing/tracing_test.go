@@ -207,6 +207,16 @@ func TestSinkSpanLinksToTheEnvelopesTraces(t *testing.T) {
 	require.Equal(t, []string{"e1", "e2", "e3"}, attr(s, "notify.envelope_ids").AsStringSlice())
 }
 
+// With tracing off, the sink is the one given: no span, and no envelope's
+// detail decoded to find the links nobody records.
+func TestSinkWithTracingOffIsTheSinkItself(t *testing.T) {
+	t.Parallel()
+	tr, err := tracing.New(context.Background(), config.Tracing{}, "test")
+	require.NoError(t, err)
+	var s outbox.Sink = okSink{}
+	require.Equal(t, s, tr.Sink("eventbridge", s))
+}
+
 // ctxChannel records the context of its last Send.
 type ctxChannel struct{ got *context.Context }
 
