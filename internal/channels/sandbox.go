@@ -549,10 +549,7 @@ func (d *sandboxDocs) close() [][]any {
 // (store.MaybeCommitted: the connection broke mid-commit) wraps
 // errMaybeRecorded.
 func (r *SandboxRecords) insert(ctx context.Context, stmts [][]any) error {
-	sel, from := store.JSONRows(false, sandboxColumns)
-	if r.pg {
-		sel, from = store.UnnestRows(sandboxColumns)
-	}
+	sel, from := store.BatchRows(r.pg, sandboxColumns)
 	q := "INSERT INTO sandbox_messages (" + store.ColumnList(sandboxColumns) + ") SELECT " + sel + " FROM " + from
 	write := func(tx *gorm.DB) error {
 		for _, args := range stmts {

@@ -259,12 +259,13 @@ func (w *Writer) RecordAll(ctx context.Context, tx *gorm.DB, cs []Change) error 
 		}
 		details[i] = body
 	}
-	if store.IsPostgres(tx) {
+	pg := store.IsPostgres(tx)
+	sel, from := store.BatchRows(pg, outboxColumns)
+	q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
+	if pg {
 		// One array per column (store.UnnestRows): PostgreSQL stores each
 		// detail as the text it is, where the JSON document had it parse
 		// every detail to find where it ended.
-		sel, from := store.UnnestRows(outboxColumns)
-		q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
 		for lo := 0; lo < len(cs); lo += 1000 {
 			hi := min(lo+1000, len(cs))
 			types, collections, created := make(store.Texts, hi-lo), make(store.Int64s, hi-lo), make(store.Int64s, hi-lo)
@@ -278,8 +279,6 @@ func (w *Writer) RecordAll(ctx context.Context, tx *gorm.DB, cs []Change) error 
 		}
 		return nil
 	}
-	sel, from := store.JSONRows(false, outboxColumns)
-	q := "INSERT INTO outbox (" + store.ColumnList(outboxColumns) + ") SELECT " + sel + " FROM " + from
 	// The rows document is written by hand: the detail goes in as it is (a
 	// json column: PostgreSQL's json and SQLite's JSON keep compact text
 	// byte for byte), not escaped into a string, nor re-scanned as

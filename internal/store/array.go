@@ -122,6 +122,17 @@ func (a Texts) Value() (driver.Value, error) {
 	return b.String(), nil
 }
 
+// BatchRows returns the SELECT list and FROM clause of a batch statement's
+// rows: one array parameter per column on PostgreSQL (UnnestRows), one
+// JSON document elsewhere (JSONRows). The caller passes the arguments of
+// the same form.
+func BatchRows(pg bool, cols []Column) (sel, from string) {
+	if pg {
+		return UnnestRows(cols)
+	}
+	return JSONRows(false, cols)
+}
+
 // UnnestRows returns the SELECT list and FROM clause that read rows passed
 // as one array parameter per column, in the order of cols, on PostgreSQL:
 // an integer column as Int64s, any other as Texts (cast to its type unless

@@ -268,22 +268,21 @@ func (s *Service) Find(ctx context.Context, keys []Key) ([]*Suppression, error) 
 	if len(rows) == 0 {
 		return out, nil
 	}
-	var sel, from string
+	pg := store.IsPostgres(s.db)
+	sel, from := store.BatchRows(pg, findColumns)
 	var args []any
-	if store.IsPostgres(s.db) {
+	if pg {
 		// One array per column: PostgreSQL reads them without parsing.
 		cids, channels, addrs := make(store.Int64s, len(rows)), make(store.Texts, len(rows)), make(store.Texts, len(rows))
 		for i, r := range rows {
 			cids[i], channels[i], addrs[i] = r.CID, r.Channel, r.Address
 		}
-		sel, from = store.UnnestRows(findColumns)
 		args = []any{cids, channels, addrs}
 	} else {
 		doc, err := json.Marshal(rows)
 		if err != nil {
 			return nil, err
 		}
-		sel, from = store.JSONRows(false, findColumns)
 		args = []any{string(doc)}
 	}
 	q := `SELECT s.* FROM suppressions s JOIN (SELECT ` + sel + ` FROM ` + from + `) AS k

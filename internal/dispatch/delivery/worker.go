@@ -761,12 +761,9 @@ func appendRecordRow(b []byte, o *outcome, owner string) []byte {
 // one array parameter per column on PostgreSQL (store.UnnestRows), one JSON
 // parameter on SQLite, so the statement's text is the same for every batch.
 func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
-	var (
-		sel, from string
-		args      []any
-	)
+	sel, from := store.BatchRows(d.pg, recordColumns)
+	var args []any
 	if d.pg {
-		sel, from = store.UnnestRows(recordColumns)
 		args = append([]any{now}, d.recordArrays(outs)...)
 	} else {
 		doc := make([]byte, 0, 256*len(outs))
@@ -778,7 +775,6 @@ func (d *Dispatcher) recordSQL(outs []outcome, now int64) (string, []any) {
 			doc = appendRecordRow(doc, &outs[i], d.outcomeOwner(&outs[i]))
 		}
 		doc = append(doc, ']')
-		sel, from = store.JSONRows(false, recordColumns)
 		args = []any{now, string(doc)}
 	}
 	// The claim is (id, attempts, lease_owner): the write is fenced on

@@ -134,9 +134,9 @@ func notificationArrays(ps []*planned) ([]any, error) {
 // the INSERT … SELECT followed by suffix, and calls scan on each row the
 // statement returns.
 func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, ps []*planned, suffix string, scan func(*sql.Rows) error) error {
+	sel, from := store.BatchRows(in.pg, notificationColumns)
+	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
 	if in.pg {
-		sel, from := store.UnnestRows(notificationColumns)
-		q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
 		for lo := 0; lo < len(ps); lo += 1000 {
 			args, err := notificationArrays(ps[lo:min(lo+1000, len(ps))])
 			if err != nil {
@@ -148,8 +148,6 @@ func (in *Intake) insertNotes(ctx context.Context, tx *gorm.DB, ps []*planned, s
 		}
 		return nil
 	}
-	sel, from := store.JSONRows(false, notificationColumns)
-	q := "INSERT INTO notifications (" + store.ColumnList(notificationColumns) + ") SELECT " + sel + " FROM " + from + suffix
 	var doc []byte
 	for lo := 0; lo < len(ps); lo += 1000 {
 		hi := min(lo+1000, len(ps))
@@ -275,7 +273,7 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispa
 	for _, d := range ds {
 		byKey[planKey{d.NotificationID, d.ActionID, d.RecipientIndex}] = d
 	}
-	sel, from := store.JSONRows(in.pg, deliveryColumns)
+	sel, from := store.BatchRows(in.pg, deliveryColumns)
 	q := "INSERT INTO deliveries (" + store.ColumnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
 		" RETURNING id, notification_id, action_id, recipient_index"
 	scan := func(r *sql.Rows) error {
@@ -290,9 +288,6 @@ func (in *Intake) insertDeliveries(ctx context.Context, tx *gorm.DB, ds []*dispa
 		return nil
 	}
 	if in.pg {
-		sel, from := store.UnnestRows(deliveryColumns)
-		q := "INSERT INTO deliveries (" + store.ColumnList(deliveryColumns) + ") SELECT " + sel + " FROM " + from +
-			" RETURNING id, notification_id, action_id, recipient_index"
 		for lo := 0; lo < len(ds); lo += 1000 {
 			hi := min(lo+1000, len(ds))
 			if err := query(ctx, tx, q, deliveryArrays(ds[lo:hi], rcpts[lo:hi]), scan); err != nil {
