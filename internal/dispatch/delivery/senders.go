@@ -8,8 +8,20 @@ const sendConcurrency = 64
 // need them (at most max) and kept until the worker stops. A goroutine per
 // group, started and ended per batch, grew its stack anew through the
 // render, channel and database call chains each time: runtime.newstack and
-// copystack were 5-6% of the drain's CPU (issue 17). Only its owner calls
-// do and close.
+// copystack were 5-6% of the drain's CPU (issue 17).
+//
+// Kept goroutines paid the same cost in another form. Every garbage
+// collection halves the stack of a goroutine that is parked using less than
+// a quarter of it, and the goroutine's next job grows it back, copying it
+// (runtime.shrinkstack, newstack). With a collection every few dozen
+// milliseconds under load, most jobs began by growing their stack again:
+// 4-6% of the service's CPU in both the drain and the REST send. So a
+// goroutine waits for its next job with parkDepth bytes of stack under it
+// (park), and its stack stays the size a send needs. The runtime's only
+// setting for this, GODEBUG=gcshrinkstackoff=1, is process-wide and cannot
+// be built in (go:debug does not take it).
+//
+// Only the pool's owner calls do and close.
 type senders struct {
 	jobs    chan func()
 	started int
@@ -38,10 +50,29 @@ func (p *senders) do(f func()) {
 }
 
 func (p *senders) run(f func()) {
-	for ok := true; ok; f, ok = <-p.jobs {
+	for ok := true; ok; f, ok = p.park() {
 		f()
 	}
 }
+
+// parkDepth is the stack park keeps under a waiting goroutine: a quarter of
+// the 16 KiB that render, a channel's Send and its logging reach, so a
+// collection leaves that stack as it is (it shrinks one whose goroutine uses
+// less than a quarter of it). It costs a 5 KiB memclr per job.
+const parkDepth = 5 << 10
+
+// park waits for the next job on a frame of parkDepth bytes (senders).
+//
+//go:noinline
+func (p *senders) park() (func(), bool) {
+	var depth [parkDepth]byte
+	f, ok := <-p.jobs
+	keepFrame(depth[:]) // the array, and so the frame, must not be optimized away
+	return f, ok
+}
+
+//go:noinline
+func keepFrame(b []byte) { _ = b[len(b)-1] }
 
 // close ends the pool's goroutines once their jobs are done.
 func (p *senders) close() { close(p.jobs) }
