@@ -1,5 +1,7 @@
 package delivery
 
+import "time"
+
 // sendConcurrency bounds the provider calls one worker has in flight: the
 // groups of its batch sent at once.
 const sendConcurrency = 64
@@ -17,19 +19,22 @@ const sendConcurrency = 64
 // milliseconds under load, most jobs began by growing their stack again:
 // 4-6% of the service's CPU in both the drain and the REST send. So a
 // goroutine waits for its next job with parkDepth bytes of stack under it
-// (park), and its stack stays the size a send needs. The runtime's only
-// setting for this, GODEBUG=gcshrinkstackoff=1, is process-wide and cannot
-// be built in (go:debug does not take it).
+// (park), and its stack stays the size a send needs. A goroutine that has
+// had no job for parkIdle waits without it, and the collector shrinks its
+// stack: a burst does not leave every goroutine it started holding 16 KiB.
+// The runtime's only setting for this, GODEBUG=gcshrinkstackoff=1, is
+// process-wide and cannot be built in (go:debug does not take it).
 //
 // Only the pool's owner calls do and close.
 type senders struct {
 	jobs    chan func()
 	started int
 	max     int
+	idle    time.Duration // parkIdle; tests shorten it
 }
 
 func newSenders(limit int) *senders {
-	return &senders{jobs: make(chan func()), max: limit}
+	return &senders{jobs: make(chan func()), max: limit, idle: parkIdle}
 }
 
 // do runs f on an idle goroutine of the pool, else on a new one while
@@ -50,10 +55,16 @@ func (p *senders) do(f func()) {
 }
 
 func (p *senders) run(f func()) {
-	for ok := true; ok; f, ok = p.park() {
+	idle := time.NewTimer(p.idle)
+	defer idle.Stop()
+	for ok := true; ok; f, ok = p.next(idle) {
 		f()
 	}
 }
+
+// parkIdle is how long a goroutine waits for a job in park before it waits
+// without the frame, its stack left to the collector to shrink.
+const parkIdle = 2 * time.Second
 
 // parkDepth is the stack park keeps under a waiting goroutine: a quarter of
 // the 16 KiB that render, a channel's Send and its logging reach, so a
@@ -61,14 +72,32 @@ func (p *senders) run(f func()) {
 // less than a quarter of it). It costs a 5 KiB memclr per job.
 const parkDepth = 5 << 10
 
-// park waits for the next job on a frame of parkDepth bytes (senders).
+// next waits for the next job: in park for p.idle, then shallow.
+func (p *senders) next(idle *time.Timer) (func(), bool) {
+	if f, ok, got := p.park(idle); got {
+		return f, ok
+	}
+	f, ok := <-p.jobs
+	return f, ok
+}
+
+// park waits for the next job on a frame of parkDepth bytes (senders), for
+// p.idle at most; got is false when none came.
 //
 //go:noinline
-func (p *senders) park() (func(), bool) {
+func (p *senders) park(idle *time.Timer) (f func(), ok, got bool) {
 	var depth [parkDepth]byte
-	f, ok := <-p.jobs
+	// Since Go 1.23 a timer's channel holds no stale value after Reset or
+	// Stop, so one timer serves every wait.
+	idle.Reset(p.idle)
+	select {
+	case f, ok = <-p.jobs:
+		got = true
+		idle.Stop()
+	case <-idle.C:
+	}
 	keepFrame(depth[:]) // the array, and so the frame, must not be optimized away
-	return f, ok
+	return f, ok, got
 }
 
 //go:noinline

@@ -61,6 +61,12 @@ func TestSendersBoundAndReuse(t *testing.T) {
 
 const pkgPath = "github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 
+// waitingIn counts the goroutines whose innermost frame is fn's.
+func waitingIn(fn string) int {
+	buf := make([]byte, 4<<20)
+	return bytes.Count(buf[:runtime.Stack(buf, true)], []byte("]:\n"+pkgPath+"."+fn+"("))
+}
+
 // deepCall uses about n × 0.5 KiB of stack and waits at its deepest for
 // release to close.
 //
@@ -82,12 +88,8 @@ func deepCall(n int, release <-chan struct{}) byte {
 func TestSendersKeepTheStackTheirJobsNeed(t *testing.T) {
 	const n = 100
 	p := newSenders(n)
+	p.idle = time.Hour // not idle long enough to wait shallow
 	t.Cleanup(p.close)
-	// waitingIn counts the goroutines whose innermost frame is fn's.
-	waitingIn := func(fn string) int {
-		buf := make([]byte, 4<<20)
-		return bytes.Count(buf[:runtime.Stack(buf, true)], []byte("]:\n"+pkgPath+"."+fn+"("))
-	}
 	release := make(chan struct{})
 	var started sync.WaitGroup
 	started.Add(n)
@@ -112,4 +114,45 @@ func TestSendersKeepTheStackTheirJobsNeed(t *testing.T) {
 	t.Logf("stacks in use: %d KiB with the jobs running, %d KiB after four collections with them parked",
 		busy.StackInuse>>10, parked.StackInuse>>10)
 	require.GreaterOrEqual(t, parked.StackInuse, busy.StackInuse*3/4, "the parked goroutines' stacks were shrunk")
+}
+
+// A goroutine idle for longer than the pool's idle time waits without the
+// frame, and the collector shrinks its stack: a burst does not keep its
+// goroutines' stacks for good.
+func TestSendersGiveBackIdleStacks(t *testing.T) {
+	const n = 100
+	p := newSenders(n)
+	p.idle = 20 * time.Millisecond
+	t.Cleanup(p.close)
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(n)
+	for range n {
+		p.do(func() {
+			started.Done()
+			deepCall(20, release)
+		})
+	}
+	started.Wait()
+	require.Eventually(t, func() bool { return waitingIn("deepCall") == n }, 5*time.Second, time.Millisecond)
+	var busy, idle runtime.MemStats
+	runtime.ReadMemStats(&busy)
+	close(release)
+	require.Eventually(t, func() bool { return waitingIn("(*senders).next") == n }, 5*time.Second, time.Millisecond)
+	for range 4 {
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&idle)
+	t.Logf("stacks in use: %d KiB with the jobs running, %d KiB after four collections with them idle",
+		busy.StackInuse>>10, idle.StackInuse>>10)
+	require.Less(t, idle.StackInuse, busy.StackInuse*3/4, "the idle goroutines kept their stacks")
+
+	// And they still take jobs.
+	var ran sync.WaitGroup
+	ran.Add(2 * n)
+	for range 2 * n {
+		p.do(ran.Done)
+	}
+	ran.Wait()
+	require.Equal(t, n, p.started)
 }
