@@ -17,7 +17,8 @@ const sendConcurrency = 64
 // a quarter of it, and the goroutine's next job grows it back, copying it
 // (runtime.shrinkstack, newstack). With a collection every few dozen
 // milliseconds under load, most jobs began by growing their stack again:
-// 4-6% of the service's CPU in both the drain and the REST send. So a
+// 4-6% of the service's CPU in both the drain and the REST send
+// (docs/benchmarks.md, "Latest: send goroutines keep their stacks"). So a
 // goroutine waits for its next job with parkDepth bytes of stack under it
 // (park), and its stack stays the size a send needs. A goroutine that has
 // had no job for parkIdle waits without it, and the collector shrinks its
