@@ -209,6 +209,16 @@ type Template struct {
 	// refs are the macros the template prints unconditionally, in template
 	// order: the names the missing-macro policy applies to.
 	refs []string
+	// plain is the template as pieces of literal text and printed macros,
+	// when that is all it holds (executePlain); nil otherwise.
+	plain []piece
+}
+
+// piece is literal text, or a macro printed there (name set).
+type piece struct {
+	text   string
+	name   string
+	escape bool // HTML-escape the value ({{NAME}} in HTML mode)
 }
 
 // Macros lists the macros the template prints outside a guard such as
@@ -228,10 +238,6 @@ func (t *Template) ExecuteWithin(b *Budget, vars map[string]string, missing stri
 	if t.size > b.lim.MaxTemplateBytes {
 		return "", b.fail(b.lim.MaxTemplateBytes, t.size, "template is %d bytes, more than %d (templates.maxSize)", t.size, b.lim.MaxTemplateBytes)
 	}
-	ctx := b.context(vars, len(t.refs)+len(b.extra))
-	for k, v := range b.extra {
-		ctx[k] = b.wrap(v)
-	}
 	var absent []string
 	for _, name := range t.refs {
 		_, extra := b.extra[name]
@@ -239,21 +245,25 @@ func (t *Template) ExecuteWithin(b *Budget, vars map[string]string, missing stri
 			absent = append(absent, name)
 		}
 	}
-	if len(absent) > 0 {
-		switch missing {
-		case MissingBlank:
-			// raymond renders an absent value as "".
-		case MissingKeep:
-			for _, name := range absent {
-				ctx[name] = raymond.SafeString("{{" + name + "}}")
-			}
-		default:
-			return "", &MissingError{Name: absent[0], Names: absent}
-		}
+	if len(absent) > 0 && missing != MissingBlank && missing != MissingKeep {
+		return "", &MissingError{Name: absent[0], Names: absent}
 	}
 	if err := b.check(); err != nil {
 		return "", err // spent by an earlier field
 	}
+	if t.plain != nil && len(b.extra) == 0 {
+		return t.executePlain(b, vars, missing)
+	}
+	ctx := b.context(vars, len(t.refs)+len(b.extra))
+	for k, v := range b.extra {
+		ctx[k] = b.wrap(v)
+	}
+	if missing == MissingKeep {
+		for _, name := range absent {
+			ctx[name] = raymond.SafeString("{{" + name + "}}")
+		}
+	}
+	// MissingBlank: raymond renders an absent value as "".
 	start := b.produced
 	defer func() {
 		if v := recover(); v != nil {
@@ -308,7 +318,97 @@ func compile(src string, mode Mode) (t *Template, err error) {
 		return nil, &TemplateError{Err: err}
 	}
 	tpl.RegisterHelpers(helpers())
-	return &Template{tpl: tpl, size: size, mode: mode, refs: refs}, nil
+	final := prog
+	if mode == Text {
+		// The program raymond runs: the rewritten source, parsed again.
+		if final, err = parser.Parse(src); err != nil {
+			return nil, &TemplateError{Err: err}
+		}
+	}
+	return &Template{tpl: tpl, size: size, mode: mode, refs: refs, plain: plainPieces(final)}, nil
+}
+
+// plainPieces is prog as literal text and printed macros ({{NAME}},
+// {{{NAME}}}, {{&NAME}}), or nil when it holds anything else: a block, a
+// helper, a path, a comment, a partial. Most action templates are only that
+// ("Hi {{FNAME}}"), and raymond's evaluation of one (a data frame, a
+// visitor, reflection on the context, fmt for each value) was a tenth of a
+// delivery's CPU in the binary harness's REST profile (docs/benchmarks.md).
+func plainPieces(prog *ast.Program) []piece {
+	if prog == nil {
+		return nil
+	}
+	out := make([]piece, 0, len(prog.Body))
+	for _, n := range prog.Body {
+		switch st := n.(type) {
+		case *ast.ContentStatement:
+			out = append(out, piece{text: st.Value}) // as raymond prints it (VisitContent)
+		case *ast.MustacheStatement:
+			name := plainName(st.Expression)
+			// A [segment literal] keeps its brackets in the AST and loses
+			// them in raymond's lookup: left to raymond.
+			if name == "" || strings.ContainsAny(name, "[]") || isHelper(name) || registeredHelper(name) {
+				return nil
+			}
+			out = append(out, piece{name: name, escape: !st.Unescaped})
+		default:
+			return nil
+		}
+	}
+	return out
+}
+
+// helperNames are the helpers every template registers (helpers()).
+var helperNames = func() map[string]bool {
+	m := map[string]bool{}
+	for name := range helpers() {
+		m[name] = true
+	}
+	return m
+}()
+
+func registeredHelper(name string) bool { return helperNames[name] }
+
+// executePlain renders a plain template (Template.plain) as raymond renders
+// it: literal text as is, a macro's value HTML-escaped unless printed
+// unescaped (raymond.Escape), an absent one as "" or, under the keep policy,
+// as {{NAME}} unescaped; each non-empty value is counted as value.String
+// counts it, and the rest of the output after. ExecuteWithin has applied the
+// fail policy and counted the render's first step.
+func (t *Template) executePlain(b *Budget, vars map[string]string, missing string) (string, error) {
+	start := b.produced
+	var out strings.Builder
+	out.Grow(t.size)
+	for _, p := range t.plain {
+		if p.name == "" {
+			out.WriteString(p.text)
+			continue
+		}
+		v, ok := vars[p.name]
+		switch {
+		case !ok:
+			if missing == MissingKeep {
+				out.WriteString("{{" + p.name + "}}")
+			}
+			continue
+		case v == "":
+			continue
+		case b.check() != nil || b.produce(len(v)) != nil:
+			continue // over a limit: value.String prints nothing
+		}
+		if p.escape {
+			v = raymond.Escape(v)
+		}
+		out.WriteString(v)
+	}
+	if b.err != nil {
+		return "", b.err
+	}
+	s := out.String()
+	if err := b.produce(start + len(s) - b.produced); err != nil {
+		return "", err
+	}
+	return s, nil
 }
 
 // unescapeAll inserts & into every escaped mustache of prog (parsed from src).
