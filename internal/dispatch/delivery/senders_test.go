@@ -81,49 +81,12 @@ func deepCall(n int, release <-chan struct{}) byte {
 	return frame[1]
 }
 
-// A pool's goroutines keep, while they wait for a job, the stack their
-// jobs grew: garbage collections do not halve it, so the next job does not
-// grow it again (senders, park). Not parallel: it reads the process's stack
-// memory.
-func TestSendersKeepTheStackTheirJobsNeed(t *testing.T) {
-	const n = 100
-	p := newSenders(n)
-	p.idle = time.Hour // not idle long enough to wait shallow
-	t.Cleanup(p.close)
-	release := make(chan struct{})
-	var started sync.WaitGroup
-	started.Add(n)
-	for range n {
-		p.do(func() {
-			started.Done()
-			deepCall(20, release) // about 10 KiB: the stack grows to 16 KiB
-		})
-	}
-	started.Wait()
-	require.Equal(t, n, p.started)
-	// The jobs wait 10 KiB deep: no collection shrinks their stacks now.
-	require.Eventually(t, func() bool { return waitingIn("deepCall") == n }, 5*time.Second, time.Millisecond)
-	var busy, parked runtime.MemStats
-	runtime.ReadMemStats(&busy)
-	close(release)
-	require.Eventually(t, func() bool { return waitingIn("(*senders).park") == n }, 5*time.Second, time.Millisecond)
-	for range 4 {
-		runtime.GC() // each halves the stacks it may shrink
-	}
-	runtime.ReadMemStats(&parked)
-	t.Logf("stacks in use: %d KiB with the jobs running, %d KiB after four collections with them parked",
-		busy.StackInuse>>10, parked.StackInuse>>10)
-	require.GreaterOrEqual(t, parked.StackInuse, busy.StackInuse*3/4, "the parked goroutines' stacks were shrunk")
-}
-
-// A goroutine idle for longer than the pool's idle time waits without the
-// frame, and the collector shrinks its stack: a burst does not keep its
-// goroutines' stacks for good.
-func TestSendersGiveBackIdleStacks(t *testing.T) {
-	const n = 100
-	p := newSenders(n)
-	p.idle = 20 * time.Millisecond
-	t.Cleanup(p.close)
+// stackAfterJobs runs n jobs on p that grow their stacks to 16 KiB (about
+// 10 KiB used), lets them end, waits until all n goroutines wait in waitFn,
+// runs four collections (each halves the stacks it may shrink), and returns
+// the stack memory in use with the jobs running and after.
+func stackAfterJobs(t *testing.T, p *senders, n int, waitFn string) (busy, after uint64) {
+	t.Helper()
 	release := make(chan struct{})
 	var started sync.WaitGroup
 	started.Add(n)
@@ -134,18 +97,45 @@ func TestSendersGiveBackIdleStacks(t *testing.T) {
 		})
 	}
 	started.Wait()
+	require.Equal(t, n, p.started)
+	// The jobs wait 10 KiB deep: no collection shrinks their stacks now.
 	require.Eventually(t, func() bool { return waitingIn("deepCall") == n }, 5*time.Second, time.Millisecond)
-	var busy, idle runtime.MemStats
-	runtime.ReadMemStats(&busy)
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	busy = m.StackInuse
 	close(release)
-	require.Eventually(t, func() bool { return waitingIn("(*senders).next") == n }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return waitingIn(waitFn) == n }, 5*time.Second, time.Millisecond)
 	for range 4 {
 		runtime.GC()
 	}
-	runtime.ReadMemStats(&idle)
-	t.Logf("stacks in use: %d KiB with the jobs running, %d KiB after four collections with them idle",
-		busy.StackInuse>>10, idle.StackInuse>>10)
-	require.Less(t, idle.StackInuse, busy.StackInuse*3/4, "the idle goroutines kept their stacks")
+	runtime.ReadMemStats(&m)
+	t.Logf("stacks in use: %d KiB with the jobs running, %d KiB after four collections with them in %s",
+		busy>>10, m.StackInuse>>10, waitFn)
+	return busy, m.StackInuse
+}
+
+// A pool's goroutines keep, while they wait for a job, the stack their
+// jobs grew: garbage collections do not halve it, so the next job does not
+// grow it again (senders, park). Not parallel: it reads the process's stack
+// memory.
+func TestSendersKeepTheStackTheirJobsNeed(t *testing.T) {
+	p := newSenders(100)
+	p.idle = time.Hour // not idle long enough to wait shallow
+	t.Cleanup(p.close)
+	busy, parked := stackAfterJobs(t, p, 100, "(*senders).park")
+	require.GreaterOrEqual(t, parked, busy*3/4, "the parked goroutines' stacks were shrunk")
+}
+
+// A goroutine idle for longer than the pool's idle time waits without the
+// frame, and the collector shrinks its stack: a burst does not keep its
+// goroutines' stacks for good.
+func TestSendersGiveBackIdleStacks(t *testing.T) {
+	const n = 100
+	p := newSenders(n)
+	p.idle = 20 * time.Millisecond
+	t.Cleanup(p.close)
+	busy, idle := stackAfterJobs(t, p, n, "(*senders).next")
+	require.Less(t, idle, busy*3/4, "the idle goroutines kept their stacks")
 
 	// And they still take jobs.
 	var ran sync.WaitGroup
