@@ -347,7 +347,7 @@ func plainPieces(prog *ast.Program) []piece {
 			name := plainName(st.Expression)
 			// A [segment literal] keeps its brackets in the AST and loses
 			// them in raymond's lookup: left to raymond.
-			if name == "" || strings.ContainsAny(name, "[]") || isHelper(name) || registeredHelper(name) {
+			if name == "" || strings.ContainsAny(name, "[]") || isHelper(name) {
 				return nil
 			}
 			out = append(out, piece{name: name, escape: !st.Unescaped})
@@ -357,17 +357,6 @@ func plainPieces(prog *ast.Program) []piece {
 	}
 	return out
 }
-
-// helperNames are the helpers every template registers (helpers()).
-var helperNames = func() map[string]bool {
-	m := map[string]bool{}
-	for name := range helpers() {
-		m[name] = true
-	}
-	return m
-}()
-
-func registeredHelper(name string) bool { return helperNames[name] }
 
 // executePlain renders a plain template (Template.plain) as raymond renders
 // it: literal text as is, a macro's value HTML-escaped unless printed

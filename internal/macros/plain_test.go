@@ -94,6 +94,15 @@ func TestPlainTemplatesSkipRaymond(t *testing.T) {
 	}
 }
 
+// isHelper knows every helper a template registers: requiredRefs and
+// plainPieces rely on it to tell a printed macro from a helper call.
+func TestIsHelperKnowsEveryRegisteredHelper(t *testing.T) {
+	t.Parallel()
+	for name := range helpers() {
+		require.True(t, isHelper(name), name)
+	}
+}
+
 // The plain path is what makes a render cheap: it allocates the budget, the
 // output and an escaped value, where raymond allocated its data frame,
 // visitor and context map and a formatted string per value. make test runs
