@@ -284,6 +284,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.Dispatcher.JoinTraces = a.Tracing.Enabled()
 	a.Dispatcher.Outage = a.Outage
 	a.Dispatcher.OnInDoubt = a.Metrics.DeliveriesInDoubt
+	a.Dispatcher.OnRecordWait = a.Metrics.RecordWait
 	a.add("dispatch", a.Dispatcher)
 	// Recipient preferences: their routes, the planning rule after the
 	// condition, and the one-click unsubscribe links of every email.

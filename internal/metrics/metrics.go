@@ -54,6 +54,7 @@ type Metrics struct {
 	queueDeadLettered *prometheus.CounterVec
 
 	deliveriesInDoubt prometheus.Counter
+	recordWait        prometheus.Counter
 
 	planningDecisions *prometheus.CounterVec
 	suppressionsAdded *prometheus.CounterVec
@@ -124,6 +125,10 @@ func New() *Metrics {
 	m.deliveriesInDoubt = f(prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "deliveries", Name: "in_doubt_total",
 		Help: "Deliveries recovery found in sending with an expired lease (an instance stopped mid-send, or a provider call lost its answer): the provider may or may not have them.",
+	})).(prometheus.Counter)
+	m.recordWait = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "dispatch", Name: "record_wait_seconds_total",
+		Help: "Time delivery workers waited before a provider call because dispatch.recordBatch deliveries were sent and not yet recorded; its rate is how many waited on average.",
 	})).(prometheus.Counter)
 	m.planningDecisions = f(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "planning", Name: "decisions_total",
@@ -277,6 +282,11 @@ func (m *Metrics) InitSuppressionSources(sources ...string) {
 // DeliveriesInDoubt counts n deliveries found in sending with an expired
 // lease (delivery.Dispatcher.OnInDoubt).
 func (m *Metrics) DeliveriesInDoubt(n int) { m.deliveriesInDoubt.Add(float64(n)) }
+
+// RecordWait adds a worker's wait for dispatch.recordBatch to
+// notify_dispatch_record_wait_seconds_total
+// (delivery.Dispatcher.OnRecordWait).
+func (m *Metrics) RecordWait(waited time.Duration) { m.recordWait.Add(waited.Seconds()) }
 
 // MessageDeadLettered counts a message the broker confirmed in the
 // dead-letter queue, by reason.

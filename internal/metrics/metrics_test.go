@@ -373,3 +373,15 @@ func TestHTTPMiddlewareAllocatesNothing(t *testing.T) {
 	require.Equal(t, "99", statusLabel(99))
 	require.Equal(t, "600", statusLabel(600))
 }
+
+// The workers' waits for dispatch.recordBatch add up, in seconds, on a
+// series that is there from the start (an alert on its rate sees the first
+// wait).
+func TestRecordWaitSumsTheWorkersWaits(t *testing.T) {
+	t.Parallel()
+	m := New()
+	require.Equal(t, 0.0, gauge(t, m, "notify_dispatch_record_wait_seconds_total"))
+	m.RecordWait(250 * time.Millisecond)
+	m.RecordWait(time.Second)
+	require.InDelta(t, 1.25, gauge(t, m, "notify_dispatch_record_wait_seconds_total"), 1e-9)
+}

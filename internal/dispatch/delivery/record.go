@@ -50,14 +50,25 @@ func newRecorder(d *Dispatcher) *recorder {
 // that goes alone) can have reached the provider without its outcome being
 // written. The gate is before the send, not after it: a send that already
 // happened is in doubt whether or not its outcome is queued.
+//
+// How long it waited goes to Dispatcher.OnRecordWait: an operator cannot
+// otherwise tell a drain held back by this bound from one held back by the
+// CPU or the database (issue 17: on a slow machine it halved the drain).
 func (r *recorder) reserve(n int) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var began time.Time
 	for r.running && r.unrecorded > 0 && r.unrecorded+n > r.d.cfg.RecordBatch {
+		if began.IsZero() {
+			began = time.Now()
+		}
 		r.taken.Wait()
 	}
 	if r.running {
 		r.unrecorded += n
+	}
+	r.mu.Unlock()
+	if !began.IsZero() && r.d.OnRecordWait != nil {
+		r.d.OnRecordWait(time.Since(began))
 	}
 }
 

@@ -94,6 +94,12 @@ type Dispatcher struct {
 	// may or may not have reached the provider (the app counts them in
 	// notify_deliveries_in_doubt_total).
 	OnInDoubt func(n int)
+	// OnRecordWait, when set, is called with how long a worker waited
+	// before a provider call because dispatch.recordBatch deliveries were
+	// already sent (or being sent) and not yet recorded (recorder.reserve).
+	// The app sums it in notify_dispatch_record_wait_seconds_total: time
+	// spent there is throughput the in-doubt bound costs (docs/runbook.md).
+	OnRecordWait func(waited time.Duration)
 }
 
 // ActionSource gives the workers the actions a batch sends, with their

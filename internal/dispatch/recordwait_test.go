@@ -1,0 +1,132 @@
+package dispatch_test
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/actions"
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
+	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
+	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// gate is a channel whose every Send blocks until open is called, and
+// says so on entered first.
+type gate struct {
+	release chan struct{}
+	once    sync.Once
+	entered chan struct{}
+}
+
+func newGate() *gate { return &gate{release: make(chan struct{}), entered: make(chan struct{}, 100)} }
+
+func (g *gate) Name() string { return "gate" }
+func (g *gate) open()        { g.once.Do(func() { close(g.release) }) }
+
+func (g *gate) Send(_ context.Context, msgs []channels.Message) []channels.Result {
+	g.entered <- struct{}{}
+	<-g.release
+	out := make([]channels.Result, len(msgs))
+	for i, m := range msgs {
+		out[i].ProviderMessageID = "gate-" + jsonInt(m.DeliveryID)
+	}
+	return out
+}
+
+// waitingInReserve reports whether a goroutine is blocked in the
+// recorder's reservation, by its innermost frame of package delivery.
+func waitingInReserve() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "sync.(*Cond).Wait") && strings.Contains(g, "delivery.(*recorder).reserve") {
+			return true
+		}
+	}
+	return false
+}
+
+// A worker that finds dispatch.recordBatch deliveries sent and not yet
+// recorded waits before its provider call (the in-doubt bound), and the
+// time it waited is reported (Dispatcher.OnRecordWait; the app's
+// notify_dispatch_record_wait_seconds_total), so an operator can see when
+// that bound, not the CPU or the database, is what holds the drain back.
+// With room in the bound both groups are sent at once and nothing is
+// reported.
+func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		recordBatch int
+		waits       bool
+	}{
+		{"one group fills the bound", 1, true},
+		{"room for both groups", 256, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, _ := testdb.Postgres(t)
+			b := setup(t, db)
+			ch := newGate()
+			cfg := testConfig()
+			cfg.Workers, cfg.RecordBatch = 1, tc.recordBatch
+			disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg,
+				delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
+			var mu sync.Mutex
+			var waits []time.Duration
+			disp.OnRecordWait = func(d time.Duration) {
+				mu.Lock()
+				waits = append(waits, d)
+				mu.Unlock()
+			}
+			b.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = disp.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			t.Cleanup(ch.open) // first: a failed test must not leave Run in Send
+
+			// One recipient, an email and an SMS action: two provider calls
+			// of one delivery each.
+			out, err := b.intake.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue,
+				Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [
+  {"email": "a@example.com", "phone": "+15550001", "macros": {"FNAME": "Ann"}}]}]}`)}})
+			require.NoError(t, err)
+			id := out[0].Notifications[0].ID
+
+			<-ch.entered
+			if tc.waits {
+				require.Eventually(t, waitingInReserve, 10*time.Second, 5*time.Millisecond,
+					"the second call waits for the first's outcome to be recorded")
+			} else {
+				select {
+				case <-ch.entered:
+				case <-time.After(10 * time.Second):
+					t.Fatal("with room in the bound both calls are made at once")
+				}
+			}
+			ch.open()
+			for _, c := range []string{"email", "sms"} {
+				require.Eventually(t, func() bool { return deliveries(t, b, id, c)[0].Status == dispatch.StatusSent },
+					10*time.Second, 5*time.Millisecond)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !tc.waits {
+				require.Empty(t, waits)
+				return
+			}
+			require.Len(t, waits, 1)
+			require.Positive(t, waits[0])
+		})
+	}
+}
