@@ -53,7 +53,8 @@ func newRecorder(d *Dispatcher) *recorder {
 //
 // How long it waited goes to Dispatcher.OnRecordWait: an operator cannot
 // otherwise tell a drain held back by this bound from one held back by the
-// CPU or the database (issue 17: on a slow machine it halved the drain).
+// CPU or the database (issue 17: on a slow machine it cost the drain a
+// sixth to a third).
 func (r *recorder) reserve(n int) {
 	r.mu.Lock()
 	var began time.Time
