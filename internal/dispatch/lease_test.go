@@ -21,8 +21,8 @@ import (
 )
 
 // holding is a channel that accepts at once every message except those to
-// an address in slow, whose Send blocks until release is closed. It
-// counts the messages it accepted per delivery.
+// an address in slow (the first To email, or the phone), whose Send blocks
+// until release is closed. It counts the messages it accepted per delivery.
 type holding struct {
 	slow    map[string]bool
 	release chan struct{} // closed by open
@@ -47,7 +47,7 @@ func (h *holding) open() { h.once.Do(func() { close(h.release) }) }
 
 func (h *holding) Send(ctx context.Context, msgs []channels.Message) []channels.Result {
 	for _, m := range msgs {
-		if len(m.To) > 0 && h.slow[m.To[0].Email] {
+		if h.slow[heldAddress(m)] {
 			h.entered <- struct{}{}
 			<-h.release
 			break
@@ -61,6 +61,14 @@ func (h *holding) Send(ctx context.Context, msgs []channels.Message) []channels.
 		out[i].ProviderMessageID = "holding-" + jsonInt(m.DeliveryID)
 	}
 	return out
+}
+
+// heldAddress is the address holding matches m on.
+func heldAddress(m channels.Message) string {
+	if len(m.To) > 0 {
+		return m.To[0].Email
+	}
+	return m.Phone
 }
 
 func (h *holding) count(id int64) int {

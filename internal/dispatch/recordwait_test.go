@@ -19,29 +19,6 @@ import (
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
-// gate is a channel whose every Send blocks until open is called, and
-// says so on entered first.
-type gate struct {
-	release chan struct{}
-	once    sync.Once
-	entered chan struct{}
-}
-
-func newGate() *gate { return &gate{release: make(chan struct{}), entered: make(chan struct{}, 100)} }
-
-func (g *gate) Name() string { return "gate" }
-func (g *gate) open()        { g.once.Do(func() { close(g.release) }) }
-
-func (g *gate) Send(_ context.Context, msgs []channels.Message) []channels.Result {
-	g.entered <- struct{}{}
-	<-g.release
-	out := make([]channels.Result, len(msgs))
-	for i, m := range msgs {
-		out[i].ProviderMessageID = "gate-" + jsonInt(m.DeliveryID)
-	}
-	return out
-}
-
 // waitingInReserve reports whether a goroutine is blocked in the
 // recorder's reservation, by its innermost frame of package delivery.
 func waitingInReserve() bool {
@@ -76,7 +53,8 @@ func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 			t.Parallel()
 			db, _ := testdb.Postgres(t)
 			b := setup(t, db)
-			ch := newGate()
+			// Both provider calls are held until ch.open.
+			ch := newHolding("a@example.com", "+15550001")
 			cfg := testConfig()
 			cfg.Workers, cfg.RecordBatch = 1, tc.recordBatch
 			disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg,
