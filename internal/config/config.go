@@ -500,6 +500,12 @@ type Metrics struct {
 	// DBCacheTTL reuses the last database reading for scrapes within it, so
 	// several scrapers (or a short scrape interval) do not multiply the load.
 	DBCacheTTL time.Duration `koanf:"dbCacheTTL"`
+	// FinalStatusTTL is how long the counts of deliveries in final
+	// statuses (sent, failed, …) are reused. They are a scan of the whole
+	// deliveries table, which grows with the retention, where the active
+	// statuses (pending, scheduled, sending) are read through their
+	// partial indexes at every reading; 0 scans at every reading.
+	FinalStatusTTL time.Duration `koanf:"finalStatusTTL"`
 }
 
 // validate checks the metrics section; bad records a finding.
@@ -509,6 +515,9 @@ func (m Metrics) validate(bad func(key, msg string)) {
 	}
 	if m.DBCacheTTL < 0 {
 		bad("metrics.dbCacheTTL", "must not be negative")
+	}
+	if m.FinalStatusTTL < 0 {
+		bad("metrics.finalStatusTTL", "must not be negative")
 	}
 }
 
@@ -665,7 +674,7 @@ func Default() Config {
 			RenderTimeout: 2 * time.Second,
 		},
 		Preview: Preview{RatePerMinute: 60},
-		Metrics: Metrics{Enabled: true, DBTimeout: 5 * time.Second, DBCacheTTL: 5 * time.Second},
+		Metrics: Metrics{Enabled: true, DBTimeout: 5 * time.Second, DBCacheTTL: 5 * time.Second, FinalStatusTTL: 5 * time.Minute},
 		Tracing: Tracing{
 			Endpoint:    "http://127.0.0.1:4318",
 			ServiceName: "notificationservice",

@@ -1,0 +1,125 @@
+package metrics
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// The active statuses are read at every reading and the final ones, a scan
+// of the whole table, at metrics.finalStatusTTL; a failed scan leaves the
+// final statuses out (not at 0) and is not retried before its TTL.
+func TestFinalStatusesAreReadAtTheirOwnTTL(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		t.Parallel()
+		now := time.Now()
+		ms := now.UnixMilli()
+		scans, broken := 0, false
+		testdb.InjectError(t, db, func(stmt *gorm.Statement) error {
+			if !strings.Contains(stmt.SQL.String(), "NOT IN ('pending', 'scheduled', 'sending')") {
+				return nil
+			}
+			scans++
+			if broken {
+				return errors.New("statement timeout")
+			}
+			return nil
+		})
+		require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
+		var nid int64
+		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+		i := 0
+		del := func(channel, status string) {
+			t.Helper()
+			i++
+			require.NoError(t, db.Exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, status, created_time, updated_time)
+VALUES (?, 1, 1, ?, ?, ?, ?, ?)`, nid, i, channel, status, ms, ms).Error)
+		}
+		del("email", "sent")
+		del("email", "pending")
+		del("sms", "sending")
+
+		m := New()
+		c := newDBCollector(db, config.Metrics{DBTimeout: 5 * time.Second, DBCacheTTL: 5 * time.Second, FinalStatusTTL: time.Minute},
+			nil, func() time.Time { return now })
+		require.NoError(t, m.Register(c))
+		deliveries := func(channel, status string) (float64, bool) {
+			t.Helper()
+			return find(t, m, "notify_deliveries", "channel", channel, "status", status)
+		}
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "sent"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "pending"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "sending"))
+		require.Equal(t, 1, scans)
+
+		// Past dbCacheTTL, within finalStatusTTL: the active statuses are
+		// read again, the final ones reused.
+		del("email", "sent")
+		del("email", "pending")
+		del("sms", "failed")
+		now = now.Add(10 * time.Second)
+		require.Equal(t, 2.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "pending"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "sent"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "failed"))
+		require.Equal(t, 1, scans)
+
+		// Past finalStatusTTL: scanned again.
+		now = now.Add(time.Minute)
+		require.Equal(t, 2.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "sent"))
+		require.Equal(t, 1.0, gauge(t, m, "notify_deliveries", "channel", "sms", "status", "failed"))
+		require.Equal(t, 2, scans)
+
+		// A scan that fails: that reading is down; the next ones report the
+		// active statuses and leave the final ones out, without scanning
+		// again until the TTL has passed.
+		broken = true
+		now = now.Add(time.Minute)
+		require.Equal(t, 0.0, gauge(t, m, "notify_metrics_db_up"))
+		now = now.Add(10 * time.Second)
+		require.Equal(t, 1.0, gauge(t, m, "notify_metrics_db_up"))
+		require.Equal(t, 2.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "pending"))
+		require.Equal(t, 0.0, gauge(t, m, "notify_deliveries", "channel", "push", "status", "scheduled"))
+		_, found := deliveries("email", "sent")
+		require.False(t, found, "a final status whose reading failed is left out, not reported stale or at 0")
+		_, found = deliveries("push", "failed")
+		require.False(t, found)
+		require.Equal(t, 3, scans)
+		broken = false
+		now = now.Add(time.Minute)
+		require.Equal(t, 2.0, gauge(t, m, "notify_deliveries", "channel", "email", "status", "sent"))
+		require.Equal(t, 4, scans)
+	})
+}
+
+// On PostgreSQL the active statuses are counted through the partial
+// indexes that hold them, never by a scan of the table: that is what keeps
+// a reading's cost with the backlog as the table grows.
+func TestActiveStatusesAreCountedThroughTheirIndexes(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	var plan []string
+	require.NoError(t, db.Transaction(func(tx *gorm.DB) error {
+		// Whatever the table's size, the partial indexes can answer the
+		// query: the plan uses them when a scan is priced out. A generic
+		// plan, as a prepared statement gets after five runs, cannot prove
+		// an index's predicate from a parameter in place of a status.
+		for _, set := range []string{"SET LOCAL enable_seqscan = off", "SET LOCAL plan_cache_mode = force_generic_plan"} {
+			if err := tx.Exec(set).Error; err != nil {
+				return err
+			}
+		}
+		return tx.Raw("EXPLAIN " + activeSQL).Scan(&plan).Error
+	}))
+	text := strings.Join(plan, "\n")
+	require.NotContains(t, text, "Seq Scan", text)
+	require.Contains(t, text, "deliveries_waiting_idx", text)
+	require.Contains(t, text, "deliveries_lease_idx", text)
+}
