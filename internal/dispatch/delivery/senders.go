@@ -2,9 +2,22 @@ package delivery
 
 import "time"
 
-// sendConcurrency bounds the provider calls one worker has in flight: the
-// groups of its batch sent at once.
-const sendConcurrency = 64
+// maxSendConcurrency bounds the provider calls one worker has in flight:
+// the groups of its batch sent at once.
+const maxSendConcurrency = 64
+
+// sendConcurrency is how many groups one worker sends at once: its share of
+// dispatch.recordBatch, the deliveries all the workers together may have
+// sent and not yet recorded (recorder.reserve), at least two and at most
+// maxSendConcurrency. A worker's pool goroutines beyond its share could not
+// all be sending: the reservation holds them back, and each still keeps a
+// send's stack (senders). At 64 for each of the 8 workers, against a bound
+// of 256, the pools held about 540 goroutines and 9.7 MiB of stacks through
+// a 5,000 deliveries/s soak, with 106 sends in flight (docs/benchmarks.md).
+func (d *Dispatcher) sendConcurrency() int {
+	share := (d.cfg.RecordBatch + max(d.cfg.Workers, 1) - 1) / max(d.cfg.Workers, 1)
+	return min(max(share, 2), maxSendConcurrency)
+}
 
 // senders is one worker's pool of send goroutines, started as the batches
 // need them (at most max) and kept until the worker stops. A goroutine per

@@ -208,7 +208,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) work(ctx context.Context, worker int) {
 	idle := time.NewTimer(0)
 	defer idle.Stop()
-	pool := newSenders(sendConcurrency - 1) // process sends one group itself
+	pool := newSenders(d.sendConcurrency() - 1) // process sends one group itself
 	defer pool.close()
 	failures := 0
 	for {
@@ -481,7 +481,7 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders
 		d.rec.add(ctx, mine)
 	}
 	if pool == nil && len(order) > 1 {
-		pool = newSenders(sendConcurrency - 1)
+		pool = newSenders(d.sendConcurrency() - 1)
 		defer pool.close()
 	}
 	var wg sync.WaitGroup
