@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/actions"
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
@@ -19,17 +21,43 @@ import (
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
-// waitingInReserve reports whether a goroutine is blocked in the
-// recorder's reservation, by its innermost frame of package delivery.
-func waitingInReserve() bool {
+// blocked reports whether some goroutine's stack holds every one of parts
+// (its state, as in "[chan send", and frames).
+func blocked(parts ...string) bool {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "sync.(*Cond).Wait") && strings.Contains(g, "delivery.(*recorder).reserve") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(g, p)
+		}
+		if all {
 			return true
 		}
 	}
 	return false
+}
+
+// waitingInReserve reports whether a worker is blocked in the recorder's
+// reservation.
+func waitingInReserve() bool { return blocked("sync.(*Cond).Wait", "delivery.(*recorder).reserve") }
+
+// runDispatcher starts a Dispatcher on db sending every channel through ch,
+// with cfg, as b's intake's hand-off target; before is called on it before
+// Run. It stops when the test ends, after ch is opened.
+func runDispatcher(t *testing.T, db *gorm.DB, b *bundle, ch *holding, cfg config.Dispatch, before func(*delivery.Dispatcher)) {
+	t.Helper()
+	disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg,
+		delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
+	if before != nil {
+		before(disp)
+	}
+	b.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = disp.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(ch.open) // first: a failed test must not leave Run in Send
 }
 
 // A worker that finds dispatch.recordBatch deliveries sent and not yet
@@ -57,21 +85,15 @@ func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 			ch := newHolding("a@example.com", "+15550001")
 			cfg := testConfig()
 			cfg.Workers, cfg.RecordBatch = 1, tc.recordBatch
-			disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg,
-				delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
 			var mu sync.Mutex
 			var waits []time.Duration
-			disp.OnRecordWait = func(d time.Duration) {
-				mu.Lock()
-				waits = append(waits, d)
-				mu.Unlock()
-			}
-			b.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { _ = disp.Run(ctx); close(done) }()
-			t.Cleanup(func() { cancel(); <-done })
-			t.Cleanup(ch.open) // first: a failed test must not leave Run in Send
+			runDispatcher(t, db, b, ch, cfg, func(disp *delivery.Dispatcher) {
+				disp.OnRecordWait = func(d time.Duration) {
+					mu.Lock()
+					waits = append(waits, d)
+					mu.Unlock()
+				}
+			})
 
 			// One recipient, an email and an SMS action: two provider calls
 			// of one delivery each.

@@ -3,34 +3,20 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/notificationservice/notificationservice/internal/actions"
-	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
-	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
-	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
 // waitingInSenders reports whether a worker is blocked handing a group to
 // its pool of send goroutines, all of them busy.
-func waitingInSenders() bool {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "[chan send") && strings.Contains(g, "delivery.(*senders).do(") {
-			return true
-		}
-	}
-	return false
-}
+func waitingInSenders() bool { return blocked("[chan send", "delivery.(*senders).do(") }
 
 // A worker sends at most its share of dispatch.recordBatch at once, even
 // with room left in the bound: more send goroutines could not all be
@@ -50,14 +36,7 @@ func TestAWorkerSendsItsShareOfTheRecordBound(t *testing.T) {
 	ch := newHolding(slow...)
 	cfg := testConfig()
 	cfg.Workers, cfg.RecordBatch = 2, 5
-	disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg,
-		delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
-	b.intake = intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = disp.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	t.Cleanup(ch.open) // first: a failed test must not leave Run in Send
+	runDispatcher(t, db, b, ch, cfg, nil)
 
 	submit := func(from, to int) []int64 {
 		t.Helper()
@@ -81,8 +60,11 @@ func TestAWorkerSendsItsShareOfTheRecordBound(t *testing.T) {
 	ids = append(ids, submit(1, 7)...)
 	require.Eventually(t, waitingInSenders, 10*time.Second, 5*time.Millisecond,
 		"the second worker waits for a send goroutine, with room left in the bound")
-	require.Equal(t, 2, len(ch.entered), "calls the second worker started: its pool's two")
+	// Its pool's two goroutines are on their way into their calls.
+	require.Eventually(t, func() bool { return len(ch.entered) == 2 }, 10*time.Second, 5*time.Millisecond)
 	require.False(t, waitingInReserve(), "the bound (5) is not what holds it back: 3 sends are in flight")
+	require.True(t, waitingInSenders())
+	require.Equal(t, 2, len(ch.entered), "calls the second worker started: its pool's two")
 
 	ch.open()
 	for _, id := range ids {
