@@ -90,12 +90,17 @@ func TestSandboxReportsARecordWhoseOutcomeIsUnknownAsMaybeAccepted(t *testing.T)
 		require.True(t, errors.As(rs[0].Err, &e), "%v", rs[0].Err)
 		return e
 	}
-	lock := func(t *testing.T) func() {
+	// lock holds the table from a transaction of its own until unlock; pid
+	// is that transaction's backend, whose waiters are this test's INSERTs
+	// (the other tests of the package share the database, in schemas of
+	// their own).
+	lock := func(t *testing.T) (unlock func(), pid int64) {
 		t.Helper()
 		tx := db.Begin()
 		require.NoError(t, tx.Error)
 		require.NoError(t, tx.Exec("LOCK TABLE sandbox_messages IN ACCESS EXCLUSIVE MODE").Error)
-		return func() { require.NoError(t, tx.Commit().Error) }
+		require.NoError(t, tx.Raw("SELECT pg_backend_pid()").Scan(&pid).Error)
+		return func() { require.NoError(t, tx.Commit().Error) }, pid
 	}
 	recorded := func(id int64) bool {
 		acc, err := sb.Accepted(ctx, inDoubt(id))
@@ -105,7 +110,7 @@ func TestSandboxReportsARecordWhoseOutcomeIsUnknownAsMaybeAccepted(t *testing.T)
 	}
 
 	t.Run("the caller stops waiting", func(t *testing.T) {
-		unlock := lock(t)
+		unlock, _ := lock(t)
 		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		e := errOf(t, sb.Send(wctx, []channels.Message{msg(1)}))
 		cancel()
@@ -117,14 +122,16 @@ func TestSandboxReportsARecordWhoseOutcomeIsUnknownAsMaybeAccepted(t *testing.T)
 	})
 
 	t.Run("the session dies mid-insert", func(t *testing.T) {
-		unlock := lock(t)
+		unlock, holder := lock(t)
 		defer unlock()
 		go func() {
-			// The sandbox's INSERT, waiting for the lock, is terminated.
+			// The sandbox's INSERT, waiting for the lock, is terminated:
+			// only a session the lock holds up, not another test's INSERT
+			// (a match on the query's text killed one, 5 Dec).
 			for range 500 {
 				var n int64
 				_ = db.Raw(`SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND query LIKE 'INSERT INTO sandbox_messages%' AND state = 'active'`).Scan(&n).Error
+WHERE ? = ANY(pg_blocking_pids(pid)) AND query LIKE 'INSERT INTO sandbox_messages%'`, holder).Scan(&n).Error
 				if n > 0 {
 					return
 				}
