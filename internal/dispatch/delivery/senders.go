@@ -12,7 +12,7 @@ const maxSendConcurrency = 64
 // maxSendConcurrency. A worker's pool goroutines beyond its share could not
 // all be sending: the reservation holds them back, and each still keeps a
 // send's stack (senders). At 64 for each of the 8 workers, against a bound
-// of 256, the pools held about 540 goroutines and 9.7 MiB of stacks through
+// of 256, the pools held about 540 goroutines and 9.7 MB of stacks through
 // a 5,000 deliveries/s soak, with 106 sends in flight (docs/benchmarks.md).
 func (d *Dispatcher) sendConcurrency() int {
 	share := (d.cfg.RecordBatch + max(d.cfg.Workers, 1) - 1) / max(d.cfg.Workers, 1)
