@@ -33,16 +33,8 @@ func TestFinalStatusesAreReadAtTheirOwnTTL(t *testing.T) {
 			}
 			return nil
 		})
-		require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
-		var nid int64
-		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
-		i := 0
-		del := func(channel, status string) {
-			t.Helper()
-			i++
-			require.NoError(t, db.Exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, status, created_time, updated_time)
-VALUES (?, 1, 1, ?, ?, ?, ?, ?)`, nid, i, channel, status, ms, ms).Error)
-		}
+		insert := deliveryRows(t, db, ms)
+		del := func(channel, status string) { t.Helper(); insert(channel, status, 0) }
 		del("email", "sent")
 		del("email", "pending")
 		del("sms", "sending")

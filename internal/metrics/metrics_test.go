@@ -239,15 +239,7 @@ func TestDatabaseGauges(t *testing.T) {
 		exec(ins, testdb.Name("e"), ms-200_000, ms, nil)
 		exec(ins, testdb.Name("e"), ms-300_000, nil, ms)
 		// Deliveries: email sent ×3, email pending ×2 (one a retry), sms failed ×1, sms pending retry ×1.
-		exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms)
-		var nid int64
-		require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
-		i := 0
-		del := func(channel, status string, attempts int) {
-			i++
-			exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, status, attempts, created_time, updated_time)
-VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
-		}
+		del := deliveryRows(t, db, ms)
 		del("email", "sent", 1)
 		del("email", "sent", 1)
 		del("email", "sent", 2)
@@ -295,6 +287,23 @@ VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms)
 		_, found := find(t, m2, "notify_outbox_pending")
 		require.False(t, found)
 	})
+}
+
+// deliveryRows inserts a notification of collection 1 at ms and returns
+// a function that inserts one of its deliveries, on channel, in status,
+// after attempts.
+func deliveryRows(t *testing.T, db *gorm.DB, ms int64) func(channel, status string, attempts int) {
+	t.Helper()
+	require.NoError(t, db.Exec(`INSERT INTO notifications (collection_id, name, source, recipients, status, created_time) VALUES (1, 'N', 'api', '[]', 'accepted', ?)`, ms).Error)
+	var nid int64
+	require.NoError(t, db.Raw(`SELECT MAX(id) FROM notifications`).Scan(&nid).Error)
+	i := 0
+	return func(channel, status string, attempts int) {
+		t.Helper()
+		i++
+		require.NoError(t, db.Exec(`INSERT INTO deliveries (notification_id, collection_id, action_id, recipient_index, channel, status, attempts, created_time, updated_time)
+VALUES (?, 1, 1, ?, ?, ?, ?, ?, ?)`, nid, i, channel, status, attempts, ms, ms).Error)
+	}
 }
 
 // gauge returns the value of the series name{labels...}; it fails if there
