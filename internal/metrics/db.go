@@ -214,7 +214,6 @@ func (c *dbCollector) readFinal(now time.Time, r *dbReading) {
 		c.final, c.finalOK = nil, false
 		c.finalAt = now
 		if err := c.db.WithContext(ctx).Raw(finalSQL).Scan(&c.final).Error; err != nil {
-			c.final = nil
 			r.err = fmt.Errorf("deliveries in final statuses: %w", err)
 			return
 		}
