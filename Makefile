@@ -55,12 +55,16 @@ bench-binary:
 	$(GO) test -run '^$$' -bench '^BenchmarkBinary$$' -benchtime 1x -count=1 -timeout 30m ./internal/benchbin
 
 ## fuzz: the fuzz targets, one after another, each for FUZZTIME (30s by default): the template
-## renderer, and the HTTP API on SQLite and on PostgreSQL (docs/api.md)
+## renderer, and the HTTP API on SQLite and on PostgreSQL (docs/api.md). FUZZ_RENDER, FUZZ_API and
+## FUZZ_API_PG set one target's budget, a duration or a count of runs (100000x).
 FUZZTIME ?= 30s
+FUZZ_RENDER ?= $(FUZZTIME)
+FUZZ_API ?= $(FUZZTIME)
+FUZZ_API_PG ?= $(FUZZTIME)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./internal/macros
-	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) ./internal/httpapi
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIPostgres$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZ_RENDER) ./internal/macros
+	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZ_API) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIPostgres$$' -fuzztime $(FUZZ_API_PG) ./internal/httpapi
 
 ## check: what a reviewer runs: formatting, vet, tests
 check: fmt vet test
