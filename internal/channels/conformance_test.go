@@ -116,7 +116,7 @@ func sandboxRow(withDB bool) channeltest.Row {
 	}
 	return channeltest.Row{
 		Name: name, Provider: channels.SandboxName,
-		Features: channeltest.Features{Reconcile: true, Lacks: map[channeltest.Feature]string{
+		Features: channeltest.Features{Reconcile: true, InDoubt: true, Lacks: map[channeltest.Feature]string{
 			channeltest.Remote:  "the sandbox calls no provider: no 429, 5xx, refusal or hang to meet",
 			channeltest.Pacing:  "the sandbox sends nothing, so it has nothing to pace",
 			channeltest.Secrets: "the sandbox holds no credentials",
@@ -142,7 +142,7 @@ func sandboxRow(withDB bool) channeltest.Row {
 func sendGridRow() channeltest.Row {
 	return channeltest.Row{
 		Name: "sendgrid", Provider: channels.SendGridName,
-		Features: channeltest.Features{Remote: true, Pacing: true, Reconcile: true, Secrets: true},
+		Features: channeltest.Features{Remote: true, Pacing: true, Reconcile: true, Secrets: true, InDoubt: true},
 		Setup: func(t *testing.T, o channeltest.Options) channeltest.Fixture {
 			var mu sync.Mutex
 			sent := map[int64]string{} // delivery id → X-Message-Id, for the Email Activity API
@@ -190,7 +190,7 @@ func sendGridRow() channeltest.Row {
 			c.RatePerSecond, c.Burst, c.Timeout, c.Reconcile = o.RatePerSecond, o.Burst, o.Timeout, true
 			sg := channels.NewSendGrid(c, 3, time.Minute, o.Log)
 			return channeltest.Fixture{Channel: sg, Calls: f.count, IDs: f.given, SetClock: sg.SetClock,
-				Secrets: []string{conformanceSendGridKey}}
+				Secrets: []string{conformanceSendGridKey}, Close: f.Close}
 		},
 		Message: conformanceEmail,
 		Invalid: func(i int) channels.Message {
@@ -204,7 +204,7 @@ func sendGridRow() channeltest.Row {
 func twilioRow() channeltest.Row {
 	return channeltest.Row{
 		Name: "twilio", Provider: channels.TwilioName,
-		Features: channeltest.Features{Remote: true, Pacing: true, Reconcile: true, Secrets: true},
+		Features: channeltest.Features{Remote: true, Pacing: true, Reconcile: true, Secrets: true, InDoubt: true},
 		Setup: func(t *testing.T, o channeltest.Options) channeltest.Fixture {
 			var mu sync.Mutex
 			var sent []twilioMessage // for the Messages list
@@ -236,7 +236,7 @@ func twilioRow() channeltest.Row {
 			tw, err := channels.NewTwilio(c, 3, time.Minute, o.Log)
 			require.NoError(t, err)
 			return channeltest.Fixture{Channel: tw, Calls: f.count, IDs: f.given, SetClock: tw.SetClock,
-				Secrets: []string{conformanceTwilioToken}}
+				Secrets: []string{conformanceTwilioToken}, Close: f.Close}
 		},
 		Message: func(i int) channels.Message {
 			return smsMsg(int64(i), fmt.Sprintf("+1415555%04d", i), fmt.Sprintf("message %d", i))
@@ -252,7 +252,7 @@ var fcmKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.Genera
 func fcmRow() channeltest.Row {
 	return channeltest.Row{
 		Name: "fcm", Provider: channels.FCMName,
-		Features: channeltest.Features{Remote: true, Pacing: true, Secrets: true, Lacks: map[channeltest.Feature]string{
+		Features: channeltest.Features{Remote: true, Pacing: true, Secrets: true, InDoubt: true, Lacks: map[channeltest.Feature]string{
 			channeltest.Reconcile: "FCM HTTP v1 has no API listing the messages it accepted",
 		}},
 		Setup: func(t *testing.T, o channeltest.Options) channeltest.Fixture {
@@ -298,7 +298,7 @@ func fcmRow() channeltest.Row {
 					secrets = append(secrets, line)
 				}
 			}
-			return channeltest.Fixture{Channel: p, Calls: f.count, IDs: f.given, SetClock: p.SetClock, Secrets: secrets}
+			return channeltest.Fixture{Channel: p, Calls: f.count, IDs: f.given, SetClock: p.SetClock, Secrets: secrets, Close: f.Close}
 		},
 		Message: func(i int) channels.Message { return pushMsg(int64(i), fmt.Sprintf("tok-%d", i)) },
 		Invalid: func(i int) channels.Message { return pushMsg(int64(i), "not a token!") },

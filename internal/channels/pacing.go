@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -146,9 +148,10 @@ func (b *Breaker) State() string { return b.cb.State().String() }
 
 // newTransport is the HTTP transport every provider client shares: bounded
 // dial, TLS and header waits (the whole call is bounded by its context),
-// and enough idle connections for concurrent sends to one host.
-func newTransport(timeout time.Duration) *http.Transport {
-	return &http.Transport{
+// and enough idle connections for concurrent sends to one host. It marks
+// the failures of a send that had gone out whole (sentTransport).
+func newTransport(timeout time.Duration) http.RoundTripper {
+	return sentTransport{next: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: min(timeout, 5*time.Second), KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
@@ -157,7 +160,73 @@ func newTransport(timeout time.Duration) *http.Transport {
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
+	}}
+}
+
+// sentTransport tells the failures of a send that reached the provider
+// from those of one that did not. When a POST fails without an answer
+// after net/http wrote it whole (httptrace's WroteRequest without an
+// error), the provider may have accepted it: the error is wrapped in an
+// answerLost, which transportError reports as in doubt. A refused
+// connection, a DNS or TLS failure, or a write that broke part way left
+// nothing the provider could accept, and stays retryable. net/http waits
+// for its write to end before RoundTrip returns an error, so the mark is
+// set by then. Lookups (GET) are not marked: there is nothing to accept.
+type sentTransport struct{ next http.RoundTripper }
+
+func (t sentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost {
+		return t.next.RoundTrip(req)
 	}
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			wrote.Store(true)
+		}
+	}}
+	resp, err := t.next.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err != nil && wrote.Load() {
+		return resp, &answerLost{err: err}
+	}
+	return resp, err
+}
+
+// answerLost is the error of a request the provider got whole and never
+// answered (sentTransport).
+type answerLost struct{ err error }
+
+func (e *answerLost) Error() string { return e.err.Error() }
+func (e *answerLost) Unwrap() error { return e.err }
+
+// Timeout keeps what url.Error.Timeout reports of the error it wraps.
+func (e *answerLost) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+// transportError classifies a failure to get any response. When the
+// request had gone out whole (answerLost: a timeout waiting for the answer,
+// a connection reset after the write, the caller's cancellation mid-call)
+// the provider may have accepted it, and sending it again could deliver it
+// twice: in doubt (MaybeAccepted), for recovery to ask the provider or
+// apply the action's config.inDoubt. Any other failure (refused or reset
+// before the write, DNS, TLS, a deadline before the call) sent nothing the
+// provider could accept: retryable.
+func transportError(provider string, err error) *Error {
+	var ne net.Error
+	var reason string
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		reason = "timeout: " + err.Error()
+	case errors.Is(err, context.Canceled):
+		reason = "cancelled: " + err.Error()
+	default:
+		reason = "transport: " + err.Error()
+	}
+	if lost := (*answerLost)(nil); errors.As(err, &lost) {
+		return MaybeAccepted(provider, reason+" (after the request was sent: the provider may have accepted it)", err)
+	}
+	return Retryable(provider, reason, 0, err)
 }
 
 // retryAfter reads Retry-After (seconds or an HTTP date); 0 when absent.
@@ -182,21 +251,6 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 // (429), timed out (408) or failing (5xx).
 func retryableStatus(code int) bool {
 	return code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500
-}
-
-// transportError classifies a failure to get any response: every one is
-// retryable (timeouts, refused or reset connections, DNS); the provider may
-// or may not have received the request, which the retry policy accepts.
-func transportError(provider string, err error) *Error {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return Retryable(provider, "timeout: "+err.Error(), 0, err)
-	case errors.Is(err, context.Canceled):
-		return Retryable(provider, "cancelled: "+err.Error(), 0, err)
-	default:
-		return Retryable(provider, "transport: "+err.Error(), 0, err)
-	}
 }
 
 // each runs fn for every index of n with at most limit at a time, and waits.

@@ -205,8 +205,14 @@ func (p *Push) post(ctx context.Context, m Message) (string, *Error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxFCMResponse))
+	if err != nil && resp.StatusCode/100 == 2 {
+		// FCM took the message, and its name was lost with the body.
+		return "", MaybeAccepted(FCMName, fmt.Sprintf("HTTP %d, then the answer broke off: %v", resp.StatusCode, err), err)
+	}
 	if err != nil {
-		return "", transportError(FCMName, err)
+		// The status is FCM's answer; what was read of the body may still
+		// name the error.
+		return "", p.classify(resp.StatusCode, resp.Header, b)
 	}
 	if resp.StatusCode/100 == 2 {
 		var ok struct {

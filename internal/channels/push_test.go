@@ -166,6 +166,7 @@ func TestPushTimeoutAndRefusedAreSentOnce(t *testing.T) {
 	res := p.Send(context.Background(), []channels.Message{pushMsg(1, "tok")})
 	e := channels.Classify("fcm", res[0].Err)
 	require.False(t, e.Permanent)
+	require.True(t, e.MaybeAccepted, "FCM had the request: in doubt, %v", e)
 	require.Contains(t, e.Reason, "timeout")
 	require.Equal(t, 1, f.count())
 
@@ -177,8 +178,27 @@ func TestPushTimeoutAndRefusedAreSentOnce(t *testing.T) {
 	res = p.Send(context.Background(), []channels.Message{pushMsg(2, "tok")})
 	e = channels.Classify("fcm", res[0].Err)
 	require.False(t, e.Permanent)
+	require.False(t, e.MaybeAccepted, "nothing reached FCM: %v", e)
 	require.Contains(t, e.Reason, "transport")
 	require.Less(t, time.Since(start), time.Second, "no retry backoff inside Send")
+}
+
+// FCM answers 200 and the connection breaks in its body: FCM took the
+// message, whose name is lost. In doubt, not retried (a second push).
+func TestPushAnswerBrokenOffAfter200IsInDoubt(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		require.NoError(t, err)
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\": \"projects/p/mess")
+		_ = buf.Flush()
+		_ = conn.Close()
+	})
+	res := newPush(t, f).Send(context.Background(), []channels.Message{pushMsg(1, "tok")})
+	e := channels.Classify("fcm", res[0].Err)
+	require.True(t, e.MaybeAccepted, "in doubt: %v", e)
+	require.Contains(t, e.Reason, "HTTP 200, then the answer broke off")
+	require.Equal(t, 1, f.count())
 }
 
 // With a service-account key file (and no token source), NewPush reads the

@@ -62,10 +62,13 @@ func NewSendGrid(cfg config.SendGrid, breakerFailures int, breakerCooldown time.
 		endpoint: strings.TrimRight(cfg.BaseURL, "/"),
 		from:     Address{Email: cfg.FromEmail, Name: cfg.FromName},
 		timeout:  cfg.Timeout,
-		client:   &rest.Client{HTTPClient: &http.Client{Transport: newTransport(cfg.Timeout), Timeout: cfg.Timeout}},
-		limiter:  NewLimiter(SendGridName, cfg.RatePerSecond, cfg.Burst),
-		breaker:  NewBreaker(SendGridName, breakerFailures, breakerCooldown, log),
-		now:      time.Now,
+		// No http.Client.Timeout: each call's context bounds it, and a
+		// client timeout replaces the transport's error with its own text,
+		// losing the mark that the request had gone out (sentTransport).
+		client:  &rest.Client{HTTPClient: &http.Client{Transport: newTransport(cfg.Timeout)}},
+		limiter: NewLimiter(SendGridName, cfg.RatePerSecond, cfg.Burst),
+		breaker: NewBreaker(SendGridName, breakerFailures, breakerCooldown, log),
+		now:     time.Now,
 
 		reconcile: cfg.Reconcile,
 	}

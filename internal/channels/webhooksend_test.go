@@ -67,6 +67,7 @@ func webhookRow() channeltest.Row {
 		Features: channeltest.Features{Remote: true, Secrets: true, Lacks: map[channeltest.Feature]string{
 			channeltest.Pacing:    "an endpoint is the customer's own server: it answers 429 with Retry-After when it wants less, which the workers honour",
 			channeltest.Reconcile: "an endpoint has no API listing what it received; the stable webhook-id lets it drop a resend",
+			channeltest.InDoubt:   "a lost answer is sent again: every attempt carries the message's webhook-id, by which a receiver drops a repeat (Standard Webhooks)",
 		}},
 		Setup: func(t *testing.T, o channeltest.Options) channeltest.Fixture {
 			wh, err := standardwebhooks.NewWebhook(conformanceWebhookSecret)
@@ -90,7 +91,7 @@ func webhookRow() channeltest.Row {
 			}}
 			client := webhookout.New(webhookout.Config{Timeout: o.Timeout, AllowPrivateNetworks: true})
 			ch := channels.NewWebhook(eps, client, o.Timeout, o.Log)
-			return channeltest.Fixture{Channel: ch, Calls: f.count,
+			return channeltest.Fixture{Channel: ch, Calls: f.count, Close: f.Close,
 				Secrets: []string{conformanceWebhookSecret, conformanceWebhookSecret[len("whsec_"):]}}
 		},
 		Message: func(i int) channels.Message { return webhookMsg(i, 0) },

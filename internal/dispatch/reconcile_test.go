@@ -310,3 +310,83 @@ func TestALostAnswerIsLeftToRecoveryNotSentAgain(t *testing.T) {
 		require.Equal(t, dispatch.ReconciledNotFound, got.Reconciled)
 	})
 }
+
+// Twilio takes an SMS and its answer never comes (the call times out): the
+// real client reports it in doubt, so the workers do not send it again;
+// recovery, once the lease has expired, finds it in Twilio's Messages list
+// and records it sent. Retrying the timeout at once sent the SMS twice.
+func TestATwilioTimeoutIsNotSentTwice(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		var mu sync.Mutex
+		var taken []map[string]any // what the fake accepted, for its Messages list
+		posts := 0
+		fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet {
+				mu.Lock()
+				msgs := append([]map[string]any{}, taken...)
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(map[string]any{"messages": msgs, "next_page_uri": nil})
+				return
+			}
+			require.NoError(t, r.ParseForm())
+			now := time.Now().UTC().Format(time.RFC1123Z)
+			mu.Lock()
+			posts++
+			taken = append(taken, map[string]any{"sid": "SM00000000000000000000000000000001", "to": r.PostForm.Get("To"),
+				"from": r.PostForm.Get("From"), "body": r.PostForm.Get("Body"), "status": "queued", "date_created": now, "date_sent": now})
+			mu.Unlock()
+			<-r.Context().Done() // accepted; the answer never leaves
+		}))
+		t.Cleanup(fake.Close)
+		tc := config.Default().Channels.Twilio
+		tc.AccountSID, tc.AuthToken, tc.BaseURL, tc.RatePerSecond = "AC0123456789abcdef0123456789abcdef", "token", fake.URL, 0
+		tc.Timeout = 200 * time.Millisecond
+		tw, err := channels.NewTwilio(tc, 3, time.Minute, nil)
+		require.NoError(t, err)
+
+		cid, _ := seedRule(t, db, "USER_INVITEUSER", smsAction())
+		cfg := testConfig()
+		clock := time.Now().Add(time.Second) // after the intake's own clock
+		disp := delivery.New(db, map[string]channels.Channel{"sms": tw}, cfg,
+			delivery.Senders{SMSFrom: "+15550100"}, discard(), func() time.Time { return clock })
+		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, nil)
+		out, err := in.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue, Request: request(t, cid,
+			`{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"phone": "+15550001", "macros": {"FNAME": "Ann"}}]}]}`)}})
+		require.NoError(t, err)
+		nid := out[0].Notifications[0].ID
+		get := func() dispatch.Delivery {
+			t.Helper()
+			var d dispatch.Delivery
+			require.NoError(t, db.Where("notification_id = ?", nid).First(&d).Error)
+			return d
+		}
+
+		n, err := disp.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.Equal(t, dispatch.StatusSending, get().Status, "no outcome is written for a lost answer")
+		clock = clock.Add(cfg.BackoffBase * 10)
+		n, err = disp.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n, "not sent again while in doubt")
+
+		clock = clock.Add(cfg.Lease + time.Second)
+		moved, err := disp.Recover(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, moved)
+		d := get()
+		require.Equal(t, dispatch.StatusSent, d.Status)
+		require.Equal(t, "SM00000000000000000000000000000001", *d.ProviderMessageID)
+		require.Equal(t, dispatch.ReconciledAccepted, d.Reconciled)
+		require.Equal(t, 1, d.InDoubt)
+		n, err = disp.RunOnce(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, 1, posts, "one SMS")
+	})
+}

@@ -39,13 +39,19 @@ const (
 	Reconcile Feature = "reconcile"
 	// Secrets: the channel holds credentials (Fixture.Secrets).
 	Secrets Feature = "secrets"
+	// InDoubt: a call whose request reached the provider and whose answer
+	// was lost (a timeout, a dropped connection, the caller's cancellation
+	// mid-call) fails in doubt (channels.MaybeAccepted), not retryably:
+	// sending it again could deliver it twice. A row without it retries
+	// such a call, and says in Lacks why a repeat is harmless there.
+	InDoubt Feature = "in-doubt"
 )
 
 // Features says which features a provider has. Every feature it lacks must
 // be named in Lacks with the reason, which the skipped tests show.
 type Features struct {
-	Remote, Pacing, Reconcile, Secrets bool
-	Lacks                              map[Feature]string
+	Remote, Pacing, Reconcile, Secrets, InDoubt bool
+	Lacks                                       map[Feature]string
 }
 
 func (f Features) has(x Feature) bool {
@@ -58,6 +64,8 @@ func (f Features) has(x Feature) bool {
 		return f.Reconcile
 	case Secrets:
 		return f.Secrets
+	case InDoubt:
+		return f.InDoubt
 	}
 	return false
 }
@@ -120,6 +128,9 @@ type Fixture struct {
 	SetClock func(now func() time.Time)
 	// Secrets are the credentials the channel holds (rows with Secrets).
 	Secrets []string
+	// Close stops the fake: nothing listens at its address any more
+	// (rows with Remote).
+	Close func()
 }
 
 // Row is one provider in the suite.
@@ -161,6 +172,7 @@ var tests = []test{
 	{"Rejected", []Feature{Remote}, testRejected},
 	{"Timeout", []Feature{Remote}, testTimeout},
 	{"ConnectionDropped", []Feature{Remote}, testConnectionDropped},
+	{"Unreachable", []Feature{Remote}, testUnreachable},
 	{"Pacing", []Feature{Pacing}, testPacing},
 	{"CancelledBeforeSend", nil, testCancelledBeforeSend},
 	{"CancelledDuringCall", []Feature{Remote}, testCancelledDuringCall},
@@ -174,7 +186,7 @@ var tests = []test{
 // Run runs every conformance test against r, in parallel.
 func Run(t *testing.T, r Row) {
 	t.Helper()
-	for _, f := range []Feature{Remote, Pacing, Reconcile, Secrets} {
+	for _, f := range []Feature{Remote, Pacing, Reconcile, Secrets, InDoubt} {
 		if !r.Features.has(f) && r.Features.Lacks[f] == "" {
 			t.Fatalf("row %s lacks %s without saying why: set Features.Lacks[%q]", r.Name, f, f)
 		}
@@ -348,13 +360,34 @@ func testRejected(t *testing.T, r Row) {
 
 func testTimeout(t *testing.T, r Row) {
 	fx := setup(t, r, Options{Answer: always(Answer{Kind: Hang}), Timeout: 100 * time.Millisecond})
-	e := retryable(t, r, sendOne(t, context.Background(), fx.Channel, r.msg(1)))
+	e := answerLost(t, r, sendOne(t, context.Background(), fx.Channel, r.msg(1)))
 	require.Contains(t, e.Reason, "timeout")
 	require.Equal(t, 1, fx.Calls(), "exactly one call")
 }
 
 func testConnectionDropped(t *testing.T, r Row) {
-	retryable(t, r, errorAnswer(t, r, Answer{Kind: Drop}))
+	answerLost(t, r, errorAnswer(t, r, Answer{Kind: Drop}))
+}
+
+// testUnreachable sends to a provider nobody listens for: the request
+// never went out, so a retry cannot repeat it, in doubt or not.
+func testUnreachable(t *testing.T, r Row) {
+	fx := setup(t, r, Options{Timeout: 5 * time.Second})
+	require.NotNil(t, fx.Close, "a row with Remote gives Close")
+	fx.Close()
+	e := retryable(t, r, sendOne(t, context.Background(), fx.Channel, r.msg(1)))
+	require.False(t, e.MaybeAccepted, "nothing reached the provider: %v", e)
+	require.Zero(t, fx.Calls())
+}
+
+// answerLost requires res to have failed as a call whose request reached
+// the provider and whose answer was lost: in doubt for a row with InDoubt,
+// else retryable.
+func answerLost(t *testing.T, r Row, res channels.Result) *channels.Error {
+	t.Helper()
+	e := retryable(t, r, res)
+	require.Equal(t, r.Features.InDoubt, e.MaybeAccepted, "in doubt (channels.MaybeAccepted) if and only if the row has InDoubt: %v", e)
+	return e
 }
 
 // testPacing counts the calls the channel lets out against its injected
@@ -453,7 +486,7 @@ func testCancelledDuringCall(t *testing.T, r Row) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	res := sendStuck(t, r, func() context.Context { return ctx }, cancel)
-	retryable(t, r, res)
+	answerLost(t, r, res)
 	require.ErrorIs(t, res.Err, context.Canceled)
 }
 
@@ -465,7 +498,7 @@ func testDeadlineDuringCall(t *testing.T, r Row) {
 		ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
 		return ctx
 	}, nil)
-	retryable(t, r, res)
+	answerLost(t, r, res)
 	require.ErrorIs(t, res.Err, context.DeadlineExceeded)
 }
 
