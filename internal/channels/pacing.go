@@ -169,9 +169,14 @@ func newTransport(timeout time.Duration) http.RoundTripper {
 // error), the provider may have accepted it: the error is wrapped in an
 // answerLost, which transportError reports as in doubt. A refused
 // connection, a DNS or TLS failure, or a write that broke part way left
-// nothing the provider could accept, and stays retryable. net/http waits
-// for its write to end before RoundTrip returns an error, so the mark is
-// set by then. Lookups (GET) are not marked: there is nothing to accept.
+// nothing the provider could accept, and stays retryable. Over HTTP/1.1
+// net/http waits for its write to end before RoundTrip returns an error,
+// so the mark is set by then; over HTTP/2 RoundTrip returns as soon as the
+// context ends, and a send cancelled while its bytes were still going out
+// (its stream reset, the provider holding a part) stays retryable. A
+// timeout waiting for the answer comes long after the write and is marked
+// on both. Lookups (GET) are not marked: there is nothing to accept.
+// Written here: no library classifies a lost answer by what was written.
 type sentTransport struct{ next http.RoundTripper }
 
 func (t sentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
