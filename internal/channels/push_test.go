@@ -162,12 +162,15 @@ func TestPushTimeoutAndRefusedAreSentOnce(t *testing.T) {
 	t.Parallel()
 	var f *fake
 	f = newFake(t, func(w http.ResponseWriter, r *http.Request, _ []byte, _ int) { f.hang(r) })
-	p := newPush(t, f, func(c *config.FCM) { c.Timeout = 150 * time.Millisecond })
+	p := newPush(t, f, func(c *config.FCM) { c.Timeout = 500 * time.Millisecond })
 	res := p.Send(context.Background(), []channels.Message{pushMsg(1, "tok")})
 	e := channels.Classify("fcm", res[0].Err)
 	require.False(t, e.Permanent)
 	require.True(t, e.MaybeAccepted, "FCM had the request: in doubt, %v", e)
 	require.Contains(t, e.Reason, "timeout")
+	// The fake counts the request once its handler has read it, which can
+	// come after the client gave up.
+	require.Eventually(t, func() bool { return f.count() >= 1 }, 30*time.Second, 5*time.Millisecond)
 	require.Equal(t, 1, f.count())
 
 	// A closed port: a network error, reported at once.

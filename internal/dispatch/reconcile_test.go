@@ -343,7 +343,7 @@ func TestATwilioTimeoutIsNotSentTwice(t *testing.T) {
 		t.Cleanup(fake.Close)
 		tc := config.Default().Channels.Twilio
 		tc.AccountSID, tc.AuthToken, tc.BaseURL, tc.RatePerSecond = "AC0123456789abcdef0123456789abcdef", "token", fake.URL, 0
-		tc.Timeout = 200 * time.Millisecond
+		tc.Timeout = time.Second
 		tw, err := channels.NewTwilio(tc, 3, time.Minute, nil)
 		require.NoError(t, err)
 

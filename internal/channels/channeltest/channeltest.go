@@ -358,11 +358,24 @@ func testRejected(t *testing.T, r Row) {
 	require.Empty(t, res.ProviderMessageID)
 }
 
+// testTimeout lets the channel's own timeout end a call the provider never
+// answers. A first call, answered, warms the channel up (connections, OAuth
+// tokens), so the timeout meets the provider call itself: under -race on a
+// loaded machine FCM's token fetch once took the whole of a 100 ms timeout.
+// The fake counts a request once its handler has read it, which can come
+// after the client gave up: the count is awaited, not read at once.
 func testTimeout(t *testing.T, r Row) {
-	fx := setup(t, r, Options{Answer: always(Answer{Kind: Hang}), Timeout: 100 * time.Millisecond})
-	e := answerLost(t, r, sendOne(t, context.Background(), fx.Channel, r.msg(1)))
+	fx := setup(t, r, Options{Timeout: time.Second, Answer: func(call int) Answer {
+		if call == 1 {
+			return Answer{Kind: Accept}
+		}
+		return Answer{Kind: Hang}
+	}})
+	require.NoError(t, sendOne(t, context.Background(), fx.Channel, r.msg(1)).Err)
+	e := answerLost(t, r, sendOne(t, context.Background(), fx.Channel, r.msg(2)))
 	require.Contains(t, e.Reason, "timeout")
-	require.Equal(t, 1, fx.Calls(), "exactly one call")
+	require.Eventually(t, func() bool { return fx.Calls() >= 2 }, 30*time.Second, 5*time.Millisecond, "the hung call reached the fake")
+	require.Equal(t, 2, fx.Calls(), "exactly one call for the hung send")
 }
 
 func testConnectionDropped(t *testing.T, r Row) {
