@@ -491,6 +491,10 @@ func unsettled(db *gorm.DB, like string, n int, p *process) string {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "missing keys (first ten): %v\n", missing)
+	// Messages the broker still holds, ready, beside consumers that do not
+	// take them, are the service's; none ready (and none missing from the
+	// counters below) points at the publisher or the broker.
+	fmt.Fprintf(&out, "queue %s: %s\n", p.amqp.Queue, brokerQueue(p.amqp))
 	if err := metricsLines(p, func(line string) error {
 		if strings.HasPrefix(line, "notify_queue_") {
 			out.WriteString(line + "\n")
@@ -500,6 +504,25 @@ func unsettled(db *gorm.DB, like string, n int, p *process) string {
 		fmt.Fprintf(&out, "metrics: %v\n", err)
 	}
 	return out.String()
+}
+
+// brokerQueue is what the broker says of a's queue: messages ready and
+// consumers, or why it could not say.
+func brokerQueue(a config.AMQP) string {
+	conn, err := amqp.Dial(a.URL)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err.Error()
+	}
+	q, err := ch.QueueDeclarePassive(a.Queue, true, false, false, false, nil)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d messages ready, %d consumers", q.Messages, q.Consumers)
 }
 
 // waitConsumed waits until queue has no message ready, asking the broker

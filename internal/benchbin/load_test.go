@@ -177,32 +177,49 @@ func preload(ctx context.Context, conn *amqp.Connection, exchange, key string, n
 	if err := ch.Confirm(false); err != nil {
 		return err
 	}
-	var window []*amqp.DeferredConfirmation
-	wait := func() error {
-		for _, dc := range window {
-			wctx, cancel := context.WithTimeout(ctx, time.Minute)
-			ok, err := dc.WaitContext(wctx)
-			cancel()
-			if !ok {
-				return fmt.Errorf("publish not confirmed: %v", err)
-			}
-		}
-		window = window[:0]
-		return nil
-	}
+	var w confirmWindow
 	for i := range n {
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, amqp.Publishing{
 			MessageId: id(i), DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: body(i)})
 		if err != nil {
 			return err
 		}
-		if window = append(window, dc); len(window) == 1000 {
-			if err := wait(); err != nil {
-				return err
-			}
+		if _, err := w.add(ctx, dc); err != nil {
+			return err
 		}
 	}
-	return wait()
+	_, err = w.wait(ctx)
+	return err
+}
+
+// confirmWindow waits for a publisher's confirms 1000 at a time: a
+// publisher neither waits on each message nor counts one the broker has
+// not confirmed. A channel closed with publishes unconfirmed can lose
+// them, and the service would be blamed for messages it never got.
+type confirmWindow struct{ pending []*amqp.DeferredConfirmation }
+
+// add queues dc and, when 1000 are queued, waits for them; it returns how
+// many were confirmed by that wait (0 when it did not wait).
+func (w *confirmWindow) add(ctx context.Context, dc *amqp.DeferredConfirmation) (int, error) {
+	if w.pending = append(w.pending, dc); len(w.pending) < 1000 {
+		return 0, nil
+	}
+	return w.wait(ctx)
+}
+
+// wait waits for every queued confirm and returns how many there were.
+func (w *confirmWindow) wait(ctx context.Context) (int, error) {
+	for _, dc := range w.pending {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		ok, err := dc.WaitContext(wctx)
+		cancel()
+		if !ok {
+			return 0, fmt.Errorf("publish not confirmed: %v", err)
+		}
+	}
+	n := len(w.pending)
+	w.pending = w.pending[:0]
+	return n, nil
 }
 
 // bareConsume is the baseline: consumers channels with prefetch, each acking

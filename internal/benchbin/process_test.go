@@ -75,7 +75,8 @@ type process struct {
 	addr      string
 	logPath   string
 	done      chan struct{}
-	pprofAddr string // the service's debug.pprofAddr, when profiled
+	pprofAddr string      // the service's debug.pprofAddr, when profiled
+	amqp      config.AMQP // the queues it consumes (start); zero for a bare process
 }
 
 // start runs `serve` with the default configuration plus what only this
@@ -115,7 +116,7 @@ func start(b *testing.B, bin, dir, name, dbURL string, a config.AMQP) *process {
 		cmd.Env = append(cmd.Env, config.EnvName("debug.pprofAddr")+"="+pp)
 	}
 	p := run(b, dir, name, addr, cmd)
-	p.pprofAddr = pp
+	p.pprofAddr, p.amqp = pp, a
 	return p
 }
 
