@@ -248,7 +248,11 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	if cfg.Dispatch.RecordSandbox {
 		record = db
 	}
-	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now, channels.SandboxCountryCode(cfg.Channels.Twilio.DefaultCountryCode))
+	sandboxOpts := []channels.SandboxOption{channels.SandboxCountryCode(cfg.Channels.Twilio.DefaultCountryCode)}
+	if cfg.Dispatch.BoundSandbox {
+		sandboxOpts = append(sandboxOpts, channels.SandboxBounded())
+	}
+	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now, sandboxOpts...)
 	// Each channel's provider when its credentials are configured, else the sandbox.
 	chans, err := channels.Select(ctx, cfg.Channels, a.Sandbox, a.Log)
 	if err != nil {

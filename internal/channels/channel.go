@@ -148,6 +148,27 @@ type Reconciler interface {
 	Accepted(ctx context.Context, deliveries []InDoubt) (map[int64]string, error)
 }
 
+// ExactReconciler is a Reconciler that may answer exactly: one that
+// writes each message it accepts to the service's own database before Send
+// returns, in a statement that either commits or leaves Send failing, so
+// that after a crash Accepted names each message it accepted and no other.
+// A crash then leaves nothing of it in doubt, and the workers do not hold
+// its sends to dispatch.recordBatch, the bound on what a crash can leave
+// in doubt with a provider that is asked by a search (Twilio, SendGrid) or
+// not at all. ReconcilesExactly reports whether this one does (the sandbox
+// does only when it records to the database).
+type ExactReconciler interface {
+	Reconciler
+	ReconcilesExactly() bool
+}
+
+// ReconcilesExactly reports whether ch is an ExactReconciler that answers
+// exactly.
+func ReconcilesExactly(ch Channel) bool {
+	e, ok := ch.(ExactReconciler)
+	return ok && e.ReconcilesExactly()
+}
+
 // ErrCannotReconcile is Accepted's error when the provider has a lookup but
 // this account or configuration cannot use it (SendGrid without
 // channels.sendgrid.reconcile).
@@ -178,6 +199,9 @@ type SendFunc func(ctx context.Context, msgs []Message) []Result
 // once, for every middleware.
 func Wrap(inner Channel, send SendFunc) Channel {
 	w := wrapped{inner: inner, send: send}
+	if e, ok := inner.(ExactReconciler); ok {
+		return exactReconciling{wrapped: w, ExactReconciler: e}
+	}
 	if r, ok := inner.(Reconciler); ok {
 		return reconciling{wrapped: w, Reconciler: r}
 	}
@@ -200,4 +224,11 @@ func (w wrapped) Unwrap() Channel { return w.inner }
 type reconciling struct {
 	wrapped
 	Reconciler
+}
+
+// exactReconciling is a wrapped ExactReconciler: Accepted and
+// ReconcilesExactly ask the wrapped channel.
+type exactReconciling struct {
+	wrapped
+	ExactReconciler
 }

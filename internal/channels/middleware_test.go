@@ -23,6 +23,10 @@ func (reconcilingChannel) Accepted(_ context.Context, ds []channels.InDoubt) (ma
 	return map[int64]string{ds[0].DeliveryID: "pm-1"}, nil
 }
 
+type exactChannel struct{ reconcilingChannel }
+
+func (exactChannel) ReconcilesExactly() bool { return true }
+
 // tag is a middleware that records, in order, that a Send passed through it
 // on the way in and on the way out.
 func tag(name string, trail *[]string) channels.Middleware {
@@ -55,9 +59,18 @@ func TestMiddlewareKeepsCapabilities(t *testing.T) {
 		require.Equal(t, "fakeprovider", rec.Name())
 	}
 
+	require.False(t, channels.ReconcilesExactly(rec), "a searching provider does not become exact")
+
+	exact := channels.Chain(exactChannel{reconcilingChannel{plainChannel{"exact"}}}, mws...)
+	require.True(t, channels.ReconcilesExactly(exact), "an exact reconciler stays exact through middleware")
+	got, err := exact.(channels.Reconciler).Accepted(context.Background(), []channels.InDoubt{{DeliveryID: 7}})
+	require.NoError(t, err)
+	require.Equal(t, map[int64]string{7: "pm-1"}, got)
+
 	plain := channels.Chain(plainChannel{"plain"}, mws...)
 	_, ok := plain.(channels.Reconciler)
 	require.False(t, ok, "a channel without a lookup does not gain one")
+	require.False(t, channels.ReconcilesExactly(plain))
 	require.Equal(t, "plain", plain.Name())
 
 	trail = nil

@@ -39,6 +39,7 @@ type Sandbox struct {
 	log         *slog.Logger
 	now         func() time.Time
 	countryCode string // channels.twilio.defaultCountryCode, as Twilio would apply it
+	bounded     bool   // SandboxBounded
 	// ids makes the provider message ids: sbx-<delivery id>-<12 hex
 	// digits>, the digits a random 48-bit start (crypto/rand, once per
 	// Sandbox) plus a counter. Within a process they never repeat. Across
@@ -81,6 +82,15 @@ type sandboxRow struct {
 
 // SandboxOption configures a Sandbox.
 type SandboxOption func(*Sandbox)
+
+// SandboxBounded makes the sandbox report that it does not reconcile
+// exactly (dispatch.boundSandbox), though it still answers Accepted from
+// its records: the workers then hold its sends to dispatch.recordBatch as
+// they hold a real provider's, so the sandbox drains at the rate such a
+// provider would allow, and the fault suite can check the in-doubt bound.
+func SandboxBounded() SandboxOption {
+	return func(s *Sandbox) { s.bounded = true }
+}
 
 // SandboxCountryCode makes the sandbox accept national phone numbers as
 // Twilio does with channels.twilio.defaultCountryCode set to cc.
@@ -287,6 +297,13 @@ func (s *Sandbox) Accepted(ctx context.Context, deliveries []InDoubt) (map[int64
 	}
 	return out, nil
 }
+
+// ReconcilesExactly reports whether Accepted is exact after a crash
+// (channels.ExactReconciler): with a database, Send returns a message as
+// accepted only once its sandbox_messages row is committed, and fails it
+// as in doubt when the commit's answer was lost, so the rows are exactly
+// what it accepted. In memory only, a crash forgets them.
+func (s *Sandbox) ReconcilesExactly() bool { return s.records != nil && !s.bounded }
 
 // Messages returns the last messages Send accepted (at most 1000), oldest
 // first.

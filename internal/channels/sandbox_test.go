@@ -225,3 +225,18 @@ func TestSandboxRecordsTheMessageAsJSONMarshalEncodesIt(t *testing.T) {
 		require.Equal(t, res[i].ProviderMessageID, row.ProviderMessageID)
 	}
 }
+
+// The sandbox reconciles exactly only when it records to the database (a
+// crash forgets what it keeps in memory), and not when it is bounded
+// (dispatch.boundSandbox): the workers then hold its sends to the in-doubt
+// bound, as a real provider's. It answers recovery either way.
+func TestSandboxReconcilesExactlyOnlyWithItsRecords(t *testing.T) {
+	t.Parallel()
+	db, _ := testdb.Postgres(t)
+	require.True(t, channels.ReconcilesExactly(channels.NewSandbox(db, nil, nil)))
+	require.False(t, channels.ReconcilesExactly(channels.NewSandbox(nil, nil, nil)))
+	bounded := channels.NewSandbox(db, nil, nil, channels.SandboxBounded())
+	require.False(t, channels.ReconcilesExactly(bounded))
+	_, ok := channels.Channel(bounded).(channels.Reconciler)
+	require.True(t, ok, "a bounded sandbox still answers recovery")
+}

@@ -388,6 +388,11 @@ type Dispatch struct {
 	RecordInterval time.Duration `koanf:"recordInterval"`
 	RecordBatch    int           `koanf:"recordBatch"`
 	RecordSandbox  bool          `koanf:"recordSandbox"`
+	// BoundSandbox holds the sandbox's sends to RecordBatch as a real
+	// provider's are (channels.SandboxBounded). Off, the recording sandbox
+	// reconciles exactly and is not held: a crash leaves none of its sends
+	// in doubt.
+	BoundSandbox bool `koanf:"boundSandbox"`
 	// HandOffWait is how long the queue intake waits for the local
 	// workers' hand-off queue to be at most half full before it commits a
 	// batch (0: it never waits, and what does not fit is stored pending).

@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -47,7 +48,14 @@ func waitingInReserve() bool { return blocked("sync.(*Cond).Wait", "delivery.(*r
 // Run. It stops when the test ends, after ch is opened.
 func runDispatcher(t *testing.T, db *gorm.DB, b *bundle, ch *holding, cfg config.Dispatch, before func(*delivery.Dispatcher)) {
 	t.Helper()
-	disp := delivery.New(db, map[string]channels.Channel{"email": ch, "sms": ch}, cfg,
+	runDispatcherOn(t, db, b, ch, ch, cfg, before)
+}
+
+// runDispatcherOn is runDispatcher sending through send, which sends
+// through ch.
+func runDispatcherOn(t *testing.T, db *gorm.DB, b *bundle, ch *holding, send channels.Channel, cfg config.Dispatch, before func(*delivery.Dispatcher)) {
+	t.Helper()
+	disp := delivery.New(db, map[string]channels.Channel{"email": send, "sms": send}, cfg,
 		delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil)
 	if before != nil {
 		before(disp)
@@ -60,22 +68,40 @@ func runDispatcher(t *testing.T, db *gorm.DB, b *bundle, ch *holding, cfg config
 	t.Cleanup(ch.open) // first: a failed test must not leave Run in Send
 }
 
+// exactHolding is a holding channel that reconciles exactly
+// (channels.ExactReconciler), as the sandbox recording to the database does.
+type exactHolding struct{ *holding }
+
+func (exactHolding) Accepted(context.Context, []channels.InDoubt) (map[int64]string, error) {
+	return map[int64]string{}, nil
+}
+
+func (exactHolding) ReconcilesExactly() bool { return true }
+
 // A worker that finds dispatch.recordBatch deliveries sent and not yet
 // recorded waits before its provider call (the in-doubt bound), and the
 // time it waited is reported (Dispatcher.OnRecordWait; the app's
 // notify_dispatch_record_wait_seconds_total), so an operator can see when
 // that bound, not the CPU or the database, is what holds the drain back.
 // With room in the bound both groups are sent at once and nothing is
-// reported.
+// reported. A channel that reconciles exactly is not held to the bound,
+// only to delivery.ExactBacklog times it: a crash leaves none of its sends
+// in doubt.
 func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		recordBatch int
+		exact       bool
+		recipients  int // each an email and an SMS: two groups of this many deliveries
 		waits       bool
 	}{
-		{"one group fills the bound", 1, true},
-		{"room for both groups", 256, false},
+		{"one group fills the bound", 1, false, 1, true},
+		{"room for both groups", 256, false, 1, false},
+		{"an exact channel is not held by the bound", 1, true, 1, false},
+		// Two groups of ExactBacklog-1 deliveries are more than
+		// ExactBacklog record groups of one.
+		{"an exact channel is held by its backlog", 1, true, delivery.ExactBacklog - 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -87,7 +113,11 @@ func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 			cfg.Workers, cfg.RecordBatch = 1, tc.recordBatch
 			var mu sync.Mutex
 			var waits []time.Duration
-			runDispatcher(t, db, b, ch, cfg, func(disp *delivery.Dispatcher) {
+			var send channels.Channel = ch
+			if tc.exact {
+				send = exactHolding{ch}
+			}
+			runDispatcherOn(t, db, b, ch, send, cfg, func(disp *delivery.Dispatcher) {
 				disp.OnRecordWait = func(d time.Duration) {
 					mu.Lock()
 					waits = append(waits, d)
@@ -95,11 +125,17 @@ func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 				}
 			})
 
-			// One recipient, an email and an SMS action: two provider calls
-			// of one delivery each.
+			// An email and an SMS action: two provider calls of
+			// tc.recipients deliveries each, both held (the first
+			// recipient's addresses).
+			recipients := make([]string, tc.recipients)
+			for i := range recipients {
+				recipients[i] = fmt.Sprintf(`{"email": "r%d@example.com", "phone": "+1555000%d", "macros": {"FNAME": "Ann"}}`, i, i+1)
+			}
+			recipients[0] = `{"email": "a@example.com", "phone": "+15550001", "macros": {"FNAME": "Ann"}}`
 			out, err := b.intake.Submit(context.Background(), []intake.Submission{{Source: intake.SourceQueue,
-				Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [
-  {"email": "a@example.com", "phone": "+15550001", "macros": {"FNAME": "Ann"}}]}]}`)}})
+				Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [`+
+					strings.Join(recipients, ",")+`]}]}`)}})
 			require.NoError(t, err)
 			id := out[0].Notifications[0].ID
 
@@ -116,8 +152,14 @@ func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 			}
 			ch.open()
 			for _, c := range []string{"email", "sms"} {
-				require.Eventually(t, func() bool { return deliveries(t, b, id, c)[0].Status == dispatch.StatusSent },
-					10*time.Second, 5*time.Millisecond)
+				require.Eventually(t, func() bool {
+					for _, d := range deliveries(t, b, id, c) {
+						if d.Status != dispatch.StatusSent {
+							return false
+						}
+					}
+					return true
+				}, 10*time.Second, 5*time.Millisecond)
 			}
 			mu.Lock()
 			defer mu.Unlock()

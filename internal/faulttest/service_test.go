@@ -220,6 +220,12 @@ func (sc *scenario) start(name string, extra ...string) *instance {
 		config.EnvName("amqp.routingKey")+"="+c.RoutingKey,
 		config.EnvName("amqp.deadLetterExchange")+"="+c.DeadLetterExchange,
 		config.EnvName("amqp.deadLetterQueue")+"="+c.DeadLetterQueue,
+		// The sandbox stands in for a provider that cannot be asked
+		// exactly: held to dispatch.recordBatch as such a provider is, so
+		// the in-doubt count checks the bound real providers get. (It
+		// still answers recovery from its records, so nothing is sent
+		// twice either way.)
+		config.EnvName("dispatch.boundSandbox")+"=true",
 	), extra...)
 	in.cmd.Stdout, in.cmd.Stderr = logf, logf
 	if err := in.cmd.Start(); err != nil {

@@ -34,7 +34,22 @@ type recorder struct {
 	// written: in a provider call, waiting, or in the statement being
 	// written. reserve keeps it within dispatch.recordBatch.
 	unrecorded int
+	// exact counts the same for channels that reconcile exactly
+	// (channels.ExactReconciler), which the in-doubt bound does not
+	// concern; reserve keeps it within ExactBacklog × recordBatch, so
+	// outcomes cannot pile up faster than they are written.
+	exact int
 }
+
+// ExactBacklog bounds, in dispatch.recordBatch, the deliveries sent through
+// exactly reconciling channels and not yet recorded. It is not an in-doubt
+// bound (a crash leaves none of them in doubt) but back-pressure: the
+// workers stop sending when the recorder falls this far behind. Four
+// batches (1,024 by default) let the eight workers' batches (64 each) all be
+// in flight while as many wait for the statement being written; the
+// in-doubt bound of one batch held the default configuration's drain back
+// by 8–52% on two cores (docs/benchmarks.md, issue 17).
+const ExactBacklog = 4
 
 func newRecorder(d *Dispatcher) *recorder {
 	r := &recorder{d: d, kick: make(chan struct{}, 1)}
@@ -55,17 +70,26 @@ func newRecorder(d *Dispatcher) *recorder {
 // otherwise tell a drain held back by this bound from one held back by the
 // CPU or the database (issue 17: on a slow machine it cost the drain a
 // sixth to a third).
-func (r *recorder) reserve(n int) {
+//
+// A group sent through a channel that reconciles exactly (exact) counts
+// against ExactBacklog instead, apart from the others: recovery asks such
+// a channel and gets the exact answer, so its sends need no in-doubt bound,
+// and they do not take the bounded channels' room either.
+func (r *recorder) reserve(n int, exact bool) {
 	r.mu.Lock()
 	var began time.Time
-	for r.running && r.unrecorded > 0 && r.unrecorded+n > r.d.cfg.RecordBatch {
+	count, limit := &r.unrecorded, r.d.cfg.RecordBatch
+	if exact {
+		count, limit = &r.exact, ExactBacklog*r.d.cfg.RecordBatch
+	}
+	for r.running && *count > 0 && *count+n > limit {
 		if began.IsZero() {
 			began = time.Now()
 		}
 		r.taken.Wait()
 	}
 	if r.running {
-		r.unrecorded += n
+		*count += n
 	}
 	r.mu.Unlock()
 	if !began.IsZero() && r.d.OnRecordWait != nil {
@@ -102,7 +126,7 @@ func (r *recorder) add(ctx context.Context, outs []outcome) {
 // start runs the writer until finish is called.
 func (r *recorder) start(ctx context.Context) {
 	r.mu.Lock()
-	r.running, r.unrecorded = true, 0
+	r.running, r.unrecorded, r.exact = true, 0, 0
 	r.stop, r.done = make(chan struct{}), make(chan struct{})
 	r.mu.Unlock()
 	go r.run(ctx)
@@ -158,15 +182,22 @@ func (r *recorder) run(ctx context.Context) {
 		if len(buf) > 0 {
 			r.d.write(context.WithoutCancel(ctx), buf)
 		}
+		exact := 0
+		for i := range buf {
+			if buf[i].exact {
+				exact++
+			}
+		}
 		r.mu.Lock()
-		r.unrecorded = max(r.unrecorded-len(buf), 0)
+		r.unrecorded = max(r.unrecorded-(len(buf)-exact), 0)
+		r.exact = max(r.exact-exact, 0)
 		// write is done with buf (held.remove, OnSent and suppress copy
 		// what they keep): cleared, so it holds no strings alive, and
 		// kept for the next outcomes.
 		clear(buf)
 		r.spare = buf[:0]
 		if stopping {
-			r.unrecorded = 0
+			r.unrecorded, r.exact = 0, 0
 		}
 		r.taken.Broadcast()
 		r.mu.Unlock()

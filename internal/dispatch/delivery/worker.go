@@ -47,6 +47,7 @@ type Dispatcher struct {
 	db        *gorm.DB
 	pg        bool
 	channels  map[string]channels.Channel
+	exact     map[string]bool // the channels that reconcile exactly (channels.ReconcilesExactly), set by Run
 	cfg       config.Dispatch
 	senders   Senders
 	log       *slog.Logger
@@ -188,6 +189,12 @@ func (d *Dispatcher) signal() {
 // until then.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	var wg, workers sync.WaitGroup
+	// Asked here, not in New: a channel may be finished being built
+	// between the two (tests wire one after New).
+	d.exact = make(map[string]bool, len(d.channels))
+	for name, ch := range d.channels {
+		d.exact[name] = channels.ReconcilesExactly(ch)
+	}
 	d.rec.start(ctx)
 	stopRenew := make(chan struct{})
 	wg.Go(func() { d.renewLoop(ctx, stopRenew) })
@@ -438,6 +445,9 @@ type outcome struct {
 	// suppress is the address the provider's answer put on the
 	// suppression list (Twilio 21610), written after the outcome.
 	suppress *dispatch.Suppression
+	// exact marks a send reserved against the exact channels' backlog
+	// (recorder.reserve), so the recorder gives it back there.
+	exact bool
 }
 
 type groupKey struct{ notificationID, actionID int64 }
@@ -470,13 +480,19 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders
 		}
 		groups[k] = append(groups[k], i)
 	}
+	// exact: whether group k's channel reconciles exactly (its sends are
+	// reserved apart; recorder.reserve). A group is one action's, so one
+	// channel's.
+	exact := func(k groupKey) bool { return d.exact[batch[groups[k][0]].Channel] }
 	// send sends group k, reserved already (recorder.reserve).
 	send := func(k groupKey) {
 		idx := groups[k]
 		d.sendGroup(ctx, byID[k.actionID], batch, idx, outs)
 		mine := make([]outcome, len(idx))
+		ex := exact(k)
 		for j, i := range idx {
 			mine[j] = outs[i]
+			mine[j].exact = ex
 		}
 		d.rec.add(ctx, mine)
 	}
@@ -492,14 +508,14 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders
 		// every garbage collection halved the stack, and the send then
 		// grew it back through render and the channel (copystack, 5% of
 		// the REST send's CPU; senders).
-		d.rec.reserve(len(groups[k]))
+		d.rec.reserve(len(groups[k]), exact(k))
 		wg.Add(1)
 		pool.do(func() {
 			defer wg.Done()
 			send(k)
 		})
 	}
-	d.rec.reserve(len(groups[order[last]]))
+	d.rec.reserve(len(groups[order[last]]), exact(order[last]))
 	send(order[last])
 	wg.Wait()
 	return nil
