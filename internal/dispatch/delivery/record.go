@@ -48,7 +48,7 @@ type recorder struct {
 // batches (1,024 by default) let the eight workers' batches (64 each) all be
 // in flight while as many wait for the statement being written; the
 // in-doubt bound of one batch held the default configuration's drain back
-// by 8–52% on two cores (docs/benchmarks.md, issue 17).
+// by about a tenth on two cores (docs/benchmarks.md, issue 17).
 const ExactBacklog = 4
 
 func newRecorder(d *Dispatcher) *recorder {
