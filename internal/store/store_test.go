@@ -2,12 +2,16 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -118,4 +122,50 @@ func TestConcurrentMigrateUpOnPostgres(t *testing.T) {
 	for _, table := range []string{"collections", "events", "actions", "outbox"} {
 		require.True(t, db.Migrator().HasTable(table), table)
 	}
+}
+
+// Each PostgreSQL connection's two pgx caches are sized by the service
+// (statementCaches) unless the URL sizes them: pgx's default of 512 makes
+// their maps four times larger than the service's statements need, on
+// every connection of the pool (issue 17, the RSS floor). The array plans
+// (RegisterArrays) stay registered on a pool opened this way.
+func TestPostgresStatementCachesAreSized(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	caches := func(url string) (stmts, descs int, arrays bool) {
+		t.Helper()
+		db, err := store.Open(ctx, config.Database{URL: url, MaxOpenConns: 1})
+		if err != nil {
+			testdb.Unavailable(t, "PostgreSQL", err)
+		}
+		defer store.Close(db)
+		sqlDB, err := db.DB()
+		require.NoError(t, err)
+		conn, err := sqlDB.Conn(ctx)
+		require.NoError(t, err)
+		defer conn.Close()
+		require.NoError(t, conn.Raw(func(dc any) error {
+			c := dc.(*stdlib.Conn).Conn()
+			stmts, descs = c.Config().StatementCacheCapacity, c.Config().DescriptionCacheCapacity
+			ty, ok := c.TypeMap().TypeForOID(pgtype.Int8ArrayOID)
+			arrays = ok && fmt.Sprintf("%T", ty.Codec) == "store.arrayCodec"
+			return nil
+		}))
+		return stmts, descs, arrays
+	}
+
+	stmts, descs, arrays := caches(testdb.PostgresURL())
+	require.Equal(t, 128, stmts, "statement cache")
+	require.Equal(t, 128, descs, "description cache")
+	require.True(t, arrays, "the array plans are registered")
+
+	u, err := url.Parse(testdb.PostgresURL())
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("statement_cache_capacity", "512")
+	q.Set("description_cache_capacity", "64")
+	u.RawQuery = q.Encode()
+	stmts, descs, _ = caches(u.String())
+	require.Equal(t, 512, stmts, "the URL's statement cache")
+	require.Equal(t, 64, descs, "the URL's description cache")
 }
