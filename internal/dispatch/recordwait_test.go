@@ -99,9 +99,9 @@ func TestWorkersReportTheirWaitForTheRecordBound(t *testing.T) {
 		{"one group fills the bound", 1, false, 1, true},
 		{"room for both groups", 256, false, 1, false},
 		{"an exact channel is not held by the bound", 1, true, 1, false},
-		// Two groups of ExactBacklog-1 deliveries are more than
-		// ExactBacklog record groups of one.
-		{"an exact channel is held by its backlog", 1, true, delivery.ExactBacklog - 1, true},
+		// Two groups of ExactBacklog deliveries are more than
+		// ExactBacklog record groups of one: the first fills them.
+		{"an exact channel is held by its backlog", 1, true, delivery.ExactBacklog, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
