@@ -45,13 +45,13 @@ type recorder struct {
 // exactly reconciling channels and not yet recorded. It is not an in-doubt
 // bound (a crash leaves none of them in doubt) but back-pressure: the
 // workers stop sending when the recorder falls this far behind. Two
-// batches (512 by default) let the eight workers' batches (64 each) all be
-// in flight while as many wait for the statement being written; the
-// in-doubt bound of one batch held the default configuration's drain back
-// by about a tenth on two cores. Four let more sends run at once against
-// the intake for the same two cores: in six alternated pairs of the binary
-// harness, two gave a lower enqueue→sent p50 in every pair and a lower p99
-// in five, with no loss of drain (docs/benchmarks.md, issue 17).
+// batches (512 by default) are as many as the eight workers' claims (64
+// each) in flight and waiting for their record together; the in-doubt
+// bound of one batch held the default configuration's drain back by about
+// a tenth on two cores. Four let more sends run at once against the intake
+// for the same two cores: in six alternated pairs of the binary harness,
+// two gave a lower enqueue→sent p50 in every pair and a lower p99 in five,
+// with no loss of drain (docs/benchmarks.md, issue 17).
 const ExactBacklog = 2
 
 func newRecorder(d *Dispatcher) *recorder {
