@@ -480,19 +480,23 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders
 		}
 		groups[k] = append(groups[k], i)
 	}
-	// exact: whether group k's channel reconciles exactly (its sends are
-	// reserved apart; recorder.reserve). A group is one action's, so one
-	// channel's.
-	exact := func(k groupKey) bool { return d.exact[batch[groups[k][0]].Channel] }
-	// send sends group k, reserved already (recorder.reserve).
-	send := func(k groupKey) {
+	// reserve reserves group k's sends (recorder.reserve) and says whether
+	// its channel reconciles exactly, which reserved them apart; the
+	// outcomes carry it so the recorder gives them back there. A group is
+	// one action's, so one channel's.
+	reserve := func(k groupKey) bool {
+		exact := d.exact[batch[groups[k][0]].Channel]
+		d.rec.reserve(len(groups[k]), exact)
+		return exact
+	}
+	// send sends group k, reserved already.
+	send := func(k groupKey, exact bool) {
 		idx := groups[k]
 		d.sendGroup(ctx, byID[k.actionID], batch, idx, outs)
 		mine := make([]outcome, len(idx))
-		ex := exact(k)
 		for j, i := range idx {
 			mine[j] = outs[i]
-			mine[j].exact = ex
+			mine[j].exact = exact
 		}
 		d.rec.add(ctx, mine)
 	}
@@ -508,15 +512,14 @@ func (d *Dispatcher) process(ctx context.Context, batch []Claimed, pool *senders
 		// every garbage collection halved the stack, and the send then
 		// grew it back through render and the channel (copystack, 5% of
 		// the REST send's CPU; senders).
-		d.rec.reserve(len(groups[k]), exact(k))
+		exact := reserve(k)
 		wg.Add(1)
 		pool.do(func() {
 			defer wg.Done()
-			send(k)
+			send(k, exact)
 		})
 	}
-	d.rec.reserve(len(groups[order[last]]), exact(order[last]))
-	send(order[last])
+	send(order[last], reserve(order[last]))
 	wg.Wait()
 	return nil
 }
