@@ -280,9 +280,15 @@ type scripted struct {
 	mu    sync.Mutex
 	calls [][]channels.Message
 	errs  []error // the error for each call in turn; nil: accept
+	name  string  // the provider it records; "" is "scripted"
 }
 
-func (s *scripted) Name() string { return "scripted" }
+func (s *scripted) Name() string {
+	if s.name != "" {
+		return s.name
+	}
+	return "scripted"
+}
 
 func (s *scripted) Send(_ context.Context, msgs []channels.Message) []channels.Result {
 	s.mu.Lock()
@@ -424,19 +430,22 @@ func TestRecoverExpiredLeases(t *testing.T) {
 func TestMarkByProviderID(t *testing.T) {
 	t.Parallel()
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
-		ch := &scripted{}
+		// Only Twilio reports by its own message id (migration 00023).
+		ch := &scripted{name: channels.TwilioName}
 		b := setup(t, db, ch)
 		ctx := context.Background()
 		out, err := b.intake.Submit(ctx, []intake.Submission{{Source: intake.SourceQueue,
 			Request: request(t, b.collectionID, `{"collectionId": CID, "notification": [{"name": "USER_INVITEUSER", "recipients": [{"email": "a@example.com", "macros": {"FNAME": "A"}}]}]}`)}})
 		require.NoError(t, err)
 		d := deliveries(t, b, out[0].Notifications[0].ID, "email")[0]
-		_, err = b.store.MarkByProviderID(ctx, "scripted", "pm-"+jsonInt(d.ID), dispatch.StatusDelivered, "")
+		_, err = b.store.MarkByProviderID(ctx, channels.TwilioName, "pm-"+jsonInt(d.ID), dispatch.StatusDelivered, "")
 		require.Equal(t, apperr.NotFound, apperr.KindOf(err), "not sent yet")
 
 		_, err = b.disp.RunOnce(ctx)
 		require.NoError(t, err)
-		n, err := b.store.MarkByProviderID(ctx, "scripted", "pm-"+jsonInt(d.ID), dispatch.StatusDelivered, "")
+		_, err = b.store.MarkByProviderID(ctx, channels.SandboxName, "pm-"+jsonInt(d.ID), dispatch.StatusDelivered, "")
+		require.ErrorContains(t, err, "do not name deliveries by message id", "a provider that reports by our delivery id")
+		n, err := b.store.MarkByProviderID(ctx, channels.TwilioName, "pm-"+jsonInt(d.ID), dispatch.StatusDelivered, "")
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
 		require.Equal(t, dispatch.StatusDelivered, deliveries(t, b, d.NotificationID, "email")[0].Status)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/dispatch/status"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/store"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -101,3 +103,49 @@ func notificationOf(t *testing.T, db *gorm.DB, id int64) int64 {
 }
 
 func itoa(n int64) string { return fmt.Sprint(n) }
+
+// A Twilio callback finds its delivery through deliveries_twilio_message_idx
+// (migration 00023) on both dialects: the lookup repeats the partial
+// index's predicate, without which neither planner may use the index.
+func TestTwilioLookupUsesItsIndex(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		t.Parallel()
+		q := "SELECT id FROM deliveries WHERE " + status.ByMessageIDWhere
+		var plan []string
+		err := db.Transaction(func(tx *gorm.DB) error {
+			explain := "EXPLAIN QUERY PLAN " + q
+			if store.IsPostgres(tx) {
+				// An empty table is cheapest to scan: only an index the
+				// query may use beats a disabled sequential scan.
+				if err := tx.Exec("SET LOCAL enable_seqscan = off").Error; err != nil {
+					return err
+				}
+				explain = "EXPLAIN " + q
+			}
+			rows, err := tx.Raw(explain, "SM1").Rows()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			cols, err := rows.Columns()
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					return err
+				}
+				plan = append(plan, fmt.Sprint(vals...))
+			}
+			return rows.Err()
+		})
+		require.NoError(t, err)
+		require.Contains(t, strings.Join(plan, "\n"), "deliveries_twilio_message_idx")
+	})
+}

@@ -221,21 +221,35 @@ func (s *Store) MarkByID(ctx context.Context, id int64, status, reason string) e
 	return nil
 }
 
+// byMessageIDWhere selects the deliveries a report names by the provider's
+// own message id. Only Twilio's callbacks do (a MessageSid names one
+// message; SendGrid's events carry our delivery id, and the other channels
+// send no reports), so migration 00023 indexes Twilio's rows only: an index
+// over every delivery took an entry from each accepted send that no lookup
+// wanted. The provider is in the SQL as a literal because neither
+// PostgreSQL nor SQLite may use a partial index for "provider = ?", whose
+// value is known only when it runs.
+const byMessageIDWhere = "provider = '" + channels.TwilioName + "' AND provider_message_id = ?"
+
 // MarkByProviderID records a provider report on every delivery that
-// provider accepted under providerMessageID (a batched SendGrid request can
-// share one id), and returns how many it updated. No match is ErrNotFound
-// (NOT_FOUND): the webhook may arrive for a message this service did not
-// send, or before the send is recorded; the caller decides whether to retry.
+// provider accepted under providerMessageID, and returns how many it
+// updated. Only Twilio reports by its message id (byMessageIDWhere); any
+// other provider is an error. No match is ErrNotFound (NOT_FOUND): the
+// webhook may arrive for a message this service did not send, or before the
+// send is recorded; the caller decides whether to retry.
 func (s *Store) MarkByProviderID(ctx context.Context, provider, providerMessageID, status, reason string) (int64, error) {
 	if !slices.Contains(webhookStatuses, status) {
 		return 0, fmt.Errorf("dispatch: mark: status %q is not one of %v", status, webhookStatuses)
+	}
+	if provider != channels.TwilioName {
+		return 0, fmt.Errorf("dispatch: mark: %s reports do not name deliveries by message id (only %s's do)", provider, channels.TwilioName)
 	}
 	var n int64
 	err := s.write(ctx, func(db *gorm.DB) ([]outbox.TypedEvent, error) {
 		var rows []changedRow
 		err := db.WithContext(ctx).Raw(`UPDATE deliveries SET status = ?, reason = ?, updated_time = ?
-WHERE provider = ? AND provider_message_id = ? AND `+webhookFrom+changedColumns,
-			status, apperr.Truncate(reason, 1000), s.now().UnixMilli(), provider, providerMessageID).Scan(&rows).Error
+WHERE `+byMessageIDWhere+` AND `+webhookFrom+changedColumns,
+			status, apperr.Truncate(reason, 1000), s.now().UnixMilli(), providerMessageID).Scan(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("dispatch: mark %s message %q: %w", provider, providerMessageID, err)
 		}
