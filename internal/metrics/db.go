@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
@@ -26,9 +27,25 @@ import (
 // each query is bounded by metrics.dbTimeout; when a query fails,
 // notify_metrics_db_up is 0 and the gauges are left out of that scrape
 // rather than reported stale.
+//
+// It also adds the connection pool's own statistics (client_golang's
+// DBStatsCollector, go_sql_*{db_name="notificationservice"}): connections
+// open, in use and idle against database.maxOpenConns, and how often and how
+// long a statement waited for a free connection, which is how a pool too
+// small for the workers and the API together shows (docs/runbook.md).
 func (m *Metrics) RegisterDB(db *gorm.DB, cfg config.Metrics, log *slog.Logger) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("metrics: connection pool: %w", err)
+	}
+	if err := m.reg.Register(collectors.NewDBStatsCollector(sqlDB, PoolName)); err != nil {
+		return err
+	}
 	return m.reg.Register(newDBCollector(db, cfg, log, time.Now))
 }
+
+// PoolName is the db_name label of the connection pool's go_sql_* series.
+const PoolName = "notificationservice"
 
 type dbCollector struct {
 	db      *gorm.DB

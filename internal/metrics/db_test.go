@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +116,38 @@ func TestActiveStatusesAreCountedThroughTheirIndexes(t *testing.T) {
 	require.NotContains(t, text, "Seq Scan", text)
 	require.Contains(t, text, "deliveries_waiting_idx", text)
 	require.Contains(t, text, "deliveries_lease_idx", text)
+}
+
+// The connection pool's statistics are on /metrics beside the backlog
+// gauges: a statement that waited for a free connection counts in
+// go_sql_wait_count_total, which is how a pool too small for the workers
+// and the API together shows.
+func TestPoolStatisticsShowAWaitForAConnection(t *testing.T) {
+	t.Parallel()
+	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
+		t.Parallel()
+		m := New()
+		// The backlog gauges' own reads wait for the held connection too:
+		// a short dbTimeout lets a scrape give up on them quickly.
+		require.NoError(t, m.RegisterDB(db, config.Metrics{DBTimeout: 10 * time.Millisecond, DBCacheTTL: 5 * time.Second, FinalStatusTTL: time.Minute}, slog.New(slog.DiscardHandler)))
+		sqlDB, err := db.DB()
+		require.NoError(t, err)
+		sqlDB.SetMaxOpenConns(1)
+		ctx := context.Background()
+		held, err := sqlDB.Conn(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1.0, gauge(t, m, "go_sql_in_use_connections", "db_name", PoolName))
+		require.Equal(t, 1.0, gauge(t, m, "go_sql_max_open_connections", "db_name", PoolName))
+		waits := gauge(t, m, "go_sql_wait_count_total", "db_name", PoolName)
+		waited := gauge(t, m, "go_sql_wait_duration_seconds_total", "db_name", PoolName)
+
+		// The one connection is held: the next statement waits until its
+		// deadline, and the wait is counted.
+		waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		require.ErrorIs(t, db.WithContext(waitCtx).Exec("SELECT 1").Error, context.DeadlineExceeded)
+		require.Greater(t, gauge(t, m, "go_sql_wait_count_total", "db_name", PoolName), waits)
+		require.GreaterOrEqual(t, gauge(t, m, "go_sql_wait_duration_seconds_total", "db_name", PoolName)-waited, 0.05)
+		require.NoError(t, held.Close())
+	})
 }
