@@ -82,3 +82,51 @@ func (to batches) since(from batches) string {
 	}
 	return fmt.Sprintf("%.0f batches of %.1f, %.1f ms each", n, (to.subs-from.subs)/n, 1000*(to.seconds-from.seconds)/n)
 }
+
+// poolWaits is the service's connection pool waits so far (go_sql_wait_*
+// on /metrics): how many statements found all database.maxOpenConns in use,
+// and how long they waited in all.
+type poolWaits struct{ count, seconds float64 }
+
+func poolWait(b *testing.B, p *process) poolWaits {
+	b.Helper()
+	var out poolWaits
+	found := 0
+	if err := metricsLines(p, func(line string) error {
+		name, value, ok := strings.Cut(line, `{db_name="notificationservice"} `)
+		if !ok {
+			return nil
+		}
+		var into *float64
+		switch name {
+		case "go_sql_wait_count_total":
+			into = &out.count
+		case "go_sql_wait_duration_seconds_total":
+			into = &out.seconds
+		default:
+			return nil
+		}
+		found++
+		var err error
+		if *into, err = strconv.ParseFloat(value, 64); err != nil {
+			return fmt.Errorf("/metrics: %s: %w", line, err)
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if found != 2 {
+		b.Fatalf("/metrics has no go_sql_wait_* series of the service's pool")
+	}
+	return out
+}
+
+// since is the waits between from and to, per unit of work done in
+// between: "N waits, T ms in all (U µs per send)".
+func (to poolWaits) since(from poolWaits, done int, unit string) string {
+	n, s := to.count-from.count, to.seconds-from.seconds
+	if n <= 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0f waits, %.0f ms in all (%.0f µs per %s)", n, 1000*s, 1e6*s/float64(max(done, 1)), unit)
+}

@@ -167,12 +167,14 @@ func runHarness(b *testing.B, s settings) {
 	// 5,000-message drain lasts about a second on two cores, so it is
 	// meaningful with BENCH_MESSAGES of 20,000 and more.
 	drainProfiled := profile(b, p, "drain", s.seconds)
+	pool0 := poolWait(b, p)
 	waitConsumed(b, conn, svcQ.Queue, deadline)
 	deliveries := waitSent(b, db, "pre-%", s.messages, deadline, p)
 	// The intake's batches of each phase, from the service's own /metrics:
 	// what batch sizes the queue's batchWait and the REST group commit
 	// gave, and what each transaction cost.
 	drained := intakeBatches(b, p, "queue")
+	poolDrained := poolWait(b, p)
 	// CPU per delivery moves far less with the machine's load than the
 	// rate does: it is how a GC setting's cost shows on a shared machine.
 	cpu1, err := p.cpu()
@@ -224,17 +226,21 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	drainProfiled()
 	restProfiled := profile(b, p, "rest", s.seconds)
 	rest0 := intakeBatches(b, p, "api")
+	poolRest0 := poolWait(b, p)
 	restCPU := startCPU(b, p, pm)
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
 	restSpent := restCPU.per(b, rest.ok)
 	rest1 := intakeBatches(b, p, "api")
+	poolRest1 := poolWait(b, p)
 	restProfiled()
 	bareRest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(bareSendURL, "bare-"))
 	// And at the fixed rate, open loop: latency from each request's slot.
 	waitSent(b, db, "rest-%", rest.ok, deadline, p) // the closed loop's backlog out of the way
 	rest2 := intakeBatches(b, p, "api")
+	poolRest2 := poolWait(b, p)
 	restAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(sendURL, "rate-"))
 	rest3 := intakeBatches(b, p, "api")
+	poolRest3 := poolWait(b, p)
 	bareAt := openLoop(s.rate, s.seconds, http.StatusAccepted, send(bareSendURL, "barerate-"))
 	bi.stop()
 	// End: the REST backlog sent, the process at rest again.
@@ -278,6 +284,8 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 		ms(pct(bareAt.lat, 0.5)), ms(pct(bareAt.lat, 0.99)), bareAt.rate(), bareAt.other)
 	fmt.Fprintf(&t, "| intake transactions (notify_intake_batch_*): drain / queue at %d msg/s / REST, %d connections / REST at %d req/s | %s / %s / %s / %s | – | – |\n",
 		s.rate, s.conns, s.rate, drained.since(batches{}), steadied.since(drained), rest1.since(rest0), rest3.since(rest2))
+	fmt.Fprintf(&t, "| waits for a database connection (go_sql_wait_*, database.maxOpenConns): drain / REST, %d connections / REST at %d req/s | %s / %s / %s | – | – |\n",
+		s.conns, s.rate, poolDrained.since(pool0, deliveries, "delivery"), poolRest1.since(poolRest0, rest.ok, "send"), poolRest3.since(poolRest2, restAt.ok, "send"))
 	fmt.Fprintf(&t, "| GET an action (cached), %d connections, %s (p50 / p99) | %.0f/s (%s / %s ms), %d other | Gin, same JSON from memory: %.0f/s (%s / %s ms) | %.1f%% |\n",
 		s.conns, s.seconds, get.rate(), ms(pct(get.lat, 0.5)), ms(pct(get.lat, 0.99)), get.other,
 		bareGetRes.rate(), ms(pct(bareGetRes.lat, 0.5)), ms(pct(bareGetRes.lat, 0.99)), 100*get.rate()/bareGetRes.rate())
