@@ -84,8 +84,9 @@ type App struct {
 	// writes fail even if the database answers pings (docs/runbook.md).
 	Outage *store.Outage
 
-	components []namedComponent
-	closers    []func()
+	components  []namedComponent
+	closers     []func()
+	sandboxOpts []channels.SandboxOption // WithSandboxOptions
 }
 
 type namedComponent struct {
@@ -99,7 +100,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	// Every line the service logs is redacted, whoever built the logger.
 	log = redact.Logger(log, Secrets(cfg)...)
 	a := &App{Config: cfg, Log: log}
-	if err := a.startTelemetry(ctx, opts); err != nil {
+	o := options{version: "dev"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	a.sandboxOpts = o.sandbox
+	if err := a.startTelemetry(ctx, o); err != nil {
 		return nil, err
 	}
 	db, err := store.Open(ctx, cfg.Database)
@@ -252,6 +258,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	if cfg.Dispatch.BoundSandbox {
 		sandboxOpts = append(sandboxOpts, channels.SandboxBounded())
 	}
+	sandboxOpts = append(sandboxOpts, a.sandboxOpts...)
 	a.Sandbox = channels.NewSandbox(record, a.Log, time.Now, sandboxOpts...)
 	// Each channel's provider when its credentials are configured, else the sandbox.
 	chans, err := channels.Select(ctx, cfg.Channels, a.Sandbox, a.Log)

@@ -22,6 +22,13 @@ type Option func(*options)
 type options struct {
 	spanExporter sdktrace.SpanExporter
 	version      string
+	sandbox      []channels.SandboxOption
+}
+
+// WithSandboxOptions adds opts to the sandbox's. Tests pass
+// channels.SandboxKeepAll to read what the workers sent from memory.
+func WithSandboxOptions(opts ...channels.SandboxOption) Option {
+	return func(o *options) { o.sandbox = append(o.sandbox, opts...) }
 }
 
 // WithSpanExporter records every span and hands it to exp as it ends,
@@ -36,11 +43,7 @@ func WithVersion(v string) Option { return func(o *options) { o.version = v } }
 // startTelemetry builds the metrics registry and the tracer provider. The
 // provider is shut down (flushing buffered spans) by Close, after everything
 // else that may still end spans.
-func (a *App) startTelemetry(ctx context.Context, opts []Option) error {
-	o := options{version: "dev"}
-	for _, opt := range opts {
-		opt(&o)
-	}
+func (a *App) startTelemetry(ctx context.Context, o options) error {
 	a.Metrics = metrics.New()
 	if o.spanExporter != nil {
 		a.Tracing = tracing.NewWithExporter(o.spanExporter, a.Config.Tracing.ServiceName, o.version)

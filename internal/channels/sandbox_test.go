@@ -64,7 +64,20 @@ func TestSandboxRecordsEverySend(t *testing.T) {
 	require.Equal(t, second[0].ProviderMessageID, acc[7])
 	require.Contains(t, acc, int64(100))
 	require.NotContains(t, acc, int64(9999))
-	require.Len(t, sb.Messages(), 102)
+
+	// A delivery's record is its row: memory keeps only what has none, a
+	// test send (no delivery), unless the sandbox is told to keep all.
+	require.Empty(t, sb.Messages(), "the deliveries' messages are rows, not copies in memory")
+	test := channels.Message{Channel: "email", Subject: "Test", To: []channels.Address{{Email: "t@example.com"}}}
+	require.NoError(t, sb.Send(ctx, []channels.Message{test})[0].Err)
+	require.Equal(t, []channels.Message{test}, sb.Messages())
+	var testRows int64
+	require.NoError(t, db.Raw("SELECT COUNT(*) FROM sandbox_messages WHERE delivery_id = 0").Scan(&testRows).Error)
+	require.Zero(t, testRows, "a test send has no row")
+
+	all := channels.NewSandbox(db, nil, nil, channels.SandboxKeepAll())
+	require.NoError(t, all.Send(ctx, []channels.Message{msg})[0].Err)
+	require.Equal(t, []channels.Message{msg}, all.Messages())
 }
 
 // A record whose outcome the sandbox cannot know is reported as possibly

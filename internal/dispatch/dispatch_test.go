@@ -84,7 +84,7 @@ func setup(t *testing.T, db *gorm.DB, chans ...channels.Channel) *bundle {
 	t.Helper()
 	cid, ids := seedRule(t, db, "USER_INVITEUSER", emailAction(), smsAction())
 	b := &bundle{db: db, collectionID: cid, email: ids[0], sms: ids[1]}
-	b.sandbox = channels.NewSandbox(db, discard(), nil)
+	b.sandbox = channels.NewSandbox(db, discard(), nil, channels.SandboxKeepAll())
 	var ch channels.Channel = b.sandbox
 	if len(chans) > 0 {
 		ch = chans[0]

@@ -31,7 +31,7 @@ func TestRenderLimitFailsTheDelivery(t *testing.T) {
 			Content: actions.Content{Subject: "Hi", HTML: "<p>" + strings.Repeat("{{V}}", 200) + "</p>"}}}
 		small := actions.Action{Name: "small", ConfigName: actions.ConfigSMS, Config: actions.Config{Content: actions.Content{Body: "Hi"}}}
 		cid, ids := seedRule(t, db, "BIG", amplify, small)
-		sandbox := channels.NewSandbox(db, discard(), nil)
+		sandbox := channels.NewSandbox(db, discard(), nil, channels.SandboxKeepAll())
 		disp := delivery.New(db, map[string]channels.Channel{"email": sandbox, "sms": sandbox}, testConfig(),
 			delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), nil).
 			WithRenderLimits(macros.RenderLimits{MaxOutputBytes: 1 << 20, Timeout: time.Hour}) // no deadline in reach under load

@@ -47,7 +47,7 @@ func setupClocked(t *testing.T, db *gorm.DB, acts ...actions.Action) *clocked {
 	if len(ids) > 1 {
 		b.sms = ids[1]
 	}
-	b.sandbox = channels.NewSandbox(db, discard(), now)
+	b.sandbox = channels.NewSandbox(db, discard(), now, channels.SandboxKeepAll())
 	b.disp = delivery.New(db, map[string]channels.Channel{"email": b.sandbox, "sms": b.sandbox}, testConfig(),
 		delivery.Senders{Email: channels.Address{Email: "noreply@example.com"}}, discard(), now)
 	w := outbox.NewWriter(nil, nil)

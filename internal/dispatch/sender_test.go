@@ -68,7 +68,7 @@ func TestSenderPrecedence(t *testing.T) {
 			"collection@example.com", "Collection", withDefault).Error)
 		noDefault, plain := seedRule(t, db, "USER_INVITEUSER", emailAction())
 
-		sandbox := channels.NewSandbox(db, discard(), nil)
+		sandbox := channels.NewSandbox(db, discard(), nil, channels.SandboxKeepAll())
 		disp := delivery.New(db, map[string]channels.Channel{"email": sandbox}, testConfig(),
 			delivery.Senders{Email: channels.Address{Email: "service@example.com", Name: "Service"}}, discard(), nil)
 		in := intake.New(db, actions.NewRules(db), outbox.NewWriter(nil, nil), nil, disp)

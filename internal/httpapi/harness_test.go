@@ -19,6 +19,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/app"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/httpapi"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -52,7 +53,9 @@ func newAPI(t testing.TB, dialect string, mutate ...func(*config.Config)) *testA
 		m(&cfg)
 	}
 	require.NoError(t, cfg.Validate())
-	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// The tests read what the workers sent from the sandbox's memory.
+	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		app.WithSandboxOptions(channels.SandboxKeepAll()))
 	require.NoError(t, err)
 	t.Cleanup(a.Close)
 	return &testAPI{t: t, App: a, DB: a.DB, cfg: cfg}

@@ -17,6 +17,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/notificationservice/notificationservice/internal/app"
+	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -44,7 +46,7 @@ func newRulesE2E(t *testing.T, dialect string) *rulesE2E {
 	signing := func(c *config.Config) { c.Channels.SendGrid.WebhookPublicKey = base64.StdEncoding.EncodeToString(der) }
 	e := &rulesE2E{}
 	if dialect != "postgres" {
-		e.api = serveAPI(t, dialect, io.Discard, nil, signing)
+		e.api = serveAPI(t, dialect, io.Discard, keepSent, signing)
 		e.send = func(t *testing.T, cid int64, entries string) {
 			res := e.api.do(http.MethodPost, fmt.Sprintf("/v1/collections/%d/notifications", cid), e.api.superAdmin(),
 				`{"notification": `+entries+`}`, "Idempotency-Key", testdb.Name("rules-e2e"))
@@ -60,7 +62,7 @@ func newRulesE2E(t *testing.T, dialect string) *rulesE2E {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	prefix := testdb.Name("rules_")
-	e.api = serveAPI(t, dialect, io.Discard, nil, signing, func(c *config.Config) {
+	e.api = serveAPI(t, dialect, io.Discard, keepSent, signing, func(c *config.Config) {
 		c.Log.Level = "error"
 		c.AMQP.Enabled = true
 		c.AMQP.URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -289,3 +291,7 @@ func TestRequiredEventEmailsCarryNoUnsubscribeLink(t *testing.T) {
 		requireLink(send("PASSWORD_RESET", "bob@example.test"))
 	})
 }
+
+// keepSent has the sandbox keep the workers' messages in memory too, where
+// these tests read what reached the provider.
+var keepSent = []app.Option{app.WithSandboxOptions(channels.SandboxKeepAll())}

@@ -87,7 +87,7 @@ func newEnv(t testing.TB, mutate ...func(*config.AMQP)) *env {
 	}
 	e.db, e.dbURL = testdb.Postgres(t)
 	e.collectionID = seedRule(t, e.db)
-	e.sandbox = channels.NewSandbox(e.db, discard(), nil)
+	e.sandbox = channels.NewSandbox(e.db, discard(), nil, channels.SandboxKeepAll())
 	chans := map[string]channels.Channel{"email": e.sandbox, "sms": e.sandbox, "push": e.sandbox}
 	dcfg := config.Default().Dispatch
 	dcfg.PollInterval = 50 * time.Millisecond
