@@ -36,38 +36,39 @@ func metricsLines(p *process, each func(line string) error) error {
 	return sc.Err()
 }
 
-// intakeBatches reads p's intake histograms of source from /metrics.
-func intakeBatches(b *testing.B, p *process, source string) batches {
+// readSeries sets each of into's values from the /metrics series of that
+// name with the labels label (`{source="api"}`), and returns how many it
+// found.
+func readSeries(b *testing.B, p *process, label string, into map[string]*float64) int {
 	b.Helper()
-	label := `{source="` + source + `"} `
-	var out batches
-	found := false
+	found := 0
 	if err := metricsLines(p, func(line string) error {
-		name, value, ok := strings.Cut(line, label)
-		if !ok {
+		name, value, ok := strings.Cut(line, label+" ")
+		if !ok || into[name] == nil {
 			return nil
 		}
-		var into *float64
-		switch name {
-		case "notify_intake_batch_submissions_count":
-			into = &out.count
-		case "notify_intake_batch_submissions_sum":
-			into = &out.subs
-		case "notify_intake_batch_duration_seconds_sum":
-			into = &out.seconds
-		default:
-			return nil
-		}
-		found = true
+		found++
 		var err error
-		if *into, err = strconv.ParseFloat(value, 64); err != nil {
+		if *into[name], err = strconv.ParseFloat(value, 64); err != nil {
 			return fmt.Errorf("/metrics: %s: %w", line, err)
 		}
 		return nil
 	}); err != nil {
 		b.Fatal(err)
 	}
-	if !found {
+	return found
+}
+
+// intakeBatches reads p's intake histograms of source from /metrics.
+func intakeBatches(b *testing.B, p *process, source string) batches {
+	b.Helper()
+	label := `{source="` + source + `"}`
+	var out batches
+	if readSeries(b, p, label, map[string]*float64{
+		"notify_intake_batch_submissions_count":    &out.count,
+		"notify_intake_batch_submissions_sum":      &out.subs,
+		"notify_intake_batch_duration_seconds_sum": &out.seconds,
+	}) == 0 {
 		b.Fatalf("/metrics has no notify_intake_batch_* series%s", label)
 	}
 	return out
@@ -91,31 +92,10 @@ type poolWaits struct{ count, seconds float64 }
 func poolWait(b *testing.B, p *process) poolWaits {
 	b.Helper()
 	var out poolWaits
-	found := 0
-	if err := metricsLines(p, func(line string) error {
-		name, value, ok := strings.Cut(line, `{db_name="notificationservice"} `)
-		if !ok {
-			return nil
-		}
-		var into *float64
-		switch name {
-		case "go_sql_wait_count_total":
-			into = &out.count
-		case "go_sql_wait_duration_seconds_total":
-			into = &out.seconds
-		default:
-			return nil
-		}
-		found++
-		var err error
-		if *into, err = strconv.ParseFloat(value, 64); err != nil {
-			return fmt.Errorf("/metrics: %s: %w", line, err)
-		}
-		return nil
-	}); err != nil {
-		b.Fatal(err)
-	}
-	if found != 2 {
+	if readSeries(b, p, `{db_name="notificationservice"}`, map[string]*float64{
+		"go_sql_wait_count_total":            &out.count,
+		"go_sql_wait_duration_seconds_total": &out.seconds,
+	}) != 2 {
 		b.Fatalf("/metrics has no go_sql_wait_* series of the service's pool")
 	}
 	return out
