@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -191,3 +192,35 @@ func (c *faultConn) QueryContext(context.Context, string, []driver.NamedValue) (
 type faultDriver struct{ c *faultConn }
 
 func (d faultDriver) Open(string) (driver.Conn, error) { return d.c, nil }
+
+// Plan returns the query plan of q with args on db, one line per row the
+// dialect's EXPLAIN gives (PostgreSQL's EXPLAIN, SQLite's EXPLAIN QUERY
+// PLAN): what tests that a statement reads the index meant for it check.
+func Plan(t testing.TB, db *gorm.DB, q string, args ...any) string {
+	t.Helper()
+	prefix := "EXPLAIN QUERY PLAN "
+	if store.IsPostgres(db) {
+		prefix = "EXPLAIN "
+	}
+	rows, err := db.Raw(prefix+q, args...).Rows()
+	require.NoError(t, err)
+	defer rows.Close()
+	cols, err := rows.Columns()
+	require.NoError(t, err)
+	var plan []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		require.NoError(t, rows.Scan(ptrs...))
+		for _, v := range vals {
+			if s, ok := v.(string); ok {
+				plan = append(plan, s)
+			}
+		}
+	}
+	require.NoError(t, rows.Err())
+	return strings.Join(plan, "\n")
+}

@@ -50,30 +50,7 @@ func explain(t testing.TB, d *Dispatcher, now int64) string {
 // explainSQL returns the plan of q with args.
 func explainSQL(t testing.TB, d *Dispatcher, q string, args ...any) string {
 	t.Helper()
-	prefix := "EXPLAIN QUERY PLAN "
-	if d.pg {
-		prefix = "EXPLAIN "
-	}
-	rows, err := d.db.Raw(prefix+q, args...).Rows()
-	require.NoError(t, err)
-	defer rows.Close()
-	cols, err := rows.Columns()
-	require.NoError(t, err)
-	var plan []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		require.NoError(t, rows.Scan(ptrs...))
-		for _, v := range vals {
-			if s, ok := v.(string); ok {
-				plan = append(plan, s)
-			}
-		}
-	}
-	return strings.Join(plan, "\n")
+	return testdb.Plan(t, d.db, q, args...)
 }
 
 // The claim finds due rows through the partial index over pending and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -112,40 +111,18 @@ func TestTwilioLookupUsesItsIndex(t *testing.T) {
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		t.Parallel()
 		q := "SELECT id FROM deliveries WHERE " + status.ByMessageIDWhere
-		var plan []string
-		err := db.Transaction(func(tx *gorm.DB) error {
-			explain := "EXPLAIN QUERY PLAN " + q
+		var plan string
+		require.NoError(t, db.Transaction(func(tx *gorm.DB) error {
 			if store.IsPostgres(tx) {
 				// An empty table is cheapest to scan: only an index the
 				// query may use beats a disabled sequential scan.
 				if err := tx.Exec("SET LOCAL enable_seqscan = off").Error; err != nil {
 					return err
 				}
-				explain = "EXPLAIN " + q
 			}
-			rows, err := tx.Raw(explain, "SM1").Rows()
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			cols, err := rows.Columns()
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				vals := make([]any, len(cols))
-				ptrs := make([]any, len(cols))
-				for i := range vals {
-					ptrs[i] = &vals[i]
-				}
-				if err := rows.Scan(ptrs...); err != nil {
-					return err
-				}
-				plan = append(plan, fmt.Sprint(vals...))
-			}
-			return rows.Err()
-		})
-		require.NoError(t, err)
-		require.Contains(t, strings.Join(plan, "\n"), "deliveries_twilio_message_idx")
+			plan = testdb.Plan(t, tx, q, "SM1")
+			return nil
+		}))
+		require.Contains(t, plan, "deliveries_twilio_message_idx")
 	})
 }
