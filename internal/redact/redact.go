@@ -309,8 +309,41 @@ func maskPhone(s string) string {
 	return string(b)
 }
 
+// keyBuf holds a lower-cased attribute or member name on the stack. Keys
+// are matched in lower case (secretKey, addressKey), and strings.ToLower
+// allocates for every name with a capital (deliveryId, collectionId, and
+// most of an envelope's members): a third of the allocations of a log line
+// (issue 17). The string lower returns lives as long as the buffer; it is
+// only compared and passed down the walk, never kept.
+type keyBuf [32]byte
+
+// lower is k in lower case: in b when k is ASCII and fits, otherwise from
+// strings.ToLower.
+func (b *keyBuf) lower(k string) string {
+	if len(k) > len(b) {
+		return strings.ToLower(k)
+	}
+	upper := false
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= utf8.RuneSelf {
+			return strings.ToLower(k)
+		}
+		if 'A' <= c && c <= 'Z' {
+			upper = true
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	if !upper || len(k) == 0 {
+		return k
+	}
+	return unsafe.String(&b[0], len(k))
+}
+
 func (r *redactor) attr(a slog.Attr) slog.Attr {
-	key := strings.ToLower(a.Key)
+	var buf keyBuf
+	key := buf.lower(a.Key)
 	v := a.Value.Resolve()
 	if secretKey(key) && v.Kind() != slog.KindGroup {
 		return slog.String(a.Key, Redacted)
@@ -333,11 +366,22 @@ func (r *redactor) attr(a slog.Attr) slog.Attr {
 }
 
 // redactedJSON is a JSON value after redaction; the JSON handler writes it
-// as JSON, the text handler as its text.
-type redactedJSON string
+// as JSON, the text handler as its text. A byte slice, as the rewrite
+// writes it: a string type cost two copies of every envelope detail, one
+// into the string and one back out of MarshalJSON (issue 17).
+type redactedJSON []byte
 
-// MarshalJSON returns the JSON as is.
-func (j redactedJSON) MarshalJSON() ([]byte, error) { return []byte(j), nil }
+// MarshalJSON returns the JSON as is (encoding/json copies it out).
+func (j redactedJSON) MarshalJSON() ([]byte, error) { return j, nil }
+
+// MarshalText is the JSON as the text handler writes it: as text, as it
+// wrote the string this type was before, not as quoted bytes.
+func (j redactedJSON) MarshalText() ([]byte, error) { return j, nil }
+
+// jsonText is JSON held as a string (the log sink's envelope detail). The
+// rewrite reads it where it is; as a json.Marshaler it would first be
+// copied into the []byte MarshalJSON returns.
+type jsonText interface{ JSONText() string }
 
 func (r *redactor) anyValue(key string, x any) slog.Value {
 	switch v := x.(type) {
@@ -345,14 +389,16 @@ func (r *redactor) anyValue(key string, x any) slog.Value {
 		return slog.AnyValue(nil)
 	case error:
 		return slog.StringValue(r.field(key, v.Error()))
+	case jsonText:
+		return r.jsonValue(key, v.JSONText())
 	case json.RawMessage:
-		return r.jsonValue(key, v)
+		return r.jsonValue(key, view(v))
 	case json.Marshaler:
 		raw, err := v.MarshalJSON()
 		if err != nil {
 			return slog.StringValue(r.field(key, fmt.Sprint(v)))
 		}
-		return r.jsonValue(key, raw)
+		return r.jsonValue(key, view(raw))
 	case fmt.Stringer:
 		return slog.StringValue(r.field(key, v.String()))
 	case []byte:
@@ -362,13 +408,24 @@ func (r *redactor) anyValue(key string, x any) slog.Value {
 	if err != nil {
 		return slog.StringValue(r.field(key, fmt.Sprintf("%+v", x)))
 	}
-	return r.jsonValue(key, raw)
+	return r.jsonValue(key, view(raw))
 }
 
-func (r *redactor) jsonValue(key string, raw []byte) slog.Value {
-	out, err := r.json(key, raw)
+// view is b as a string without a copy, for reading while the call that
+// was handed b runs: the rewrite reads its input and never keeps it (its
+// output is a new slice), so a caller's json.RawMessage is not copied
+// first. What outlives the call (the fallback's text) is cloned.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+func (r *redactor) jsonValue(key, doc string) slog.Value {
+	out, err := r.jsonString(key, doc)
 	if err != nil {
-		return slog.StringValue(r.field(key, string(raw)))
+		return slog.StringValue(r.field(key, strings.Clone(doc)))
 	}
 	return slog.AnyValue(redactedJSON(out))
 }
@@ -383,10 +440,15 @@ func (r *redactor) jsonValue(key string, raw []byte) slog.Value {
 // output is byte for byte what the decoder-based rewrite produced
 // (FuzzJSONRewriteMatchesDecoder).
 func (r *redactor) json(key string, raw []byte) ([]byte, error) {
-	if !json.Valid(raw) {
+	return r.jsonString(key, view(raw))
+}
+
+// jsonString is json on a document held as a string.
+func (r *redactor) jsonString(key, doc string) ([]byte, error) {
+	if !json.Valid(unsafe.Slice(unsafe.StringData(doc), len(doc))) { // read only
 		return nil, errInvalidJSON
 	}
-	w := jsonRewriter{r: r, in: raw, out: make([]byte, 0, len(raw)+len(raw)/8)}
+	w := jsonRewriter{r: r, in: doc, out: make([]byte, 0, len(doc)+len(doc)/8)}
 	if err := w.value(key); err != nil {
 		return nil, err
 	}
@@ -398,7 +460,7 @@ var errInvalidJSON = errors.New("redact: invalid JSON")
 // jsonRewriter walks a document json.Valid accepted.
 type jsonRewriter struct {
 	r   *redactor
-	in  []byte
+	in  string
 	i   int
 	out []byte
 }
@@ -425,6 +487,7 @@ func (w *jsonRewriter) value(key string) error {
 		}
 		w.out = append(w.out, c)
 		w.i++
+		var buf keyBuf // this level's member names, lower-cased
 		for n := 0; ; n++ {
 			w.skipSpace()
 			if w.in[w.i] == end {
@@ -444,7 +507,7 @@ func (w *jsonRewriter) value(key string) error {
 					return err
 				}
 				w.appendString(k, plain)
-				elemKey = strings.ToLower(k)
+				elemKey = buf.lower(k)
 				w.skipSpace()
 				w.i++ // the colon
 				w.out = append(w.out, ':')
@@ -479,7 +542,7 @@ func (w *jsonRewriter) value(key string) error {
 		case secretKey(key):
 			w.out = append(w.out, `"`+Redacted+`"`...)
 		case addressKey(key):
-			w.appendString(maskAddress(string(num)), false)
+			w.appendString(maskAddress(num), false)
 		default:
 			w.out = append(w.out, num...)
 		}
@@ -504,22 +567,18 @@ func (w *jsonRewriter) str() (s string, plain bool, err error) {
 	}
 	w.i = j + 1
 	if plain {
-		// A view of the input, not a copy: copying every key and value
-		// was a seventh of the allocations of a REST send (the envelope
-		// on the log sink; docs/benchmarks.md). The view lives only while
-		// the rewrite does, which reads w.in and never writes it: field
-		// returns it or a new string, appendString copies either into
-		// w.out, and a key's lower case is only passed down the walk.
-		b := w.in[start+1 : j]
-		if len(b) == 0 {
-			return "", true, nil
-		}
-		return unsafe.String(&b[0], len(b)), true, nil
+		// A substring of the input, not a copy: copying every key and
+		// value was a seventh of the allocations of a REST send (the
+		// envelope on the log sink; docs/benchmarks.md). field returns it
+		// or a new string, appendString copies either into w.out, and a
+		// key's lower case is only passed down the walk.
+		return w.in[start+1 : j], true, nil
 	}
 	// A variable of its own: Unmarshal into the named result would move
 	// that to the heap on every call, plain strings' included.
 	var decoded string
-	if err := json.Unmarshal(w.in[start:w.i], &decoded); err != nil {
+	quoted := w.in[start:w.i]
+	if err := json.Unmarshal(unsafe.Slice(unsafe.StringData(quoted), len(quoted)), &decoded); err != nil { // read only
 		return "", false, err
 	}
 	return decoded, false, nil

@@ -99,3 +99,30 @@ func TestRedactingAddsTraceIDsAndExtendsSecrets(t *testing.T) {
 	require.Equal(t, Redacted+" x***@y.example.com", m["static"])
 	require.Equal(t, 1, strings.Count(line, "traceId"))
 }
+
+// JSON text is redacted the same whichever way it reaches the handler: a
+// json.Marshaler, a json.RawMessage, or a string with JSONText (the log
+// sink's envelope detail, read in place). The JSON handler writes it as
+// JSON, the text handler as quoted text.
+type jsonTextDetail string
+
+func (d jsonTextDetail) MarshalJSON() ([]byte, error) { panic("read through JSONText, not copied out") }
+func (d jsonTextDetail) JSONText() string             { return string(d) }
+
+func TestJSONValuesEveryWayIn(t *testing.T) {
+	t.Parallel()
+	const doc = `{"email":"jane.doe@example.com","n":1}`
+	for name, v := range map[string]any{
+		"marshaler": rawDetail(doc), "raw": json.RawMessage(doc), "text": jsonTextDetail(doc),
+	} {
+		var js, txt bytes.Buffer
+		Logger(slog.New(slog.NewJSONHandler(&js, nil))).Info("m", "detail", v)
+		Logger(slog.New(slog.NewTextHandler(&txt, nil))).Info("m", "detail", v)
+		require.Contains(t, js.String(), `"detail":{"email":"j***@example.com","n":1}`, name)
+		require.Contains(t, txt.String(), `detail="{\"email\":\"j***@example.com\",\"n\":1}"`, name)
+	}
+	// Not JSON after all: logged as redacted text, still masked.
+	var js bytes.Buffer
+	Logger(slog.New(slog.NewJSONHandler(&js, nil))).Info("m", "detail", jsonTextDetail(`{"email":"jane.doe@example.com"`))
+	require.Contains(t, js.String(), `"detail":"{\"email\":\"j***@example.com\""`)
+}
