@@ -3,9 +3,11 @@ package preferences
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/jsonenc"
 	"github.com/notificationservice/notificationservice/internal/message"
 	"github.com/notificationservice/notificationservice/internal/render"
 )
@@ -122,23 +125,52 @@ func (l *Links) Link(collectionID, eventID int64, rc dispatch.Recipient) (render
 // URL is the link of token.
 func (l *Links) URL(token string) string { return l.base + "/unsubscribe/" + token }
 
-// Token signs t, valid for the configured TTL.
+// Token signs t, valid for the configured TTL: an HS256 JWT of linkClaims.
+//
+// The header and claims are written here and signed with the library's
+// HS256, not through jwt.Token.SignedString, which marshals a header map
+// and the claims by reflection for every email sent: 36 allocations and
+// about 5 µs a link, a fifth of a sender's CPU in the REST send (issue 17,
+// docs/benchmarks.md). The bytes are the library's own, claim for claim
+// and in its order (TestLinkTokensAreTheLibrarys), and Parse reads them
+// with the library.
 func (l *Links) Token(t Target) (string, error) {
 	now := l.now()
-	c := linkClaims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Audience:  jwt.ClaimStrings{unsubscribeAudience},
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(l.ttl)),
-		},
-		Collection: t.CollectionID, Recipient: t.RecipientKey, Event: t.EventID, Channel: t.Channel,
+	claims := make([]byte, 0, 128+len(t.RecipientKey)+len(t.Channel))
+	claims = append(claims, `{"aud":["`+unsubscribeAudience+`"],"exp":`...)
+	claims = strconv.AppendInt(claims, jwt.NewNumericDate(now.Add(l.ttl)).Unix(), 10)
+	claims = append(claims, `,"iat":`...)
+	claims = strconv.AppendInt(claims, jwt.NewNumericDate(now).Unix(), 10)
+	claims = append(claims, `,"col":`...)
+	claims = strconv.AppendInt(claims, t.CollectionID, 10)
+	claims = append(claims, `,"rcp":`...)
+	claims = jsonenc.AppendString(claims, t.RecipientKey)
+	if t.EventID != 0 {
+		claims = append(claims, `,"evt":`...)
+		claims = strconv.AppendInt(claims, t.EventID, 10)
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(l.key)
+	if t.Channel != "" {
+		claims = append(claims, `,"chn":`...)
+		claims = jsonenc.AppendString(claims, t.Channel)
+	}
+	claims = append(claims, '}')
+
+	enc := base64.RawURLEncoding
+	tok := make([]byte, 0, len(linkHeader)+2+enc.EncodedLen(len(claims))+enc.EncodedLen(sha256.Size))
+	tok = append(tok, linkHeader...)
+	tok = append(tok, '.')
+	tok = enc.AppendEncode(tok, claims)
+	sig, err := jwt.SigningMethodHS256.Sign(string(tok), l.key)
 	if err != nil {
 		return "", fmt.Errorf("preferences: sign unsubscribe token: %w", err)
 	}
-	return s, nil
+	tok = append(tok, '.')
+	return string(enc.AppendEncode(tok, sig)), nil
 }
+
+// linkHeader is the encoded header of every unsubscribe token, as
+// jwt.Token.SigningString writes {"alg":"HS256","typ":"JWT"}.
+var linkHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 
 // ErrBadLink is a token that is forged, malformed or expired.
 var ErrBadLink = errors.New("preferences: invalid unsubscribe link")
