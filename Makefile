@@ -27,7 +27,7 @@ build:
 ## tests again without it (the race detector allocates on its own account, so they skip under -race)
 test:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
-	$(GO) test -count=1 -run 'Alloc|CostsNothing' ./internal/httpapi ./internal/metrics ./internal/tracing ./internal/macros ./internal/app
+	$(GO) test -count=1 -run 'Alloc|CostsNothing' ./internal/httpapi ./internal/metrics ./internal/tracing ./internal/macros ./internal/app ./internal/channels
 
 ## test-short: the fast subset (skips the long fault and soak tests)
 test-short:

@@ -173,7 +173,11 @@ func (s *Sandbox) Send(ctx context.Context, msgs []Message) []Result {
 			continue
 		}
 		out[i] = Result{ProviderMessageID: r.id}
-		s.log.DebugContext(ctx, "sandbox send", "deliveryId", r.msg.DeliveryID, "channel", r.msg.Channel, "providerMessageId", r.id)
+		// LogAttrs, not DebugContext's ...any: that boxed the id and the
+		// strings for every delivery before finding debug off, 2% of the
+		// service's CPU in the REST send (issue 17).
+		s.log.LogAttrs(ctx, slog.LevelDebug, "sandbox send", slog.Int64("deliveryId", r.msg.DeliveryID),
+			slog.String("channel", r.msg.Channel), slog.String("providerMessageId", r.id))
 	}
 	if err == nil {
 		s.mu.Lock()
