@@ -335,7 +335,7 @@ func (b *keyBuf) lower(k string) string {
 		}
 		b[i] = c
 	}
-	if !upper || len(k) == 0 {
+	if !upper {
 		return k
 	}
 	return unsafe.String(&b[0], len(k))
@@ -423,7 +423,7 @@ func view(b []byte) string {
 }
 
 func (r *redactor) jsonValue(key, doc string) slog.Value {
-	out, err := r.jsonString(key, doc)
+	out, err := r.json(key, doc)
 	if err != nil {
 		return slog.StringValue(r.field(key, strings.Clone(doc)))
 	}
@@ -439,12 +439,7 @@ func (r *redactor) jsonValue(key, doc string) slog.Value {
 // and encoded again as encoding/json would (HTML left unescaped), so the
 // output is byte for byte what the decoder-based rewrite produced
 // (FuzzJSONRewriteMatchesDecoder).
-func (r *redactor) json(key string, raw []byte) ([]byte, error) {
-	return r.jsonString(key, view(raw))
-}
-
-// jsonString is json on a document held as a string.
-func (r *redactor) jsonString(key, doc string) ([]byte, error) {
+func (r *redactor) json(key, doc string) ([]byte, error) {
 	if !json.Valid(unsafe.Slice(unsafe.StringData(doc), len(doc))) { // read only
 		return nil, errInvalidJSON
 	}

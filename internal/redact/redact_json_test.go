@@ -26,7 +26,7 @@ func FuzzJSONRewriteMatchesDecoder(f *testing.F) {
 			return
 		}
 		want, wantErr := decoderJSON(r, "detail", []byte(doc))
-		got, err := r.json("detail", []byte(doc))
+		got, err := r.json("detail", doc)
 		if wantErr != nil {
 			require.Error(t, err, "the decoder refused %q", doc)
 			return
@@ -42,11 +42,11 @@ func TestJSONRewriteMatchesDecoderOnSeeds(t *testing.T) {
 	for _, doc := range jsonSeeds {
 		want, err := decoderJSON(r, "detail", []byte(doc))
 		require.NoError(t, err, doc)
-		got, err := r.json("detail", []byte(doc))
+		got, err := r.json("detail", doc)
 		require.NoError(t, err, doc)
 		require.Equal(t, string(want), string(got), doc)
 	}
-	_, err := r.json("detail", []byte(`{"a":`))
+	_, err := r.json("detail", `{"a":`)
 	require.Error(t, err)
 }
 
