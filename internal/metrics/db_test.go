@@ -147,7 +147,9 @@ func TestPoolStatisticsShowAWaitForAConnection(t *testing.T) {
 		defer cancel()
 		require.ErrorIs(t, db.WithContext(waitCtx).Exec("SELECT 1").Error, context.DeadlineExceeded)
 		require.Greater(t, gauge(t, m, "go_sql_wait_count_total", "db_name", PoolName), waits)
-		require.GreaterOrEqual(t, gauge(t, m, "go_sql_wait_duration_seconds_total", "db_name", PoolName)-waited, 0.05)
+		// database/sql starts its clock after the deadline's, so the wait
+		// it counts can fall a hair short of the 50ms: most of it is enough.
+		require.GreaterOrEqual(t, gauge(t, m, "go_sql_wait_duration_seconds_total", "db_name", PoolName)-waited, 0.04)
 		require.NoError(t, held.Close())
 	})
 }
