@@ -480,7 +480,11 @@ func (c *Consumer) handle(ctx context.Context, ch *amqp.Channel, pub confirmChan
 					fmt.Sprintf("key %q was already used for a different message", dedupeKey(d))})
 			case o.Replayed:
 				c.replayed.Add(1)
-				c.log.DebugContext(ctx, "rabbitmq: duplicate message acked; nothing created", "key", dedupeKey(d), "redelivered", d.Redelivered)
+				// Guarded as the accepted line is: the key is built and the
+				// arguments boxed only when debug is on.
+				if c.log.Enabled(ctx, slog.LevelDebug) {
+					c.log.DebugContext(ctx, "rabbitmq: duplicate message acked; nothing created", "key", dedupeKey(d), "redelivered", d.Redelivered)
+				}
 			default:
 				c.accepted.Add(1)
 				if c.log.Enabled(ctx, slog.LevelDebug) {
