@@ -422,6 +422,10 @@ func view(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// readOnly is s as bytes without a copy, for the encoding/json calls that
+// only read their input (Valid, Unmarshal): the other way of view.
+func readOnly(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
 func (r *redactor) jsonValue(key, doc string) slog.Value {
 	out, err := r.json(key, doc)
 	if err != nil {
@@ -440,7 +444,7 @@ func (r *redactor) jsonValue(key, doc string) slog.Value {
 // output is byte for byte what the decoder-based rewrite produced
 // (FuzzJSONRewriteMatchesDecoder).
 func (r *redactor) json(key, doc string) ([]byte, error) {
-	if !json.Valid(unsafe.Slice(unsafe.StringData(doc), len(doc))) { // read only
+	if !json.Valid(readOnly(doc)) {
 		return nil, errInvalidJSON
 	}
 	w := jsonRewriter{r: r, in: doc, out: make([]byte, 0, len(doc)+len(doc)/8)}
@@ -572,8 +576,7 @@ func (w *jsonRewriter) str() (s string, plain bool, err error) {
 	// A variable of its own: Unmarshal into the named result would move
 	// that to the heap on every call, plain strings' included.
 	var decoded string
-	quoted := w.in[start:w.i]
-	if err := json.Unmarshal(unsafe.Slice(unsafe.StringData(quoted), len(quoted)), &decoded); err != nil { // read only
+	if err := json.Unmarshal(readOnly(w.in[start:w.i]), &decoded); err != nil {
 		return "", false, err
 	}
 	return decoded, false, nil
