@@ -51,6 +51,7 @@ bench: bench-binary
 ## BENCH_PPROF_ADDR=127.0.0.1:6060 serves pprof on the drain's (or the soak's) process.
 ## BENCH_SERVICE_ENV="NOTIFY_RUNTIME_GC_PERCENT=50 ..." adds settings to the service's environment (A/B runs).
 ## BENCH_PROFILE_DIR=/tmp/prof writes CPU and allocation profiles of the drain and the REST send there.
+## BENCH_PG_STATEMENTS=1 lists the REST send's statements from pg_stat_statements (a private cluster that loads it).
 bench-binary:
 	$(GO) test -run '^$$' -bench '^BenchmarkBinary$$' -benchtime 1x -count=1 -timeout 30m ./internal/benchbin
 

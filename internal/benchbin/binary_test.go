@@ -227,9 +227,11 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	restProfiled := profile(b, p, "rest", s.seconds)
 	rest0 := intakeBatches(b, p, "api")
 	poolRest0 := poolWait(b, p)
+	restStmts := startStatements(b, db)
 	restCPU := startCPU(b, p, pm)
 	rest := closedLoop(s.conns, s.seconds, http.StatusAccepted, send(sendURL, "rest-"))
 	restSpent := restCPU.per(b, rest.ok)
+	restStatements := restStmts.table(b, rest.ok)
 	rest1 := intakeBatches(b, p, "api")
 	poolRest1 := poolWait(b, p)
 	restProfiled()
@@ -294,6 +296,7 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 	fmt.Fprintf(&t, "| the same, total (anonymous + file-backed: heap, stacks, runtime / the executable's pages) | %s / %s / %s / %s MiB | – | – |\n",
 		idle, queuePeak, peak, end)
 	fmt.Fprintf(&t, "| binary size (-trimpath -s -w) | %.1f MB | – | – |\n", float64(st.Size())/1e6)
+	t.WriteString(restStatements)
 	fmt.Fprintf(&t, "\nload average (1/5/15 min): %s at the start, %s at the end\n", loadBefore, loadavg())
 	// To stdout, not b.Log: the testing package cuts a benchmark's log to
 	// ten lines without -v.
