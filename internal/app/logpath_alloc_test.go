@@ -10,6 +10,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testalloc"
 )
 
 // The lines the default configuration writes for every REST send (the
@@ -21,9 +22,7 @@ import (
 // of those was measured at 5 to 18 allocations of the 55 the two lines
 // took before (docs/benchmarks.md).
 func TestLogPathAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates on its own account")
-	}
+	testalloc.SkipUnderRace(t)
 	log, closeLog := benchLogger(io.Discard)
 	t.Cleanup(closeLog)
 	sink := outbox.NewLogSink(log, "123456789012", "us-east-1")

@@ -43,7 +43,7 @@ var groups = map[string][]string{
 	// testsupport is imported by _test.go files only.
 	"testsupport": {
 		"internal/testdb", "internal/outbox/eventbridgetest", "internal/faulttest", "internal/benchbin",
-		"internal/archtest", "internal/channels/channeltest",
+		"internal/archtest", "internal/channels/channeltest", "internal/testalloc",
 	},
 }
 
@@ -192,8 +192,8 @@ var rules = []rule{
 		name:       "test-support-only-in-tests",
 		from:       []string{"..."},
 		exceptFrom: groups["testsupport"],
-		to:         []string{"internal/testdb/...", "internal/outbox/eventbridgetest/...", "internal/channels/channeltest/..."},
-		why:        "test helpers (private schemas, a fake EventBridge, the channel conformance suite) must never ship in the binary",
+		to:         []string{"internal/testdb/...", "internal/outbox/eventbridgetest/...", "internal/channels/channeltest/...", "internal/testalloc/..."},
+		why:        "test helpers (private schemas, a fake EventBridge, the channel conformance suite, the allocation tests' race switch) must never ship in the binary",
 	},
 }
 

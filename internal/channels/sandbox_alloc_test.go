@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/testalloc"
 )
 
 // A send through the sandbox (in memory here: the database adds the row's
@@ -14,9 +15,7 @@ import (
 // line when debug is off: DebugContext's ...any boxed the delivery id and
 // two strings on every delivery (issue 17, docs/benchmarks.md).
 func TestSandboxSendAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates on its own account")
-	}
+	testalloc.SkipUnderRace(t)
 	sb := channels.NewSandbox(nil, nil, nil)
 	msg := channels.Message{Channel: channels.ChannelEmail, From: channels.Address{Email: "noreply@example.com"},
 		To: []channels.Address{{Email: "u1@example.com", Name: "U 1"}}, Subject: "Hi U1", HTML: "<b>U1</b>",

@@ -17,6 +17,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/intake"
 	"github.com/notificationservice/notificationservice/internal/metrics"
+	"github.com/notificationservice/notificationservice/internal/testalloc"
 	"github.com/notificationservice/notificationservice/internal/tracing"
 )
 
@@ -53,9 +54,7 @@ func chainServer(t testing.TB) *Server {
 // the access log record's sixth attribute, which slog keeps outside the
 // record, and a made request id's string.
 func TestMiddlewareChainAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are asserted without -race (make test runs this again without it)")
-	}
+	testalloc.SkipUnderRace(t)
 	s := chainServer(t)
 	req := httptest.NewRequest(http.MethodGet, "/noop", nil)
 	req.Header.Set(RequestIDHeader, "req-1")

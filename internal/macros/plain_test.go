@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/notificationservice/notificationservice/internal/testalloc"
 )
 
 // viaRaymond renders t as if it were not plain: through raymond.
@@ -108,9 +110,7 @@ func TestIsHelperKnowsEveryRegisteredHelper(t *testing.T) {
 // visitor and context map and a formatted string per value. make test runs
 // it without the race detector, which allocates on its own account.
 func TestPlainRenderAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates on its own account")
-	}
+	testalloc.SkipUnderRace(t)
 	tpl, err := compile("<p>Hello {{FNAME}}, your code is {{CODE}}</p>", HTML)
 	require.NoError(t, err)
 	vars := map[string]string{"FNAME": "John", "CODE": "<1234>"}

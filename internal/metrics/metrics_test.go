@@ -18,6 +18,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testalloc"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
 
@@ -366,9 +367,7 @@ func (w nopWriter) WriteHeader(int)             {}
 // Counting a request allocates nothing once its series exist: the status
 // label of a 2xx–5xx is not formatted anew on every request.
 func TestHTTPMiddlewareAllocatesNothing(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are asserted without -race (make test runs this again without it)")
-	}
+	testalloc.SkipUnderRace(t)
 	gin.SetMode(gin.ReleaseMode)
 	m := New()
 	e := gin.New()

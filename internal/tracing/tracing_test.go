@@ -17,6 +17,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/outbox"
+	"github.com/notificationservice/notificationservice/internal/testalloc"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 	"github.com/notificationservice/notificationservice/internal/tracing"
 )
@@ -258,9 +259,7 @@ func (w nopWriter) WriteHeader(int)             {}
 // is allocated. One with a traceparent still gets its context and its
 // traceresponse.
 func TestNoopTracingCostsNothingWithoutATrace(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are asserted without -race (make test runs this again without it)")
-	}
+	testalloc.SkipUnderRace(t)
 	tr, err := tracing.New(context.Background(), config.Default().Tracing, "test")
 	require.NoError(t, err)
 	gin.SetMode(gin.ReleaseMode)
