@@ -97,8 +97,8 @@ func (c *Cache) Stats() CacheStats {
 // of its collection (its status or event may have changed what they list);
 // a collection key drops the collection's rules and its default sender.
 func (c *Cache) Evict(k invalidate.Key) {
-	if c == nil || k.Kind == invalidate.KindWebhooks {
-		return // webhook endpoints change no action, rule or sender
+	if c == nil || (k.Kind != invalidate.KindAction && k.Kind != invalidate.KindCollection) {
+		return // webhook endpoints, preferences and suppressions change no action, rule or sender
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

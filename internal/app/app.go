@@ -299,12 +299,19 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	a.add("dispatch", a.Dispatcher)
 	// Recipient preferences: their routes, the planning rule after the
 	// condition, and the one-click unsubscribe links of every email.
-	prefs := preferences.New(db, a.Outbox, time.Now)
+	// The intake reads a collection's preferences and suppression list for
+	// every batch; these remember, kept honest by the invalidation bus,
+	// which collections have none stored, so their batches skip the read.
+	noPrefs := invalidate.NewAbsent(invalidate.KindPreferences, time.Now)
+	noSupp := invalidate.NewAbsent(invalidate.KindSuppressions, time.Now)
+	a.Invalidation.Subscribe(noPrefs)
+	a.Invalidation.Subscribe(noSupp)
+	prefs := preferences.New(db, a.Outbox, time.Now).WithInvalidator(a.Invalidation)
 	links := preferences.NewLinks(cfg.Unsubscribe, cfg.Auth, cfg.HTTP.Addr, time.Now)
 	a.Dispatcher.WithUnsubscribes(links)
 	deps.Preferences = prefs
 	deps.Unsubscribe = preferences.NewUnsubscribes(links, prefs, db)
-	supp := suppressions.New(db, a.Outbox, time.Now)
+	supp := suppressions.New(db, a.Outbox, time.Now).WithCache(a.Invalidation, noSupp)
 	supp.OnAdded = a.Metrics.SuppressionsAdded
 	a.Metrics.InitSuppressionSources(suppressions.Sources()...)
 	deps.Suppressions = supp
@@ -312,7 +319,7 @@ func (a *App) wireDispatch(ctx context.Context, deps *httpapi.Deps) error {
 	// The planning-time rules, in docs/rules.md's order (conditions,
 	// preferences, suppressions); planning counts every decision it makes
 	// (notify_planning_decisions_total).
-	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db), planning.Suppressions(suppressions.NewDispatch(supp)))
+	planner := planning.New(planning.Static(planning.Condition{}), preferences.NewRule(db).WithAbsent(noPrefs), planning.Suppressions(suppressions.NewDispatch(supp)))
 	in := intake.New(db, rules, a.Outbox, time.Now, a.Dispatcher, intake.WithPlanner(planner.WithObserver(a.Metrics)), intake.WithObserver(a.Metrics),
 		intake.WithEvents(a.WebhookSender), intake.WithMaxScheduleAhead(cfg.Dispatch.MaxScheduleAhead),
 		intake.WithGroupCommit(cfg.HTTP.SendBatchWait, cfg.HTTP.SendBatchMax, cfg.HTTP.SendBatchConcurrency))

@@ -48,6 +48,12 @@ const (
 	// KindWebhooks is the customer webhook endpoints of a collection: which
 	// of them are ACTIVE and which event types they want.
 	KindWebhooks Kind = "webhooks"
+	// KindPreferences is the stored preferences of a collection's
+	// recipients: a recipient's document was created or changed.
+	KindPreferences Kind = "preferences"
+	// KindSuppressions is a collection's suppression list: an entry was
+	// added.
+	KindSuppressions Kind = "suppressions"
 )
 
 // Key names a changed row whose cached copies must go.
@@ -72,8 +78,19 @@ func Webhooks(collectionID int64) Key {
 	return Key{Kind: KindWebhooks, CollectionID: collectionID}
 }
 
-// String is the key's wire form: "action:<collection>:<id>",
-// "collection:<collection>" or "webhooks:<collection>".
+// Preferences is the key of the stored preferences of collectionID's
+// recipients.
+func Preferences(collectionID int64) Key {
+	return Key{Kind: KindPreferences, CollectionID: collectionID}
+}
+
+// Suppressions is the key of collectionID's suppression list.
+func Suppressions(collectionID int64) Key {
+	return Key{Kind: KindSuppressions, CollectionID: collectionID}
+}
+
+// String is the key's wire form: "action:<collection>:<id>", or
+// "<kind>:<collection>" for the other kinds.
 func (k Key) String() string {
 	if k.Kind == KindAction {
 		return "action:" + strconv.FormatInt(k.CollectionID, 10) + ":" + strconv.FormatInt(k.ID, 10)
@@ -93,7 +110,7 @@ func Parse(s string) (Key, error) {
 			return Key{}, fmt.Errorf("invalidate: key %q: %w", s, err)
 		}
 		return Action(cid, id), nil
-	case len(parts) == 2 && (parts[0] == string(KindCollection) || parts[0] == string(KindWebhooks)):
+	case len(parts) == 2 && collectionKind(Kind(parts[0])):
 		cid, err := num(parts[1])
 		if err != nil {
 			return Key{}, fmt.Errorf("invalidate: key %q: %w", s, err)
@@ -101,6 +118,16 @@ func Parse(s string) (Key, error) {
 		return Key{Kind: Kind(parts[0]), CollectionID: cid}, nil
 	}
 	return Key{}, fmt.Errorf("invalidate: key %q: unknown form", s)
+}
+
+// collectionKind reports whether k's keys name a whole collection
+// ("<kind>:<collection>").
+func collectionKind(k Kind) bool {
+	switch k {
+	case KindCollection, KindWebhooks, KindPreferences, KindSuppressions:
+		return true
+	}
+	return false
 }
 
 // Subscriber is a cache the bus keeps honest.

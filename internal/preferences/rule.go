@@ -10,6 +10,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/message"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -19,11 +20,20 @@ import (
 // each delivery a preference opts out of (dispatch.ReasonOptedOut, the
 // preference as its detail), unless the event is required.
 type Rule struct {
-	db *gorm.DB
+	db     *gorm.DB
+	absent *invalidate.Absent // nil: every batch reads
 }
 
 // NewRule returns the rule reading db.
 func NewRule(db *gorm.DB) *Rule { return &Rule{db: db} }
+
+// WithAbsent has the rule skip its read for the collections a knows to
+// have no preferences stored (a's kind is invalidate.KindPreferences; the
+// Service announces every change on the bus a subscribes to).
+func (r *Rule) WithAbsent(a *invalidate.Absent) *Rule {
+	r.absent = a
+	return r
+}
 
 // Keys are the recipient keys whose preferences apply to rc on channel, in
 // the order they are checked: its id (the producer's user id), then its
@@ -77,6 +87,15 @@ func (r *Rule) ForBatch(ctx context.Context, ins []planning.Input) (planning.Rul
 	b := batch{}
 	if len(keys) == 0 {
 		return b, nil
+	}
+	cids, err := r.absent.MayHave(ctx, cids, func(ctx context.Context, cids []int64) (map[int64]bool, error) {
+		return store.CollectionsWithRows(ctx, r.db, "preferences", cids)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("preferences: read for planning: %w", err)
+	}
+	if len(cids) == 0 {
+		return b, nil // no collection of the batch has a preference stored
 	}
 	var rows []row
 	// Every pair of the two lists, not only those the batch has: a batch is

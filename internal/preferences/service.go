@@ -13,6 +13,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -53,6 +54,23 @@ type Service struct {
 	db     *gorm.DB
 	outbox *outbox.Writer
 	now    func() time.Time
+	inv    Invalidator // nil: no cache reads preferences
+}
+
+// Invalidator announces a change of a collection's preferences to the
+// caches that read them (invalidate.Bus): Publish inside the change's
+// transaction, Committed after it.
+type Invalidator interface {
+	Publish(ctx context.Context, tx *gorm.DB, k invalidate.Key) error
+	Committed(k invalidate.Key)
+}
+
+// WithInvalidator has every change announce itself on inv, so that the
+// planning rule's record of collections without preferences
+// (Rule.WithAbsent) learns of the first one.
+func (s *Service) WithInvalidator(inv Invalidator) *Service {
+	s.inv = inv
+	return s
 }
 
 // New returns the service on db, recording every change with w.
@@ -201,6 +219,11 @@ func (s *Service) change(ctx context.Context, p auth.Principal, collectionID int
 					return errConflict
 				}
 			}
+			if s.inv != nil {
+				if err := s.inv.Publish(ctx, tx, invalidate.Preferences(collectionID)); err != nil {
+					return err
+				}
+			}
 			return s.outbox.Record(ctx, tx, outbox.Change{
 				DetailType: outbox.PreferencesUpdate, EntityID: key, CollectionID: collectionID, Actor: p,
 				Payload: map[string]any{"preferences": Changed{CollectionID: collectionID, RecipientID: key, Preferences: out, Source: source, UpdatedTime: now}},
@@ -215,6 +238,11 @@ func (s *Service) change(ctx context.Context, p auth.Principal, collectionID int
 				return Document{}, err
 			}
 			return Document{}, fmt.Errorf("preferences: transaction: %w", err)
+		}
+		if s.inv != nil {
+			// Before the caller hears of it: a send it makes next, on this
+			// instance, reads the preference it just stored.
+			s.inv.Committed(invalidate.Preferences(collectionID))
 		}
 		s.outbox.Committed()
 		return out, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/auth"
+	"github.com/notificationservice/notificationservice/internal/invalidate"
 	"github.com/notificationservice/notificationservice/internal/message"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
@@ -26,6 +27,8 @@ type Service struct {
 	db     *gorm.DB
 	outbox *outbox.Writer
 	now    func() time.Time
+	inv    Invalidator        // nil: no cache reads the list
+	absent *invalidate.Absent // nil: Find reads every collection
 
 	// OnAdded, when set, is called after each commit that added entries,
 	// once per source with how many (the app counts them in
@@ -40,6 +43,23 @@ func New(db *gorm.DB, w *outbox.Writer, now func() time.Time) *Service {
 		now = time.Now
 	}
 	return &Service{db: db, outbox: w, now: now}
+}
+
+// Invalidator announces an addition to a collection's list to the caches
+// that read it (invalidate.Bus): Publish inside the adding transaction,
+// Committed after it.
+type Invalidator interface {
+	Publish(ctx context.Context, tx *gorm.DB, k invalidate.Key) error
+	Committed(k invalidate.Key)
+}
+
+// WithCache has every addition announce itself on inv, and Find skip the
+// collections absent knows to have an empty list (its kind is
+// invalidate.KindSuppressions and it subscribes to inv's bus): the intake
+// asks Find for every batch, and most collections suppress nobody.
+func (s *Service) WithCache(inv Invalidator, absent *invalidate.Absent) *Service {
+	s.inv, s.absent = inv, absent
+	return s
 }
 
 // Create adds in to the list of collection collectionID, as an admin's
@@ -75,6 +95,7 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, collectionID int
 	if err != nil {
 		return Suppression{}, err
 	}
+	s.committed(collectionID)
 	s.added(map[string]int{SourceAPI: 1})
 	return e, nil
 }
@@ -133,6 +154,9 @@ func (s *Service) Suppress(ctx context.Context, entries []Entry) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	for _, r := range rows {
+		s.committed(r.CollectionID)
+	}
 	s.added(bySource)
 	n := 0
 	for _, k := range bySource {
@@ -148,7 +172,53 @@ func (s *Service) insert(ctx context.Context, tx *gorm.DB, e *Suppression) (bool
 	if res.Error != nil {
 		return false, fmt.Errorf("suppressions: insert: %w", res.Error)
 	}
+	if res.RowsAffected > 0 && s.inv != nil {
+		// PostgreSQL folds the same notification sent twice in one
+		// transaction into one.
+		if err := s.inv.Publish(ctx, tx, invalidate.Suppressions(e.CollectionID)); err != nil {
+			return false, err
+		}
+	}
 	return res.RowsAffected > 0, nil
+}
+
+// mayHave is rows without those of collections the cache knows to have an
+// empty list; what it does not know it asks the database and learns.
+func (s *Service) mayHave(ctx context.Context, rows []findRow) ([]findRow, error) {
+	if s.absent == nil {
+		return rows, nil
+	}
+	var cids []int64
+	for _, r := range rows {
+		if !slices.Contains(cids, r.CID) {
+			cids = append(cids, r.CID)
+		}
+	}
+	read, err := s.absent.MayHave(ctx, cids, func(ctx context.Context, cids []int64) (map[int64]bool, error) {
+		return store.CollectionsWithRows(ctx, s.db, "suppressions", cids)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("suppressions: find: %w", err)
+	}
+	if len(read) == len(cids) {
+		return rows, nil
+	}
+	kept := rows[:0]
+	for _, r := range rows {
+		if slices.Contains(read, r.CID) {
+			kept = append(kept, r)
+		}
+	}
+	return kept, nil
+}
+
+// committed tells this instance's caches, once an addition to
+// collectionID's list committed and before its caller hears of it, so a
+// send made next on this instance reads the entry.
+func (s *Service) committed(collectionID int64) {
+	if s.inv != nil {
+		s.inv.Committed(invalidate.Suppressions(collectionID))
+	}
 }
 
 // List returns one page of a collection's list in id order, only channel's
@@ -264,6 +334,10 @@ func (s *Service) Find(ctx context.Context, keys []Key) ([]*Suppression, error) 
 			rows = append(rows, findRow{a.cid, a.channel, a.addr})
 		}
 		idx[a] = append(idx[a], i)
+	}
+	rows, err := s.mayHave(ctx, rows)
+	if err != nil {
+		return nil, err
 	}
 	if len(rows) == 0 {
 		return out, nil
