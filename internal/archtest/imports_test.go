@@ -38,7 +38,7 @@ var groups = map[string][]string{
 	},
 	"foundation": {
 		"internal/macros", "internal/message", "internal/store", "internal/auth", "internal/invalidate",
-		"internal/config", "internal/apperr", "internal/retry", "internal/condition", "internal/schedule", "internal/jsonenc", "api", "migrations",
+		"internal/config", "internal/apperr", "internal/retry", "internal/condition", "internal/schedule", "internal/jsonenc", "internal/groupcommit", "api", "migrations",
 	},
 	// testsupport is imported by _test.go files only.
 	"testsupport": {

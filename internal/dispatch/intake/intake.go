@@ -21,6 +21,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/dispatch"
 	"github.com/notificationservice/notificationservice/internal/dispatch/delivery"
 	"github.com/notificationservice/notificationservice/internal/dispatch/planning"
+	"github.com/notificationservice/notificationservice/internal/groupcommit"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -145,10 +146,10 @@ type Intake struct {
 	outbox  EnvelopeRecorder
 	now     func() time.Time
 	local   Local
-	events  Events        // nil: no lifecycle events (events.go)
-	ahead   time.Duration // dispatch.maxScheduleAhead; 0: no limit
-	group   *groupCommit  // nil: each Send is its own Submit
-	obs     Observer      // nil: no one listens
+	events  Events                                  // nil: no lifecycle events (events.go)
+	ahead   time.Duration                           // dispatch.maxScheduleAhead; 0: no limit
+	group   *groupcommit.Group[Submission, Outcome] // nil: each Send is its own Submit
+	obs     Observer                                // nil: no one listens
 }
 
 // Observer hears of every batch the intake commits (metrics.Metrics
@@ -203,7 +204,7 @@ func WithGroupCommit(wait time.Duration, most, inflight int) Option {
 			in.group = nil
 			return
 		}
-		in.group = newGroupCommit(in.Submit, wait, most, inflight, in.now)
+		in.group = groupcommit.New(in.Submit, wait, most, inflight, in.now)
 	}
 }
 
@@ -488,7 +489,9 @@ func (in *Intake) Send(ctx context.Context, req dispatch.Request, key string, co
 	sub := Submission{Source: SourceAPI, Key: key, Request: req, Correlation: correlation, Producer: producer, Actor: &actor}
 	var out []Outcome
 	if in.group != nil {
-		o, err := in.group.send(ctx, sub)
+		// The batch's ctx is its leader's: each member keeps its own span.
+		sub.TraceParent = traceParent(ctx)
+		o, err := in.group.Do(ctx, sub)
 		if err != nil {
 			return Outcome{}, err
 		}
