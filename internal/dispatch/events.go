@@ -18,8 +18,13 @@ import (
 // it.
 type Events interface {
 	// Wants reports whether collectionID has an ACTIVE endpoint that wants
-	// eventType. It answers from memory: it is asked for every change.
-	Wants(ctx context.Context, collectionID int64, eventType string) bool
+	// eventType. It answers from memory: it is asked for every change. When
+	// the answer needs the endpoints read again it reads them through db,
+	// the caller's: inside the transaction of a change that is the
+	// transaction, whose connection the caller holds already (a read
+	// waiting for a connection of its own, while every connection was held
+	// by a caller waiting on it, hung them all).
+	Wants(ctx context.Context, db *gorm.DB, collectionID int64, eventType string) bool
 	// Record writes evs in tx, the transaction of their changes.
 	Record(ctx context.Context, tx *gorm.DB, evs []outbox.TypedEvent) error
 	// Committed is called after a transaction that recorded events commits.

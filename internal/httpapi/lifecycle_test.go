@@ -302,11 +302,11 @@ func TestLifecycleSubscribersAcrossInstances(t *testing.T) {
 	b.serve(t)
 	ctx := context.Background()
 	coll := a.createCollection("across")
-	require.False(t, b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_SENT"), "no endpoint yet (and the snapshot is loaded)")
+	require.False(t, b.App.WebhookSender.Wants(ctx, b.App.DB, coll, "DELIVERY_SENT"), "no endpoint yet (and the snapshot is loaded)")
 	rcv := newEchoReceiver(t)
 	registerWebhook(t, a, coll, rcv.URL, "DELIVERY_SENT")
-	require.Eventually(t, func() bool { return b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_SENT") }, 10*time.Second, 5*time.Millisecond)
-	require.False(t, b.App.WebhookSender.Wants(ctx, coll, "DELIVERY_BOUNCED"), "the endpoint wants DELIVERY_SENT only")
+	require.Eventually(t, func() bool { return b.App.WebhookSender.Wants(ctx, b.App.DB, coll, "DELIVERY_SENT") }, 10*time.Second, 5*time.Millisecond)
+	require.False(t, b.App.WebhookSender.Wants(ctx, b.App.DB, coll, "DELIVERY_BOUNCED"), "the endpoint wants DELIVERY_SENT only")
 }
 
 // Every lifecycle event's golden body is documented in docs/asyncapi.yaml:

@@ -34,7 +34,7 @@ type webhookFixture struct {
 	email1, email2, sms, smsStill int64
 }
 
-func newWebhookFixture(t testing.TB, dialect string) *webhookFixture {
+func newWebhookFixture(t testing.TB, dialect string, mutate ...func(*config.Config)) *webhookFixture {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -44,6 +44,9 @@ func newWebhookFixture(t testing.TB, dialect string) *webhookFixture {
 		c.Channels.SendGrid.WebhookPublicKey = base64.StdEncoding.EncodeToString(der)
 		c.Channels.Twilio.AuthToken = whTwilioToken
 		c.Channels.Twilio.StatusCallbackURL = whCallbackURL
+		for _, m := range mutate {
+			m(c)
+		}
 	})
 	f := &webhookFixture{api: api, sgKey: key}
 	now := time.Now().UnixMilli()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,7 +44,6 @@ type subscribers struct {
 	now  func() time.Time
 	snap atomic.Pointer[snapshot]
 	live atomic.Bool
-	mu   sync.Mutex // one reload at a time
 	gen  atomic.Uint64
 }
 
@@ -77,15 +75,15 @@ func (s *subscribers) drop() {
 // any reports whether any collection has an ACTIVE endpoint, or true when
 // the table cannot be read.
 func (s *subscribers) any(ctx context.Context) bool {
-	snap, err := s.current(ctx)
+	snap, err := s.current(ctx, s.db)
 	return err != nil || len(snap.byCollection) > 0
 }
 
-// current is the snapshot, read again when dropped or stale.
-func (s *subscribers) current(ctx context.Context) (*snapshot, error) {
+// current is the snapshot, read again through db when dropped or stale.
+func (s *subscribers) current(ctx context.Context, db *gorm.DB) (*snapshot, error) {
 	snap := s.snap.Load()
 	if snap == nil || (!s.live.Load() && s.now().Sub(snap.loaded) > staleAfter) {
-		return s.reload(ctx)
+		return s.reload(ctx, db)
 	}
 	return snap, nil
 }
@@ -94,8 +92,8 @@ func (s *subscribers) current(ctx context.Context) (*snapshot, error) {
 // eventType. When the table cannot be read it answers true: the caller then
 // records in the transaction, which reads the endpoints again and fails
 // with the database, rather than lose an event.
-func (s *subscribers) wants(ctx context.Context, collectionID int64, eventType string) bool {
-	snap, err := s.current(ctx)
+func (s *subscribers) wants(ctx context.Context, db *gorm.DB, collectionID int64, eventType string) bool {
+	snap, err := s.current(ctx, db)
 	if err != nil {
 		return true
 	}
@@ -107,15 +105,19 @@ func (s *subscribers) wants(ctx context.Context, collectionID int64, eventType s
 	return false
 }
 
-func (s *subscribers) reload(ctx context.Context) (*snapshot, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if snap := s.snap.Load(); snap != nil && (s.live.Load() || s.now().Sub(snap.loaded) <= staleAfter) {
-		return snap, nil // another caller reloaded meanwhile
-	}
+// reload reads the table through db, the caller's handle: inside a status
+// change's transaction, that transaction, whose connection the caller
+// holds. Neither a connection of its own nor a lock shared with other
+// callers: a reload that waited for a pool connection (or for another
+// caller's reload) while every connection was held by callers waiting on
+// it hung them all, the provider callbacks with more requests at once than
+// database.maxOpenConns (TestConcurrentCallbacksDoNotExhaustThePool).
+// Callers that find the snapshot gone at the same moment each read it, a
+// few rows (endpoints are configuration).
+func (s *subscribers) reload(ctx context.Context, db *gorm.DB) (*snapshot, error) {
 	gen := s.gen.Load()
 	var eps []Endpoint
-	if err := s.db.WithContext(ctx).Select("id", "collection_id", "event_types").
+	if err := db.WithContext(ctx).Select("id", "collection_id", "event_types").
 		Where("state = ?", StateActive).Find(&eps).Error; err != nil {
 		return nil, fmt.Errorf("webhooks: read subscriptions: %w", err)
 	}
@@ -134,9 +136,10 @@ func (s *subscribers) reload(ctx context.Context) (*snapshot, error) {
 // Wants reports, from memory, whether collectionID has an ACTIVE endpoint
 // subscribed to eventType: the delivery workers, the intake and the status
 // reports ask it for every status change, and record an event only when it
-// says yes.
-func (x *Sender) Wants(ctx context.Context, collectionID int64, eventType string) bool {
-	return x.s.subs.wants(ctx, collectionID, eventType)
+// says yes. A read of the endpoints it needs goes through db, the caller's
+// (dispatch.Events).
+func (x *Sender) Wants(ctx context.Context, db *gorm.DB, collectionID int64, eventType string) bool {
+	return x.s.subs.wants(ctx, db, collectionID, eventType)
 }
 
 // Record writes evs (each for the collection its CompanyID names) as

@@ -30,7 +30,7 @@ func (d *Dispatcher) wantsEvents(ctx context.Context, outs []outcome) bool {
 		return false
 	}
 	for _, o := range outs {
-		if t := dispatch.EventType(o.status); t != "" && o.collectionID != 0 && d.events.Wants(ctx, o.collectionID, t) {
+		if t := dispatch.EventType(o.status); t != "" && o.collectionID != 0 && d.events.Wants(ctx, d.db, o.collectionID, t) {
 			return true
 		}
 	}
@@ -60,7 +60,7 @@ func (d *Dispatcher) recordWithEvents(ctx context.Context, q string, args []any,
 			return err
 		}
 		n = int64(len(rows))
-		evs, err := d.eventsOf(ctx, rows, time.UnixMilli(now))
+		evs, err := d.eventsOf(ctx, tx, rows, time.UnixMilli(now))
 		if err != nil || len(evs) == 0 {
 			return err
 		}
@@ -77,11 +77,11 @@ func (d *Dispatcher) recordWithEvents(ctx context.Context, q string, args []any,
 }
 
 // eventsOf returns the wanted events of rows.
-func (d *Dispatcher) eventsOf(ctx context.Context, rows []changedRow, at time.Time) ([]outbox.TypedEvent, error) {
+func (d *Dispatcher) eventsOf(ctx context.Context, tx *gorm.DB, rows []changedRow, at time.Time) ([]outbox.TypedEvent, error) {
 	var evs []outbox.TypedEvent
 	for _, r := range rows {
 		t := dispatch.EventType(r.Status)
-		if t == "" || !d.events.Wants(ctx, r.CollectionID, t) {
+		if t == "" || !d.events.Wants(ctx, tx, r.CollectionID, t) {
 			continue
 		}
 		ev, err := outbox.DeliveryEvent(t, r.Change(), at, "")

@@ -31,7 +31,7 @@ func (in *Intake) recordEvents(ctx context.Context, tx *gorm.DB, b *batch) (bool
 	for _, p := range b.notes {
 		n := p.note
 		if b.subs[p.sub].Actor == nil && n.Status == dispatch.NotificationAccepted &&
-			in.events.Wants(ctx, n.CollectionID, outbox.TypeNotificationAccepted) {
+			in.events.Wants(ctx, tx, n.CollectionID, outbox.TypeNotificationAccepted) {
 			ev, err := outbox.NotificationAcceptedEvent(n.CollectionID, outbox.AcceptedNotification{
 				ID: n.ID, Name: n.Name, Source: n.Source, Recipients: n.Recipients}, at)
 			if err != nil {
@@ -40,7 +40,7 @@ func (in *Intake) recordEvents(ctx context.Context, tx *gorm.DB, b *batch) (bool
 			evs = append(evs, ev)
 		}
 		for _, d := range p.deliveries {
-			if d.Status != dispatch.StatusSkipped || !in.events.Wants(ctx, d.CollectionID, outbox.TypeDeliverySkipped) {
+			if d.Status != dispatch.StatusSkipped || !in.events.Wants(ctx, tx, d.CollectionID, outbox.TypeDeliverySkipped) {
 				continue
 			}
 			ev, err := outbox.DeliveryEvent(outbox.TypeDeliverySkipped, outbox.DeliveryChange{

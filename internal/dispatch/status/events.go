@@ -68,7 +68,7 @@ func (s *Store) write(ctx context.Context, fn func(db *gorm.DB) ([]outbox.TypedE
 
 // appendEvent appends the event of report r on row (as r left it) to evs,
 // when an endpoint wants it.
-func (s *Store) appendEvent(ctx context.Context, evs []outbox.TypedEvent, row changedRow, r Report) ([]outbox.TypedEvent, error) {
+func (s *Store) appendEvent(ctx context.Context, db *gorm.DB, evs []outbox.TypedEvent, row changedRow, r Report) ([]outbox.TypedEvent, error) {
 	if s.events == nil {
 		return evs, nil
 	}
@@ -82,7 +82,7 @@ func (s *Store) appendEvent(ctx context.Context, evs []outbox.TypedEvent, row ch
 			occurrence = strconv.FormatInt(r.Time.Unix(), 10)
 		}
 	}
-	if t == "" || !s.events.Wants(ctx, row.CollectionID, t) {
+	if t == "" || !s.events.Wants(ctx, db, row.CollectionID, t) {
 		return evs, nil
 	}
 	ev, err := outbox.DeliveryEvent(t, row.Change(), s.now(), occurrence)

@@ -24,7 +24,7 @@ type fakeEvents struct {
 	fail      error
 }
 
-func (f *fakeEvents) Wants(_ context.Context, _ int64, t string) bool { return f.want[t] }
+func (f *fakeEvents) Wants(_ context.Context, _ *gorm.DB, _ int64, t string) bool { return f.want[t] }
 
 func (f *fakeEvents) Record(_ context.Context, _ *gorm.DB, evs []outbox.TypedEvent) error {
 	if f.fail != nil {

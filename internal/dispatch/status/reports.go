@@ -130,7 +130,7 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 			if !applied[i] {
 				continue
 			}
-			if evs, err = s.appendEvent(ctx, evs, row, r); err != nil {
+			if evs, err = s.appendEvent(ctx, db, evs, row, r); err != nil {
 				return nil, err
 			}
 		}

@@ -256,7 +256,7 @@ WHERE `+byMessageIDWhere+` AND `+webhookFrom+changedColumns,
 		n = int64(len(rows))
 		var evs []outbox.TypedEvent
 		for _, row := range rows {
-			if evs, err = s.appendEvent(ctx, evs, row, Report{DeliveryID: row.ID, Status: status, Reason: reason}); err != nil {
+			if evs, err = s.appendEvent(ctx, db, evs, row, Report{DeliveryID: row.ID, Status: status, Reason: reason}); err != nil {
 				return nil, err
 			}
 		}
