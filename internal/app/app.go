@@ -368,7 +368,8 @@ func (a *App) wireProviderRoutes(deps *httpapi.Deps, supp *suppressions.Service)
 	deps.Webhooks = &httpapi.Webhooks{
 		SendGrid: sg,
 		Twilio:   channels.NewTwilioWebhook(ch.Twilio.AuthToken, ch.Twilio.StatusCallbackURL),
-		Reports:  status.New(a.DB, time.Now).WithSuppressor(suppressions.NewDispatch(supp)).WithEvents(a.WebhookSender),
+		Reports: status.New(a.DB, time.Now).WithSuppressor(suppressions.NewDispatch(supp)).WithEvents(a.WebhookSender).
+			WithGroupCommit(a.Config.HTTP.ReportBatchWait, a.Config.HTTP.ReportBatchMax, a.Config.HTTP.ReportBatchConcurrency, a.Metrics),
 	}
 	deps.Preview = &httpapi.PreviewConfig{Limits: macros.Limits{
 		SMSMaxSegments: ch.Twilio.MaxSegments, PushMaxPayloadBytes: ch.FCM.MaxPayloadBytes,

@@ -73,6 +73,9 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"NOTIFY_HTTP_SEND_BATCH_WAIT=5s", "http.sendBatchWait (NOTIFY_HTTP_SEND_BATCH_WAIT)"},
 		{"NOTIFY_HTTP_SEND_BATCH_MAX=0", "http.sendBatchMax (NOTIFY_HTTP_SEND_BATCH_MAX)"},
 		{"NOTIFY_HTTP_SEND_BATCH_CONCURRENCY=0", "http.sendBatchConcurrency (NOTIFY_HTTP_SEND_BATCH_CONCURRENCY)"},
+		{"NOTIFY_HTTP_REPORT_BATCH_WAIT=5s", "http.reportBatchWait (NOTIFY_HTTP_REPORT_BATCH_WAIT)"},
+		{"NOTIFY_HTTP_REPORT_BATCH_MAX=0", "http.reportBatchMax (NOTIFY_HTTP_REPORT_BATCH_MAX)"},
+		{"NOTIFY_HTTP_REPORT_BATCH_CONCURRENCY=0", "http.reportBatchConcurrency (NOTIFY_HTTP_REPORT_BATCH_CONCURRENCY)"},
 		{"NOTIFY_DATABSE_URL=postgres://x", "unknown environment variable NOTIFY_DATABSE_URL"},
 	}
 	for _, tc := range cases {

@@ -1,7 +1,8 @@
 // Package groupcommit coalesces concurrent requests into one call of a
 // batch function, so one transaction (one WAL flush at COMMIT) serves many
 // requests: under load the commit, not the work, is what a request per
-// transaction waits on. The REST send (dispatch/intake) commits through it.
+// transaction waits on. The REST send (dispatch/intake) and the provider
+// status callbacks (dispatch/status) commit through it.
 package groupcommit
 
 import (

@@ -60,6 +60,7 @@ type Metrics struct {
 	suppressionsAdded *prometheus.CounterVec
 
 	intakeBatchSize     *prometheus.HistogramVec
+	reportBatchSize     prometheus.Histogram
 	intakeBatchDuration *prometheus.HistogramVec
 }
 
@@ -142,6 +143,11 @@ func New() *Metrics {
 		Help:    "Submissions (queue messages, or REST sends under group commit) per intake transaction, by source (queue, api).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
 	}, []string{"source"})).(*prometheus.HistogramVec)
+	m.reportBatchSize = f(prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "status", Name: "report_batch_requests",
+		Help:    "Provider status requests (Twilio callbacks, SendGrid event batches) per statement and commit, under the status routes' group commit.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+	})).(prometheus.Histogram)
 	m.intakeBatchDuration = f(prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "intake", Name: "batch_duration_seconds",
 		Help:    "Time from an intake batch's rule reads to its commit, by source (queue, api).",
@@ -170,6 +176,12 @@ func (m *Metrics) Decided(reason string, n int) {
 func (m *Metrics) BatchCommitted(source string, submissions int, took time.Duration) {
 	m.intakeBatchSize.WithLabelValues(source).Observe(float64(submissions))
 	m.intakeBatchDuration.WithLabelValues(source).Observe(took.Seconds())
+}
+
+// ReportBatchCommitted records how many provider status requests shared a
+// commit (status.BatchObserver).
+func (m *Metrics) ReportBatchCommitted(requests int) {
+	m.reportBatchSize.Observe(float64(requests))
 }
 
 // Registry is the registry every collector is on; tests gather from it.

@@ -82,7 +82,34 @@ type reportRow struct {
 // With Events, every applied report that an endpoint of the delivery's
 // collection wants becomes its lifecycle event, in the same transaction:
 // a delivery that went delivered then bounced in one batch has both events.
+//
+// With WithGroupCommit, concurrent calls share one such statement and one
+// commit (group.go); each still gets its own reports' results.
 func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, error) {
+	if err := checkReports(reports); err != nil {
+		return nil, err
+	}
+	if s.group == nil || len(reports) == 0 {
+		return s.markReports(ctx, reports)
+	}
+	return s.group.Do(ctx, reports)
+}
+
+// checkReports refuses a report whose status MarkReports does not know, so
+// that one caller's mistake never fails the others' reports it is batched
+// with.
+func checkReports(reports []Report) error {
+	for _, r := range reports {
+		if r.Status == "" && r.Suppress != "" || slices.Contains(engagementStatuses, r.Status) || slices.Contains(webhookStatuses, r.Status) {
+			continue
+		}
+		return fmt.Errorf("dispatch: mark: status %q is not one of %v or %v", r.Status, webhookStatuses, engagementStatuses)
+	}
+	return nil
+}
+
+// markReports is MarkReports of reports checkReports accepted, alone.
+func (s *Store) markReports(ctx context.Context, reports []Report) ([]bool, error) {
 	applied := make([]bool, len(reports))
 	// final is, per delivery, the index of the report its row ends with:
 	// the first bounced or failed one, else the last.
@@ -95,9 +122,6 @@ func (s *Store) MarkReports(ctx context.Context, reports []Report) ([]bool, erro
 		if slices.Contains(engagementStatuses, r.Status) {
 			engaged = append(engaged, r.DeliveryID)
 			continue
-		}
-		if !slices.Contains(webhookStatuses, r.Status) {
-			return nil, fmt.Errorf("dispatch: mark: status %q is not one of %v or %v", r.Status, webhookStatuses, engagementStatuses)
 		}
 		if f, ok := final[r.DeliveryID]; !ok || reports[f].Status == dispatch.StatusDelivered {
 			final[r.DeliveryID] = i

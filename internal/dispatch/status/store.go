@@ -16,6 +16,7 @@ import (
 	"github.com/notificationservice/notificationservice/internal/apperr"
 	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/dispatch"
+	"github.com/notificationservice/notificationservice/internal/groupcommit"
 	"github.com/notificationservice/notificationservice/internal/outbox"
 	"github.com/notificationservice/notificationservice/internal/store"
 )
@@ -34,6 +35,9 @@ type Store struct {
 	suppressor Suppressor
 	events     Events           // nil: reports record no lifecycle events (events.go)
 	outbox     EnvelopeRecorder // Cancel's envelopes; nil: none
+	// group, when set, coalesces concurrent MarkReports calls (group.go).
+	group *groupcommit.Group[[]Report, []bool]
+	obs   BatchObserver // nil: no one listens
 }
 
 // SandboxRecords is the sandbox channel's record of what it accepted

@@ -1,0 +1,144 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/notificationservice/notificationservice/internal/channels"
+	"github.com/notificationservice/notificationservice/internal/config"
+	"github.com/notificationservice/notificationservice/internal/testdb"
+)
+
+// Concurrent provider status callbacks share one statement and commit
+// (http.reportBatchWait; here a batch goes when 4 joined it), and each is
+// answered for its own reports: three delivered reports recorded, one for
+// a delivery not yet sent unmatched, in the same batch. When the batch's
+// statement fails for the database, every callback of it is 503 and none
+// is recorded. The batches are on /metrics.
+func TestProviderCallbacksShareACommit(t *testing.T) {
+	t.Parallel()
+	for _, d := range []string{"sqlite", "postgres"} {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			f := newWebhookFixture(t, d, func(c *config.Config) { c.HTTP.ReportBatchWait, c.HTTP.ReportBatchMax = time.Second, 4 })
+			api := f.api
+			// Registered before any request: gorm's callbacks are not to be
+			// changed beside running statements.
+			var failing atomic.Bool
+			testdb.InjectError(t, api.DB, func(stmt *gorm.Statement) error {
+				if failing.Load() && strings.Contains(stmt.SQL.String(), "UPDATE deliveries SET status = v.status") {
+					return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+				}
+				return nil
+			})
+			sent := f.insertSMS(t, "sent", 3)
+			pending := f.insertSMS(t, "pending", 1)
+			ids := append(sent, pending...)
+
+			callbacks := func(status string) []response {
+				res := make([]response, len(ids))
+				var wg sync.WaitGroup
+				for i, id := range ids {
+					form := url.Values{"MessageSid": {"SM" + strconv.FormatInt(id, 10)}, "MessageStatus": {status}}
+					query := "deliveryId=" + strconv.FormatInt(id, 10)
+					sig := channels.TwilioSignature(whTwilioToken, whCallbackURL+"?"+query, form)
+					wg.Go(func() { res[i] = f.twilio(t, query, form, sig) })
+				}
+				wg.Wait()
+				return res
+			}
+
+			failing.Store(true)
+			for i, r := range callbacks("delivered") {
+				requireError(t, r, http.StatusServiceUnavailable, "UNAVAILABLE", "NOWHUPD0503")
+				s, _ := f.status(t, ids[i])
+				require.NotEqual(t, "delivered", s, "callback %d", i)
+			}
+			failing.Store(false)
+
+			res := callbacks("delivered")
+			for i := range sent {
+				require.Equal(t, http.StatusOK, res[i].Code, "callback %d: %s", i, res[i].Raw)
+				require.EqualValues(t, 1, res[i].JSON["updated"], "callback %d: %s", i, res[i].Raw)
+				require.EqualValues(t, 0, res[i].JSON["unmatched"], "callback %d: %s", i, res[i].Raw)
+				s, _ := f.status(t, sent[i])
+				require.Equal(t, "delivered", s)
+			}
+			last := res[len(sent)]
+			require.Equal(t, http.StatusOK, last.Code, "body: %s", last.Raw)
+			require.EqualValues(t, 0, last.JSON["updated"], "body: %s", last.Raw)
+			require.EqualValues(t, 1, last.JSON["unmatched"], "body: %s", last.Raw)
+			s, _ := f.status(t, pending[0])
+			require.Equal(t, "pending", s)
+
+			batches, requests := metricHistogram(t, api, "notify_status_report_batch_requests")
+			require.EqualValues(t, 1, batches, "the four callbacks in one commit (the failed batch is not counted)")
+			require.EqualValues(t, 4, requests)
+		})
+	}
+}
+
+// metricHistogram is the count and sum of the unlabelled histogram name.
+func metricHistogram(t *testing.T, api *testAPI, name string) (uint64, float64) {
+	t.Helper()
+	families, err := api.App.Metrics.Registry().Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == name {
+			h := f.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatalf("no %s on /metrics", name)
+	return 0, 0
+}
+
+// BenchmarkTwilioCallbacks is Twilio status callbacks ("delivered", signed,
+// with their deliveryId) through the route from 64 goroutines at once, on
+// PostgreSQL, each callback its own commit ("alone", http.reportBatchWait
+// 0) against the default group commit ("grouped"); docs/benchmarks.md:
+//
+//	go test -run '^$' -bench TwilioCallbacks ./internal/httpapi/
+func BenchmarkTwilioCallbacks(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		wait time.Duration
+	}{{"alone", 0}, {"grouped", config.Default().HTTP.ReportBatchWait}} {
+		b.Run(c.name, func(b *testing.B) {
+			f := newWebhookFixture(b, "postgres", func(cfg *config.Config) { cfg.HTTP.ReportBatchWait = c.wait })
+			ids := f.insertSMS(b, "sent", 256)
+			type callback struct{ path, body, sig string }
+			calls := make([]callback, len(ids))
+			for i, id := range ids {
+				form := url.Values{"MessageSid": {"SM" + strconv.FormatInt(id, 10)}, "MessageStatus": {"delivered"}}
+				query := "deliveryId=" + strconv.FormatInt(id, 10)
+				calls[i] = callback{"/v1/webhooks/twilio/status?" + query, form.Encode(), channels.TwilioSignature(whTwilioToken, whCallbackURL+"?"+query, form)}
+			}
+			var next atomic.Int64
+			b.SetParallelism(32) // 64 goroutines on two cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					cb := calls[next.Add(1)%int64(len(calls))]
+					res := f.api.do(http.MethodPost, cb.path, "", cb.body,
+						"Content-Type", "application/x-www-form-urlencoded", "X-Twilio-Signature", cb.sig)
+					if res.Code != http.StatusOK {
+						b.Errorf("callback: %d %s", res.Code, res.Raw)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "callbacks/s")
+		})
+	}
+}
