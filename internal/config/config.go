@@ -141,24 +141,22 @@ func (h HTTP) validate(bad func(key, msg string)) {
 	if h.ShutdownTimeout <= 0 {
 		bad("http.shutdownTimeout", "must be positive")
 	}
-	// A send waits this long even on an idle server: keep it short.
-	if h.SendBatchWait < 0 || h.SendBatchWait > time.Second {
-		bad("http.sendBatchWait", "must be between 0 (no group commit) and 1s")
+	validateGroupCommit(bad, "http.sendBatch", h.SendBatchWait, h.SendBatchMax, h.SendBatchConcurrency)
+	validateGroupCommit(bad, "http.reportBatch", h.ReportBatchWait, h.ReportBatchMax, h.ReportBatchConcurrency)
+}
+
+// validateGroupCommit checks the three settings of a group commit, named
+// prefix+"Wait", "Max" and "Concurrency".
+func validateGroupCommit(bad func(key, msg string), prefix string, wait time.Duration, most, concurrency int) {
+	// A request waits this long even on an idle server: keep it short.
+	if wait < 0 || wait > time.Second {
+		bad(prefix+"Wait", "must be between 0 (no group commit) and 1s")
 	}
-	if h.SendBatchMax < 1 {
-		bad("http.sendBatchMax", "must be at least 1")
+	if most < 1 {
+		bad(prefix+"Max", "must be at least 1")
 	}
-	if h.SendBatchConcurrency < 1 {
-		bad("http.sendBatchConcurrency", "must be at least 1")
-	}
-	if h.ReportBatchWait < 0 || h.ReportBatchWait > time.Second {
-		bad("http.reportBatchWait", "must be between 0 (no group commit) and 1s")
-	}
-	if h.ReportBatchMax < 1 {
-		bad("http.reportBatchMax", "must be at least 1")
-	}
-	if h.ReportBatchConcurrency < 1 {
-		bad("http.reportBatchConcurrency", "must be at least 1")
+	if concurrency < 1 {
+		bad(prefix+"Concurrency", "must be at least 1")
 	}
 }
 
