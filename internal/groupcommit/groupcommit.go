@@ -51,9 +51,9 @@ type Group[In, Out any] struct {
 // at most inflight batches flush at once (while they do, the next batch
 // keeps taking members). now is the clock the quiet spell is read on.
 //
-// flush runs on the leader's ctx without its cancellation (the other
-// members wait on it): it must not be a caller's to cancel, and an error
-// it returns means nothing of the batch was done (each member gets it).
+// flush runs on the leader's ctx without its cancellation: the other
+// members wait on it, so no one caller's disconnect may stop it. An error
+// it returns must mean nothing of the batch was done (each member gets it).
 func New[In, Out any](flush func(context.Context, []In) ([]Out, error), wait time.Duration, most, inflight int, now func() time.Time) *Group[In, Out] {
 	if now == nil {
 		now = time.Now
