@@ -19,22 +19,7 @@ func TestIntakeBatchesAreOnMetrics(t *testing.T) {
 		base := fmt.Sprintf("/v1/collections/%d", cid)
 
 		// histogram is the count and sum of the series name{source}.
-		histogram := func(name, source string) (uint64, float64) {
-			families, err := api.App.Metrics.Registry().Gather()
-			require.NoError(t, err)
-			for _, f := range families {
-				if f.GetName() != name {
-					continue
-				}
-				for _, m := range f.GetMetric() {
-					if m.GetLabel()[0].GetValue() == source {
-						return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-					}
-				}
-			}
-			t.Fatalf("no %s{source=%q} on /metrics", name, source)
-			return 0, 0
-		}
+		histogram := func(name, source string) (uint64, float64) { return metricHistogram(t, api, name, source) }
 		const sends = 3
 		for i := range sends {
 			res := api.do(http.MethodPost, base+"/notifications", api.superAdmin(), `{"notification": [{"name": "PING", "recipients": [{"email": "ann@example.test"}]}]}`,

@@ -31,10 +31,8 @@ func TestConcurrentCallbacksDoNotExhaustThePool(t *testing.T) {
 	ids := f.insertSMS(t, "sent", 8)
 	done := make(chan response, len(ids))
 	for _, id := range ids {
-		form := url.Values{"MessageSid": {"SM" + strconv.FormatInt(id, 10)}, "MessageStatus": {"delivered"}}
-		query := "deliveryId=" + strconv.FormatInt(id, 10)
-		sig := channels.TwilioSignature(whTwilioToken, whCallbackURL+"?"+query, form)
-		go func() { done <- f.twilio(t, query, form, sig) }()
+		cb := signedCallback(id, "delivered")
+		go func() { done <- f.twilio(t, cb.query, cb.form, cb.sig) }()
 	}
 	deadline := time.After(20 * time.Second)
 	for range ids {
@@ -62,4 +60,19 @@ attempts, provider, provider_message_id, created_time, updated_time) VALUES (?, 
 			nid, i, status, "SM-"+strconv.Itoa(i), now, now).Scan(&ids[i]).Error)
 	}
 	return ids
+}
+
+// twilioCallback is a Twilio status callback for one delivery, signed as
+// Twilio signs the callback URL the service gave it (?deliveryId=).
+type twilioCallback struct {
+	query string
+	form  url.Values
+	sig   string
+}
+
+// signedCallback is the callback reporting status for delivery id.
+func signedCallback(id int64, status string) twilioCallback {
+	form := url.Values{"MessageSid": {"SM" + strconv.FormatInt(id, 10)}, "MessageStatus": {status}}
+	query := "deliveryId=" + strconv.FormatInt(id, 10)
+	return twilioCallback{query: query, form: form, sig: channels.TwilioSignature(whTwilioToken, whCallbackURL+"?"+query, form)}
 }

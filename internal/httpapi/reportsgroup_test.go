@@ -2,8 +2,6 @@ package httpapi_test
 
 import (
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/notificationservice/notificationservice/internal/channels"
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/testdb"
 )
@@ -49,10 +46,8 @@ func TestProviderCallbacksShareACommit(t *testing.T) {
 				res := make([]response, len(ids))
 				var wg sync.WaitGroup
 				for i, id := range ids {
-					form := url.Values{"MessageSid": {"SM" + strconv.FormatInt(id, 10)}, "MessageStatus": {status}}
-					query := "deliveryId=" + strconv.FormatInt(id, 10)
-					sig := channels.TwilioSignature(whTwilioToken, whCallbackURL+"?"+query, form)
-					wg.Go(func() { res[i] = f.twilio(t, query, form, sig) })
+					cb := signedCallback(id, status)
+					wg.Go(func() { res[i] = f.twilio(t, cb.query, cb.form, cb.sig) })
 				}
 				wg.Wait()
 				return res
@@ -88,18 +83,23 @@ func TestProviderCallbacksShareACommit(t *testing.T) {
 	}
 }
 
-// metricHistogram is the count and sum of the unlabelled histogram name.
-func metricHistogram(t *testing.T, api *testAPI, name string) (uint64, float64) {
+// metricHistogram is the count and sum of the histogram series name, the
+// one whose first label has the value label when one is given.
+func metricHistogram(t *testing.T, api *testAPI, name string, label ...string) (uint64, float64) {
 	t.Helper()
 	families, err := api.App.Metrics.Registry().Gather()
 	require.NoError(t, err)
 	for _, f := range families {
-		if f.GetName() == name {
-			h := f.GetMetric()[0].GetHistogram()
-			return h.GetSampleCount(), h.GetSampleSum()
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if len(label) == 0 || m.GetLabel()[0].GetValue() == label[0] {
+				return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+			}
 		}
 	}
-	t.Fatalf("no %s on /metrics", name)
+	t.Fatalf("no %s%v on /metrics", name, label)
 	return 0, 0
 }
 
@@ -120,9 +120,8 @@ func BenchmarkTwilioCallbacks(b *testing.B) {
 			type callback struct{ path, body, sig string }
 			calls := make([]callback, len(ids))
 			for i, id := range ids {
-				form := url.Values{"MessageSid": {"SM" + strconv.FormatInt(id, 10)}, "MessageStatus": {"delivered"}}
-				query := "deliveryId=" + strconv.FormatInt(id, 10)
-				calls[i] = callback{"/v1/webhooks/twilio/status?" + query, form.Encode(), channels.TwilioSignature(whTwilioToken, whCallbackURL+"?"+query, form)}
+				cb := signedCallback(id, "delivered")
+				calls[i] = callback{"/v1/webhooks/twilio/status?" + cb.query, cb.form.Encode(), cb.sig}
 			}
 			var next atomic.Int64
 			b.SetParallelism(32) // 64 goroutines on two cores
