@@ -169,31 +169,76 @@ func newTransport(timeout time.Duration) http.RoundTripper {
 // error), the provider may have accepted it: the error is wrapped in an
 // answerLost, which transportError reports as in doubt. A refused
 // connection, a DNS or TLS failure, or a write that broke part way left
-// nothing the provider could accept, and stays retryable. Over HTTP/1.1
-// net/http waits for its write to end before RoundTrip returns an error,
-// so the mark is set by then; over HTTP/2 RoundTrip returns as soon as the
-// context ends, and a send cancelled while its bytes were still going out
-// (its stream reset, the provider holding a part) stays retryable. A
-// timeout waiting for the answer comes long after the write and is marked
-// on both. Lookups (GET) are not marked: there is nothing to accept.
+// nothing the provider could accept, and stays retryable. Lookups (GET)
+// are not marked: there is nothing to accept.
+//
+// Over HTTP/1.1 net/http ends its write before RoundTrip returns an error.
+// Over HTTP/2 RoundTrip returns as soon as the context ends, while the
+// stream's writer may still be in its last write (blocked on a full
+// socket, say): that write can complete, END_STREAM and all, after
+// RoundTrip returned, and the provider then has the whole request. So
+// once the headers went out, a failed POST waits for the writer to say
+// how its write ended (WroteRequest, which it always calls after its
+// body), at most settle; a write still unsettled then is counted as
+// whole, in doubt rather than sent twice. A stream reset before its last
+// byte leaves the provider a part it cannot accept: retryable.
 // Written here: no library classifies a lost answer by what was written.
-type sentTransport struct{ next http.RoundTripper }
+type sentTransport struct {
+	next   http.RoundTripper
+	settle time.Duration // 0: writeSettle
+}
+
+// writeSettle bounds sentTransport's wait for an HTTP/2 writer to end
+// after its request failed: long enough for a writer that was told to stop
+// to return, far shorter than any provider timeout.
+const writeSettle = time.Second
 
 func (t sentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodPost {
 		return t.next.RoundTrip(req)
 	}
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-		if i.Err == nil {
-			wrote.Store(true)
-		}
-	}}
+	var headers atomic.Bool
+	wrote := make(chan error, 1)
+	trace := &httptrace.ClientTrace{
+		WroteHeaders: func() { headers.Store(true) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			select {
+			case wrote <- i.Err:
+			default: // once per request; never block the writer
+			}
+		},
+	}
 	resp, err := t.next.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
-	if err != nil && wrote.Load() {
+	if err != nil && t.wentOutWhole(headers.Load(), wrote) {
 		return resp, &answerLost{err: err}
 	}
 	return resp, err
+}
+
+// wentOutWhole reports whether a failed request's write ended with its
+// last byte sent, waiting for the writer when the headers had gone out
+// and it had not yet said (sentTransport).
+func (t sentTransport) wentOutWhole(headers bool, wrote <-chan error) bool {
+	select {
+	case err := <-wrote:
+		return err == nil
+	default:
+	}
+	if !headers {
+		return false // nothing of it left: a failed dial, DNS, TLS, or a cancel before the headers
+	}
+	settle := t.settle
+	if settle <= 0 {
+		settle = writeSettle
+	}
+	timer := time.NewTimer(settle)
+	defer timer.Stop()
+	select {
+	case err := <-wrote:
+		return err == nil
+	case <-timer.C:
+		return true
+	}
 }
 
 // answerLost is the error of a request the provider got whole and never
