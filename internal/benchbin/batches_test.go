@@ -110,3 +110,23 @@ func (to poolWaits) since(from poolWaits, done int, unit string) string {
 	}
 	return fmt.Sprintf("%.0f waits, %.0f ms in all (%.0f µs per %s)", n, 1000*s, 1e6*s/float64(max(done, 1)), unit)
 }
+
+// heap is the Go heap of a service, as its /metrics says: what is
+// allocated and the goal at which the next collection starts.
+type heap struct{ alloc, goal float64 }
+
+// heapAtIdle reads p's heap. Start-up work that leaves a large goal behind
+// lets an idle service grow until the runtime's two-minute forced
+// collection (goose v3.29's parser did: a 36 MB goal, docs/benchmarks.md);
+// the RSS one second after start does not show it yet, the goal does.
+func heapAtIdle(b *testing.B, p *process) heap {
+	b.Helper()
+	var out heap
+	if readSeries(b, p, "", map[string]*float64{
+		"go_memstats_heap_alloc_bytes": &out.alloc,
+		"go_memstats_next_gc_bytes":    &out.goal,
+	}) != 2 {
+		b.Fatalf("/metrics has no go_memstats_heap_alloc_bytes or go_memstats_next_gc_bytes")
+	}
+	return out
+}

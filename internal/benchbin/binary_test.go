@@ -126,6 +126,7 @@ func runHarness(b *testing.B, s settings) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	idleHeap := heapAtIdle(b, p)
 	getURL := fmt.Sprintf("http://%s/v1/collections/%d/actions/%d", p.addr, cid, actionID)
 	body := getBody(b, getURL, tok)
 	bodyFile := filepath.Join(dir, "action.json")
@@ -143,6 +144,17 @@ func runHarness(b *testing.B, s settings) {
 	bg.stop()
 	if !p.stop() {
 		b.Errorf("the idle service did not shut down cleanly on SIGTERM")
+	}
+
+	// 3b. A first start: the binary migrates an empty database itself, as a
+	// newcomer's first make run and an upgrade's start do. Its heap a second
+	// later shows what start-up left behind: a large goal would let it grow
+	// at idle until the runtime's forced collection (docs/benchmarks.md).
+	fp := start(b, bin, dir, "first", emptyDatabase(b), svcQ)
+	time.Sleep(time.Second)
+	firstHeap := heapAtIdle(b, fp)
+	if !fp.stop() {
+		b.Errorf("the first-start service did not shut down cleanly on SIGTERM")
 	}
 
 	// 4. The drain: the messages preloaded, then the binary started; the
@@ -295,6 +307,8 @@ JOIN deliveries d ON d.notification_id = n.id WHERE n.idempotency_key LIKE 'pre-
 		mib(idle.rss), mib(queuePeak.rss), mib(peak.rss), mib(end.rss), mib(bareRSS))
 	fmt.Fprintf(&t, "| the same, total (anonymous + file-backed: heap, stacks, runtime / the executable's pages) | %s / %s / %s / %s MiB | – | – |\n",
 		idle, queuePeak, peak, end)
+	fmt.Fprintf(&t, "| Go heap 1 s after start, allocated / the next collection's goal (go_memstats_heap_alloc_bytes / go_memstats_next_gc_bytes): the idle binary / a first start, migrating an empty database | %.1f / %.1f MiB, %.1f / %.1f MiB | – | – |\n",
+		idleHeap.alloc/(1<<20), idleHeap.goal/(1<<20), firstHeap.alloc/(1<<20), firstHeap.goal/(1<<20))
 	fmt.Fprintf(&t, "| binary size (-trimpath -s -w) | %.1f MB | – | – |\n", float64(st.Size())/1e6)
 	t.WriteString(restStatements)
 	fmt.Fprintf(&t, "\nload average (1/5/15 min): %s at the start, %s at the end\n", loadBefore, loadavg())
@@ -346,6 +360,25 @@ func restBody(i int) string {
 func freshDatabase(b *testing.B) (string, *gorm.DB) {
 	b.Helper()
 	ctx := context.Background()
+	u := emptyDatabase(b)
+	// As many connections as the service's pool: the bare INSERT handler
+	// uses this one.
+	db, err := store.Open(ctx, config.Database{URL: u, MaxOpenConns: config.Default().Database.MaxOpenConns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = store.Close(db) })
+	if err := store.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		b.Fatal(err)
+	}
+	return u, db
+}
+
+// emptyDatabase creates a database of its own on the local PostgreSQL,
+// dropped when b ends, with nothing in it, and returns its URL.
+func emptyDatabase(b *testing.B) string {
+	b.Helper()
+	ctx := context.Background()
 	admin, err := store.Open(ctx, config.Database{URL: testdb.PostgresURL(), MaxOpenConns: 2})
 	if err != nil {
 		testdb.Unavailable(b, "PostgreSQL", err)
@@ -361,18 +394,7 @@ func freshDatabase(b *testing.B) (string, *gorm.DB) {
 		}
 		_ = store.Close(admin)
 	})
-	u := databaseURL(b, testdb.PostgresURL(), name)
-	// As many connections as the service's pool: the bare INSERT handler
-	// uses this one.
-	db, err := store.Open(ctx, config.Database{URL: u, MaxOpenConns: config.Default().Database.MaxOpenConns})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = store.Close(db) })
-	if err := store.Migrate(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		b.Fatal(err)
-	}
-	return u, db
+	return databaseURL(b, testdb.PostgresURL(), name)
 }
 
 // seed creates a collection with the ACTIVE event USER_INVITEUSER and an
