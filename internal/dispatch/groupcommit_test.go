@@ -160,7 +160,7 @@ func TestGroupCommitFailsEveryRequestOfAFailedBatch(t *testing.T) {
 		failing.Store(true)
 		testdb.InjectError(t, db, func(stmt *gorm.Statement) error {
 			if failing.Load() && strings.Contains(stmt.SQL.String(), "INSERT INTO notifications") {
-				return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+				return testdb.AdminShutdown()
 			}
 			return nil
 		})

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -56,7 +55,7 @@ func TestGroupCommitAnswersEachSend(t *testing.T) {
 			failing.Store(true)
 			testdb.InjectError(t, api.DB, func(stmt *gorm.Statement) error {
 				if failing.Load() && strings.Contains(stmt.SQL.String(), "INSERT INTO notifications") {
-					return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+					return testdb.AdminShutdown()
 				}
 				return nil
 			})

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -34,7 +33,7 @@ func TestProviderCallbacksShareACommit(t *testing.T) {
 			var failing atomic.Bool
 			testdb.InjectError(t, api.DB, func(stmt *gorm.Statement) error {
 				if failing.Load() && strings.Contains(stmt.SQL.String(), "UPDATE deliveries SET status = v.status") {
-					return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+					return testdb.AdminShutdown()
 				}
 				return nil
 			})

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -127,6 +128,13 @@ func Dialects(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
 // Name returns a random identifier with prefix, for per-test queue names and
 // the like.
 func Name(prefix string) string { return randomName(prefix) }
+
+// AdminShutdown is the error PostgreSQL gives a session it is ending
+// (57P01, pg_terminate_backend or a shutdown): a database outage, for
+// InjectError's fault to return.
+func AdminShutdown() error {
+	return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+}
 
 // InjectError makes every statement db runs through gorm fail with the
 // error fault returns for it, for as long as it returns one (nil lets the
