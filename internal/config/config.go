@@ -800,7 +800,8 @@ func fromEnv(environ []string) (map[string]string, error) {
 // normalize is the form a key and an environment variable are matched in:
 // lower case, without "_" and ".". Called for every key and every NOTIFY_
 // variable at start; a strings.Replacer built per call allocated 0.9 MB
-// there (GODEBUG=memprofilerate=1), this allocates once per string.
+// there (GODEBUG=memprofilerate=1), strings.Map and ToLower a string each
+// at most.
 func normalize(s string) string {
 	return strings.ToLower(strings.Map(func(r rune) rune {
 		if r == '_' || r == '.' {

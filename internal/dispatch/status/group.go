@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/notificationservice/notificationservice/internal/groupcommit"
@@ -42,14 +43,7 @@ func (s *Store) WithGroupCommit(wait time.Duration, most, inflight int, obs Batc
 func (s *Store) markBatch(ctx context.Context, members [][]Report) ([][]bool, error) {
 	all := members[0]
 	if len(members) > 1 {
-		n := 0
-		for _, m := range members {
-			n += len(m)
-		}
-		all = make([]Report, 0, n)
-		for _, m := range members {
-			all = append(all, m...)
-		}
+		all = slices.Concat(members...)
 	}
 	applied, err := s.markReports(ctx, all)
 	if err != nil {
