@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -156,14 +155,8 @@ func TestGroupCommitFailsEveryRequestOfAFailedBatch(t *testing.T) {
 	testdb.Dialects(t, func(t *testing.T, db *gorm.DB) {
 		b := setup(t, db)
 		in, _ := groupIntake(b, 3)
-		var failing atomic.Bool
+		failing := testdb.OutageOn(t, db, "INSERT INTO notifications")
 		failing.Store(true)
-		testdb.InjectError(t, db, func(stmt *gorm.Statement) error {
-			if failing.Load() && strings.Contains(stmt.SQL.String(), "INSERT INTO notifications") {
-				return testdb.AdminShutdown()
-			}
-			return nil
-		})
 		keys := []string{"f-1", "f-2", "f-3"}
 		bodies := []string{oneTo("a@example.com", ""), oneTo("b@example.com", ""), oneTo("c@example.com", "")}
 		for i, r := range sendAll(t, in, b, keys, bodies) {

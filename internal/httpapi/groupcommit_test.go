@@ -5,12 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/auth"
 	"github.com/notificationservice/notificationservice/internal/config"
@@ -51,14 +49,8 @@ func TestGroupCommitAnswersEachSend(t *testing.T) {
 			require.Equal(t, http.StatusAccepted, res[2].Code, "body: %s", res[2].Raw)
 			require.NotEqual(t, res[1].JSON["notificationIds"], res[2].JSON["notificationIds"])
 
-			var failing atomic.Bool
+			failing := testdb.OutageOn(t, api.DB, "INSERT INTO notifications")
 			failing.Store(true)
-			testdb.InjectError(t, api.DB, func(stmt *gorm.Statement) error {
-				if failing.Load() && strings.Contains(stmt.SQL.String(), "INSERT INTO notifications") {
-					return testdb.AdminShutdown()
-				}
-				return nil
-			})
 			for i, r := range sendAll([]string{"o-1", "o-2", "o-3"}, []string{sendBody, sendBody, sendBody}) {
 				requireError(t, r, http.StatusServiceUnavailable, "UNAVAILABLE", "NONTSND0503")
 				require.NotEmpty(t, r.Header.Get("Retry-After"), "send %d", i)

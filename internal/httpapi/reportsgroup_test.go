@@ -2,14 +2,12 @@ package httpapi_test
 
 import (
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"gorm.io/gorm"
 
 	"github.com/notificationservice/notificationservice/internal/config"
 	"github.com/notificationservice/notificationservice/internal/testdb"
@@ -30,13 +28,7 @@ func TestProviderCallbacksShareACommit(t *testing.T) {
 			api := f.api
 			// Registered before any request: gorm's callbacks are not to be
 			// changed beside running statements.
-			var failing atomic.Bool
-			testdb.InjectError(t, api.DB, func(stmt *gorm.Statement) error {
-				if failing.Load() && strings.Contains(stmt.SQL.String(), "UPDATE deliveries SET status = v.status") {
-					return testdb.AdminShutdown()
-				}
-				return nil
-			})
+			failing := testdb.OutageOn(t, api.DB, "UPDATE deliveries SET status = v.status")
 			sent := f.insertSMS(t, "sent", 3)
 			pending := f.insertSMS(t, "pending", 1)
 			ids := append(sent, pending...)

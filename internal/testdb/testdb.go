@@ -129,11 +129,22 @@ func Dialects(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
 // the like.
 func Name(prefix string) string { return randomName(prefix) }
 
-// AdminShutdown is the error PostgreSQL gives a session it is ending
-// (57P01, pg_terminate_backend or a shutdown): a database outage, for
-// InjectError's fault to return.
-func AdminShutdown() error {
-	return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+// OutageOn makes db's statements whose SQL contains fragment fail, while
+// the returned switch is on (it starts off), with the error PostgreSQL
+// gives a session it is ending (57P01: pg_terminate_backend or a
+// shutdown): a database outage at that statement. Call it before db runs
+// statements concurrently: gorm's callbacks are not to be changed beside
+// running statements (InjectError).
+func OutageOn(t testing.TB, db *gorm.DB, fragment string) *atomic.Bool {
+	t.Helper()
+	var on atomic.Bool
+	InjectError(t, db, func(stmt *gorm.Statement) error {
+		if on.Load() && strings.Contains(stmt.SQL.String(), fragment) {
+			return &pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}
+		}
+		return nil
+	})
+	return &on
 }
 
 // InjectError makes every statement db runs through gorm fail with the
